@@ -1,0 +1,192 @@
+"""`linkhub-device`: link a simulated device to a hub, then run it.
+
+    linkhub-device link --name NAME --model MODEL --state FILE --hub mqtt://HOST:PORT
+                        [--mqtt 5|3.1.1] [--address ADDR] [--timeout S]
+                        [--retry-interval S] [--json]
+    linkhub-device run --state FILE [--mqtt 5|3.1.1] [--json]
+
+Exit status 0 only once linked (link) or after a clean stop (run); 1 when the
+procedure failed (the reason was reported as an error event); 2 for bad usage;
+130 when interrupted during link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from urllib.parse import urlsplit
+
+from firmware_sim.display import HumanPrinter, JsonPrinter
+from firmware_sim.events import EventSink
+from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
+from firmware_sim.run import run
+from hub.protocol import DeviceInfo, ProtocolError
+
+DEFAULT_MQTT_PORT = 1883
+
+
+def parse_hub_url(text: str) -> tuple[str, int]:
+    """`mqtt://HOST[:PORT]` -> (host, port); ValueError with a readable message otherwise."""
+    hint = "expected mqtt://HOST:PORT, e.g. mqtt://linkhub.local:1883"
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad hub URL {text!r}: {exc}; {hint}") from exc
+    if parts.scheme != "mqtt":
+        raise ValueError(f"bad hub URL {text!r}: the scheme must be mqtt://; {hint}")
+    if not parts.hostname:
+        raise ValueError(f"bad hub URL {text!r}: no host; {hint}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"bad hub URL {text!r}: credentials do not belong in it; {hint}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"bad hub URL {text!r}: unexpected path or query; {hint}")
+    if port == 0:
+        raise ValueError(f"bad hub URL {text!r}: port 0; {hint}")
+    return parts.hostname, port if port is not None else DEFAULT_MQTT_PORT
+
+
+def _hub_arg(text: str) -> tuple[str, int]:
+    try:
+        return parse_hub_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linkhub-device", description="A simulated LinkHub device.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state", required=True, metavar="FILE", help="the device's state file")
+        p.add_argument(
+            "--mqtt",
+            choices=("5", "3.1.1"),
+            default="5",
+            help="MQTT protocol version (default 5)",
+        )
+        p.add_argument("--json", action="store_true", help="one JSON object per line per event")
+
+    p_link = sub.add_parser("link", help="link this device to a hub")
+    p_link.add_argument("--name", required=True, help="name shown to whoever approves")
+    p_link.add_argument("--model", required=True, help="model shown to whoever approves")
+    p_link.add_argument(
+        "--hub", required=True, type=_hub_arg, metavar="mqtt://HOST:PORT", help="the hub's broker"
+    )
+    p_link.add_argument("--address", help="where the device is, e.g. its IP address")
+    p_link.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="give up after S seconds (default: the code's expiry + 30 s, 60 s without answer)",
+    )
+    p_link.add_argument(
+        "--retry-interval",
+        type=_positive_float,
+        default=DEFAULT_RETRY_INTERVAL_S,
+        metavar="S",
+        help=f"resend the request every S seconds until the hub sets an interval "
+        f"(default {DEFAULT_RETRY_INTERVAL_S:g})",
+    )
+    common(p_link)
+
+    p_run = sub.add_parser("run", help="run a linked device until SIGINT/SIGTERM")
+    common(p_run)
+    return parser
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (only possible on the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so the connection is closed on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    printer: EventSink
+    human: HumanPrinter | None = None
+    if args.json:
+        printer = JsonPrinter()
+    else:
+        human = HumanPrinter()
+        printer = human
+    mqtt5 = args.mqtt == "5"
+
+    if args.command == "link":
+        try:
+            device = DeviceInfo(name=args.name, model=args.model, address=args.address)
+        except ProtocolError as exc:
+            parser.print_usage(sys.stderr)
+            print(f"linkhub-device: error: {exc.description}", file=sys.stderr)
+            return 2
+        host, port = args.hub
+        if human is not None:
+            human.say(f"Asking the hub at {host}:{port} to link {args.name!r}...")
+        try:
+            with _interrupt_on_sigterm():
+                return link(
+                    host,
+                    port,
+                    device,
+                    args.state,
+                    mqtt5=mqtt5,
+                    timeout_s=args.timeout,
+                    retry_interval_s=args.retry_interval,
+                    on_event=printer,
+                )
+        except KeyboardInterrupt:
+            if human is not None:
+                human.say("Interrupted; run the same command again to resume linking.")
+            return 130
+
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        return run(args.state, on_event=printer, stop=stop, mqtt5=mqtt5)

@@ -1,0 +1,324 @@
+"""Linking: ask the hub for a code, show it, wait for approval, take the credentials.
+
+The device side of RFC 8628 over MQTT. The device connects with the public
+bootstrap identity, listens on a reply topic only it knows, and sends the same
+link request (same request id, same reply topic) every `interval` seconds until
+a final reply. Resending is the polling of RFC 8628 §3.4, and it also makes the
+procedure survive lost replies and broker or hub restarts. The request id and
+reply token live in the state file, so a device restarted mid-link resends the
+very same request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from dataclasses import replace
+
+from firmware_sim import state as state_file
+from firmware_sim.events import Event, EventSink, error, from_mqtt_error
+from firmware_sim.mqtt_client import (
+    ConnectionLost,
+    DeviceMqttClient,
+    Message,
+    MqttError,
+    MqttTimeout,
+    Reconnected,
+    ReconnectRefused,
+)
+from firmware_sim.run import connect_as_device, publish_status
+from hub.protocol import (
+    BOOTSTRAP_PASSWORD,
+    BOOTSTRAP_USERNAME,
+    LINK_REQUEST_TOPIC,
+    ApprovedReply,
+    DeviceInfo,
+    ErrorCode,
+    ErrorReply,
+    LinkRequest,
+    PendingReply,
+    ProtocolError,
+    encode,
+    parse_link_reply,
+    reply_topic,
+)
+
+DEFAULT_RETRY_INTERVAL_S = 5.0
+# Without any reply the hub is probably not there; with a code, wait for it to expire.
+NO_REPLY_TIMEOUT_S = 60.0
+EXPIRY_GRACE_S = 30.0
+SLOW_DOWN_S = 5.0  # RFC 8628 §3.5
+MIN_INTERVAL_S = 0.5
+OP_TIMEOUT_S = 10.0
+
+FINAL_ERRORS = frozenset(
+    {
+        ErrorCode.ACCESS_DENIED,
+        ErrorCode.EXPIRED_TOKEN,
+        ErrorCode.ALREADY_LINKED,
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_VERSION,
+    }
+)
+
+
+def new_pending() -> state_file.Pending:
+    # 24 random bytes = 192 bits each; the reply topic must be unguessable.
+    return state_file.Pending(request_id=secrets.token_urlsafe(24), reply_token=secrets.token_urlsafe(24))
+
+
+def _request_for(pending: state_file.Pending, device: DeviceInfo) -> LinkRequest | None:
+    try:
+        return LinkRequest(pending.request_id, reply_topic(pending.reply_token), device)
+    except ProtocolError:
+        return None
+
+
+def link(
+    hub_host: str,
+    hub_port: int,
+    device: DeviceInfo,
+    state_path: str | os.PathLike[str],
+    *,
+    mqtt5: bool = True,
+    timeout_s: float | None = None,
+    retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
+    on_event: EventSink,
+) -> int:
+    """Link the device through the hub's broker at hub_host:hub_port.
+
+    Returns 0 once linked (credentials saved and status online acknowledged),
+    1 otherwise; either way the outcome was reported through `on_event`.
+    `timeout_s=None` waits until the code's expiry plus 30 s, or 60 s if the
+    hub never answers.
+    """
+    started = time.monotonic()
+    try:
+        st = state_file.load(state_path)
+    except state_file.StateError as exc:
+        on_event(error("bad_state", str(exc)))
+        return 1
+    if st.linked:
+        on_event(
+            error(
+                "already_linked_locally",
+                f"{state_path} already holds credentials for device {st.device_id}; "
+                "run the device, or delete the file to link it again",
+            )
+        )
+        return 1
+
+    pending = st.pending
+    request = _request_for(pending, device) if pending is not None else None
+    if pending is None or request is None:
+        pending = new_pending()
+        request = _request_for(pending, device)
+        assert request is not None
+    st = replace(st, name=device.name, model=device.model, pending=pending)
+    try:
+        state_file.save(state_path, st)
+    except OSError as exc:
+        on_event(error("state_write_failed", f"cannot write {state_path}: {exc}"))
+        return 1
+
+    session = _LinkSession(
+        hub_host=hub_host,
+        hub_port=hub_port,
+        request=request,
+        state_path=state_path,
+        st=st,
+        mqtt5=mqtt5,
+        deadline=None if timeout_s is None else started + timeout_s,
+        started=started,
+        interval=max(retry_interval_s, MIN_INTERVAL_S),
+        on_event=on_event,
+    )
+    return session.run()
+
+
+class _LinkSession:
+    """One attempt of the procedure, from bootstrap connect to a final answer."""
+
+    def __init__(
+        self,
+        *,
+        hub_host: str,
+        hub_port: int,
+        request: LinkRequest,
+        state_path: str | os.PathLike[str],
+        st: state_file.DeviceState,
+        mqtt5: bool,
+        deadline: float | None,
+        started: float,
+        interval: float,
+        on_event: EventSink,
+    ) -> None:
+        self.hub_host = hub_host
+        self.hub_port = hub_port
+        self.request = request
+        self.payload = encode(request)
+        self.state_path = state_path
+        self.st = st
+        self.mqtt5 = mqtt5
+        self.fixed_deadline = deadline
+        self.deadline = deadline if deadline is not None else started + NO_REPLY_TIMEOUT_S
+        self.interval = interval
+        self.slow_down_s = 0.0
+        self.last_sent = started
+        self.seen_reply = False
+        self.shown_code: tuple[str, str] | None = None
+        self.on_event = on_event
+
+    def _remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _op_timeout(self) -> float:
+        return max(min(OP_TIMEOUT_S, self._remaining()), 0.1)
+
+    def run(self) -> int:
+        client = DeviceMqttClient(
+            client_id=f"lh-boot-{secrets.token_hex(8)}",
+            username=BOOTSTRAP_USERNAME,
+            password=BOOTSTRAP_PASSWORD,
+            mqtt5=self.mqtt5,
+        )
+        try:
+            client.connect(self.hub_host, self.hub_port, timeout=self._op_timeout())
+            client.subscribe(self.request.reply_to, qos=1, timeout=self._op_timeout())
+            self._send(client)
+            return self._wait_for_answer(client)
+        except MqttError as exc:
+            self.on_event(from_mqtt_error(exc))
+            return 1
+        finally:
+            client.close()
+
+    def _send(self, client: DeviceMqttClient) -> None:
+        """Publish the request once; a lost PUBACK is not fatal, the next resend retries."""
+        self.last_sent = time.monotonic()
+        # On a timeout (e.g. the broker is restarting) paho resends it after reconnecting.
+        with contextlib.suppress(MqttTimeout):
+            client.publish(
+                LINK_REQUEST_TOPIC,
+                self.payload,
+                qos=1,
+                response_topic=self.request.reply_to,
+                correlation_data=self.request.request_id.encode(),
+                timeout=self._op_timeout(),
+            )
+
+    def _wait_for_answer(self, client: DeviceMqttClient) -> int:
+        while True:
+            now = time.monotonic()
+            if now >= self.deadline:
+                self.on_event(self._timeout_event())
+                return 1
+            next_send = self.last_sent + self.interval + self.slow_down_s
+            if now >= next_send:
+                self._send(client)
+                continue
+            item = client.get(min(next_send, self.deadline) - now)
+            match item:
+                case Message(topic=topic, payload=payload) if topic == self.request.reply_to:
+                    result = self._on_reply(client, payload)
+                    if result is not None:
+                        return result
+                case Reconnected():
+                    self._send(client)  # the subscription is back; don't wait for the timer
+                case ReconnectRefused() as refused:
+                    code = "not_authorised" if refused.not_authorised else "connection_refused"
+                    self.on_event(error(code, f"the broker refused the device: {refused.reason}"))
+                    return 1
+                case ConnectionLost() | Message() | None:
+                    pass
+
+    def _on_reply(self, client: DeviceMqttClient, payload: bytes) -> int | None:
+        """Handle one reply; an exit code once final, None to keep polling."""
+        reply = parse_link_reply(payload)
+        match reply:
+            case PendingReply() if reply.request_id == self.request.request_id:
+                self.seen_reply = True
+                self.interval = max(float(reply.interval), MIN_INTERVAL_S)
+                if self.fixed_deadline is None:
+                    self.deadline = time.monotonic() + reply.expires_in + EXPIRY_GRACE_S
+                code = (reply.user_code, reply.verification_uri_complete)
+                if code != self.shown_code:
+                    self.shown_code = code
+                    self.on_event(
+                        {
+                            "event": "code",
+                            "user_code": reply.user_code,
+                            "verification_uri": reply.verification_uri,
+                            "verification_uri_complete": reply.verification_uri_complete,
+                            "expires_in": reply.expires_in,
+                        }
+                    )
+                return None
+            case ApprovedReply() if reply.request_id == self.request.request_id:
+                return self._finish(client, reply)
+            # An error without a request id still came to our secret reply topic:
+            # the hub could not read the request well enough to name it.
+            case ErrorReply() if reply.request_id in (self.request.request_id, None):
+                self.seen_reply = True
+                if reply.error == ErrorCode.SLOW_DOWN:
+                    self.slow_down_s += SLOW_DOWN_S
+                    return None
+                if reply.error in FINAL_ERRORS:
+                    self._save(self.st.with_pending(None))
+                self.on_event(
+                    {
+                        "event": "error",
+                        "error": str(reply.error),
+                        "error_description": reply.error_description,
+                    }
+                )
+                return 1
+            case _:
+                return None  # garbage, or a reply to some other request
+
+    def _finish(self, bootstrap: DeviceMqttClient, reply: ApprovedReply) -> int:
+        # The credentials exist only in this message: keep them before anything else.
+        linked = replace(self.st, device_id=reply.device_id, mqtt=reply.mqtt, pending=None)
+        if not self._save(linked):
+            return 1
+        bootstrap.close()
+        try:
+            client = connect_as_device(reply.device_id, reply.mqtt, mqtt5=self.mqtt5)
+        except MqttError as exc:
+            self.on_event(from_mqtt_error(exc))
+            return 1
+        with client:
+            try:
+                # The hub takes this status as the receipt for the credentials.
+                publish_status(client, reply.device_id, online=True)
+            except MqttError as exc:
+                self.on_event(from_mqtt_error(exc))
+                return 1
+            self.on_event({"event": "linked", "device_id": reply.device_id})
+            # This process ends here: leave a truthful retained status behind.
+            with contextlib.suppress(MqttError):
+                publish_status(client, reply.device_id, online=False)
+        return 0
+
+    def _save(self, st: state_file.DeviceState) -> bool:
+        try:
+            state_file.save(self.state_path, st)
+        except OSError as exc:
+            self.on_event(error("state_write_failed", f"cannot write {self.state_path}: {exc}"))
+            return False
+        self.st = st
+        return True
+
+    def _timeout_event(self) -> Event:
+        where = f"{self.hub_host}:{self.hub_port}"
+        if self.seen_reply:
+            description = f"no final answer from the hub at {where}; the code was not approved"
+        else:
+            description = (
+                f"no answer from the hub at {where}: the broker accepted the link request "
+                "but no hub replied (is the hub running?)"
+            )
+        return error("timeout", description)

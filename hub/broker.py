@@ -1,0 +1,222 @@
+"""A mosquitto the hub starts, configures and stops itself (the embedded default).
+
+It writes its own config and dynamic-security file under the data directory,
+listens where it is told, and turns on `set_tcp_nodelay` (FIELD-NOTES: without
+it each request/response waits ~40 ms).
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import glob
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.errors import BrokerUnavailable, ConfigError, PortInUse
+from hub.mqtt import BrokerAddress
+
+log = logging.getLogger(__name__)
+
+ADMIN_USERNAME = "linkhub-admin"
+_PLUGIN_GLOBS = (
+    "/usr/lib/*/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto/mosquitto_dynamic_security.so",
+)
+
+
+def find_mosquitto() -> str:
+    found = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
+    )
+    if found is None:
+        raise ConfigError(
+            "mosquitto is not installed: `sudo apt-get install mosquitto` "
+            "(or start the hub with --broker mqtt://USER:PASS@HOST:PORT)"
+        )
+    return found
+
+
+def find_dynsec_plugin() -> str:
+    for pattern in _PLUGIN_GLOBS:
+        for path in sorted(glob.glob(pattern)):
+            return path
+    raise ConfigError("mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pbkdf2_entry(password: str) -> dict[str, object]:
+    """A dynamic-security password record (PBKDF2-SHA512, the plugin's own format)."""
+    salt = secrets.token_bytes(12)
+    iterations = 101
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": iterations,
+    }
+
+
+def initial_dynsec_config(admin_password: str) -> dict[str, object]:
+    """Only the admin identity; the hub creates everything else through $CONTROL."""
+    control = "$CONTROL/dynamic-security/#"
+    return {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": True,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": [
+            {
+                "username": ADMIN_USERNAME,
+                "textname": "LinkHub's admin identity: it holds no role it edits",
+                "roles": [{"rolename": "linkhub-admin"}],
+                **_pbkdf2_entry(admin_password),
+            }
+        ],
+        "groups": [],
+        "roles": [
+            {
+                "rolename": "linkhub-admin",
+                "acls": [
+                    {"acltype": "publishClientSend", "topic": control, "allow": True},
+                    {"acltype": "publishClientReceive", "topic": control, "allow": True},
+                    {"acltype": "subscribePattern", "topic": control, "allow": True},
+                ],
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedBrokerConfig:
+    directory: Path
+    listen_host: str
+    port: int
+
+
+class ManagedBroker:
+    def __init__(self, config: ManagedBrokerConfig) -> None:
+        self.config = config
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> BrokerAddress:
+        host = self.config.listen_host
+        return BrokerAddress("127.0.0.1" if host in ("0.0.0.0", "") else host, self.config.port)
+
+    @property
+    def admin_password(self) -> str:
+        return (self.config.directory / "admin-password").read_text().strip()
+
+    def prepare(self) -> Path:
+        """Write the config (and, once, the dynamic-security file); return the config path."""
+        directory = self.config.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        secret_file = directory / "admin-password"
+        dynsec_file = directory / "dynamic-security.json"
+        if not secret_file.exists() or not dynsec_file.exists():
+            password = secrets.token_urlsafe(24)
+            dynsec_file.write_text(json.dumps(initial_dynsec_config(password), indent=2))
+            secret_file.touch(mode=0o600)
+            secret_file.write_text(password + "\n")
+        conf = directory / "mosquitto.conf"
+        lines = [
+            "# Written by LinkHub at every start; edits are overwritten.",
+            "per_listener_settings false",
+            f"listener {self.config.port} {self.config.listen_host}",
+            "set_tcp_nodelay true",
+            "allow_anonymous false",
+            # Started as root, mosquitto would switch to user `mosquitto`, which
+            # cannot read this directory; it runs as whoever runs the hub.
+            f"user {getpass.getuser()}",
+            f"plugin {find_dynsec_plugin()}",
+            f"plugin_opt_config_file {dynsec_file}",
+            "persistence false",
+            "max_packet_size 262144",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_timestamp true",
+            "",
+        ]
+        conf.write_text("\n".join(lines))
+        return conf
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        host, port = self.config.listen_host, self.config.port
+        if not port_is_free(host, port):
+            raise PortInUse(
+                f"port {port} on {host} is already in use (another MQTT broker?). "
+                f"Start the hub with --mqtt-port N to run its own broker on another port, "
+                f"or with --broker mqtt://ADMIN:PASSWORD@HOST:PORT to use a mosquitto you already run."
+            )
+        conf = self.prepare()
+        log_file = open(self.config.directory / "mosquitto.log", "ab")  # noqa: SIM115  (owned by the child)
+        self._process = subprocess.Popen(
+            [find_mosquitto(), "-c", str(conf)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log_file.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise BrokerUnavailable(
+                    f"mosquitto exited at start (code {self._process.returncode}); "
+                    f"see {self.config.directory / 'mosquitto.log'}"
+                )
+            try:
+                with socket.create_connection((self.address.host, port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerUnavailable(f"mosquitto did not listen on {host}:{port} within {timeout_s} s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash or power cut would (tests)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None

@@ -1,0 +1,81 @@
+"""Hub settings: one frozen object, parsed once at start (flags, then environment, then defaults)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from hub.errors import ConfigError
+
+DEFAULT_HTTP_PORT = 8080
+# 1883 is usually taken on a home-lab Pi (Home Assistant's mosquitto); the
+# hub's own broker defaults next to it and is announced over mDNS anyway.
+DEFAULT_MQTT_PORT = 1884
+DEFAULT_CODE_LIFETIME_S = 900  # RFC 8628 examples and Microsoft's /link use 15 minutes
+DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalBroker:
+    host: str
+    port: int
+    admin_username: str
+    admin_password: str
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    data_dir: Path
+    database_url: str
+    http_host: str = "0.0.0.0"
+    http_port: int = DEFAULT_HTTP_PORT
+    mqtt_host: str = "0.0.0.0"
+    mqtt_port: int = DEFAULT_MQTT_PORT
+    external_broker: ExternalBroker | None = None
+    public_host: str | None = None
+    code_lifetime_s: int = DEFAULT_CODE_LIFETIME_S
+    poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
+    mdns: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("http_port", "mqtt_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name.replace('_', '-')} must be 0-65535, not {port}")
+        if not 60 <= self.code_lifetime_s <= 86400:
+            raise ConfigError("the code lifetime must be between 60 s and 24 h")
+        if not 1 <= self.poll_interval_s <= 60:
+            raise ConfigError("the poll interval must be between 1 and 60 s")
+
+    @property
+    def control_socket(self) -> Path:
+        return self.data_dir / "hub.sock"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("LINKHUB_DATA_DIR") or Path.home() / ".local/share/linkhub")
+
+
+def default_database_url(data_dir: Path) -> str:
+    return os.environ.get("LINKHUB_DATABASE_URL") or f"sqlite:///{data_dir / 'linkhub.db'}"
+
+
+def parse_broker_url(url: str) -> ExternalBroker:
+    """`mqtt://ADMIN:PASSWORD@HOST:PORT`, ADMIN being a dynamic-security admin."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname or parts.username is None or parts.password is None:
+        raise ConfigError(
+            f"--broker must look like mqtt://ADMIN:PASSWORD@HOST:PORT, not {url!r} "
+            "(ADMIN is the broker's dynamic-security admin)"
+        )
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise ConfigError(f"bad port in --broker {url!r}") from exc
+    return ExternalBroker(parts.hostname, port, unquote(parts.username), unquote(parts.password))

@@ -1,0 +1,210 @@
+"""The running hub: wires the database, the broker, the MQTT shell and the link
+service together. The shell here is thin: it parses at the edge, asks the
+service what to answer, and publishes that answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from hub import protocol
+from hub.accounts import AccountService
+from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
+from hub.config import HubConfig
+from hub.dynsec import DynSecAdmin
+from hub.errors import LinkHubError
+from hub.link_service import Clock, LinkPolicy, LinkService, OutboundReply
+from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
+from hub.netinfo import lan_addresses
+from hub.protocol import LinkReply, Rejection
+from hub.store import make_engine
+
+log = logging.getLogger(__name__)
+
+HUB_USERNAME = "linkhub-hub"
+
+
+@dataclass(frozen=True, slots=True)
+class HubEndpoints:
+    link_page_url: str
+    broker: BrokerAddress  # where the hub itself connects
+    device_broker: BrokerAddress  # what devices are told
+
+
+def _read_or_create_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
+class Hub:
+    def __init__(
+        self, config: HubConfig, *, clock: Clock = time.time, rng: random.Random | None = None
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._rng = rng
+        self.engine: Engine | None = None
+        self.managed_broker: ManagedBroker | None = None
+        self._admin: DynSecAdmin | None = None
+        self._mqtt: MqttConnection | None = None
+        self._links: LinkService | None = None
+        self._accounts: AccountService | None = None
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self.endpoints: HubEndpoints | None = None
+
+    # --- lifecycle ------------------------------------------------------------
+    def start(self) -> HubEndpoints:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(config.database_url)
+        self._accounts = AccountService(self.engine, self._clock)
+        broker, admin_user, admin_password = self._start_broker()
+        try:
+            self._admin = DynSecAdmin(broker, admin_user, admin_password)
+            self._admin.start()
+            self._admin.ensure_bootstrap()
+            hub_password = _read_or_create_secret(config.data_dir / "hub-password")
+            self._admin.ensure_hub_identity(HUB_USERNAME, hub_password)
+            endpoints = self._endpoints(broker)
+            self._links = LinkService(
+                self.engine,
+                LinkPolicy(
+                    code_lifetime_s=config.code_lifetime_s,
+                    poll_interval_s=config.poll_interval_s,
+                    link_page_url=endpoints.link_page_url,
+                    device_broker_host=endpoints.device_broker.host,
+                    device_broker_port=endpoints.device_broker.port,
+                ),
+                issuer=self._admin,
+                sender=self,
+                clock=self._clock,
+                rng=self._rng,
+            )
+            self._mqtt = MqttConnection(
+                broker,
+                client_id=f"linkhub-hub-{secrets.token_hex(4)}",
+                username=HUB_USERNAME,
+                password=hub_password,
+                on_message=self._on_message,
+            )
+            self._mqtt.start()
+            self._mqtt.subscribe(protocol.link_request_subscription())
+            self._mqtt.subscribe(protocol.device_status_subscription())
+        except BaseException:
+            self.stop()
+            raise
+        self._sweeper = threading.Thread(target=self._sweep, name="link-expiry", daemon=True)
+        self._sweeper.start()
+        self.endpoints = endpoints
+        return endpoints
+
+    def stop(self) -> None:
+        self._stop.set()
+        for part in (self._mqtt, self._admin):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # stopping must go on to the broker whatever happens
+                    log.exception("while stopping")
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
+        if self.managed_broker is not None:
+            self.managed_broker.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+
+    def _start_broker(self) -> tuple[BrokerAddress, str, str]:
+        external = self.config.external_broker
+        if external is not None:
+            address = BrokerAddress(external.host, external.port)
+            return address, external.admin_username, external.admin_password
+        self.managed_broker = ManagedBroker(
+            ManagedBrokerConfig(self.config.broker_dir, self.config.mqtt_host, self.config.mqtt_port)
+        )
+        self.managed_broker.start()
+        return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
+
+    def _endpoints(self, broker: BrokerAddress) -> HubEndpoints:
+        config = self.config
+        public_host = config.public_host
+        if public_host is None:
+            lan = lan_addresses()
+            public_host = lan[0] if lan and config.http_host in ("0.0.0.0", "") else None
+        if public_host is None:
+            public_host = "127.0.0.1" if config.http_host in ("0.0.0.0", "") else config.http_host
+        device_host = broker.host
+        if config.external_broker is None and config.mqtt_host in ("0.0.0.0", ""):
+            device_host = public_host
+        return HubEndpoints(
+            link_page_url=f"http://{public_host}:{config.http_port}/link",
+            broker=broker,
+            device_broker=BrokerAddress(device_host, broker.port),
+        )
+
+    @property
+    def links(self) -> LinkService:
+        if self._links is None:
+            raise LinkHubError("the hub is not started")
+        return self._links
+
+    @property
+    def accounts(self) -> AccountService:
+        if self._accounts is None:
+            raise LinkHubError("the hub is not started")
+        return self._accounts
+
+    # --- the MQTT shell -------------------------------------------------------
+    def send_reply(self, reply_to: str, reply: LinkReply, correlation: bytes | None) -> None:
+        if self._mqtt is None:
+            raise LinkHubError("the hub is not connected to its broker")
+        self._mqtt.publish(reply_to, protocol.encode(reply), qos=1, correlation_data=correlation)
+
+    def _send(self, outbound: OutboundReply | None) -> None:
+        if outbound is None:
+            return
+        try:
+            self.send_reply(outbound.reply_to, outbound.reply, outbound.correlation)
+        except LinkHubError as exc:
+            log.warning("reply to a link request not delivered (%s); the device will poll again", exc)
+
+    def _on_message(self, message: InboundMessage) -> None:
+        if message.topic == protocol.LINK_REQUEST_TOPIC:
+            parsed = protocol.parse_link_request(message.payload, message.response_topic)
+            if isinstance(parsed, Rejection):
+                log.warning("refused a link request: %s (%s)", parsed.error, parsed.description)
+                self._send(self.links.handle_rejection(parsed))
+                return
+            self._send(self.links.handle_request(parsed, message.correlation_data))
+            return
+        device_topic = protocol.parse_device_topic(message.topic)
+        if device_topic is not None and device_topic[1] == "status":
+            status = protocol.parse_device_status(message.payload)
+            if isinstance(status, Rejection):
+                log.warning("dropped a bad status on %s: %s", message.topic, status.description)
+                return
+            self.links.device_status(device_topic[0], status.online)
+            return
+        log.warning("dropped a message on unexpected topic %s", message.topic)
+
+    def _sweep(self) -> None:
+        """Tell devices their code expired when it does, not only when they poll."""
+        while not self._stop.wait(1.0):
+            try:
+                for outbound in self.links.expire_due():
+                    self._send(outbound)
+            except Exception:
+                log.exception("expiry sweep failed; trying again in a second")

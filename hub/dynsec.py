@@ -1,0 +1,223 @@
+"""The one module that speaks mosquitto's dynamic-security `$CONTROL` API.
+
+Facts this is built on (FIELD-NOTES, mosquitto 2.0.x):
+- `%c`/`%u` are not expanded in ACL topics before 2.1, so each device gets its
+  own role with literal topics.
+- Editing a client or role kicks every connected client holding it, so the admin
+  identity used here holds none of the roles it edits, and every call is
+  idempotent so that it can simply be retried.
+- Subscribe ACLs match the subscription filter as if it were a topic: a pattern
+  allow on `reply/+` would also allow subscribing to `reply/+` itself. Literal
+  denies on the wildcard filters, at a higher priority, close that hole.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from hub import protocol
+from hub.errors import BrokerAdminError, BrokerTimeout, BrokerUnavailable
+from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
+
+BOOTSTRAP_ROLE = "linkhub-bootstrap"
+HUB_ROLE = "linkhub-hub"
+DEVICE_ROLE_PREFIX = "linkhub-device-"
+
+_ALREADY = ("already exists", "already in")
+
+
+@dataclass(frozen=True, slots=True)
+class Acl:
+    acltype: str
+    topic: str
+    allow: bool
+    priority: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"acltype": self.acltype, "topic": self.topic, "allow": self.allow, "priority": self.priority}
+
+
+def bootstrap_acls() -> list[Acl]:
+    """What an unlinked device may do: send link requests, read one reply topic
+    whose name it chose (128+ random bits), and nothing with wildcards."""
+    reply_any = f"{protocol.LINK_REPLY_ROOT}/+"
+    return [
+        Acl("publishClientSend", protocol.LINK_REQUEST_TOPIC, True),
+        Acl("subscribeLiteral", reply_any, False, priority=10),
+        Acl("subscribeLiteral", f"{protocol.LINK_REPLY_ROOT}/#", False, priority=10),
+        Acl("subscribeLiteral", "#", False, priority=10),
+        Acl("subscribePattern", reply_any, True),
+    ]
+
+
+def hub_acls() -> list[Acl]:
+    """The hub's service identity: the whole LinkHub tree, and the shared request queue."""
+    tree = f"{protocol.TOPIC_ROOT}/#"
+    return [
+        Acl("publishClientSend", tree, True),
+        Acl("publishClientReceive", tree, True),
+        Acl("subscribePattern", tree, True),
+        Acl("subscribePattern", protocol.link_request_subscription(), True),
+        Acl("subscribeLiteral", protocol.link_request_subscription(), True),
+    ]
+
+
+def device_acls(device_id: str) -> list[Acl]:
+    """A linked device's own subtree and nothing else (literal: no %c on 2.0)."""
+    subtree = f"{protocol.device_root(device_id)}/#"
+    return [
+        Acl("publishClientSend", subtree, True),
+        Acl("publishClientReceive", subtree, True),
+        Acl("subscribePattern", subtree, True),
+    ]
+
+
+def device_role(device_id: str) -> str:
+    return DEVICE_ROLE_PREFIX + device_id
+
+
+class DynSecAdmin:
+    """Runs dynamic-security commands and waits for each one's answer."""
+
+    def __init__(self, broker: BrokerAddress, username: str, password: str) -> None:
+        self._connection = MqttConnection(
+            broker,
+            client_id=f"linkhub-admin-{secrets.token_hex(4)}",
+            username=username,
+            password=password,
+            on_message=self._on_response,
+        )
+        self._lock = threading.Lock()
+        self._pending: dict[str, Future[dict[str, Any]]] = {}
+
+    def start(self) -> None:
+        self._connection.start()
+        self._connection.subscribe(RESPONSE_TOPIC)
+
+    def stop(self) -> None:
+        self._connection.stop()
+
+    # --- transport ----------------------------------------------------------
+    def call(self, commands: list[dict[str, Any]], timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """Send commands in one message; return their responses in order.
+
+        Raises BrokerAdminError for any error other than "already exists".
+        """
+        futures: list[Future[dict[str, Any]]] = []
+        tagged = []
+        with self._lock:
+            for command in commands:
+                tag = secrets.token_hex(8)
+                future: Future[dict[str, Any]] = Future()
+                self._pending[tag] = future
+                futures.append(future)
+                tagged.append(command | {"correlationData": tag})
+        try:
+            self._connection.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}).encode())
+            deadline = time.monotonic() + timeout_s
+            responses = [f.result(timeout=max(0.0, deadline - time.monotonic())) for f in futures]
+        except FutureTimeout:
+            raise BrokerAdminError(
+                f"dynamic-security did not answer {[c['command'] for c in commands]} in {timeout_s} s"
+            ) from None
+        finally:
+            with self._lock:
+                for command in tagged:
+                    self._pending.pop(command["correlationData"], None)
+        for command, response in zip(commands, responses, strict=True):
+            error = response.get("error")
+            if error and not any(marker in str(error) for marker in _ALREADY):
+                raise BrokerAdminError(f"dynamic-security refused {command['command']}: {error}")
+        return responses
+
+    def call_with_retry(self, commands: list[dict[str, Any]], attempts: int = 3) -> list[dict[str, Any]]:
+        # Every command we send is idempotent, so a lost answer is simply asked again.
+        for attempt in range(attempts):
+            try:
+                return self.call(commands)
+            except (BrokerAdminError, BrokerTimeout, BrokerUnavailable) as exc:
+                if "refused" in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _on_response(self, message: InboundMessage) -> None:
+        try:
+            responses = json.loads(message.payload).get("responses", [])
+        except (ValueError, AttributeError):
+            return
+        for response in responses:
+            if not isinstance(response, dict):
+                continue
+            with self._lock:
+                future = self._pending.pop(str(response.get("correlationData")), None)
+            if future is not None and not future.done():
+                future.set_result(response)
+
+    # --- the operations LinkHub needs ----------------------------------------
+    def ensure_role(self, rolename: str, acls: list[Acl]) -> None:
+        self.call_with_retry([{"command": "createRole", "rolename": rolename}])
+        self.call_with_retry(
+            [{"command": "addRoleACL", "rolename": rolename} | acl.to_json() for acl in acls]
+        )
+
+    def ensure_client(
+        self, username: str, password: str, rolename: str, *, client_id: str | None = None
+    ) -> None:
+        """Create the client, or bring an existing one to this password and role."""
+        create: dict[str, Any] = {
+            "command": "createClient",
+            "username": username,
+            "password": password,
+            "roles": [{"rolename": rolename}],
+        }
+        if client_id is not None:
+            create["clientid"] = client_id
+        (response,) = self.call_with_retry([create])
+        if response.get("error"):  # it existed: make it match
+            self.call_with_retry(
+                [
+                    {"command": "setClientPassword", "username": username, "password": password},
+                    {"command": "addClientRole", "username": username, "rolename": rolename},
+                ]
+            )
+            if client_id is not None:
+                self.call_with_retry(
+                    [{"command": "setClientId", "username": username, "clientid": client_id}]
+                )
+
+    def ensure_bootstrap(self) -> None:
+        self.ensure_role(BOOTSTRAP_ROLE, bootstrap_acls())
+        self.ensure_client(protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, BOOTSTRAP_ROLE)
+
+    def ensure_hub_identity(self, username: str, password: str) -> None:
+        self.ensure_role(HUB_ROLE, hub_acls())
+        self.ensure_client(username, password, HUB_ROLE)
+
+    def issue_device(self, device_id: str, password: str) -> None:
+        """The device's own client, bound to client id == username == device_id."""
+        role = device_role(device_id)
+        self.ensure_role(role, device_acls(device_id))
+        self.ensure_client(device_id, password, role, client_id=device_id)
+
+    def revoke_device(self, device_id: str) -> None:
+        """Delete the client (which disconnects it at once) and its role."""
+        for command in (
+            {"command": "deleteClient", "username": device_id},
+            {"command": "deleteRole", "rolename": device_role(device_id)},
+        ):
+            try:
+                self.call_with_retry([command])
+            except BrokerAdminError as exc:
+                if "not found" not in str(exc):
+                    raise

@@ -1,0 +1,47 @@
+"""One base class for everything LinkHub raises on purpose.
+
+The error a device receives is not one of these: it is a value from
+`hub.protocol.ErrorCode`. These are for the hub's own callers (CLI, web, tests).
+"""
+
+from __future__ import annotations
+
+
+class LinkHubError(Exception):
+    """Base class: catch this at the edges (CLI exit codes, web flash messages)."""
+
+
+class ConfigError(LinkHubError):
+    """A setting is wrong; the message says which and how to fix it."""
+
+
+class BrokerUnavailable(LinkHubError):
+    """The MQTT broker did not accept our connection in time."""
+
+
+class BrokerTimeout(LinkHubError):
+    """The broker did not acknowledge something in time, so it did not happen."""
+
+
+class BrokerAdminError(LinkHubError):
+    """The dynamic-security plugin refused or did not answer an admin command."""
+
+
+class PortInUse(LinkHubError):
+    """A port the hub wants to listen on is taken."""
+
+
+class AccountError(LinkHubError):
+    """Account creation or sign-in failed; the message is safe to show."""
+
+
+class LinkDecisionError(LinkHubError):
+    """A person's approve/deny could not be applied; `reason` is stable for pages and CLI."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class HubNotRunning(LinkHubError):
+    """A CLI command needs the running hub, and none answers in this data directory."""

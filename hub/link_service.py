@@ -1,0 +1,430 @@
+"""Link requests over their whole life: the state machine in `linking` applied to
+the database, with credentials issued through an injected issuer.
+
+Decide, then send: request handling returns the reply for the MQTT shell to
+publish. Decisions made by a person (web page, CLI) push their reply through the
+injected sender at once, so the device does not wait for its next poll; if that
+push is lost, the poll delivers the same answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from hub import codes, protocol
+from hub.errors import LinkDecisionError, LinkHubError
+from hub.linking import InvalidTransition, LinkEvent, LinkOutput, LinkState, is_expired, step
+from hub.models import Device, LinkRequestRecord
+from hub.protocol import (
+    ERROR_DESCRIPTIONS,
+    ApprovedReply,
+    ErrorCode,
+    ErrorReply,
+    LinkReply,
+    LinkRequest,
+    MqttCredentials,
+    PendingReply,
+)
+from hub.store import session_scope
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class CredentialIssuer(Protocol):
+    def issue_device(self, device_id: str, password: str) -> None: ...
+    def revoke_device(self, device_id: str) -> None: ...
+
+
+class ReplySender(Protocol):
+    def send_reply(self, reply_to: str, reply: LinkReply, correlation: bytes | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPolicy:
+    code_lifetime_s: int
+    poll_interval_s: int
+    link_page_url: str  # e.g. http://192.168.1.10:8080/link
+    device_broker_host: str  # where linked devices connect
+    device_broker_port: int
+
+
+class CodeStatus(StrEnum):
+    """What the /link page can say about a typed code; each has its own message."""
+
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    PENDING = "pending"
+    EXPIRED = "expired"
+    DENIED = "denied"
+    USED = "used"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequestView:
+    user_code: str  # XXXX-XXXX
+    device_name: str
+    device_model: str
+    device_address: str | None
+    requested_at_s: float
+    expires_at_s: float
+    state: LinkState
+
+
+@dataclass(frozen=True, slots=True)
+class CodeLookup:
+    status: CodeStatus
+    request: LinkRequestView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    device_id: str
+    account_id: int
+    name: str
+    model: str
+    address: str | None
+    linked_at_s: float
+    confirmed: bool
+    online: bool
+    last_seen_at_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundReply:
+    reply_to: str
+    reply: LinkReply
+    correlation: bytes | None
+
+
+_STATE_TO_CODE_STATUS = {
+    LinkState.PENDING: CodeStatus.PENDING,
+    LinkState.EXPIRED: CodeStatus.EXPIRED,
+    LinkState.DENIED: CodeStatus.DENIED,
+    LinkState.APPROVED: CodeStatus.USED,
+    LinkState.LINKED: CodeStatus.USED,
+}
+
+DECISION_MESSAGES = {
+    CodeStatus.MALFORMED: "That is not a code: codes are 8 letters like BCDF-GHJK (no vowels).",
+    CodeStatus.UNKNOWN: "No device is waiting with that code. Check the code on the device's screen.",
+    CodeStatus.EXPIRED: "That code has expired. Ask the device for a new code.",
+    CodeStatus.DENIED: "That code was denied. Ask the device for a new code if that was a mistake.",
+    CodeStatus.USED: "That code was already used to link a device.",
+}
+
+
+class LinkService:
+    def __init__(
+        self,
+        engine: Engine,
+        policy: LinkPolicy,
+        issuer: CredentialIssuer,
+        sender: ReplySender,
+        *,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = engine
+        self._policy = policy
+        self._issuer = issuer
+        self._sender = sender
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        # Decisions on one hub are serial: a double-clicked "approve" issues once.
+        self._decision_lock = threading.Lock()
+
+    # --- device side ----------------------------------------------------------
+    def handle_request(self, request: LinkRequest, correlation: bytes | None) -> OutboundReply:
+        """A new request gets a code; a repeated one (same request_id) is a poll."""
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            record = session.get(LinkRequestRecord, request.request_id)
+            if record is None:
+                record = self._create(session, request, correlation, now)
+                return self._reply(record, (LinkOutput.REPLY_PENDING,), now)
+            if record.reply_to != request.reply_to:
+                # Only the device that made the request knows its reply topic.
+                return OutboundReply(
+                    request.reply_to,
+                    ErrorReply(
+                        request.request_id,
+                        ErrorCode.INVALID_REQUEST,
+                        "request_id is in use with another reply topic; make a new request_id",
+                    ),
+                    correlation,
+                )
+            if correlation is not None:
+                record.correlation_hex = correlation.hex()
+            outputs = self._apply(record, LinkEvent.POLL, now)
+            session.add(record)
+            return self._reply(record, outputs, now)
+
+    def _create(
+        self, session: Session, request: LinkRequest, correlation: bytes | None, now: float
+    ) -> LinkRequestRecord:
+        record = LinkRequestRecord(
+            request_id=request.request_id,
+            user_code=self._fresh_code(session, now),
+            reply_to=request.reply_to,
+            correlation_hex=correlation.hex() if correlation else None,
+            device_name=request.device.name,
+            device_model=request.device.model,
+            device_address=request.device.address,
+            device_firmware=request.device.firmware,
+            state=LinkState.PENDING,
+            created_at_s=now,
+            expires_at_s=now + self._policy.code_lifetime_s,
+        )
+        session.add(record)
+        try:
+            session.flush()
+        except IntegrityError:
+            # Another hub process took the same request a moment ago: answer with its record.
+            session.rollback()
+            existing = session.get(LinkRequestRecord, request.request_id)
+            if existing is None:
+                raise
+            return existing
+        return record
+
+    def _fresh_code(self, session: Session, now: float) -> str:
+        for _ in range(20):
+            code = codes.generate(self._rng)
+            clash = session.exec(
+                select(LinkRequestRecord.request_id).where(
+                    LinkRequestRecord.user_code == code,
+                    LinkRequestRecord.state == LinkState.PENDING,
+                    LinkRequestRecord.expires_at_s > now,
+                )
+            ).first()
+            if clash is None:
+                return code
+        raise LinkHubError("could not find a free user code")  # 20 clashes: the space is full
+
+    def handle_rejection(self, rejection: protocol.Rejection) -> OutboundReply | None:
+        if rejection.reply_to is None or not protocol.is_valid_reply_topic(rejection.reply_to):
+            return None
+        reply = ErrorReply(rejection.request_id, rejection.error, rejection.description)
+        return OutboundReply(rejection.reply_to, reply, None)
+
+    def device_status(self, device_id: str, online: bool) -> None:
+        """The device's status topic: its first appearance confirms the link."""
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            device = session.get(Device, device_id)
+            if device is None:
+                return
+            device.online = online
+            device.last_seen_at_s = now
+            if online and not device.confirmed:
+                device.confirmed = True
+                record = session.get(LinkRequestRecord, device.request_id)
+                if record is not None:
+                    self._apply(record, LinkEvent.CONFIRM, now)
+                    session.add(record)
+            session.add(device)
+
+    def expire_due(self) -> list[OutboundReply]:
+        """Pending requests whose lifetime ran out, with the reply each device is owed."""
+        now = self._clock()
+        out = []
+        with session_scope(self._engine) as session:
+            due = session.exec(
+                select(LinkRequestRecord).where(
+                    LinkRequestRecord.state == LinkState.PENDING, LinkRequestRecord.expires_at_s <= now
+                )
+            ).all()
+            for record in due:
+                outputs = self._apply(record, LinkEvent.POLL, now)
+                session.add(record)
+                out.append(self._reply(record, outputs, now))
+        return out
+
+    # --- person side ----------------------------------------------------------
+    def lookup_code(self, typed: str) -> CodeLookup:
+        code = codes.normalise(typed)
+        if code is None:
+            return CodeLookup(CodeStatus.MALFORMED)
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            record = self._latest_with_code(session, code)
+            if record is None:
+                return CodeLookup(CodeStatus.UNKNOWN)
+            state = LinkState(record.state)
+            if is_expired(state, record.expires_at_s, now):
+                state = LinkState.EXPIRED
+            return CodeLookup(_STATE_TO_CODE_STATUS[state], _request_view(record, state))
+
+    def approve(self, typed: str, account_id: int) -> DeviceView:
+        """Issue the device's broker identity, then tell the device. Raises LinkDecisionError."""
+        with self._decision_lock:
+            now = self._clock()
+            with session_scope(self._engine) as session:
+                record = self._decidable(session, typed, now)
+                outputs = self._apply(record, LinkEvent.APPROVE, now)
+                assert LinkOutput.ISSUE_CREDENTIALS in outputs
+                device_id = f"dev-{secrets.token_hex(6)}"
+                password = secrets.token_urlsafe(24)
+                # The broker learns the credentials before anyone can be told them;
+                # if it does not confirm, nothing is stored and the code stays pending.
+                self._issuer.issue_device(device_id, password)
+                record.device_id = device_id
+                record.issued_password = password
+                record.account_id = account_id
+                record.decided_at_s = now
+                device = Device(
+                    device_id=device_id,
+                    account_id=account_id,
+                    name=record.device_name,
+                    model=record.device_model,
+                    address=record.device_address,
+                    request_id=record.request_id,
+                    linked_at_s=now,
+                )
+                session.add(record)
+                session.add(device)
+                reply = self._reply(record, outputs, now)
+                view = _device_view(device)
+        self._push(reply)
+        return view
+
+    def deny(self, typed: str, account_id: int | None) -> LinkRequestView:
+        with self._decision_lock:
+            now = self._clock()
+            with session_scope(self._engine) as session:
+                record = self._decidable(session, typed, now)
+                outputs = self._apply(record, LinkEvent.DENY, now)
+                record.account_id = account_id
+                record.decided_at_s = now
+                session.add(record)
+                reply = self._reply(record, outputs, now)
+                view = _request_view(record, LinkState(record.state))
+        self._push(reply)
+        return view
+
+    def list_devices(self, account_id: int | None = None) -> list[DeviceView]:
+        with session_scope(self._engine) as session:
+            query = select(Device).order_by(col(Device.linked_at_s))
+            if account_id is not None:
+                query = query.where(Device.account_id == account_id)
+            return [_device_view(d) for d in session.exec(query).all()]
+
+    # --- internals ------------------------------------------------------------
+    def _decidable(self, session: Session, typed: str, now: float) -> LinkRequestRecord:
+        code = codes.normalise(typed)
+        if code is None:
+            raise LinkDecisionError(CodeStatus.MALFORMED, DECISION_MESSAGES[CodeStatus.MALFORMED])
+        record = self._latest_with_code(session, code)
+        if record is None:
+            raise LinkDecisionError(CodeStatus.UNKNOWN, DECISION_MESSAGES[CodeStatus.UNKNOWN])
+        if is_expired(LinkState(record.state), record.expires_at_s, now):
+            record.state = LinkState.EXPIRED
+            session.add(record)
+            session.commit()
+        status = _STATE_TO_CODE_STATUS[LinkState(record.state)]
+        if status is not CodeStatus.PENDING:
+            raise LinkDecisionError(status, DECISION_MESSAGES[status])
+        return record
+
+    @staticmethod
+    def _latest_with_code(session: Session, code: str) -> LinkRequestRecord | None:
+        return session.exec(
+            select(LinkRequestRecord)
+            .where(LinkRequestRecord.user_code == code)
+            .order_by(col(LinkRequestRecord.created_at_s).desc())
+        ).first()
+
+    def _apply(self, record: LinkRequestRecord, event: LinkEvent, now: float) -> tuple[LinkOutput, ...]:
+        state = LinkState(record.state)
+        if is_expired(state, record.expires_at_s, now):
+            state, _ = step(state, LinkEvent.EXPIRE)
+        try:
+            new_state, outputs = step(state, event)
+        except InvalidTransition as exc:
+            raise LinkDecisionError(_STATE_TO_CODE_STATUS[state], str(exc)) from exc
+        record.state = new_state
+        if LinkOutput.FORGET_CREDENTIALS in outputs:
+            record.issued_password = None
+        return outputs
+
+    def _reply(self, record: LinkRequestRecord, outputs: tuple[LinkOutput, ...], now: float) -> OutboundReply:
+        reply: LinkReply
+        if LinkOutput.REPLY_PENDING in outputs:
+            display = codes.display(record.user_code)
+            page = self._policy.link_page_url
+            reply = PendingReply(
+                request_id=record.request_id,
+                user_code=display,
+                verification_uri=page,
+                verification_uri_complete=f"{page}?code={display}",
+                expires_in=max(0, int(record.expires_at_s - now)),
+                interval=self._policy.poll_interval_s,
+            )
+        elif LinkOutput.REPLY_APPROVED in outputs:
+            assert record.device_id is not None and record.issued_password is not None
+            reply = ApprovedReply(
+                request_id=record.request_id,
+                device_id=record.device_id,
+                mqtt=MqttCredentials(
+                    host=self._policy.device_broker_host,
+                    port=self._policy.device_broker_port,
+                    client_id=record.device_id,
+                    username=record.device_id,
+                    password=record.issued_password,
+                ),
+            )
+        else:
+            error = {
+                LinkOutput.REPLY_DENIED: ErrorCode.ACCESS_DENIED,
+                LinkOutput.REPLY_EXPIRED: ErrorCode.EXPIRED_TOKEN,
+                LinkOutput.REPLY_ALREADY_LINKED: ErrorCode.ALREADY_LINKED,
+            }[next(o for o in outputs if o.name.startswith("REPLY_"))]
+            reply = ErrorReply(record.request_id, error, ERROR_DESCRIPTIONS[error])
+        correlation = bytes.fromhex(record.correlation_hex) if record.correlation_hex else None
+        return OutboundReply(record.reply_to, reply, correlation)
+
+    def _push(self, outbound: OutboundReply) -> None:
+        try:
+            self._sender.send_reply(outbound.reply_to, outbound.reply, outbound.correlation)
+        except LinkHubError as exc:
+            # The decision is stored; the device's next poll gets the same answer.
+            log.warning("could not push a link reply now (%s); the device's next poll gets it", exc)
+
+
+def _request_view(record: LinkRequestRecord, state: LinkState) -> LinkRequestView:
+    return LinkRequestView(
+        user_code=codes.display(record.user_code),
+        device_name=record.device_name,
+        device_model=record.device_model,
+        device_address=record.device_address,
+        requested_at_s=record.created_at_s,
+        expires_at_s=record.expires_at_s,
+        state=state,
+    )
+
+
+def _device_view(device: Device) -> DeviceView:
+    return DeviceView(
+        device_id=device.device_id,
+        account_id=device.account_id,
+        name=device.name,
+        model=device.model,
+        address=device.address,
+        linked_at_s=device.linked_at_s,
+        confirmed=device.confirmed,
+        online=device.online,
+        last_seen_at_s=device.last_seen_at_s,
+    )

@@ -1,0 +1,261 @@
+"""The one module that owns paho-mqtt on the hub side (aiomqtt's shape, threaded).
+
+Callbacks only convert and hand off: inbound messages go to a queue that one
+dispatcher thread drains, so a handler may publish and wait for its PUBACK
+without blocking paho's network loop. Every subscribe and publish waits for
+its acknowledgement in a table keyed by message id; a missing or refused
+acknowledgement raises, because a publish nobody acknowledged did not happen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from hub.errors import BrokerTimeout, BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    retain: bool
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+MessageHandler = Callable[[InboundMessage], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+
+
+def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    # paho leaves Nagle on; with mosquitto's delayed ACKs that adds ~40 ms to
+    # every request/response round trip (FIELD-NOTES, "Latency").
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _failed(reason: ReasonCode | int) -> bool:
+    if isinstance(reason, ReasonCode):
+        return reason.is_failure
+    return reason >= 0x80
+
+
+class MqttConnection:
+    """A long-lived client that reconnects by itself and re-subscribes."""
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        *,
+        client_id: str,
+        username: str,
+        password: str,
+        on_message: MessageHandler | None = None,
+        mqtt5: bool = True,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self._on_message = on_message
+        self._mqtt5 = mqtt5
+        self._client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
+        )
+        self._client.username_pw_set(username, password)
+        self._client.reconnect_delay_set(min_delay=0.2, max_delay=5)
+        self._client.max_inflight_messages_set(100)
+        self._client.on_socket_open = _set_nodelay
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_subscribe = self._handle_subscribe
+        self._client.on_publish = self._handle_publish
+        self._client.on_message = self._handle_message
+        self._lock = threading.Lock()
+        self._pending: dict[int, Future[ReasonCode | int]] = {}
+        self._acks: dict[int, ReasonCode | int] = {}
+        self._unawaited: set[int] = set()  # re-subscriptions made on reconnect
+        self._subscriptions: list[tuple[str, int]] = []
+        self._connack: Future[ReasonCode] = Future()
+        self.connected = threading.Event()
+        self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
+        self._dispatcher: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name=f"mqtt-dispatch-{self.client_id}", daemon=True
+        )
+        self._dispatcher.start()
+        try:
+            self._client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except OSError as exc:
+            raise BrokerUnavailable(
+                f"cannot reach the MQTT broker at {self.broker.host}:{self.broker.port}: {exc}"
+            ) from exc
+        self._client.loop_start()
+        try:
+            reason = self._connack.result(timeout=timeout_s)
+        except FutureTimeout:
+            self.stop()
+            raise BrokerUnavailable(
+                f"the MQTT broker at {self.broker.host}:{self.broker.port} did not answer"
+            ) from None
+        if _failed(reason):
+            self.stop()
+            raise BrokerUnavailable(
+                f"the MQTT broker at {self.broker.host}:{self.broker.port} refused "
+                f"{self.client_id!r}: {reason}"
+            )
+
+    def stop(self) -> None:
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self._inbox.put(None)
+            if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
+                self._dispatcher.join(timeout=5)
+
+    # --- operations -------------------------------------------------------
+    def subscribe(self, topic_filter: str, qos: int = 1, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            self._subscriptions.append((topic_filter, qos))
+        rc, mid = self._client.subscribe(topic_filter, qos)
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise BrokerUnavailable(f"not connected; {topic_filter!r} is subscribed on reconnect")
+        reason = self._wait(mid, timeout_s, f"SUBACK for {topic_filter!r}")
+        if _failed(reason):
+            with self._lock:
+                self._subscriptions.remove((topic_filter, qos))
+            raise BrokerTimeout(f"the broker refused the subscription {topic_filter!r}: {reason}")
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        properties = None
+        if self._mqtt5 and correlation_data is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation_data
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if qos == 0:
+            with self._lock:
+                self._acks.pop(info.mid, None)
+            return
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            with self._lock:
+                self._acks.pop(info.mid, None)
+            raise BrokerUnavailable(f"not connected to the broker; {topic!r} not sent")
+        reason = self._wait(info.mid, timeout_s, f"PUBACK for {topic!r}")
+        if _failed(reason):
+            raise BrokerTimeout(f"the broker refused a publish to {topic!r}: {reason}")
+
+    # --- correlation table --------------------------------------------------
+    # Never hold self._lock while calling into paho: paho calls on_publish with
+    # its own mutex held, and the two locks taken in opposite orders deadlock.
+    # So an acknowledgement may arrive before its waiter registers: it waits in
+    # self._acks until then.
+    def _wait(self, mid: int, timeout_s: float, what: str) -> ReasonCode | int:
+        with self._lock:
+            if mid in self._acks:
+                return self._acks.pop(mid)
+            future: Future[ReasonCode | int] = Future()
+            self._pending[mid] = future
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise BrokerTimeout(f"no {what} within {timeout_s} s") from None
+        finally:
+            with self._lock:
+                self._pending.pop(mid, None)
+
+    def _resolve(self, mid: int, reason: ReasonCode | int) -> None:
+        with self._lock:
+            if mid in self._unawaited:
+                self._unawaited.discard(mid)
+                return
+            future = self._pending.pop(mid, None)
+            if future is None:
+                self._acks[mid] = reason
+                return
+        future.set_result(reason)
+
+    # --- paho callbacks: convert and hand off only --------------------------
+    def _handle_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
+        if not self._connack.done():
+            self._connack.set_result(reason)
+        if reason.is_failure:
+            log.warning("broker refused %s: %s", self.client_id, reason)
+            return
+        with self._lock:
+            subscriptions = list(self._subscriptions)
+        for topic_filter, qos in subscriptions:
+            _rc, mid = client.subscribe(topic_filter, qos)
+            with self._lock:
+                self._unawaited.add(mid)
+        self.connected.set()
+        log.info("%s connected to %s:%s", self.client_id, self.broker.host, self.broker.port)
+
+    def _handle_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning("%s lost the broker (%s); reconnecting", self.client_id, reason)
+
+    def _handle_subscribe(
+        self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        worst = max(reasons, key=lambda r: r.value) if reasons else 0
+        self._resolve(mid, worst)
+
+    def _handle_publish(self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
+        self._resolve(mid, reason)
+
+    def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        self._inbox.put(
+            InboundMessage(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                retain=bool(msg.retain),
+                response_topic=getattr(props, "ResponseTopic", None),
+                correlation_data=getattr(props, "CorrelationData", None),
+            )
+        )
+
+    def _dispatch(self) -> None:
+        while (message := self._inbox.get()) is not None:
+            if self._on_message is None:
+                continue
+            try:
+                self._on_message(message)
+            except Exception:
+                # A handler bug must not take the hub down; name the topic, never the payload.
+                log.exception("handler failed for a message on %s", message.topic)

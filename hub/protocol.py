@@ -1,0 +1,422 @@
+"""LinkHub wire protocol, version 1: topics, messages and the one codec for them.
+
+This is the only module firmware (and firmware_sim) needs: it imports nothing
+else from LinkHub. docs/protocol.md describes the same contract in prose.
+
+Messages are frozen, slotted and validated when built, so a value that exists is
+a value that may go on the wire. Inbound payloads go through `parse_*`, which
+return either a message or a `Rejection` and never raise on bad input: the hub
+must answer garbage with an error, not crash (h11's split between our bugs and
+the peer's garbage).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# --- topics ---------------------------------------------------------------
+TOPIC_ROOT = "linkhub/v1"
+LINK_REQUEST_TOPIC = f"{TOPIC_ROOT}/link/request"
+LINK_REPLY_ROOT = f"{TOPIC_ROOT}/link/reply"
+DEVICES_ROOT = f"{TOPIC_ROOT}/devices"
+# Hubs take link requests through a shared subscription so several hub
+# processes can serve one broker (MQTT 5 §4.8.2; mosquitto supports it for
+# 3.1.1 clients too).
+LINK_REQUEST_SHARE_GROUP = "linkhub-hubs"
+
+# The identity every device uses before it is linked. It is public on purpose:
+# the broker confines it to sending link requests and reading one reply topic
+# whose name only the device knows (see docs/protocol.md, "Isolation").
+BOOTSTRAP_USERNAME = "linkhub-bootstrap"
+BOOTSTRAP_PASSWORD = "linkhub-bootstrap"
+
+MAX_LINK_REQUEST_BYTES = 2048
+MAX_STATUS_BYTES = 1024
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# 22 base64url characters carry 132 bits: the reply topic must be unguessable.
+_REPLY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22,64}")
+_DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]{2,39}")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def link_request_subscription() -> str:
+    """The filter a hub subscribes with: `$share/<group>/<request topic>`."""
+    return f"$share/{LINK_REQUEST_SHARE_GROUP}/{LINK_REQUEST_TOPIC}"
+
+
+def reply_topic(reply_token: str) -> str:
+    if not _REPLY_TOKEN.fullmatch(reply_token):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, "reply token must be 22-64 base64url chars")
+    return f"{LINK_REPLY_ROOT}/{reply_token}"
+
+
+def is_valid_reply_topic(topic: str) -> bool:
+    prefix = LINK_REPLY_ROOT + "/"
+    return topic.startswith(prefix) and bool(_REPLY_TOKEN.fullmatch(topic[len(prefix) :]))
+
+
+def device_root(device_id: str) -> str:
+    """Everything a linked device may publish or subscribe to lies below this."""
+    if not _DEVICE_ID.fullmatch(device_id):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"bad device id {device_id!r}")
+    return f"{DEVICES_ROOT}/{device_id}"
+
+
+def device_status_topic(device_id: str) -> str:
+    return f"{device_root(device_id)}/status"
+
+
+def device_status_subscription() -> str:
+    return f"{DEVICES_ROOT}/+/status"
+
+
+def parse_device_topic(topic: str) -> tuple[str, str] | None:
+    """Split `linkhub/v1/devices/<id>/<rest>` into (id, rest); None if not one."""
+    parts = topic.split("/", 4)
+    if len(parts) != 5 or "/".join(parts[:3]) != DEVICES_ROOT:
+        return None
+    device_id, rest = parts[3], parts[4]
+    if not _DEVICE_ID.fullmatch(device_id):
+        return None
+    return device_id, rest
+
+
+# --- errors ---------------------------------------------------------------
+class ErrorCode(StrEnum):
+    """Stable error codes a device receives; names follow RFC 8628 §3.5 where one fits."""
+
+    ACCESS_DENIED = "access_denied"
+    EXPIRED_TOKEN = "expired_token"
+    ALREADY_LINKED = "already_linked"
+    INVALID_REQUEST = "invalid_request"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    SLOW_DOWN = "slow_down"
+    SERVER_ERROR = "server_error"
+
+
+ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
+    ErrorCode.ACCESS_DENIED: "The link was denied on the hub.",
+    ErrorCode.EXPIRED_TOKEN: "The code expired before anyone approved it; ask for a new code.",
+    ErrorCode.ALREADY_LINKED: "This request was already used to link a device.",
+    ErrorCode.INVALID_REQUEST: "The link request is malformed.",
+    ErrorCode.PAYLOAD_TOO_LARGE: f"The link request is larger than {MAX_LINK_REQUEST_BYTES} bytes.",
+    ErrorCode.UNSUPPORTED_VERSION: f"This hub speaks protocol version {PROTOCOL_VERSION}.",
+    ErrorCode.SLOW_DOWN: "Too many requests; wait longer between them.",
+    ErrorCode.SERVER_ERROR: "The hub could not handle the request; try again later.",
+}
+
+
+class ProtocolError(ValueError):
+    """A value that may not go on the wire, with the code a peer would receive."""
+
+    def __init__(self, code: ErrorCode, description: str) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+
+
+# --- messages ---------------------------------------------------------------
+def _text(value: object, name: str, max_len: int, *, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"{name} must be a non-empty string")
+    if len(value) > max_len or not _PRINTABLE.fullmatch(value):
+        raise ProtocolError(
+            ErrorCode.INVALID_REQUEST, f"{name} must be at most {max_len} printable characters"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the device says about itself; shown to the person who approves (RFC 8628 §5.4)."""
+
+    name: str
+    model: str
+    address: str | None = None
+    firmware: str | None = None
+
+    def __post_init__(self) -> None:
+        _text(self.name, "device.name", 64)
+        _text(self.model, "device.model", 64)
+        _text(self.address, "device.address", 64, required=False)
+        _text(self.firmware, "device.firmware", 32, required=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "model": self.model}
+        if self.address is not None:
+            out["address"] = self.address
+        if self.firmware is not None:
+            out["firmware"] = self.firmware
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """Device -> hub on LINK_REQUEST_TOPIC. Resent unchanged until a final reply."""
+
+    request_id: str
+    reply_to: str
+    device: DeviceInfo
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.request_id, str) or not _REQUEST_ID.fullmatch(self.request_id):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "request_id must be 16-64 base64url chars")
+        if not isinstance(self.reply_to, str) or not is_valid_reply_topic(self.reply_to):
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST,
+                f"reply_to must be {LINK_REPLY_ROOT}/<22-64 base64url chars>",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class MqttCredentials:
+    host: str
+    port: int
+    client_id: str
+    username: str
+    password: str = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "client_id": self.client_id,
+            "username": self.username,
+            "password": self.password,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReply:
+    """The code to show; RFC 8628 §3.2's device authorization response over MQTT."""
+
+    request_id: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+    status = "authorization_pending"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedReply:
+    """The device's own broker identity, confined to DEVICES_ROOT/<device_id>/#."""
+
+    request_id: str
+    device_id: str
+    mqtt: MqttCredentials
+
+    status = "approved"
+
+    def __post_init__(self) -> None:
+        device_root(self.device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    request_id: str | None
+    error: ErrorCode
+    error_description: str
+
+    status = "error"
+
+
+LinkReply = PendingReply | ApprovedReply | ErrorReply
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """Device -> hub on <device root>/status, retained; also the device's last will."""
+
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An inbound payload we refuse, with what we know of where to answer."""
+
+    error: ErrorCode
+    description: str
+    request_id: str | None = None
+    reply_to: str | None = None
+
+
+# --- codec ----------------------------------------------------------------
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode(message: LinkRequest | LinkReply | DeviceStatus) -> bytes:
+    """The one place messages become bytes."""
+    body: dict[str, Any] = {"v": PROTOCOL_VERSION}
+    match message:
+        case LinkRequest():
+            body |= {
+                "type": "link_request",
+                "request_id": message.request_id,
+                "reply_to": message.reply_to,
+                "device": message.device.to_json(),
+            }
+        case PendingReply():
+            body |= {
+                "type": "link_reply",
+                "status": message.status,
+                "request_id": message.request_id,
+                "user_code": message.user_code,
+                "verification_uri": message.verification_uri,
+                "verification_uri_complete": message.verification_uri_complete,
+                "expires_in": message.expires_in,
+                "interval": message.interval,
+            }
+        case ApprovedReply():
+            body |= {
+                "type": "link_reply",
+                "status": message.status,
+                "request_id": message.request_id,
+                "device_id": message.device_id,
+                "mqtt": message.mqtt.to_json(),
+            }
+        case ErrorReply():
+            body |= {
+                "type": "link_reply",
+                "status": message.status,
+                "request_id": message.request_id,
+                "error": str(message.error),
+                "error_description": message.error_description,
+            }
+        case DeviceStatus():
+            body |= {"type": "status", "online": message.online}
+        case _:
+            raise TypeError(f"not a protocol message: {message!r}")
+    return _dump(body)
+
+
+def _load_object(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejection:
+    # Parse oversized payloads too (the broker caps packet size) so that we can
+    # still find where to send the error.
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return Rejection(ErrorCode.INVALID_REQUEST, "payload is not UTF-8 JSON")
+    if not isinstance(obj, dict):
+        return Rejection(ErrorCode.INVALID_REQUEST, "payload must be a JSON object")
+    if len(payload) > max_bytes:
+        return Rejection(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            ERROR_DESCRIPTIONS[ErrorCode.PAYLOAD_TOO_LARGE],
+            request_id=_str_or_none(obj.get("request_id")),
+            reply_to=_str_or_none(obj.get("reply_to")),
+        )
+    return obj
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and len(value) <= 128 else None
+
+
+def parse_link_request(payload: bytes, response_topic: str | None = None) -> LinkRequest | Rejection:
+    """Decode a link request. MQTT 5 devices may name the reply topic with the
+    Response Topic property instead of `reply_to`; if both are given they must agree."""
+    if response_topic is not None and not is_valid_reply_topic(response_topic):
+        return Rejection(ErrorCode.INVALID_REQUEST, "response topic is not a valid reply topic")
+    obj = _load_object(payload, MAX_LINK_REQUEST_BYTES)
+    if isinstance(obj, Rejection):
+        if obj.reply_to is None and response_topic is not None:
+            return Rejection(obj.error, obj.description, obj.request_id, response_topic)
+        return obj
+    request_id = _str_or_none(obj.get("request_id"))
+    reply_to = _str_or_none(obj.get("reply_to")) or response_topic
+    if response_topic is not None and reply_to != response_topic:
+        return Rejection(
+            ErrorCode.INVALID_REQUEST, "reply_to differs from the response topic", request_id, None
+        )
+
+    def reject(code: ErrorCode, description: str) -> Rejection:
+        return Rejection(code, description, request_id, reply_to)
+
+    if obj.get("v") != PROTOCOL_VERSION:
+        return reject(ErrorCode.UNSUPPORTED_VERSION, ERROR_DESCRIPTIONS[ErrorCode.UNSUPPORTED_VERSION])
+    if obj.get("type") != "link_request":
+        return reject(ErrorCode.INVALID_REQUEST, "type must be link_request")
+    device = obj.get("device")
+    if not isinstance(device, dict):
+        return reject(ErrorCode.INVALID_REQUEST, "device must be an object")
+    try:
+        return LinkRequest(
+            request_id=obj.get("request_id"),  # type: ignore[arg-type]  # validated in __post_init__
+            reply_to=reply_to,  # type: ignore[arg-type]
+            device=DeviceInfo(
+                name=device.get("name"),  # type: ignore[arg-type]
+                model=device.get("model"),  # type: ignore[arg-type]
+                address=device.get("address"),
+                firmware=device.get("firmware"),
+            ),
+        )
+    except ProtocolError as exc:
+        return reject(exc.code, exc.description)
+
+
+def parse_link_reply(payload: bytes) -> LinkReply | Rejection:
+    """Decode what the hub sent to a reply topic (the device side of the codec)."""
+    obj = _load_object(payload, 16 * MAX_LINK_REQUEST_BYTES)
+    if isinstance(obj, Rejection):
+        return obj
+    if obj.get("v") != PROTOCOL_VERSION or obj.get("type") != "link_reply":
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 link_reply")
+    try:
+        match obj.get("status"):
+            case "authorization_pending":
+                return PendingReply(
+                    request_id=obj["request_id"],
+                    user_code=obj["user_code"],
+                    verification_uri=obj["verification_uri"],
+                    verification_uri_complete=obj["verification_uri_complete"],
+                    expires_in=int(obj["expires_in"]),
+                    interval=int(obj["interval"]),
+                )
+            case "approved":
+                mqtt = obj["mqtt"]
+                return ApprovedReply(
+                    request_id=obj["request_id"],
+                    device_id=obj["device_id"],
+                    mqtt=MqttCredentials(
+                        host=str(mqtt["host"]),
+                        port=int(mqtt["port"]),
+                        client_id=str(mqtt["client_id"]),
+                        username=str(mqtt["username"]),
+                        password=str(mqtt["password"]),
+                    ),
+                )
+            case "error":
+                try:
+                    code = ErrorCode(obj["error"])
+                except ValueError:
+                    code = ErrorCode.SERVER_ERROR
+                return ErrorReply(obj.get("request_id"), code, str(obj.get("error_description", "")))
+    except (KeyError, TypeError, ValueError) as exc:
+        return Rejection(ErrorCode.INVALID_REQUEST, f"malformed link_reply: {exc}")
+    return Rejection(ErrorCode.INVALID_REQUEST, "unknown link_reply status")
+
+
+def parse_device_status(payload: bytes) -> DeviceStatus | Rejection:
+    obj = _load_object(payload, MAX_STATUS_BYTES)
+    if isinstance(obj, Rejection):
+        return obj
+    if obj.get("v") != PROTOCOL_VERSION or obj.get("type") != "status":
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 status message")
+    online = obj.get("online")
+    if not isinstance(online, bool):
+        return Rejection(ErrorCode.INVALID_REQUEST, "online must be true or false")
+    return DeviceStatus(online=online)
