@@ -314,11 +314,10 @@ class _LinkSession:
 
     def _timeout_event(self) -> Event:
         where = f"{self.hub_host}:{self.hub_port}"
-        if self.seen_reply:
-            description = f"no final answer from the hub at {where}; the code was not approved"
+        if self.shown_code is not None:
+            description = f"the code was not approved in time (hub at {where})"
+        elif self.seen_reply:
+            description = f"no final answer from the hub at {where}"
         else:
-            description = (
-                f"no answer from the hub at {where}: the broker accepted the link request "
-                "but no hub replied (is the hub running?)"
-            )
+            description = f"no answer from the hub at {where} (is the hub running?)"
         return error("timeout", description)

@@ -29,7 +29,7 @@ from hub.store import make_engine
 
 log = logging.getLogger(__name__)
 
-HUB_USERNAME = "linkhub-hub"
+HUB_USERNAME_PREFIX = "linkhub-hub-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +39,11 @@ class HubEndpoints:
     device_broker: BrokerAddress  # what devices are told
 
 
-def _read_or_create_secret(path: Path) -> str:
+def _read_or_create_secret(path: Path, n_bytes: int = 24) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(24)
+    secret = secrets.token_hex(n_bytes) if n_bytes < 16 else secrets.token_urlsafe(n_bytes)
     path.touch(mode=0o600)
     path.write_text(secret + "\n")
     return secret
@@ -77,8 +77,11 @@ class Hub:
             self._admin = DynSecAdmin(broker, admin_user, admin_password)
             self._admin.start()
             self._admin.ensure_bootstrap()
+            # One broker identity per data directory: hubs that share a broker but
+            # not a data directory never reset each other's password.
+            hub_username = HUB_USERNAME_PREFIX + _read_or_create_secret(config.data_dir / "hub-id", 6)
             hub_password = _read_or_create_secret(config.data_dir / "hub-password")
-            self._admin.ensure_hub_identity(HUB_USERNAME, hub_password)
+            self._admin.ensure_hub_identity(hub_username, hub_password)
             endpoints = self._endpoints(broker)
             self._links = LinkService(
                 self.engine,
@@ -97,7 +100,7 @@ class Hub:
             self._mqtt = MqttConnection(
                 broker,
                 client_id=f"linkhub-hub-{secrets.token_hex(4)}",
-                username=HUB_USERNAME,
+                username=hub_username,
                 password=hub_password,
                 on_message=self._on_message,
             )

@@ -172,9 +172,20 @@ class DynSecAdmin:
         )
 
     def ensure_client(
-        self, username: str, password: str, rolename: str, *, client_id: str | None = None
+        self,
+        username: str,
+        password: str,
+        rolename: str,
+        *,
+        client_id: str | None = None,
+        reset_password: bool = True,
     ) -> None:
-        """Create the client, or bring an existing one to this password and role."""
+        """Create the client, or bring an existing one to this role (and password).
+
+        Changing an existing client kicks its connections (mosquitto issue 2474),
+        so only what differs is changed, and the public bootstrap identity's
+        password is never reset under devices that are mid-link.
+        """
         create: dict[str, Any] = {
             "command": "createClient",
             "username": username,
@@ -184,21 +195,24 @@ class DynSecAdmin:
         if client_id is not None:
             create["clientid"] = client_id
         (response,) = self.call_with_retry([create])
-        if response.get("error"):  # it existed: make it match
+        if not response.get("error"):
+            return
+        (existing,) = self.call_with_retry([{"command": "getClient", "username": username}])
+        client = existing.get("data", {}).get("client", {})
+        if reset_password:
             self.call_with_retry(
-                [
-                    {"command": "setClientPassword", "username": username, "password": password},
-                    {"command": "addClientRole", "username": username, "rolename": rolename},
-                ]
+                [{"command": "setClientPassword", "username": username, "password": password}]
             )
-            if client_id is not None:
-                self.call_with_retry(
-                    [{"command": "setClientId", "username": username, "clientid": client_id}]
-                )
+        if rolename not in {role.get("rolename") for role in client.get("roles", [])}:
+            self.call_with_retry([{"command": "addClientRole", "username": username, "rolename": rolename}])
+        if client_id is not None and client.get("clientid") != client_id:
+            self.call_with_retry([{"command": "setClientId", "username": username, "clientid": client_id}])
 
     def ensure_bootstrap(self) -> None:
         self.ensure_role(BOOTSTRAP_ROLE, bootstrap_acls())
-        self.ensure_client(protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, BOOTSTRAP_ROLE)
+        self.ensure_client(
+            protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, BOOTSTRAP_ROLE, reset_password=False
+        )
 
     def ensure_hub_identity(self, username: str, password: str) -> None:
         self.ensure_role(HUB_ROLE, hub_acls())

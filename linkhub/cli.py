@@ -1,0 +1,198 @@
+"""`linkhub`: run the hub, and act on the hub that runs in a data directory.
+
+linkhub run [--data-dir DIR] [--http-host H] [--http-port N] [--mqtt-port N]
+            [--broker mqtt://ADMIN:PASS@HOST:PORT] [--no-mdns]
+linkhub account add NAME --password-stdin
+linkhub link approve CODE --account NAME
+linkhub link deny CODE
+linkhub devices [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.accounts import AccountService
+from hub.config import (
+    DEFAULT_CODE_LIFETIME_S,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MQTT_PORT,
+    DEFAULT_POLL_INTERVAL_S,
+    HubConfig,
+    default_data_dir,
+    default_database_url,
+    parse_broker_url,
+)
+from hub.errors import LinkHubError
+from hub.store import make_engine
+from linkhub import control_client
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"linkhub: {name} must be a whole number, not {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linkhub", description="LinkHub: link home devices to an account.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the hub keeps its database and secrets (env LINKHUB_DATA_DIR)",
+    )
+    common.add_argument("--database-url", default=None, help="SQLAlchemy URL (env LINKHUB_DATABASE_URL)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", parents=[common], help="run the hub in the foreground")
+    run.add_argument("--http-host", default=os.environ.get("LINKHUB_HTTP_HOST", "0.0.0.0"))
+    run.add_argument("--http-port", type=int, default=_env_int("LINKHUB_HTTP_PORT", DEFAULT_HTTP_PORT))
+    run.add_argument(
+        "--mqtt-host",
+        default=os.environ.get("LINKHUB_MQTT_HOST", "0.0.0.0"),
+        help="where the hub's own mosquitto listens",
+    )
+    run.add_argument("--mqtt-port", type=int, default=_env_int("LINKHUB_MQTT_PORT", DEFAULT_MQTT_PORT))
+    run.add_argument(
+        "--broker",
+        default=os.environ.get("LINKHUB_BROKER"),
+        help="use a mosquitto you already run: mqtt://ADMIN:PASSWORD@HOST:PORT (its dynamic-security admin)",
+    )
+    run.add_argument("--public-host", default=os.environ.get("LINKHUB_PUBLIC_HOST"))
+    run.add_argument(
+        "--code-lifetime",
+        type=int,
+        default=_env_int("LINKHUB_CODE_LIFETIME_S", DEFAULT_CODE_LIFETIME_S),
+        help="seconds a user code stays valid (default 900)",
+    )
+    run.add_argument(
+        "--poll-interval", type=int, default=_env_int("LINKHUB_POLL_INTERVAL_S", DEFAULT_POLL_INTERVAL_S)
+    )
+    run.add_argument("--no-mdns", action="store_true", help="do not advertise the hub over mDNS")
+    run.add_argument("-v", "--verbose", action="store_true")
+
+    account = commands.add_parser("account", help="household accounts")
+    account_commands = account.add_subparsers(dest="account_command", required=True)
+    add = account_commands.add_parser("add", parents=[common], help="create an account")
+    add.add_argument("name")
+    add.add_argument(
+        "--password-stdin", action="store_true", required=True, help="read the password from stdin"
+    )
+
+    link = commands.add_parser("link", help="approve or deny a device's code")
+    link_commands = link.add_subparsers(dest="link_command", required=True)
+    approve = link_commands.add_parser("approve", parents=[common])
+    approve.add_argument("code")
+    approve.add_argument("--account", required=True, help="the account the device is linked to")
+    deny = link_commands.add_parser("deny", parents=[common])
+    deny.add_argument("code")
+
+    devices = commands.add_parser("devices", parents=[common], help="list linked devices")
+    devices.add_argument("--json", action="store_true")
+    return parser
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return (args.data_dir or default_data_dir()).expanduser().resolve()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        match args.command:
+            case "run":
+                from linkhub.server import run_hub
+
+                return run_hub(_run_config(args), verbose=args.verbose)
+            case "account":
+                return _account_add(args)
+            case "link":
+                return _link_decision(args)
+            case "devices":
+                return _devices(args)
+    except LinkHubError as exc:
+        print(f"linkhub: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _run_config(args: argparse.Namespace) -> HubConfig:
+    data_dir = _data_dir(args)
+    return HubConfig(
+        data_dir=data_dir,
+        database_url=args.database_url or default_database_url(data_dir),
+        http_host=args.http_host,
+        http_port=args.http_port,
+        mqtt_host=args.mqtt_host,
+        mqtt_port=args.mqtt_port,
+        external_broker=parse_broker_url(args.broker) if args.broker else None,
+        public_host=args.public_host,
+        code_lifetime_s=args.code_lifetime,
+        poll_interval_s=args.poll_interval,
+        mdns=not args.no_mdns,
+    )
+
+
+def _account_add(args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().rstrip("\r\n")
+    data_dir = _data_dir(args)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(args.database_url or default_database_url(data_dir))
+    try:
+        account = AccountService(engine, time.time).create(args.name, password)
+    finally:
+        engine.dispose()
+    role = "owner" if account.is_owner else "member"
+    print(f"account {account.name!r} created ({role})")
+    return 0
+
+
+def _link_decision(args: argparse.Namespace) -> int:
+    socket_path = _data_dir(args) / "hub.sock"
+    try:
+        if args.link_command == "approve":
+            result = control_client.call(
+                socket_path, "POST", "/v1/link/approve", {"code": args.code, "account": args.account}
+            )
+            print(
+                f"approved: {result['name']} ({result['model']}) is linked to {result['account']} "
+                f"as {result['device_id']}"
+            )
+        else:
+            control_client.call(socket_path, "POST", "/v1/link/deny", {"code": args.code})
+            print("denied: the device was told")
+    except control_client.ControlError as exc:
+        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    devices = control_client.call(_data_dir(args) / "hub.sock", "GET", "/v1/devices")
+    if args.json:
+        print(json.dumps(devices, indent=2))
+        return 0
+    if not devices:
+        print("no linked devices")
+    for device in devices:
+        linked = datetime.fromtimestamp(device["linked_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        state = "online" if device["online"] else "offline"
+        print(f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

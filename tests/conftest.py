@@ -1,0 +1,140 @@
+"""Fixtures: a real mosquitto (with dynamic security) on a free loopback port,
+hubs started in-process against it, SQLite and PostgreSQL databases, and a clock
+the tests move instead of sleeping."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
+from hub.config import ExternalBroker, HubConfig
+from hub.daemon import Hub
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "LINKHUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class FakeClock:
+    """Epoch seconds that only move when a test says so."""
+
+    def __init__(self, start_s: float = 1_800_000_000.0) -> None:
+        self.now_s = start_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+@dataclass
+class RunningBroker:
+    broker: ManagedBroker
+    port: int
+
+    @property
+    def external(self) -> ExternalBroker:
+        return ExternalBroker("127.0.0.1", self.port, ADMIN_USERNAME, self.broker.admin_password)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{ADMIN_USERNAME}:{self.broker.admin_password}@127.0.0.1:{self.port}"
+
+
+def start_broker(directory: Path, port: int | None = None) -> RunningBroker:
+    port = port or free_port()
+    broker = ManagedBroker(ManagedBrokerConfig(directory, "127.0.0.1", port))
+    broker.start()
+    return RunningBroker(broker, port)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
+    """One mosquitto for the session, config written by the test run itself."""
+    running = start_broker(tmp_path_factory.mktemp("mosquitto"))
+    yield running
+    running.broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[RunningBroker]:
+    """A broker this test may kill and restart."""
+    running = start_broker(tmp_path / "mosquitto")
+    yield running
+    running.broker.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'linkhub.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    name = f"linkhub_test_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is required: {exc}")
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+HubFactory = Callable[..., Hub]
+
+
+@pytest.fixture
+def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
+    """Start hubs in-process on the session broker (or another); all are stopped at the end."""
+    started: list[Hub] = []
+
+    def factory(
+        *,
+        data_dir: Path | None = None,
+        database_url: str | None = None,
+        on_broker: RunningBroker | None = None,
+        clock: Callable[[], float] | None = None,
+        code_lifetime_s: int = 900,
+        poll_interval_s: int = 1,
+    ) -> Hub:
+        data_dir = data_dir or tmp_path / "hub"
+        config = HubConfig(
+            data_dir=data_dir,
+            database_url=database_url or f"sqlite:///{data_dir / 'linkhub.db'}",
+            http_host="127.0.0.1",
+            external_broker=(on_broker or broker).external,
+            code_lifetime_s=code_lifetime_s,
+            poll_interval_s=poll_interval_s,
+            mdns=False,
+        )
+        hub = Hub(config, clock=clock) if clock else Hub(config)
+        hub.start()
+        started.append(hub)
+        return hub
+
+    yield factory
+    for hub in reversed(started):
+        hub.stop()
+
+
+@pytest.fixture
+def hub(make_hub: HubFactory) -> Hub:
+    return make_hub()

@@ -1,0 +1,158 @@
+"""Test-side devices: the simulated firmware running in a thread, and a raw MQTT
+client for sending what no well-behaved firmware would."""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from firmware_sim.link import link
+from hub import protocol
+from hub.protocol import DeviceInfo
+
+
+class DeviceThread:
+    """firmware_sim's link procedure in a thread, with its events in a queue."""
+
+    def __init__(
+        self,
+        port: int,
+        state_path: Path,
+        *,
+        name: str = "Kitchen Lamp",
+        model: str = "LMP-1",
+        mqtt5: bool = True,
+        timeout_s: float = 60,
+    ) -> None:
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.state_path = state_path
+        self.exit_code: int | None = None
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(port, DeviceInfo(name, model, address="127.0.0.1"), mqtt5, timeout_s),
+            daemon=True,
+        )
+
+    def _run(self, port: int, device: DeviceInfo, mqtt5: bool, timeout_s: float) -> None:
+        self.exit_code = link(
+            "127.0.0.1",
+            port,
+            device,
+            self.state_path,
+            mqtt5=mqtt5,
+            timeout_s=timeout_s,
+            retry_interval_s=0.5,
+            on_event=self.events.put,
+        )
+
+    def start(self) -> DeviceThread:
+        self._thread.start()
+        return self
+
+    def next_event(self, timeout_s: float = 15) -> dict[str, Any]:
+        return self.events.get(timeout=timeout_s)
+
+    def wait_code(self, timeout_s: float = 15) -> str:
+        event = self.next_event(timeout_s)
+        assert event["event"] == "code", event
+        return str(event["user_code"])
+
+    def join(self, timeout_s: float = 30) -> int:
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the device did not finish"
+        assert self.exit_code is not None
+        return self.exit_code
+
+    def saved_state(self) -> dict[str, Any]:
+        return json.loads(self.state_path.read_text())
+
+
+class RawClient:
+    """A plain paho client that records acknowledgements and messages."""
+
+    def __init__(
+        self, port: int, username: str, password: str, *, client_id: str | None = None, mqtt5: bool = True
+    ) -> None:
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self._acks: dict[int, Any] = {}
+        self._acked = threading.Condition()
+        self.connack: queue.Queue[Any] = queue.Queue()
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"raw-{secrets.token_hex(4)}",
+            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
+        )
+        self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc)
+        self.client.on_subscribe = lambda _c, _u, mid, rcs, _p: self._ack(mid, rcs)
+        self.client.on_publish = lambda _c, _u, mid, rc, _p: self._ack(mid, rc)
+        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.connack_reason = self.connack.get(timeout=5)
+
+    def _ack(self, mid: int, result: Any) -> None:
+        with self._acked:
+            self._acks[mid] = result
+            self._acked.notify_all()
+
+    def _wait(self, mid: int, timeout_s: float = 5) -> Any:
+        deadline = time.monotonic() + timeout_s
+        with self._acked:
+            while mid not in self._acks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no acknowledgement for message {mid}")
+                self._acked.wait(left)
+            return self._acks.pop(mid)
+
+    def subscribe(self, topic_filter: str) -> bool:
+        """True if the broker granted the subscription."""
+        _rc, mid = self.client.subscribe(topic_filter, 1)
+        reasons = self._wait(mid)
+        return not any(reason.is_failure for reason in reasons)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        retain: bool = False,
+    ) -> bool:
+        """True if the broker accepted the publish (MQTT 5 PUBACK reason)."""
+        properties = None
+        if response_topic or correlation:
+            properties = Properties(PacketTypes.PUBLISH)
+            if response_topic:
+                properties.ResponseTopic = response_topic
+            if correlation:
+                properties.CorrelationData = correlation
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        reason = self._wait(info.mid)
+        return not reason.is_failure
+
+    def next_message(self, timeout_s: float = 5) -> paho.MQTTMessage:
+        return self.messages.get(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def bootstrap_client(port: int, *, mqtt5: bool = True) -> RawClient:
+    return RawClient(port, protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, mqtt5=mqtt5)
+
+
+def new_reply_topic() -> str:
+    return protocol.reply_topic(secrets.token_urlsafe(24))

@@ -1,0 +1,251 @@
+"""Unit tests for firmware_sim that need no broker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware_sim import state as state_file
+from firmware_sim.cli import main, parse_hub_url
+from firmware_sim.display import HumanPrinter, JsonPrinter
+from firmware_sim.link import link
+from firmware_sim.run import run
+from hub.protocol import DeviceInfo, LinkRequest, MqttCredentials, reply_topic
+
+DEVICE = DeviceInfo(name="Kitchen lamp", model="LH-1")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def linked_state() -> state_file.DeviceState:
+    return state_file.DeviceState(
+        name="Kitchen lamp",
+        model="LH-1",
+        device_id="dev-abc123",
+        mqtt=MqttCredentials("127.0.0.1", 1883, "dev-abc123", "dev-abc123", "s3cret"),
+    )
+
+
+# --- state file -------------------------------------------------------------------
+def test_state_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    st = linked_state()
+    state_file.save(path, st)
+    assert state_file.load(path) == st
+    assert json.loads(path.read_text())["mqtt"]["password"] == "s3cret"
+
+    pending = state_file.DeviceState(name="n", model="m", pending=state_file.Pending("r" * 32, "t" * 32))
+    state_file.save(path, pending)
+    assert state_file.load(path) == pending
+    assert json.loads(path.read_text()) == {
+        "name": "n",
+        "model": "m",
+        "pending": {"request_id": "r" * 32, "reply_token": "t" * 32},
+    }
+
+
+def test_state_missing_file_is_empty(tmp_path: Path) -> None:
+    st = state_file.load(tmp_path / "nope.json")
+    assert st == state_file.DeviceState()
+    assert not st.linked
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '{"mqtt": {"host": "h"}}', '{"name": 3}'])
+def test_state_malformed_raises(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "device.json"
+    path.write_text(text)
+    with pytest.raises(state_file.StateError):
+        state_file.load(path)
+
+
+def test_state_file_is_private_and_no_temp_left(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    state_file.save(path, linked_state())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device.json"]
+
+
+def test_state_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "device.json"
+    state_file.save(path, linked_state())
+    before = path.read_bytes()
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        state_file.save(path, state_file.DeviceState(name="other", model="m"))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device.json"]
+
+
+# --- --hub URL --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883)),
+        ("mqtt://linkhub.local:18830", ("linkhub.local", 18830)),
+        ("mqtt://linkhub.local", ("linkhub.local", 1883)),
+        ("mqtt://[::1]:1884", ("::1", 1884)),
+        ("mqtt://hub:1883/", ("hub", 1883)),
+    ],
+)
+def test_parse_hub_url(url: str, expected: tuple[str, int]) -> None:
+    assert parse_hub_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "127.0.0.1:1883",
+        "http://hub:1883",
+        "mqtts://hub:8883",
+        "mqtt://:1883",
+        "mqtt://hub:99999",
+        "mqtt://hub:port",
+        "mqtt://hub:0",
+        "mqtt://user:pw@hub:1883",
+        "mqtt://hub:1883/path",
+        "mqtt://hub:1883?x=1",
+        "",
+    ],
+)
+def test_parse_hub_url_rejects(url: str) -> None:
+    with pytest.raises(ValueError, match="bad hub URL"):
+        parse_hub_url(url)
+
+
+def test_cli_bad_hub_url_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["link", "--name", "n", "--model", "m", "--state", str(tmp_path / "s.json")]
+    rc = main([*argv, "--hub", "http://hub:1883"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--hub" in err and "mqtt://" in err
+    assert not (tmp_path / "s.json").exists()
+
+
+# --- link without a broker ----------------------------------------------------------
+def test_link_unreachable_broker_fails_fast(tmp_path: Path) -> None:
+    events: list[dict[str, Any]] = []
+    path = tmp_path / "device.json"
+    port = free_port()
+    started = time.monotonic()
+    rc = link("127.0.0.1", port, DEVICE, path, mqtt5=True, timeout_s=30, on_event=events.append)
+    assert rc == 1
+    assert time.monotonic() - started < 5
+    assert len(events) == 1
+    assert events[0]["event"] == "error"
+    assert events[0]["error"] == "broker_unreachable"
+    assert f"127.0.0.1:{port}" in events[0]["error_description"]
+
+
+def test_link_keeps_the_same_request_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    port = free_port()
+    for mqtt5 in (True, False):
+        assert link("127.0.0.1", port, DEVICE, path, mqtt5=mqtt5, on_event=lambda e: None) == 1
+        st = state_file.load(path)
+        assert st.pending is not None
+        if mqtt5:
+            first = st.pending
+        else:
+            assert st.pending == first
+    assert first is not None
+    # What gets resent is a valid request with >= 128-bit secrets.
+    request = LinkRequest(first.request_id, reply_topic(first.reply_token), DEVICE)
+    assert len(first.reply_token) >= 22 and len(request.request_id) >= 22
+    assert first.request_id != first.reply_token
+    assert (st.name, st.model) == ("Kitchen lamp", "LH-1")
+
+
+def test_link_refuses_to_overwrite_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    state_file.save(path, linked_state())
+    events: list[dict[str, Any]] = []
+    rc = link("127.0.0.1", free_port(), DEVICE, path, mqtt5=True, on_event=events.append)
+    assert rc == 1
+    assert [e["error"] for e in events] == ["already_linked_locally"]
+    assert state_file.load(path) == linked_state()
+
+
+def test_cli_link_json_prints_one_object_per_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["link", "--name", "n", "--model", "m", "--state", str(tmp_path / "s.json")]
+    rc = main([*argv, "--hub", f"mqtt://127.0.0.1:{free_port()}", "--json", "--mqtt", "3.1.1"])
+    assert rc == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert event["event"] == "error" and event["error"] == "broker_unreachable"
+
+
+# --- run without a broker ---------------------------------------------------------
+def test_run_without_credentials(tmp_path: Path) -> None:
+    events: list[dict[str, Any]] = []
+    rc = run(tmp_path / "none.json", on_event=events.append, stop=threading.Event())
+    assert rc == 1
+    assert [e["error"] for e in events] == ["not_linked"]
+
+
+def test_run_unreachable_broker(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    st = linked_state()
+    assert st.mqtt is not None
+    port = free_port()
+    state_file.save(path, state_file.DeviceState(device_id=st.device_id, mqtt=st.mqtt))
+    data = json.loads(path.read_text())
+    data["mqtt"]["port"] = port
+    path.write_text(json.dumps(data))
+    events: list[dict[str, Any]] = []
+    rc = run(path, on_event=events.append, stop=threading.Event())
+    assert rc == 1
+    assert [e["error"] for e in events] == ["broker_unreachable"]
+
+
+# --- output -------------------------------------------------------------------------
+CODE_EVENT = {
+    "event": "code",
+    "user_code": "WDJB-MJHT",
+    "verification_uri": "http://linkhub.local/link",
+    "verification_uri_complete": "http://linkhub.local/link?code=WDJB-MJHT",
+    "expires_in": 600,
+}
+
+
+def test_json_printer() -> None:
+    out = io.StringIO()
+    printer = JsonPrinter(out)
+    printer(CODE_EVENT)
+    printer({"event": "linked", "device_id": "dev-abc123"})
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        CODE_EVENT,
+        {"event": "linked", "device_id": "dev-abc123"},
+    ]
+
+
+def test_human_printer_shows_code_url_and_qr() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    HumanPrinter(out, err)(CODE_EVENT)
+    text = out.getvalue()
+    assert "W D J B - M J H T" in text
+    assert "http://linkhub.local/link" in text
+    assert "10 minutes" in text
+    assert "█" in text or "▀" in text  # the QR code
+    HumanPrinter(out, err)({"event": "error", "error": "timeout", "error_description": "x"})
+    assert "timeout" in err.getvalue()

@@ -1,0 +1,114 @@
+"""The codec on its own: what goes on the wire, and what bad input becomes."""
+
+import json
+import secrets
+
+import pytest
+
+from hub import protocol
+from hub.protocol import (
+    ApprovedReply,
+    DeviceInfo,
+    DeviceStatus,
+    ErrorCode,
+    ErrorReply,
+    LinkRequest,
+    MqttCredentials,
+    PendingReply,
+    Rejection,
+)
+
+REPLY_TO = protocol.reply_topic(secrets.token_urlsafe(24))
+REQUEST_ID = secrets.token_urlsafe(24)
+
+
+def request_payload(**overrides: object) -> bytes:
+    body: dict[str, object] = {
+        "v": 1,
+        "type": "link_request",
+        "request_id": REQUEST_ID,
+        "reply_to": REPLY_TO,
+        "device": {"name": "Kitchen Lamp", "model": "LMP-1", "address": "192.168.1.23"},
+    }
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+def test_a_link_request_round_trips() -> None:
+    request = LinkRequest(REQUEST_ID, REPLY_TO, DeviceInfo("Kitchen Lamp", "LMP-1", "192.168.1.23"))
+    assert protocol.parse_link_request(protocol.encode(request)) == request
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        PendingReply(REQUEST_ID, "BCDF-GHJK", "http://hub/link", "http://hub/link?code=BCDF-GHJK", 900, 5),
+        ApprovedReply(
+            REQUEST_ID, "dev-0a1b2c", MqttCredentials("hub", 1884, "dev-0a1b2c", "dev-0a1b2c", "s3")
+        ),
+        ErrorReply(REQUEST_ID, ErrorCode.ACCESS_DENIED, "denied"),
+    ],
+)
+def test_replies_round_trip(reply: protocol.LinkReply) -> None:
+    assert protocol.parse_link_reply(protocol.encode(reply)) == reply
+
+
+def test_mqtt5_response_topic_may_replace_reply_to() -> None:
+    body = json.loads(request_payload())
+    del body["reply_to"]
+    parsed = protocol.parse_link_request(json.dumps(body).encode(), response_topic=REPLY_TO)
+    assert isinstance(parsed, LinkRequest) and parsed.reply_to == REPLY_TO
+
+
+def test_disagreeing_reply_topics_are_refused() -> None:
+    other = protocol.reply_topic(secrets.token_urlsafe(24))
+    parsed = protocol.parse_link_request(request_payload(), response_topic=other)
+    assert isinstance(parsed, Rejection) and parsed.error is ErrorCode.INVALID_REQUEST
+    assert parsed.reply_to is None  # we cannot tell which one is the device's
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "can_answer"),
+    [
+        (b"\xff\xfe", ErrorCode.INVALID_REQUEST, False),
+        (b"[1, 2]", ErrorCode.INVALID_REQUEST, False),
+        (b"{not json", ErrorCode.INVALID_REQUEST, False),
+        (request_payload(v=2), ErrorCode.UNSUPPORTED_VERSION, True),
+        (request_payload(type="hello"), ErrorCode.INVALID_REQUEST, True),
+        (request_payload(request_id="short"), ErrorCode.INVALID_REQUEST, True),
+        (request_payload(device="lamp"), ErrorCode.INVALID_REQUEST, True),
+        (request_payload(device={"name": "", "model": "x"}), ErrorCode.INVALID_REQUEST, True),
+        (request_payload(device={"name": "a\x00b", "model": "x"}), ErrorCode.INVALID_REQUEST, True),
+        (request_payload(device={"name": "n" * 65, "model": "x"}), ErrorCode.INVALID_REQUEST, True),
+        (request_payload(padding="x" * 5000), ErrorCode.PAYLOAD_TOO_LARGE, True),
+        (request_payload(reply_to="linkhub/v1/link/reply/guessable"), ErrorCode.INVALID_REQUEST, False),
+        (request_payload(reply_to="linkhub/v1/devices/dev-123/x"), ErrorCode.INVALID_REQUEST, False),
+    ],
+)
+def test_bad_requests_become_rejections_not_exceptions(
+    payload: bytes, error: ErrorCode, can_answer: bool
+) -> None:
+    parsed = protocol.parse_link_request(payload)
+    assert isinstance(parsed, Rejection)
+    assert parsed.error is error
+    assert (parsed.reply_to is not None and protocol.is_valid_reply_topic(parsed.reply_to)) is can_answer
+
+
+def test_messages_validate_when_built() -> None:
+    with pytest.raises(protocol.ProtocolError):
+        LinkRequest("x", REPLY_TO, DeviceInfo("a", "b"))
+    with pytest.raises(protocol.ProtocolError):
+        protocol.device_root("../etc")
+
+
+def test_device_topics_are_built_and_matched_in_one_place() -> None:
+    topic = protocol.device_status_topic("dev-0a1b2c")
+    assert topic == "linkhub/v1/devices/dev-0a1b2c/status"
+    assert protocol.parse_device_topic(topic) == ("dev-0a1b2c", "status")
+    assert protocol.parse_device_topic("linkhub/v1/devices/BAD ID/status") is None
+    assert protocol.parse_device_topic("linkhub/v1/link/request") is None
+
+
+def test_status_messages() -> None:
+    assert protocol.parse_device_status(protocol.encode(DeviceStatus(True))) == DeviceStatus(True)
+    assert isinstance(protocol.parse_device_status(b'{"v":1,"type":"status","online":"yes"}'), Rejection)
