@@ -1,0 +1,117 @@
+"""The broker's rules, shown on a real mosquitto 2.0 with dynamic security:
+an unlinked device can only ask and hear its own answer; a linked device can
+only use its own subtree."""
+
+from __future__ import annotations
+
+import queue
+import secrets
+from pathlib import Path
+
+import pytest
+from conftest import RunningBroker
+from devices import DeviceThread, RawClient, bootstrap_client, new_reply_topic
+
+from hub import protocol
+from hub.daemon import Hub
+
+
+@pytest.mark.parametrize(
+    "topic_filter",
+    [
+        "#",
+        "+/#",
+        "linkhub/#",
+        "linkhub/v1/link/reply/+",
+        "linkhub/v1/link/reply/#",
+        "linkhub/v1/link/+/" + "a" * 24,
+        "+/v1/link/reply/" + "a" * 24,
+        "linkhub/v1/link/request",
+        "$share/linkhub-hubs/linkhub/v1/link/request",
+        "$share/snoop/linkhub/v1/link/reply/+",
+        "$share/snoop/#",
+        "linkhub/v1/devices/#",
+        "$CONTROL/#",
+        "$SYS/#",
+    ],
+)
+def test_an_unlinked_client_cannot_subscribe_beyond_one_reply_topic(
+    hub: Hub, broker: RunningBroker, topic_filter: str
+) -> None:
+    snoop = bootstrap_client(broker.port)
+    try:
+        assert snoop.subscribe(new_reply_topic())  # its own reply topic: granted
+        assert not snoop.subscribe(topic_filter)  # MQTT 5 SUBACK 0x87
+    finally:
+        snoop.close()
+
+
+def test_an_unlinked_client_cannot_forge_replies_or_reach_devices(hub: Hub, broker: RunningBroker) -> None:
+    forger = bootstrap_client(broker.port)
+    try:
+        assert not forger.publish(new_reply_topic(), b'{"v":1}')  # PUBACK 135
+        assert not forger.publish("linkhub/v1/devices/dev-000000000000/status", b"{}")
+        assert not forger.publish("$CONTROL/dynamic-security/v1", b'{"commands":[]}')
+        assert forger.publish(protocol.LINK_REQUEST_TOPIC, b"{}")  # the one thing it may send
+    finally:
+        forger.close()
+
+
+def test_another_unlinked_client_never_sees_a_reply_or_credentials(
+    hub: Hub, broker: RunningBroker, tmp_path: Path
+) -> None:
+    snoop = bootstrap_client(broker.port)
+    granted = [f for f in ("#", "linkhub/v1/link/reply/+", "linkhub/v1/link/reply/#") if snoop.subscribe(f)]
+    assert granted == []
+    device = DeviceThread(broker.port, tmp_path / "lamp.json").start()
+    code = device.wait_code()
+    hub.links.approve(code, hub.accounts.create("alice", "correct horse battery").id)
+    assert device.join() == 0
+    password = device.saved_state()["mqtt"]["password"]
+    with pytest.raises(queue.Empty):
+        snoop.next_message(timeout_s=0.5)
+    snoop.close()
+    assert len(password) >= 24
+
+
+@pytest.fixture
+def linked(hub: Hub, broker: RunningBroker, tmp_path: Path) -> dict[str, str]:
+    device = DeviceThread(broker.port, tmp_path / "lamp.json").start()
+    code = device.wait_code()
+    hub.links.approve(code, hub.accounts.create("alice", "correct horse battery").id)
+    assert device.join() == 0
+    state = device.saved_state()
+    return {"device_id": state["device_id"], "password": state["mqtt"]["password"]}
+
+
+@pytest.mark.parametrize("mqtt5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_a_linked_device_is_confined_to_its_own_subtree(
+    broker: RunningBroker, linked: dict[str, str], mqtt5: bool
+) -> None:
+    device_id = linked["device_id"]
+    own = protocol.device_root(device_id)
+    client = RawClient(broker.port, device_id, linked["password"], client_id=device_id, mqtt5=mqtt5)
+    try:
+        assert not client.connack_reason.is_failure
+        assert client.subscribe(f"{own}/#")
+        for topic_filter in ("#", "linkhub/v1/devices/+/status", "linkhub/v1/devices/dev-ffffffffffff/#",
+                             "linkhub/v1/link/reply/+", protocol.LINK_REQUEST_TOPIC, "$CONTROL/#"):
+            assert not client.subscribe(topic_filter), topic_filter
+        if mqtt5:  # MQTT 3.1.1 clients are dropped silently instead (FIELD-NOTES)
+            assert client.publish(f"{own}/state", b"{}")
+            for topic in ("linkhub/v1/devices/dev-ffffffffffff/state", protocol.LINK_REQUEST_TOPIC,
+                          "linkhub/v1/link/reply/" + "a" * 24, "$CONTROL/dynamic-security/v1"):
+                assert not client.publish(topic, b"{}"), topic
+    finally:
+        client.close()
+
+
+def test_linked_credentials_are_bound_to_the_device_client_id(
+    broker: RunningBroker, linked: dict[str, str]
+) -> None:
+    impostor = RawClient(broker.port, linked["device_id"], linked["password"], client_id="someone-else")
+    assert impostor.connack_reason.is_failure
+    impostor.close()
+    wrong = RawClient(broker.port, linked["device_id"], secrets.token_urlsafe(24), client_id=linked["device_id"])
+    assert wrong.connack_reason.is_failure
+    wrong.close()
