@@ -8,6 +8,8 @@ it each request/response waits ~40 ms).
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import getpass
 import glob
 import hashlib
@@ -54,6 +56,13 @@ def find_dynsec_plugin() -> str:
         for path in sorted(glob.glob(pattern)):
             return path
     raise ConfigError("mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: mosquitto gets SIGTERM if the hub dies, even by SIGKILL."""
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -155,6 +164,7 @@ class ManagedBroker:
             f"user {getpass.getuser()}",
             f"plugin {find_dynsec_plugin()}",
             f"plugin_opt_config_file {dynsec_file}",
+            f"pid_file {directory / 'mosquitto.pid'}",
             "persistence false",
             "max_packet_size 262144",
             "log_dest stderr",
@@ -169,6 +179,7 @@ class ManagedBroker:
 
     def start(self, timeout_s: float = 10.0) -> None:
         host, port = self.config.listen_host, self.config.port
+        self._reap_stale()
         if not port_is_free(host, port):
             raise PortInUse(
                 f"port {port} on {host} is already in use (another MQTT broker?). "
@@ -181,7 +192,7 @@ class ManagedBroker:
             [find_mosquitto(), "-c", str(conf)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log_file.close()
         deadline = time.monotonic() + timeout_s
@@ -198,6 +209,22 @@ class ManagedBroker:
                 time.sleep(0.05)
         self.stop()
         raise BrokerUnavailable(f"mosquitto did not listen on {host}:{port} within {timeout_s} s")
+
+    def _reap_stale(self) -> None:
+        """A mosquitto left by a hub that died with this data directory: stop it."""
+        pid_file = self.config.directory / "mosquitto.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if str(self.config.directory / "mosquitto.conf").encode() not in cmdline:
+            return  # the pid was reused by something else
+        log.warning("stopping a mosquitto (pid %s) left running by an earlier hub", pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.05)
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -181,7 +181,7 @@ def _link_decision(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    devices = control_client.call(_data_dir(args) / "hub.sock", "GET", "/v1/devices")
+    devices = control_client.call(_data_dir(args) / "hub.sock", "GET", "/v1/devices")["devices"]
     if args.json:
         print(json.dumps(devices, indent=2))
         return 0

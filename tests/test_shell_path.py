@@ -1,0 +1,177 @@
+"""The whole flow as a person at a shell does it: `linkhub run` with its own
+mosquitto, `linkhub account add`, `linkhub-device link --json`,
+`linkhub link approve`, `linkhub devices --json`, `linkhub-device run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from conftest import free_port
+
+BIN = Path(sys.executable).parent
+LINKHUB = str(BIN / "linkhub")
+DEVICE = str(BIN / "linkhub-device")
+
+
+@dataclass
+class RunningHub:
+    process: subprocess.Popen[str]
+    data_dir: Path
+    http_port: int
+    mqtt_port: int
+    banner: list[str]
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LINKHUB, *args, "--data-dir", str(self.data_dir)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+def read_lines_until(stream: IO[str], predicate: Any, timeout_s: float = 30) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if predicate(lines[-1]):
+            return lines
+    raise AssertionError(f"did not see the expected line; got {lines}")
+
+
+@pytest.fixture
+def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
+    data_dir = tmp_path / "data"
+    http_port, mqtt_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [LINKHUB, "run", "--data-dir", str(data_dir), "--http-host", "127.0.0.1", "--http-port", str(http_port),
+         "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port), "--no-mdns", "--poll-interval", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    banner = read_lines_until(process.stdout, lambda line: line.startswith("Stop with"))
+    yield RunningHub(process, data_dir, http_port, mqtt_port, banner)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def device_link(hub: RunningHub, state: Path, name: str = "Kitchen Lamp") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [DEVICE, "link", "--name", name, "--model", "LMP-1", "--state", str(state),
+         "--hub", f"mqtt://127.0.0.1:{hub.mqtt_port}", "--json", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def events(process: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
+    assert process.stdout is not None
+    lines = read_lines_until(process.stdout, lambda line: json.loads(line)["event"] in (until, "error"))
+    return [json.loads(line) for line in lines]
+
+
+def test_banner_points_at_the_link_page_and_it_answers(running_hub: RunningHub) -> None:
+    url = f"http://127.0.0.1:{running_hub.http_port}/link"
+    assert any(url in line for line in running_hub.banner), running_hub.banner
+    with urllib.request.urlopen(url, timeout=10) as response:  # follows the redirect to /setup
+        assert response.status == 200
+        assert b"owner" in response.read().lower()
+
+
+def test_link_approve_and_run_from_the_shell(running_hub: RunningHub, tmp_path: Path) -> None:
+    added = running_hub.cli("account", "add", "alice", "--password-stdin", stdin="correct horse battery\n")
+    assert added.returncode == 0, added.stderr
+
+    device = device_link(running_hub, tmp_path / "lamp.json")
+    (code_event,) = events(device, until="code")
+    assert code_event["event"] == "code"
+    assert code_event["verification_uri"].endswith("/link")
+    assert code_event["verification_uri_complete"].endswith("?code=" + code_event["user_code"])
+    assert 890 <= code_event["expires_in"] <= 900
+
+    typed = code_event["user_code"].lower().replace("-", "")  # the CLI forgives typing too
+    approved = running_hub.cli("link", "approve", typed, "--account", "alice")
+    assert approved.returncode == 0, approved.stderr
+    assert "Kitchen Lamp" in approved.stdout
+
+    (linked,) = events(device, until="linked")
+    assert linked["event"] == "linked"
+    assert device.wait(timeout=10) == 0
+    state = json.loads((tmp_path / "lamp.json").read_text())
+    assert state["device_id"] == linked["device_id"]
+    assert set(state["mqtt"]) >= {"host", "port", "client_id", "username", "password"}
+
+    again = running_hub.cli("link", "approve", code_event["user_code"], "--account", "alice")
+    assert again.returncode == 1 and "already used" in again.stderr
+
+    runner = subprocess.Popen([DEVICE, "run", "--state", str(tmp_path / "lamp.json"), "--json"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        (online,) = events(runner, until="online")
+        assert online == {"event": "online", "device_id": linked["device_id"]}
+        deadline = time.monotonic() + 10
+        while True:
+            listed = json.loads(running_hub.cli("devices", "--json").stdout)
+            if listed and listed[0]["online"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert [(d["device_id"], d["name"], d["online"]) for d in listed] == [
+            (linked["device_id"], "Kitchen Lamp", True)
+        ]
+    finally:
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=10) == 0
+
+
+def test_deny_from_the_shell(running_hub: RunningHub, tmp_path: Path) -> None:
+    device = device_link(running_hub, tmp_path / "fan.json", name="Desk Fan")
+    (code_event,) = events(device, until="code")
+    denied = running_hub.cli("link", "deny", code_event["user_code"])
+    assert denied.returncode == 0, denied.stderr
+    (error,) = events(device, until="linked")
+    assert error["error"] == "access_denied"
+    assert device.wait(timeout=10) == 1
+    unknown = running_hub.cli("link", "deny", "BCDF-GHJK")
+    assert unknown.returncode == 1 and "No device is waiting" in unknown.stderr
+
+
+def test_cli_without_a_running_hub_says_so(tmp_path: Path) -> None:
+    result = subprocess.run([LINKHUB, "devices", "--data-dir", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "no hub is running" in result.stderr
+
+
+def test_a_taken_mqtt_port_is_reported_plainly(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [LINKHUB, "run", "--data-dir", str(tmp_path), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port),
+             "--http-port", str(free_port()), "--no-mdns"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        )
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "--mqtt-port" in result.stderr and "--broker" in result.stderr
