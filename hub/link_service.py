@@ -331,9 +331,11 @@ class LinkService:
         if record is None:
             raise LinkDecisionError(CodeStatus.UNKNOWN, DECISION_MESSAGES[CodeStatus.UNKNOWN])
         if is_expired(LinkState(record.state), record.expires_at_s, now):
-            record.state = LinkState.EXPIRED
+            # The person noticed first: store it and tell the device now, as the sweep would.
+            outputs = self._apply(record, LinkEvent.POLL, now)
             session.add(record)
             session.commit()
+            self._push(self._reply(record, outputs, now))
         status = _STATE_TO_CODE_STATUS[LinkState(record.state)]
         if status is not CodeStatus.PENDING:
             raise LinkDecisionError(status, DECISION_MESSAGES[status])

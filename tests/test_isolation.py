@@ -94,13 +94,23 @@ def test_a_linked_device_is_confined_to_its_own_subtree(
     try:
         assert not client.connack_reason.is_failure
         assert client.subscribe(f"{own}/#")
-        for topic_filter in ("#", "linkhub/v1/devices/+/status", "linkhub/v1/devices/dev-ffffffffffff/#",
-                             "linkhub/v1/link/reply/+", protocol.LINK_REQUEST_TOPIC, "$CONTROL/#"):
+        for topic_filter in (
+            "#",
+            "linkhub/v1/devices/+/status",
+            "linkhub/v1/devices/dev-ffffffffffff/#",
+            "linkhub/v1/link/reply/+",
+            protocol.LINK_REQUEST_TOPIC,
+            "$CONTROL/#",
+        ):
             assert not client.subscribe(topic_filter), topic_filter
         if mqtt5:  # MQTT 3.1.1 clients are dropped silently instead (FIELD-NOTES)
             assert client.publish(f"{own}/state", b"{}")
-            for topic in ("linkhub/v1/devices/dev-ffffffffffff/state", protocol.LINK_REQUEST_TOPIC,
-                          "linkhub/v1/link/reply/" + "a" * 24, "$CONTROL/dynamic-security/v1"):
+            for topic in (
+                "linkhub/v1/devices/dev-ffffffffffff/state",
+                protocol.LINK_REQUEST_TOPIC,
+                "linkhub/v1/link/reply/" + "a" * 24,
+                "$CONTROL/dynamic-security/v1",
+            ):
                 assert not client.publish(topic, b"{}"), topic
     finally:
         client.close()
@@ -112,6 +122,8 @@ def test_linked_credentials_are_bound_to_the_device_client_id(
     impostor = RawClient(broker.port, linked["device_id"], linked["password"], client_id="someone-else")
     assert impostor.connack_reason.is_failure
     impostor.close()
-    wrong = RawClient(broker.port, linked["device_id"], secrets.token_urlsafe(24), client_id=linked["device_id"])
+    wrong = RawClient(
+        broker.port, linked["device_id"], secrets.token_urlsafe(24), client_id=linked["device_id"]
+    )
     assert wrong.connack_reason.is_failure
     wrong.close()

@@ -61,8 +61,23 @@ def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
     data_dir = tmp_path / "data"
     http_port, mqtt_port = free_port(), free_port()
     process = subprocess.Popen(
-        [LINKHUB, "run", "--data-dir", str(data_dir), "--http-host", "127.0.0.1", "--http-port", str(http_port),
-         "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port), "--no-mdns", "--poll-interval", "1"],
+        [
+            LINKHUB,
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            str(http_port),
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            str(mqtt_port),
+            "--no-mdns",
+            "--poll-interval",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -76,8 +91,21 @@ def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
 
 def device_link(hub: RunningHub, state: Path, name: str = "Kitchen Lamp") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [DEVICE, "link", "--name", name, "--model", "LMP-1", "--state", str(state),
-         "--hub", f"mqtt://127.0.0.1:{hub.mqtt_port}", "--json", "--timeout", "60"],
+        [
+            DEVICE,
+            "link",
+            "--name",
+            name,
+            "--model",
+            "LMP-1",
+            "--state",
+            str(state),
+            "--hub",
+            f"mqtt://127.0.0.1:{hub.mqtt_port}",
+            "--json",
+            "--timeout",
+            "60",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -123,15 +151,16 @@ def test_link_approve_and_run_from_the_shell(running_hub: RunningHub, tmp_path: 
     again = running_hub.cli("link", "approve", code_event["user_code"], "--account", "alice")
     assert again.returncode == 1 and "already used" in again.stderr
 
-    runner = subprocess.Popen([DEVICE, "run", "--state", str(tmp_path / "lamp.json"), "--json"],
-                              stdout=subprocess.PIPE, text=True)
+    runner = subprocess.Popen(
+        [DEVICE, "run", "--state", str(tmp_path / "lamp.json"), "--json"], stdout=subprocess.PIPE, text=True
+    )
     try:
         (online,) = events(runner, until="online")
         assert online == {"event": "online", "device_id": linked["device_id"]}
         deadline = time.monotonic() + 10
         while True:
             listed = json.loads(running_hub.cli("devices", "--json").stdout)
-            if listed and listed[0]["online"] or time.monotonic() > deadline:
+            if (listed and listed[0]["online"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert [(d["device_id"], d["name"], d["online"]) for d in listed] == [
@@ -166,8 +195,19 @@ def test_a_taken_mqtt_port_is_reported_plainly(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [LINKHUB, "run", "--data-dir", str(tmp_path), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port),
-             "--http-port", str(free_port()), "--no-mdns"],
+            [
+                LINKHUB,
+                "run",
+                "--data-dir",
+                str(tmp_path),
+                "--mqtt-host",
+                "127.0.0.1",
+                "--mqtt-port",
+                str(port),
+                "--http-port",
+                str(free_port()),
+                "--no-mdns",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -175,3 +215,37 @@ def test_a_taken_mqtt_port_is_reported_plainly(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "--mqtt-port" in result.stderr and "--broker" in result.stderr
+
+
+def test_a_hub_killed_outright_leaves_no_broker_behind(tmp_path: Path) -> None:
+    data_dir, http_port, mqtt_port = tmp_path / "data", free_port(), free_port()
+    command = [
+        LINKHUB,
+        "run",
+        "--data-dir",
+        str(data_dir),
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-port",
+        str(mqtt_port),
+        "--no-mdns",
+    ]
+    for attempt in range(2):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert process.stdout is not None
+        banner = read_lines_until(process.stdout, lambda line: line.startswith("Stop with"))
+        assert any(f":{mqtt_port}" in line for line in banner), (attempt, banner)
+        process.kill()  # no chance to stop its mosquitto cleanly
+        process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", mqtt_port)) != 0:
+                break
+        time.sleep(0.1)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", mqtt_port)) != 0, "mosquitto outlived its hub"

@@ -1,0 +1,575 @@
+"""The web pages and the control API against a real hub on a real mosquitto.
+
+Link requests come from `BootstrapDevice`, which speaks the wire protocol the
+way firmware does, so each test also checks what the device is finally told.
+"""
+
+from __future__ import annotations
+
+import html
+import queue
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from conftest import FakeClock, HubFactory, RunningBroker
+from flask import Flask
+from flask.testing import FlaskClient
+from paho.mqtt.enums import CallbackAPIVersion
+from werkzeug.test import TestResponse
+
+from hub.daemon import Hub
+from hub.link_service import DECISION_MESSAGES, CodeStatus
+from hub.protocol import (
+    BOOTSTRAP_PASSWORD,
+    BOOTSTRAP_USERNAME,
+    LINK_REQUEST_TOPIC,
+    ApprovedReply,
+    DeviceInfo,
+    ErrorCode,
+    ErrorReply,
+    LinkReply,
+    LinkRequest,
+    PendingReply,
+    Rejection,
+    encode,
+    parse_link_reply,
+    reply_topic,
+)
+from web import WebConfig, create_app
+from web.auth import WRONG_CREDENTIALS, safe_next
+from web.control import create_control_app
+from web.timefmt import ago, remaining
+
+OWNER = "alice"
+PASSWORD = "correct horse battery"
+LAMP = DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2", address="192.168.1.42", firmware="1.0.3")
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class BootstrapDevice:
+    """An unlinked device: the bootstrap identity, one secret reply topic, one request."""
+
+    def __init__(self, port: int, info: DeviceInfo = LAMP) -> None:
+        self.info = info
+        self.token = secrets.token_urlsafe(24)
+        self.request_id = secrets.token_urlsafe(18)
+        self._replies: queue.Queue[bytes] = queue.Queue()
+        self._subscribed = queue.Queue[list[Any]]()
+        self._connected = queue.Queue[Any]()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-dev-{secrets.token_hex(6)}",
+            protocol=paho.MQTTv5,
+        )
+        self._client.username_pw_set(BOOTSTRAP_USERNAME, BOOTSTRAP_PASSWORD)
+        self._client.on_connect = lambda _c, _u, _f, reason, _p: self._connected.put(reason)
+        self._client.on_subscribe = lambda _c, _u, _mid, reasons, _p: self._subscribed.put(reasons)
+        self._client.on_message = lambda _c, _u, msg: self._replies.put(bytes(msg.payload))
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        reason = self._connected.get(timeout=10)
+        assert not reason.is_failure, f"bootstrap connect refused: {reason}"
+        self._client.subscribe(reply_topic(self.token), qos=1)
+        reasons = self._subscribed.get(timeout=10)
+        assert not any(r.is_failure for r in reasons), f"reply subscription refused: {reasons}"
+
+    def send(self, timeout: float = 10.0) -> None:
+        """Publish the link request; sent again unchanged, it is a poll."""
+        message = LinkRequest(self.request_id, reply_topic(self.token), self.info)
+        self._client.publish(LINK_REQUEST_TOPIC, encode(message), qos=1).wait_for_publish(timeout)
+
+    def request(self, timeout: float = 10.0) -> PendingReply:
+        self.send(timeout)
+        reply = self.wait_reply(timeout)
+        assert isinstance(reply, PendingReply), reply
+        return reply
+
+    def wait_reply(self, timeout: float = 10.0) -> LinkReply:
+        reply = parse_link_reply(self._replies.get(timeout=timeout))
+        assert not isinstance(reply, Rejection), reply
+        assert reply.request_id == self.request_id
+        return reply
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+# --- fixtures and helpers ------------------------------------------------------
+
+
+@pytest.fixture
+def devices(broker: RunningBroker) -> Iterator[Callable[..., BootstrapDevice]]:
+    made: list[BootstrapDevice] = []
+
+    def make(info: DeviceInfo = LAMP, port: int | None = None) -> BootstrapDevice:
+        device = BootstrapDevice(port or broker.port, info)
+        made.append(device)
+        return device
+
+    yield make
+    for device in made:
+        device.close()
+
+
+def web_app(hub: Hub, clock: Callable[[], float] = time.time) -> Flask:
+    return create_app(
+        WebConfig(secret_key="test", testing=True, clock=clock), links=hub.links, accounts=hub.accounts
+    )
+
+
+def token(response: TestResponse) -> str:
+    found = _CSRF.search(response.get_data(as_text=True))
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def page(response: TestResponse) -> str:
+    return response.get_data(as_text=True)
+
+
+def sign_in(client: FlaskClient, name: str = OWNER, password: str = PASSWORD) -> TestResponse:
+    form = client.get("/login")
+    return client.post("/login", data={"csrf_token": token(form), "name": name, "password": password})
+
+
+def signed_in_client(hub: Hub, clock: Callable[[], float] = time.time) -> FlaskClient:
+    if hub.accounts.find(OWNER) is None:
+        hub.accounts.create(OWNER, PASSWORD)
+    client = web_app(hub, clock).test_client()
+    assert sign_in(client).status_code == 302
+    return client
+
+
+def post_code(client: FlaskClient, code: str) -> TestResponse:
+    form = client.get("/link")
+    return client.post("/link", data={"csrf_token": token(form), "code": code})
+
+
+def decide(client: FlaskClient, code: str, action: str) -> TestResponse:
+    form = client.get("/link")
+    return client.post("/link/decide", data={"csrf_token": token(form), "code": code, "action": action})
+
+
+def message_of(response: TestResponse) -> tuple[str, str]:
+    """(data-status, text) of the page's message element."""
+    found = re.search(r'<p class="message [^"]*" data-status="([^"]+)"[^>]*>(.*?)</p>', page(response), re.S)
+    assert found, page(response)
+    return found.group(1), html.unescape(found.group(2)).strip()
+
+
+def sloppy(code: str) -> str:
+    """What a person might type: lower case, a space instead of the dash."""
+    return code.replace("-", " ").lower()
+
+
+# --- first run and sign-in -------------------------------------------------------
+
+
+def test_first_run_redirects_to_setup_which_creates_the_owner(hub: Hub) -> None:
+    client = web_app(hub).test_client()
+    to_setup = client.get("/link?code=BCDF-GHJK")
+    assert to_setup.status_code == 302
+    assert to_setup.headers["Location"] == "/setup?next=/link?code%3DBCDF-GHJK"
+
+    form = client.get(to_setup.headers["Location"])
+    assert form.status_code == 200
+    mismatch = client.post(
+        to_setup.headers["Location"],
+        data={"csrf_token": token(form), "name": OWNER, "password": PASSWORD, "password2": "other words"},
+    )
+    assert mismatch.status_code == 400
+    assert "The two passwords differ." in page(mismatch)
+    assert not hub.accounts.has_accounts()
+
+    created = client.post(
+        to_setup.headers["Location"],
+        data={"csrf_token": token(form), "name": OWNER, "password": PASSWORD, "password2": PASSWORD},
+    )
+    assert created.status_code == 302
+    assert created.headers["Location"] == "/link?code=BCDF-GHJK"
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None and owner.is_owner
+    assert 'value="BCDF-GHJK"' in page(client.get(created.headers["Location"]))
+
+    # Setup is over: it sends people to sign in, and signing in works.
+    logout = client.post("/logout", data={"csrf_token": token(client.get("/link"))})
+    assert logout.status_code == 302
+    assert client.get("/setup").headers["Location"] == "/login"
+    assert client.get("/link").headers["Location"].startswith("/login")
+    assert sign_in(client).headers["Location"] == "/link"
+    assert client.get("/devices").status_code == 200
+
+
+def test_the_newcomer_following_redirects_lands_on_a_page(hub: Hub) -> None:
+    client = web_app(hub).test_client()
+    first_run = client.get("/link", follow_redirects=True)
+    assert first_run.status_code == 200
+    assert first_run.request.path == "/setup"
+    assert client.head("/setup").status_code == 200  # a HEAD is a GET, never a form post
+    hub.accounts.create(OWNER, PASSWORD)
+    later = client.get("/", follow_redirects=True)
+    assert later.status_code == 200
+    assert later.request.path == "/login"
+
+
+def test_a_wrong_sign_in_does_not_say_whether_the_account_exists(hub: Hub) -> None:
+    hub.accounts.create(OWNER, PASSWORD)
+    client = web_app(hub).test_client()
+    wrong_password = sign_in(client, OWNER, "not the password")
+    no_such_account = sign_in(client, "mallory", PASSWORD)
+    assert wrong_password.status_code == no_such_account.status_code == 400
+    assert message_of(wrong_password) == message_of(no_such_account)
+    assert message_of(wrong_password)[1] == WRONG_CREDENTIALS
+    assert client.get("/devices").status_code == 302  # still signed out
+
+
+def test_link_sends_to_sign_in_and_back_with_the_code(hub: Hub) -> None:
+    hub.accounts.create(OWNER, PASSWORD)
+    client = web_app(hub).test_client()
+    to_login = client.get("/link?code=BCDF-GHJK")
+    assert to_login.status_code == 302
+    assert to_login.headers["Location"] == "/login?next=/link?code%3DBCDF-GHJK"
+
+    form = client.get(to_login.headers["Location"])
+    back = client.post(
+        to_login.headers["Location"],
+        data={"csrf_token": token(form), "name": OWNER, "password": PASSWORD},
+    )
+    assert back.status_code == 302
+    assert back.headers["Location"] == "/link?code=BCDF-GHJK"
+    prefilled = client.get(back.headers["Location"])
+    body = page(prefilled)
+    # The code from a QR code fills the form and nothing more: no decision without the confirm page.
+    assert 'value="BCDF-GHJK"' in body
+    assert "/link/decide" not in body
+
+
+@pytest.mark.parametrize(
+    "evil", ["//evil.example", "//evil.example/link", "https://evil.example/", "/\\evil.example", "link"]
+)
+def test_sign_in_ignores_a_next_that_leaves_the_hub(hub: Hub, evil: str) -> None:
+    hub.accounts.create(OWNER, PASSWORD)
+    client = web_app(hub).test_client()
+    form = client.get("/login", query_string={"next": evil})
+    response = client.post(
+        "/login",
+        query_string={"next": evil},
+        data={"csrf_token": token(form), "name": OWNER, "password": PASSWORD},
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/link"
+
+
+def test_safe_next_accepts_only_local_paths() -> None:
+    assert safe_next("/devices") == "/devices"
+    assert safe_next("/link?code=BCDF-GHJK") == "/link?code=BCDF-GHJK"
+    for bad in (None, "", "//evil.example", "http://evil.example", "/\\evil", "/a\nb", "devices"):
+        assert safe_next(bad) is None
+
+
+# --- the link flow by form posts -----------------------------------------------------------
+
+
+def test_approve_by_form_posts_gives_the_device_its_credentials(
+    make_hub: HubFactory, devices: Callable[..., BootstrapDevice]
+) -> None:
+    clock = FakeClock()
+    hub = make_hub(clock=clock)
+    device = devices()
+    pending = device.request()
+    client = signed_in_client(hub, clock)
+
+    clock.advance(125)
+    confirm = post_code(client, sloppy(pending.user_code))
+    assert confirm.status_code == 200
+    body = page(confirm)
+    for shown in (
+        "Kitchen Lamp",
+        "LH-Lamp 2",
+        "192.168.1.42",
+        pending.user_code,
+        "Check that this code matches the one on your device",
+        "2 minutes ago",
+        "expires in 12 min",
+    ):
+        assert shown in body
+    assert 'name="action" value="approve"' in body and 'name="action" value="deny"' in body
+
+    done = decide(client, pending.user_code, "approve")
+    assert done.status_code == 200
+    assert "Kitchen Lamp is linked to your account. It will show as online in a moment." in page(done)
+
+    approved = device.wait_reply()
+    assert isinstance(approved, ApprovedReply)
+    assert approved.mqtt.username == approved.device_id == approved.mqtt.client_id
+    assert approved.mqtt.password and approved.mqtt.port == hub.endpoints.device_broker.port
+
+    listing = page(client.get("/devices"))
+    assert approved.device_id in listing and "Kitchen Lamp" in listing
+    assert "Waiting for first connection" in listing
+    api = client.get("/api/v1/devices").get_json()
+    assert [(d["device_id"], d["name"], d["model"], d["confirmed"]) for d in api["devices"]] == [
+        (approved.device_id, "Kitchen Lamp", "LH-Lamp 2", False)
+    ]
+
+
+def test_deny_tells_the_device_and_the_code_then_says_denied(
+    hub: Hub, devices: Callable[..., BootstrapDevice]
+) -> None:
+    device = devices()
+    pending = device.request()
+    client = signed_in_client(hub)
+
+    denied = decide(client, pending.user_code, "deny")
+    assert denied.status_code == 200
+    assert "Denied. The device was told." in page(denied)
+    reply = device.wait_reply()
+    assert isinstance(reply, ErrorReply) and reply.error is ErrorCode.ACCESS_DENIED
+
+    again = post_code(client, pending.user_code)
+    assert again.status_code == 409
+    assert message_of(again) == ("denied", DECISION_MESSAGES[CodeStatus.DENIED])
+    assert client.get("/api/v1/devices").get_json() == {"devices": []}
+
+
+def test_malformed_and_unknown_codes_have_their_own_messages(
+    hub: Hub, devices: Callable[..., BootstrapDevice]
+) -> None:
+    pending = devices().request()
+    client = signed_in_client(hub)
+
+    malformed = post_code(client, "hello")
+    assert malformed.status_code == 400
+    assert message_of(malformed) == ("malformed", DECISION_MESSAGES[CodeStatus.MALFORMED])
+    assert 'value="hello"' in page(malformed)  # what was typed stays, to be corrected
+
+    unknown_code = "BCDF-GHJK" if pending.user_code != "BCDF-GHJK" else "KJHG-FDCB"
+    unknown = post_code(client, unknown_code)
+    assert unknown.status_code == 404
+    assert message_of(unknown) == ("unknown", DECISION_MESSAGES[CodeStatus.UNKNOWN])
+
+    vowels = decide(client, "AEIO-UAEI", "approve")
+    assert vowels.status_code == 400
+    assert message_of(vowels)[0] == "malformed"
+
+
+def test_a_used_code_says_so_and_does_not_link_twice(
+    hub: Hub, devices: Callable[..., BootstrapDevice]
+) -> None:
+    device = devices()
+    pending = device.request()
+    client = signed_in_client(hub)
+    assert decide(client, pending.user_code, "approve").status_code == 200
+    assert isinstance(device.wait_reply(), ApprovedReply)
+
+    twice = decide(client, pending.user_code, "approve")
+    assert twice.status_code == 409
+    assert message_of(twice) == ("used", DECISION_MESSAGES[CodeStatus.USED])
+    looked_up = post_code(client, pending.user_code)
+    assert looked_up.status_code == 409
+    assert message_of(looked_up)[0] == "used"
+    assert len(hub.links.list_devices()) == 1
+
+
+def test_an_expired_code_says_so(make_hub: HubFactory, devices: Callable[..., BootstrapDevice]) -> None:
+    clock = FakeClock()
+    hub = make_hub(clock=clock)
+    device = devices()
+    pending = device.request()
+    client = signed_in_client(hub, clock)
+    assert post_code(client, pending.user_code).status_code == 200  # still pending
+
+    clock.advance(901)
+    expired = post_code(client, pending.user_code)
+    assert expired.status_code == 410
+    assert message_of(expired) == ("expired", DECISION_MESSAGES[CodeStatus.EXPIRED])
+    too_late = decide(client, pending.user_code, "approve")
+    assert too_late.status_code == 410
+    assert message_of(too_late)[0] == "expired"
+    device.send()  # a poll; the hub's expiry sweep may have told the device already
+    reply = device.wait_reply()
+    assert isinstance(reply, ErrorReply) and reply.error is ErrorCode.EXPIRED_TOKEN
+    assert hub.links.list_devices() == []
+
+
+def test_every_refusal_reads_differently() -> None:
+    refusals = [
+        CodeStatus.MALFORMED,
+        CodeStatus.UNKNOWN,
+        CodeStatus.EXPIRED,
+        CodeStatus.DENIED,
+        CodeStatus.USED,
+    ]
+    assert len({DECISION_MESSAGES[s] for s in refusals}) == len(refusals)
+
+
+def test_a_decision_the_broker_does_not_confirm_loses_nothing(
+    make_hub: HubFactory, own_broker: RunningBroker, devices: Callable[..., BootstrapDevice]
+) -> None:
+    hub = make_hub(on_broker=own_broker)
+    pending = devices(port=own_broker.port).request()
+    client = signed_in_client(hub)
+
+    own_broker.broker.stop()  # the broker can no longer take the device's credentials
+    failed = decide(client, pending.user_code, "approve")
+    assert failed.status_code == 503
+    assert "The hub could not finish; try again" in page(failed)
+    assert hub.links.lookup_code(pending.user_code).status is CodeStatus.PENDING
+    assert hub.links.list_devices() == []
+
+
+# --- protections ------------------------------------------------------------------------------
+
+
+def test_posts_without_a_csrf_token_are_refused(hub: Hub, devices: Callable[..., BootstrapDevice]) -> None:
+    pending = devices().request()
+    client = signed_in_client(hub)
+    for path, data in (
+        ("/link", {"code": pending.user_code}),
+        ("/link/decide", {"code": pending.user_code, "action": "approve"}),
+        ("/logout", {}),
+    ):
+        response = client.post(path, data=data)
+        assert response.status_code == 400, path
+    forged = client.post(
+        "/link/decide", data={"csrf_token": "forged", "code": pending.user_code, "action": "approve"}
+    )
+    assert forged.status_code == 400
+    assert hub.links.lookup_code(pending.user_code).status is CodeStatus.PENDING
+    assert client.get("/devices").status_code == 200  # still signed in
+
+
+def test_pages_send_security_headers_and_a_strict_cookie(hub: Hub) -> None:
+    client = web_app(hub).test_client()
+    response = client.get("/setup")
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    body = page(response)
+    assert "<script" not in body and "style=" not in body and "http" not in body.split("<body>")[1]
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in body
+    css = client.get("/static/style.css")
+    assert css.status_code == 200 and "text/css" in css.headers["Content-Type"]
+
+
+def test_every_input_has_a_label(hub: Hub) -> None:
+    setup = page(web_app(hub).test_client().get("/setup"))
+    client = signed_in_client(hub)
+    for body in (setup, page(client.get("/link")), page(web_app(hub).test_client().get("/login"))):
+        ids = re.findall(r'<input id="([^"]+)"', body)
+        assert ids
+        for input_id in ids:
+            assert f'<label for="{input_id}"' in body
+    code_input = re.search(r'<input id="code"[^>]*>', page(client.get("/link")), re.S)
+    assert code_input
+    for attribute in ('inputmode="text"', 'autocapitalize="characters"', 'autocomplete="one-time-code"'):
+        assert attribute in code_input.group(0)
+    assert "Code shown on your device" in page(client.get("/link"))
+
+
+def test_the_devices_api_wants_a_sign_in(hub: Hub) -> None:
+    hub.accounts.create(OWNER, PASSWORD)
+    response = web_app(hub).test_client().get("/api/v1/devices")
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+
+
+def test_devices_show_only_the_signed_in_accounts_devices(
+    hub: Hub, devices: Callable[..., BootstrapDevice]
+) -> None:
+    hub.accounts.create(OWNER, PASSWORD)
+    bob = hub.accounts.create("bob", PASSWORD)
+    lamp, plug = devices(), devices(DeviceInfo(name="Desk Plug", model="LH-Plug"))
+    hub.links.approve(lamp.request().user_code, bob.id)
+    plug_code = plug.request().user_code
+    client = signed_in_client(hub)
+    assert decide(client, plug_code, "approve").status_code == 200
+
+    listing = page(client.get("/devices"))
+    assert "Desk Plug" in listing and "Kitchen Lamp" not in listing
+    assert [d["name"] for d in client.get("/api/v1/devices").get_json()["devices"]] == ["Desk Plug"]
+
+
+# --- the control API -------------------------------------------------------------------------
+
+
+def test_control_approves_by_code_and_account_name(hub: Hub, devices: Callable[..., BootstrapDevice]) -> None:
+    control = create_control_app(links=hub.links, accounts=hub.accounts).test_client()
+    created = control.post("/v1/accounts", json={"name": OWNER, "password": PASSWORD})
+    assert created.status_code == 201
+    account = hub.accounts.find(OWNER)
+    assert account is not None
+    assert created.get_json() == {"id": account.id, "name": OWNER, "is_owner": True}
+    device = devices()
+    pending = device.request()
+
+    approved = control.post("/v1/link/approve", json={"code": sloppy(pending.user_code), "account": OWNER})
+    assert approved.status_code == 200
+    body = approved.get_json()
+    reply = device.wait_reply()
+    assert isinstance(reply, ApprovedReply)
+    assert body == {
+        "device_id": reply.device_id,
+        "name": "Kitchen Lamp",
+        "model": "LH-Lamp 2",
+        "account": OWNER,
+    }
+
+    listed = control.get("/v1/devices").get_json()["devices"]
+    assert [(d["device_id"], d["account"]) for d in listed] == [(reply.device_id, OWNER)]
+    again = control.post("/v1/link/approve", json={"code": pending.user_code, "account": OWNER})
+    assert again.status_code == 409
+    assert again.get_json() == {"error": "used", "message": DECISION_MESSAGES[CodeStatus.USED]}
+
+
+def test_control_refuses_an_unknown_account_and_keeps_the_code(
+    hub: Hub, devices: Callable[..., BootstrapDevice]
+) -> None:
+    control = create_control_app(links=hub.links, accounts=hub.accounts).test_client()
+    device = devices()
+    pending = device.request()
+    response = control.post("/v1/link/approve", json={"code": pending.user_code, "account": "nobody"})
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "unknown_account"
+    assert hub.links.lookup_code(pending.user_code).status is CodeStatus.PENDING
+
+    denied = control.post("/v1/link/deny", json={"code": pending.user_code})
+    assert denied.status_code == 200 and denied.get_json()["state"] == "denied"
+    reply = device.wait_reply()
+    assert isinstance(reply, ErrorReply) and reply.error is ErrorCode.ACCESS_DENIED
+
+
+def test_control_reports_bad_input_as_json(hub: Hub) -> None:
+    control = create_control_app(links=hub.links, accounts=hub.accounts).test_client()
+    short = control.post("/v1/accounts", json={"name": OWNER, "password": "short"})
+    assert short.status_code == 400 and short.get_json()["error"] == "account_error"
+    assert "8 characters" in short.get_json()["message"]
+    not_json = control.post("/v1/link/deny", data="code=x")
+    assert not_json.status_code == 400 and not_json.get_json()["error"] == "bad_request"
+    malformed = control.post("/v1/link/deny", json={"code": "nope"})
+    assert malformed.status_code == 400 and malformed.get_json()["error"] == "malformed"
+    assert control.get("/v1/nothing").status_code == 404
+
+
+# --- time formatting -------------------------------------------------------------------------
+
+
+def test_times_read_like_a_person_would_say_them() -> None:
+    now = 1_800_000_000.0
+    assert ago(now - 5, now) == "just now"
+    assert ago(now - 60, now) == "1 minute ago"
+    assert ago(now - 150, now) == "2 minutes ago"
+    assert ago(now - 7200, now) == "2 hours ago"
+    assert remaining(now + 900, now) == "expires in 15 min"
+    assert remaining(now + 899, now) == "expires in 14 min"
+    assert remaining(now + 30, now) == "expires in less than a minute"
+    assert remaining(now - 1, now) == "expired"

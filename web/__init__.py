@@ -1,0 +1,82 @@
+"""LinkHub's web pages: where a person signs in and approves a device's code.
+
+The pages reach the hub only through the service objects handed to
+`create_app`, so they run the same against the daemon and in tests.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask, Response, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from hub.accounts import AccountService
+from hub.link_service import LinkService
+from web import auth, devices, link, timefmt
+from web.config import WebConfig
+from web.services import WebServices, install, services
+
+__all__ = ["WebConfig", "WebServices", "create_app", "services"]
+
+# The codes are in URLs (?code=...) and forms: keep them out of Referer headers,
+# caches and other origins; no script, nothing from a CDN (the LAN may have no internet).
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def create_app(config: WebConfig, *, links: LinkService, accounts: AccountService) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=config.secret_key,
+        TESTING=config.testing,
+        # Cookies are per host, not per port: a Pi often runs other web apps whose
+        # cookie is called "session" too.
+        SESSION_COOKIE_NAME="linkhub_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # A household phone should stay signed in; sign-out is one button away.
+        PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    install(app, WebServices(links=links, accounts=accounts, clock=config.clock))
+    CSRFProtect(app)
+    timefmt.register(app)
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(link.bp)
+    app.register_blueprint(devices.bp)
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.endpoint != "static":
+            # Pages show codes and device lists: a shared phone's back button or
+            # cache must not show them to the next person.
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(error: CSRFError) -> tuple[str, int]:
+        return (
+            render_template(
+                "error.html",
+                title="Please try again",
+                message="This form was open too long or did not come from this hub. "
+                "Go back, reload the page and try again.",
+            ),
+            400,
+        )
+
+    @app.errorhandler(404)
+    def not_found(error: Exception) -> tuple[str, int]:
+        return render_template("error.html", title="Not found", message="There is no such page."), 404
+
+    return app

@@ -1,0 +1,31 @@
+"""The hub services the pages use, kept on the app so that views never import a
+running hub (or the database) and tests can hand in a real hub's services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from flask import Flask, current_app
+
+from hub.accounts import AccountService
+from hub.link_service import LinkService
+
+EXTENSION_KEY = "linkhub"
+
+
+@dataclass(frozen=True, slots=True)
+class WebServices:
+    links: LinkService
+    accounts: AccountService
+    clock: Callable[[], float]
+
+
+def install(app: Flask, services_: WebServices) -> None:
+    app.extensions[EXTENSION_KEY] = services_
+
+
+def services() -> WebServices:
+    """The services of the app handling the current request."""
+    return cast(WebServices, current_app.extensions[EXTENSION_KEY])
