@@ -27,12 +27,12 @@ from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
 from firmware_sim.run import run
 from hub.protocol import DeviceInfo, ProtocolError
 
-DEFAULT_MQTT_PORT = 1883
+DEFAULT_MQTT_PORT = 1884  # the LinkHub-managed broker's default
 
 
 def parse_hub_url(text: str) -> tuple[str, int]:
     """`mqtt://HOST[:PORT]` -> (host, port); ValueError with a readable message otherwise."""
-    hint = "expected mqtt://HOST:PORT, e.g. mqtt://linkhub.local:1883"
+    hint = "expected mqtt://HOST:PORT, e.g. mqtt://linkhub.local:1884"
     try:
         parts = urlsplit(text.strip())
         port = parts.port

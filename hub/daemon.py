@@ -186,10 +186,15 @@ class Hub:
 
     def _on_message(self, message: InboundMessage) -> None:
         if message.topic == protocol.LINK_REQUEST_TOPIC:
-            parsed = protocol.parse_link_request(message.payload, message.response_topic)
+            parsed = protocol.parse_link_request(
+                message.payload, message.response_topic, message.correlation_data
+            )
             if isinstance(parsed, Rejection):
                 log.warning("refused a link request: %s (%s)", parsed.error, parsed.description)
-                self._send(self.links.handle_rejection(parsed))
+                correlation = message.correlation_data
+                if correlation is not None and len(correlation) > protocol.MAX_CORRELATION_BYTES:
+                    correlation = None
+                self._send(self.links.handle_rejection(parsed, correlation))
                 return
             self._send(self.links.handle_request(parsed, message.correlation_data))
             return

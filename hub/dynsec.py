@@ -57,6 +57,8 @@ def bootstrap_acls() -> list[Acl]:
         Acl("subscribeLiteral", f"{protocol.LINK_REPLY_ROOT}/#", False, priority=10),
         Acl("subscribeLiteral", "#", False, priority=10),
         Acl("subscribePattern", reply_any, True),
+        # Explicit, so replies arrive even on a broker whose default denies receiving.
+        Acl("publishClientReceive", reply_any, True),
     ]
 
 

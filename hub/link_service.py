@@ -214,11 +214,13 @@ class LinkService:
                 return code
         raise LinkHubError("could not find a free user code")  # 20 clashes: the space is full
 
-    def handle_rejection(self, rejection: protocol.Rejection) -> OutboundReply | None:
+    def handle_rejection(
+        self, rejection: protocol.Rejection, correlation: bytes | None
+    ) -> OutboundReply | None:
         if rejection.reply_to is None or not protocol.is_valid_reply_topic(rejection.reply_to):
-            return None
+            return None  # nowhere we may answer: the device's own timeout tells it
         reply = ErrorReply(rejection.request_id, rejection.error, rejection.description)
-        return OutboundReply(rejection.reply_to, reply, None)
+        return OutboundReply(rejection.reply_to, reply, correlation)
 
     def device_status(self, device_id: str, online: bool) -> None:
         """The device's status topic: its first appearance confirms the link."""

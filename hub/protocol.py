@@ -37,6 +37,7 @@ BOOTSTRAP_USERNAME = "linkhub-bootstrap"
 BOOTSTRAP_PASSWORD = "linkhub-bootstrap"
 
 MAX_LINK_REQUEST_BYTES = 2048
+MAX_CORRELATION_BYTES = 128
 MAX_STATUS_BYTES = 1024
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -322,15 +323,29 @@ def _load_object(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejection:
     return obj
 
 
+def _is_v1(obj: dict[str, Any]) -> bool:
+    version = obj.get("v")
+    # bool is an int in Python: `"v": true` must not pass for version 1.
+    return type(version) is int and version == PROTOCOL_VERSION
+
+
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and len(value) <= 128 else None
 
 
-def parse_link_request(payload: bytes, response_topic: str | None = None) -> LinkRequest | Rejection:
+def parse_link_request(
+    payload: bytes, response_topic: str | None = None, correlation_data: bytes | None = None
+) -> LinkRequest | Rejection:
     """Decode a link request. MQTT 5 devices may name the reply topic with the
     Response Topic property instead of `reply_to`; if both are given they must agree."""
     if response_topic is not None and not is_valid_reply_topic(response_topic):
         return Rejection(ErrorCode.INVALID_REQUEST, "response topic is not a valid reply topic")
+    if correlation_data is not None and len(correlation_data) > MAX_CORRELATION_BYTES:
+        return Rejection(
+            ErrorCode.INVALID_REQUEST,
+            f"correlation data is longer than {MAX_CORRELATION_BYTES} bytes",
+            reply_to=response_topic,
+        )
     obj = _load_object(payload, MAX_LINK_REQUEST_BYTES)
     if isinstance(obj, Rejection):
         if obj.reply_to is None and response_topic is not None:
@@ -339,14 +354,15 @@ def parse_link_request(payload: bytes, response_topic: str | None = None) -> Lin
     request_id = _str_or_none(obj.get("request_id"))
     reply_to = _str_or_none(obj.get("reply_to")) or response_topic
     if response_topic is not None and reply_to != response_topic:
+        # MQTT 5 §4.10: the Response Topic is where a response goes.
         return Rejection(
-            ErrorCode.INVALID_REQUEST, "reply_to differs from the response topic", request_id, None
+            ErrorCode.INVALID_REQUEST, "reply_to differs from the response topic", request_id, response_topic
         )
 
     def reject(code: ErrorCode, description: str) -> Rejection:
         return Rejection(code, description, request_id, reply_to)
 
-    if obj.get("v") != PROTOCOL_VERSION:
+    if not _is_v1(obj):
         return reject(ErrorCode.UNSUPPORTED_VERSION, ERROR_DESCRIPTIONS[ErrorCode.UNSUPPORTED_VERSION])
     if obj.get("type") != "link_request":
         return reject(ErrorCode.INVALID_REQUEST, "type must be link_request")
@@ -373,7 +389,7 @@ def parse_link_reply(payload: bytes) -> LinkReply | Rejection:
     obj = _load_object(payload, 16 * MAX_LINK_REQUEST_BYTES)
     if isinstance(obj, Rejection):
         return obj
-    if obj.get("v") != PROTOCOL_VERSION or obj.get("type") != "link_reply":
+    if not _is_v1(obj) or obj.get("type") != "link_reply":
         return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 link_reply")
     try:
         match obj.get("status"):
@@ -414,7 +430,7 @@ def parse_device_status(payload: bytes) -> DeviceStatus | Rejection:
     obj = _load_object(payload, MAX_STATUS_BYTES)
     if isinstance(obj, Rejection):
         return obj
-    if obj.get("v") != PROTOCOL_VERSION or obj.get("type") != "status":
+    if not _is_v1(obj) or obj.get("type") != "status":
         return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 status message")
     online = obj.get("online")
     if not isinstance(online, bool):

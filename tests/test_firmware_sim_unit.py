@@ -101,7 +101,7 @@ def test_state_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     [
         ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883)),
         ("mqtt://linkhub.local:18830", ("linkhub.local", 18830)),
-        ("mqtt://linkhub.local", ("linkhub.local", 1883)),
+        ("mqtt://linkhub.local", ("linkhub.local", 1884)),  # the hub's own broker by default
         ("mqtt://[::1]:1884", ("::1", 1884)),
         ("mqtt://hub:1883/", ("hub", 1883)),
     ],

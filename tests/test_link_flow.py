@@ -198,8 +198,13 @@ def test_malformed_requests_get_an_error_and_the_hub_stays_up(
     reply_to = new_reply_topic()
     assert client.subscribe(reply_to)
     # MQTT 5: the response topic tells the hub where to answer even when the body is garbage.
-    assert client.publish(protocol.LINK_REQUEST_TOPIC, payload, response_topic=reply_to)
-    answer = reply(client)
+    correlation = secrets.token_bytes(8)
+    assert client.publish(
+        protocol.LINK_REQUEST_TOPIC, payload, response_topic=reply_to, correlation=correlation
+    )
+    message = client.next_message()
+    assert message.properties.CorrelationData == correlation  # even an error answers its request
+    answer = protocol.parse_link_reply(message.payload)
     assert isinstance(answer, ErrorReply) and answer.error is error
     # ...and the next good request is served as usual.
     request(client, secrets.token_urlsafe(18), reply_to)

@@ -64,7 +64,7 @@ def test_disagreeing_reply_topics_are_refused() -> None:
     other = protocol.reply_topic(secrets.token_urlsafe(24))
     parsed = protocol.parse_link_request(request_payload(), response_topic=other)
     assert isinstance(parsed, Rejection) and parsed.error is ErrorCode.INVALID_REQUEST
-    assert parsed.reply_to is None  # we cannot tell which one is the device's
+    assert parsed.reply_to == other  # MQTT 5: the Response Topic is where answers go
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,8 @@ def test_disagreeing_reply_topics_are_refused() -> None:
         (b"[1, 2]", ErrorCode.INVALID_REQUEST, False),
         (b"{not json", ErrorCode.INVALID_REQUEST, False),
         (request_payload(v=2), ErrorCode.UNSUPPORTED_VERSION, True),
+        (request_payload(v=True), ErrorCode.UNSUPPORTED_VERSION, True),
+        (request_payload(v=1.0), ErrorCode.UNSUPPORTED_VERSION, True),
         (request_payload(type="hello"), ErrorCode.INVALID_REQUEST, True),
         (request_payload(request_id="short"), ErrorCode.INVALID_REQUEST, True),
         (request_payload(device="lamp"), ErrorCode.INVALID_REQUEST, True),
@@ -112,3 +114,9 @@ def test_device_topics_are_built_and_matched_in_one_place() -> None:
 def test_status_messages() -> None:
     assert protocol.parse_device_status(protocol.encode(DeviceStatus(True))) == DeviceStatus(True)
     assert isinstance(protocol.parse_device_status(b'{"v":1,"type":"status","online":"yes"}'), Rejection)
+
+
+def test_overlong_correlation_data_is_refused_but_answerable() -> None:
+    parsed = protocol.parse_link_request(request_payload(), REPLY_TO, correlation_data=b"x" * 129)
+    assert isinstance(parsed, Rejection) and parsed.reply_to == REPLY_TO
+    assert isinstance(protocol.parse_link_request(request_payload(), REPLY_TO, b"x" * 128), LinkRequest)
