@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RunningBroker
-from devices import DeviceThread, RawClient, bootstrap_client, new_reply_topic
+from device_doubles import DeviceThread, RawClient, bootstrap_client, new_reply_topic
 
 from hub import protocol
 from hub.daemon import Hub

@@ -56,28 +56,21 @@ def read_lines_until(stream: IO[str], predicate: Any, timeout_s: float = 30) -> 
     raise AssertionError(f"did not see the expected line; got {lines}")
 
 
+def run_command(data_dir: Path, http_port: int, mqtt_port: int) -> list[str]:
+    """`linkhub run` on loopback only, on the given ports, without mDNS."""
+    return [
+        LINKHUB, "run", "--data-dir", str(data_dir), "--no-mdns",
+        "--http-host", "127.0.0.1", "--http-port", str(http_port),
+        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port),
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
     data_dir = tmp_path / "data"
     http_port, mqtt_port = free_port(), free_port()
     process = subprocess.Popen(
-        [
-            LINKHUB,
-            "run",
-            "--data-dir",
-            str(data_dir),
-            "--http-host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--mqtt-host",
-            "127.0.0.1",
-            "--mqtt-port",
-            str(mqtt_port),
-            "--no-mdns",
-            "--poll-interval",
-            "1",
-        ],
+        [*run_command(data_dir, http_port, mqtt_port), "--poll-interval", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -219,21 +212,7 @@ def test_a_taken_mqtt_port_is_reported_plainly(tmp_path: Path) -> None:
 
 def test_a_hub_killed_outright_leaves_no_broker_behind(tmp_path: Path) -> None:
     data_dir, http_port, mqtt_port = tmp_path / "data", free_port(), free_port()
-    command = [
-        LINKHUB,
-        "run",
-        "--data-dir",
-        str(data_dir),
-        "--http-host",
-        "127.0.0.1",
-        "--http-port",
-        str(http_port),
-        "--mqtt-host",
-        "127.0.0.1",
-        "--mqtt-port",
-        str(mqtt_port),
-        "--no-mdns",
-    ]
+    command = run_command(data_dir, http_port, mqtt_port)
     for attempt in range(2):
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert process.stdout is not None

@@ -7,38 +7,24 @@ way firmware does, so each test also checks what the device is finally told.
 from __future__ import annotations
 
 import html
-import queue
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 from conftest import FakeClock, HubFactory, RunningBroker
+from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
-from paho.mqtt.enums import CallbackAPIVersion
 from werkzeug.test import TestResponse
 
 from hub.daemon import Hub
 from hub.link_service import DECISION_MESSAGES, CodeStatus
 from hub.protocol import (
-    BOOTSTRAP_PASSWORD,
-    BOOTSTRAP_USERNAME,
-    LINK_REQUEST_TOPIC,
     ApprovedReply,
     DeviceInfo,
     ErrorCode,
     ErrorReply,
-    LinkReply,
-    LinkRequest,
-    PendingReply,
-    Rejection,
-    encode,
-    parse_link_reply,
-    reply_topic,
 )
 from web import WebConfig, create_app
 from web.auth import WRONG_CREDENTIALS, safe_next
@@ -50,55 +36,6 @@ PASSWORD = "correct horse battery"
 LAMP = DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2", address="192.168.1.42", firmware="1.0.3")
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-class BootstrapDevice:
-    """An unlinked device: the bootstrap identity, one secret reply topic, one request."""
-
-    def __init__(self, port: int, info: DeviceInfo = LAMP) -> None:
-        self.info = info
-        self.token = secrets.token_urlsafe(24)
-        self.request_id = secrets.token_urlsafe(18)
-        self._replies: queue.Queue[bytes] = queue.Queue()
-        self._subscribed = queue.Queue[list[Any]]()
-        self._connected = queue.Queue[Any]()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"test-dev-{secrets.token_hex(6)}",
-            protocol=paho.MQTTv5,
-        )
-        self._client.username_pw_set(BOOTSTRAP_USERNAME, BOOTSTRAP_PASSWORD)
-        self._client.on_connect = lambda _c, _u, _f, reason, _p: self._connected.put(reason)
-        self._client.on_subscribe = lambda _c, _u, _mid, reasons, _p: self._subscribed.put(reasons)
-        self._client.on_message = lambda _c, _u, msg: self._replies.put(bytes(msg.payload))
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        reason = self._connected.get(timeout=10)
-        assert not reason.is_failure, f"bootstrap connect refused: {reason}"
-        self._client.subscribe(reply_topic(self.token), qos=1)
-        reasons = self._subscribed.get(timeout=10)
-        assert not any(r.is_failure for r in reasons), f"reply subscription refused: {reasons}"
-
-    def send(self, timeout: float = 10.0) -> None:
-        """Publish the link request; sent again unchanged, it is a poll."""
-        message = LinkRequest(self.request_id, reply_topic(self.token), self.info)
-        self._client.publish(LINK_REQUEST_TOPIC, encode(message), qos=1).wait_for_publish(timeout)
-
-    def request(self, timeout: float = 10.0) -> PendingReply:
-        self.send(timeout)
-        reply = self.wait_reply(timeout)
-        assert isinstance(reply, PendingReply), reply
-        return reply
-
-    def wait_reply(self, timeout: float = 10.0) -> LinkReply:
-        reply = parse_link_reply(self._replies.get(timeout=timeout))
-        assert not isinstance(reply, Rejection), reply
-        assert reply.request_id == self.request_id
-        return reply
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 # --- fixtures and helpers ------------------------------------------------------

@@ -150,6 +150,38 @@ class RawClient:
         self.client.loop_stop()
 
 
+class BootstrapDevice:
+    """An unlinked device making one link request by hand: the bootstrap identity,
+    one secret reply topic, and the same request sent again to poll."""
+
+    def __init__(self, port: int, info: DeviceInfo) -> None:
+        self.info = info
+        self.reply_to = new_reply_topic()
+        self.request_id = secrets.token_urlsafe(18)
+        self.client = bootstrap_client(port)
+        assert self.client.subscribe(self.reply_to), "reply subscription refused"
+
+    def send(self) -> None:
+        """Publish the link request; sent again unchanged, it is a poll."""
+        message = protocol.LinkRequest(self.request_id, self.reply_to, self.info)
+        assert self.client.publish(protocol.LINK_REQUEST_TOPIC, protocol.encode(message))
+
+    def request(self, timeout_s: float = 10.0) -> protocol.PendingReply:
+        self.send()
+        reply = self.wait_reply(timeout_s)
+        assert isinstance(reply, protocol.PendingReply), reply
+        return reply
+
+    def wait_reply(self, timeout_s: float = 10.0) -> protocol.LinkReply:
+        reply = protocol.parse_link_reply(self.client.next_message(timeout_s).payload)
+        assert not isinstance(reply, protocol.Rejection), reply
+        assert reply.request_id == self.request_id
+        return reply
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def bootstrap_client(port: int, *, mqtt5: bool = True) -> RawClient:
     return RawClient(port, protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, mqtt5=mqtt5)
 
