@@ -1,4 +1,10 @@
-"""Accounts of the household: creating them and checking a sign-in.
+"""The account service, in the hub on its own database (the default).
+
+It holds the household's accounts, each account's preferences and each linked
+device's settings, and a log of every settings change it accepted. Run on its
+own (`linkhub account-service`), web/account_api.py puts it behind HTTP and
+hub/account_client.py is its client; both sides implement
+hub.account_directory.AccountDirectory.
 
 Passwords are hashed with argon2 (argon2-cffi's defaults follow RFC 9106's
 recommendations), so a copied database does not give the passwords away.
@@ -6,18 +12,26 @@ recommendations), so a copied database does not give the passwords away.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
+from hub.account_directory import (
+    AccountView,
+    ChangeKind,
+    LoggedChange,
+    SettingsChange,
+    VersionedDocument,
+)
 from hub.errors import AccountError
-from hub.models import Account
+from hub.models import Account, AccountPreferences, ChangeLogEntry, DeviceSettingsRecord
+from hub.settings_merge import merge_patch
 from hub.store import session_scope
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
@@ -26,13 +40,6 @@ _hasher = PasswordHasher()
 # Verifying against this when the name is unknown costs the same time as a real
 # check, so timing does not tell whether an account exists.
 _DUMMY_HASH = _hasher.hash("linkhub-no-such-account")
-
-
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    id: int
-    name: str
-    is_owner: bool
 
 
 def _view(account: Account) -> AccountView:
@@ -92,3 +99,85 @@ class AccountService:
         with session_scope(self._engine) as session:
             account = session.exec(select(Account).where(Account.name == name.strip())).first()
             return _view(account) if account else None
+
+    # --- settings ---------------------------------------------------------------
+    def apply_change(self, change: SettingsChange) -> bool:
+        """Apply once per change_id; a replay (same id, or an older version) changes nothing."""
+        try:
+            with session_scope(self._engine) as session:
+                if session.exec(
+                    select(ChangeLogEntry.seq).where(ChangeLogEntry.change_id == change.change_id)
+                ).first():
+                    return False
+                subject: AccountPreferences | DeviceSettingsRecord | None
+                if change.kind is ChangeKind.PREFERENCES:
+                    subject = session.get(AccountPreferences, change.account_id) or AccountPreferences(
+                        account_id=change.account_id
+                    )
+                else:
+                    assert change.device_id is not None
+                    subject = session.get(DeviceSettingsRecord, change.device_id) or DeviceSettingsRecord(
+                        device_id=change.device_id, account_id=change.account_id
+                    )
+                if change.version > subject.version:
+                    subject.document_json = json.dumps(
+                        merge_patch(json.loads(subject.document_json), change.patch)
+                    )
+                    subject.version = change.version
+                    session.add(subject)
+                session.add(
+                    ChangeLogEntry(
+                        change_id=change.change_id,
+                        kind=str(change.kind),
+                        account_id=change.account_id,
+                        device_id=change.device_id,
+                        patch_json=json.dumps(change.patch),
+                        version=change.version,
+                        origin=change.origin,
+                        made_at_s=change.made_at_s,
+                        received_at_s=self._clock(),
+                    )
+                )
+                return True
+        except IntegrityError:
+            return False  # the same change delivered twice at once: the other one won
+
+    def preferences(self, account_id: int) -> VersionedDocument:
+        with session_scope(self._engine) as session:
+            record = session.get(AccountPreferences, account_id)
+            if record is None:
+                return VersionedDocument()
+            return VersionedDocument(json.loads(record.document_json), record.version)
+
+    def device_settings(self, device_id: str) -> VersionedDocument:
+        with session_scope(self._engine) as session:
+            record = session.get(DeviceSettingsRecord, device_id)
+            if record is None:
+                return VersionedDocument()
+            return VersionedDocument(json.loads(record.document_json), record.version)
+
+    def changes(self, after_seq: int = 0, limit: int = 1000) -> list[LoggedChange]:
+        with session_scope(self._engine) as session:
+            entries = session.exec(
+                select(ChangeLogEntry)
+                .where(col(ChangeLogEntry.seq) > after_seq)
+                .order_by(col(ChangeLogEntry.seq))
+                .limit(limit)
+            ).all()
+            return [
+                LoggedChange(
+                    seq=entry.seq or 0,
+                    change=SettingsChange(
+                        change_id=entry.change_id,
+                        kind=ChangeKind(entry.kind),
+                        account_id=entry.account_id,
+                        device_id=entry.device_id,
+                        patch=json.loads(entry.patch_json),
+                        version=entry.version,
+                        origin=entry.origin,
+                        made_at_s=entry.made_at_s,
+                    ),
+                    received_at_s=entry.received_at_s,
+                )
+                for entry in entries
+            ]

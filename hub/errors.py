@@ -45,3 +45,15 @@ class LinkDecisionError(LinkHubError):
 
 class HubNotRunning(LinkHubError):
     """A CLI command needs the running hub, and none answers in this data directory."""
+
+
+class AccountServiceUnavailable(LinkHubError):
+    """The account service did not answer; what was asked of it is not done."""
+
+
+class SettingsRefused(LinkHubError):
+    """A settings change broke a rule; `code` is the protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -36,7 +36,8 @@ class LinkRequestRecord(SQLModel, table=True):
     created_at_s: float
     expires_at_s: float
     decided_at_s: float | None = None
-    account_id: int | None = Field(default=None, foreign_key="account.id")
+    # No foreign key: accounts may live in a separate account service.
+    account_id: int | None = Field(default=None)
     device_id: str | None = Field(default=None, index=True, max_length=40)
     # Held only between approval and the device's first connection (see linking.py).
     issued_password: str | None = Field(default=None, max_length=128)
@@ -44,7 +45,7 @@ class LinkRequestRecord(SQLModel, table=True):
 
 class Device(SQLModel, table=True):
     device_id: str = Field(primary_key=True, max_length=40)
-    account_id: int = Field(foreign_key="account.id", index=True)
+    account_id: int = Field(index=True)
     name: str = Field(max_length=64)
     model: str = Field(max_length=64)
     address: str | None = Field(default=None, max_length=64)
@@ -53,3 +54,87 @@ class Device(SQLModel, table=True):
     confirmed: bool = False
     online: bool = False
     last_seen_at_s: float | None = None
+
+
+# --- the settings bridge, hub side ---------------------------------------------
+class PreferencesCache(SQLModel, table=True):
+    """The hub's copy of an account's preferences: devices get them even while
+    the account service is away; the outbox brings the service up to date."""
+
+    __tablename__ = "preferences_cache"
+
+    account_id: int = Field(primary_key=True)
+    document_json: str = "{}"
+    version: int = 0
+
+
+class DeviceShadow(SQLModel, table=True):
+    """One device's settings document (a shadow, in AWS's words)."""
+
+    __tablename__ = "device_shadow"
+
+    device_id: str = Field(primary_key=True, max_length=40)
+    account_id: int = Field(index=True)
+    settings_json: str = "{}"  # the device's own settings (desired = preferences + these)
+    desired_json: str = "{}"  # what it was last sent, to compute the next change
+    desired_version: int = 0
+    key_versions_json: str = "{}"  # top-level key -> desired version that last changed it
+    reported_json: str | None = None
+    applied_version: int | None = None
+    reported_at_s: float | None = None
+    changed_at_s: float | None = None
+
+
+class OutboxEntry(SQLModel, table=True):
+    """A change on its way to the account service, delivered in `seq` order."""
+
+    __tablename__ = "settings_outbox"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    change_id: str = Field(unique=True, max_length=64)
+    kind: str = Field(max_length=32)
+    account_id: int
+    device_id: str | None = Field(default=None, max_length=40)
+    patch_json: str
+    version: int
+    origin: str = Field(max_length=16)
+    made_at_s: float
+    attempts: int = 0
+    next_attempt_at_s: float = 0.0
+    delivered_at_s: float | None = Field(default=None, index=True)
+    last_error: str | None = None
+
+
+# --- the account service's own tables ------------------------------------------
+class AccountPreferences(SQLModel, table=True):
+    __tablename__ = "account_preferences"
+
+    account_id: int = Field(primary_key=True)
+    document_json: str = "{}"
+    version: int = 0
+
+
+class DeviceSettingsRecord(SQLModel, table=True):
+    __tablename__ = "account_device_settings"
+
+    device_id: str = Field(primary_key=True, max_length=40)
+    account_id: int = Field(index=True)
+    document_json: str = "{}"
+    version: int = 0
+
+
+class ChangeLogEntry(SQLModel, table=True):
+    """Every change the account service accepted, once each, in arrival order."""
+
+    __tablename__ = "account_change_log"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    change_id: str = Field(unique=True, max_length=64)
+    kind: str = Field(max_length=32)
+    account_id: int
+    device_id: str | None = Field(default=None, max_length=40)
+    patch_json: str
+    version: int
+    origin: str = Field(max_length=16)
+    made_at_s: float
+    received_at_s: float

@@ -39,6 +39,7 @@ BOOTSTRAP_PASSWORD = "linkhub-bootstrap"
 MAX_LINK_REQUEST_BYTES = 2048
 MAX_CORRELATION_BYTES = 128
 MAX_STATUS_BYTES = 1024
+MAX_SETTINGS_MESSAGE_BYTES = 16384
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # 22 base64url characters carry 132 bits: the reply topic must be unguessable.
@@ -78,6 +79,24 @@ def device_status_subscription() -> str:
     return f"{DEVICES_ROOT}/+/status"
 
 
+# Settings topics below a device's root (docs/protocol.md, "Settings").
+SETTINGS_GET = "settings/get"  # device -> hub: send me the full desired document
+SETTINGS_DESIRED = "settings/desired"  # hub -> device: full document or a change
+SETTINGS_REPORTED = "settings/reported"  # device -> hub: what I run with, and which version
+SETTINGS_SET = "settings/set"  # device -> hub: a change made on the device itself
+DEVICE_REPLY = "reply"  # hub -> device: the answer to a get/set/report, or its refusal
+DEVICE_INBOUND = (SETTINGS_GET, SETTINGS_REPORTED, SETTINGS_SET)
+
+
+def device_topic(device_id: str, leaf: str) -> str:
+    return f"{device_root(device_id)}/{leaf}"
+
+
+def device_inbound_subscriptions() -> list[str]:
+    """What the hub subscribes to for every device (never its own outbound topics)."""
+    return [f"{DEVICES_ROOT}/+/{leaf}" for leaf in DEVICE_INBOUND]
+
+
 def parse_device_topic(topic: str) -> tuple[str, str] | None:
     """Split `linkhub/v1/devices/<id>/<rest>` into (id, rest); None if not one."""
     parts = topic.split("/", 4)
@@ -101,6 +120,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     SLOW_DOWN = "slow_down"
     SERVER_ERROR = "server_error"
+    NOT_OWNED = "not_owned"
+    VERSION_CONFLICT = "version_conflict"
 
 
 ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -112,6 +133,8 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_VERSION: f"This hub speaks protocol version {PROTOCOL_VERSION}.",
     ErrorCode.SLOW_DOWN: "Too many requests; wait longer between them.",
     ErrorCode.SERVER_ERROR: "The hub could not handle the request; try again later.",
+    ErrorCode.NOT_OWNED: "The change touches settings this device does not own.",
+    ErrorCode.VERSION_CONFLICT: "A newer change to the same setting was made first; the newer value stands.",
 }
 
 
@@ -245,6 +268,54 @@ class DeviceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SettingsGet:
+    """Device -> hub after every (re)connect, once subscribed to its desired topic."""
+
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsDesired:
+    """Hub -> device. `full`: `desired` is the whole document; otherwise it is a
+    JSON merge patch (RFC 7386) that turns version-1 into `version`."""
+
+    version: int
+    desired: dict[str, Any]
+    full: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsReported:
+    """Device -> hub: the whole document it runs with, after applying `applied_version`."""
+
+    applied_version: int
+    reported: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsSet:
+    """Device -> hub: a change made on the device (a button), as a merge patch."""
+
+    request_id: str
+    base_version: int
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReply:
+    """Hub -> device on <root>/reply: `ok` with the current version, or an error."""
+
+    request_id: str | None
+    ok: bool
+    version: int | None = None
+    error: ErrorCode | None = None
+    error_description: str | None = None
+
+
+SettingsMessage = SettingsGet | SettingsReported | SettingsSet
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """An inbound payload we refuse, with what we know of where to answer."""
 
@@ -259,7 +330,9 @@ def _dump(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def encode(message: LinkRequest | LinkReply | DeviceStatus) -> bytes:
+def encode(
+    message: LinkRequest | LinkReply | DeviceStatus | SettingsMessage | SettingsDesired | DeviceReply,
+) -> bytes:
     """The one place messages become bytes."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION}
     match message:
@@ -299,6 +372,39 @@ def encode(message: LinkRequest | LinkReply | DeviceStatus) -> bytes:
             }
         case DeviceStatus():
             body |= {"type": "status", "online": message.online}
+        case SettingsGet():
+            body |= {"type": "settings_get", "request_id": message.request_id}
+        case SettingsDesired():
+            body |= {
+                "type": "desired",
+                "version": message.version,
+                "full": message.full,
+                "desired": message.desired,
+            }
+        case SettingsReported():
+            body |= {
+                "type": "reported",
+                "applied_version": message.applied_version,
+                "reported": message.reported,
+            }
+        case SettingsSet():
+            body |= {
+                "type": "settings_set",
+                "request_id": message.request_id,
+                "base_version": message.base_version,
+                "changes": message.changes,
+            }
+        case DeviceReply():
+            body |= {
+                "type": "reply",
+                "request_id": message.request_id,
+                "status": "ok" if message.ok else "error",
+            }
+            if message.version is not None:
+                body["version"] = message.version
+            if message.error is not None:
+                body["error"] = str(message.error)
+                body["error_description"] = message.error_description or ""
         case _:
             raise TypeError(f"not a protocol message: {message!r}")
     return _dump(body)
@@ -436,3 +542,80 @@ def parse_device_status(payload: bytes) -> DeviceStatus | Rejection:
     if not isinstance(online, bool):
         return Rejection(ErrorCode.INVALID_REQUEST, "online must be true or false")
     return DeviceStatus(online=online)
+
+
+def _version(value: object) -> int | None:
+    return value if type(value) is int and 0 <= value < 2**53 else None
+
+
+def parse_settings_message(leaf: str, payload: bytes) -> SettingsMessage | Rejection:
+    """Decode what a device sent on one of DEVICE_INBOUND (the hub side).
+
+    Only the envelope is checked here; the settings rules (size, depth,
+    ownership, versions) are hub.settings_merge's.
+    """
+    obj = _load_object(payload, MAX_SETTINGS_MESSAGE_BYTES)
+    if isinstance(obj, Rejection):
+        return obj
+    request_id = _str_or_none(obj.get("request_id"))
+    if not _is_v1(obj):
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 message", request_id)
+    expected = {SETTINGS_GET: "settings_get", SETTINGS_REPORTED: "reported", SETTINGS_SET: "settings_set"}
+    if obj.get("type") != expected.get(leaf):
+        return Rejection(
+            ErrorCode.INVALID_REQUEST, f"type must be {expected.get(leaf)!r} on {leaf}", request_id
+        )
+    if leaf == SETTINGS_GET:
+        return SettingsGet(request_id)
+    if leaf == SETTINGS_REPORTED:
+        applied, reported = _version(obj.get("applied_version")), obj.get("reported")
+        if applied is None or not isinstance(reported, dict):
+            return Rejection(
+                ErrorCode.INVALID_REQUEST,
+                "reported needs applied_version (int) and reported (object)",
+                request_id,
+            )
+        return SettingsReported(applied, reported)
+    base, changes = _version(obj.get("base_version")), obj.get("changes")
+    if request_id is None or base is None or not isinstance(changes, dict) or not changes:
+        return Rejection(
+            ErrorCode.INVALID_REQUEST,
+            "settings_set needs request_id (string), base_version (int) and changes (non-empty object)",
+            request_id,
+        )
+    return SettingsSet(request_id, base, changes)
+
+
+def parse_settings_desired(payload: bytes) -> SettingsDesired | Rejection:
+    """Decode a desired message (the device side)."""
+    obj = _load_object(payload, 4 * MAX_SETTINGS_MESSAGE_BYTES)
+    if isinstance(obj, Rejection):
+        return obj
+    version, desired = _version(obj.get("version")), obj.get("desired")
+    if not _is_v1(obj) or obj.get("type") != "desired":
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 desired message")
+    if version is None or not isinstance(desired, dict) or not isinstance(obj.get("full"), bool):
+        return Rejection(ErrorCode.INVALID_REQUEST, "desired needs version, full and desired")
+    return SettingsDesired(version, desired, obj["full"])
+
+
+def parse_device_reply(payload: bytes) -> DeviceReply | Rejection:
+    """Decode a reply on <root>/reply (the device side)."""
+    obj = _load_object(payload, MAX_SETTINGS_MESSAGE_BYTES)
+    if isinstance(obj, Rejection):
+        return obj
+    if not _is_v1(obj) or obj.get("type") != "reply" or obj.get("status") not in ("ok", "error"):
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 reply")
+    error = None
+    if obj["status"] == "error":
+        try:
+            error = ErrorCode(obj.get("error"))
+        except ValueError:
+            error = ErrorCode.SERVER_ERROR
+    return DeviceReply(
+        request_id=_str_or_none(obj.get("request_id")),
+        ok=obj["status"] == "ok",
+        version=_version(obj.get("version")),
+        error=error,
+        error_description=obj.get("error_description") if error else None,
+    )
