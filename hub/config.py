@@ -38,6 +38,9 @@ class HubConfig:
     code_lifetime_s: int = DEFAULT_CODE_LIFETIME_S
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     mdns: bool = True
+    # None: the account service runs inside the hub on its database.
+    account_service_url: str | None = None
+    account_service_token: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("http_port", "mqtt_port"):

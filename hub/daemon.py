@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from hub import protocol
+from hub.account_directory import AccountDirectory
 from hub.accounts import AccountService
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import HubConfig
@@ -24,7 +25,9 @@ from hub.errors import LinkHubError
 from hub.link_service import Clock, LinkPolicy, LinkService, OutboundReply
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 from hub.netinfo import lan_addresses
-from hub.protocol import LinkReply, Rejection
+from hub.outbox import Outbox
+from hub.protocol import DeviceReply, LinkReply, Rejection, SettingsDesired
+from hub.settings_service import SettingsService
 from hub.store import make_engine
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,9 @@ class Hub:
         self._admin: DynSecAdmin | None = None
         self._mqtt: MqttConnection | None = None
         self._links: LinkService | None = None
-        self._accounts: AccountService | None = None
+        self._accounts: AccountDirectory | None = None
+        self._settings: SettingsService | None = None
+        self._outbox: Outbox | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.endpoints: HubEndpoints | None = None
@@ -71,7 +76,11 @@ class Hub:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(config.database_url)
-        self._accounts = AccountService(self.engine, self._clock)
+        self._accounts = self._account_directory()
+        self._outbox = Outbox(self.engine, self._accounts, clock=self._clock)
+        self._settings = SettingsService(
+            self.engine, self, clock=self._clock, outbox_changed=self._outbox.notify
+        )
         broker, admin_user, admin_password = self._start_broker()
         try:
             self._admin = DynSecAdmin(broker, admin_user, admin_password)
@@ -107,6 +116,9 @@ class Hub:
             self._mqtt.start()
             self._mqtt.subscribe(protocol.link_request_subscription())
             self._mqtt.subscribe(protocol.device_status_subscription())
+            for topic_filter in protocol.device_inbound_subscriptions():
+                self._mqtt.subscribe(topic_filter)
+            self._outbox.start()
         except BaseException:
             self.stop()
             raise
@@ -117,7 +129,7 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
-        for part in (self._mqtt, self._admin):
+        for part in (self._outbox, self._mqtt, self._admin):
             if part is not None:
                 try:
                     part.stop()
@@ -129,6 +141,14 @@ class Hub:
             self.managed_broker.stop()
         if self.engine is not None:
             self.engine.dispose()
+
+    def _account_directory(self) -> AccountDirectory:
+        assert self.engine is not None
+        if self.config.account_service_url is None:
+            return AccountService(self.engine, self._clock)
+        from hub.account_client import RemoteAccountService
+
+        return RemoteAccountService(self.config.account_service_url, self.config.account_service_token or "")
 
     def _start_broker(self) -> tuple[BrokerAddress, str, str]:
         external = self.config.external_broker
@@ -165,16 +185,34 @@ class Hub:
         return self._links
 
     @property
-    def accounts(self) -> AccountService:
+    def accounts(self) -> AccountDirectory:
         if self._accounts is None:
             raise LinkHubError("the hub is not started")
         return self._accounts
+
+    @property
+    def settings(self) -> SettingsService:
+        if self._settings is None:
+            raise LinkHubError("the hub is not started")
+        return self._settings
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            raise LinkHubError("the hub is not started")
+        return self._outbox
 
     # --- the MQTT shell -------------------------------------------------------
     def send_reply(self, reply_to: str, reply: LinkReply, correlation: bytes | None) -> None:
         if self._mqtt is None:
             raise LinkHubError("the hub is not connected to its broker")
         self._mqtt.publish(reply_to, protocol.encode(reply), qos=1, correlation_data=correlation)
+
+    def send_to_device(self, device_id: str, leaf: str, message: SettingsDesired | DeviceReply) -> None:
+        if self._mqtt is None:
+            raise LinkHubError("the hub is not connected to its broker")
+        # Never retained: a replayed old change would override a newer one (FIELD-NOTES, Tasmota).
+        self._mqtt.publish(protocol.device_topic(device_id, leaf), protocol.encode(message), qos=1)
 
     def _send(self, outbound: OutboundReply | None) -> None:
         if outbound is None:
@@ -205,6 +243,14 @@ class Hub:
                 log.warning("dropped a bad status on %s: %s", message.topic, status.description)
                 return
             self.links.device_status(device_topic[0], status.online)
+            return
+        if device_topic is not None and device_topic[1] in protocol.DEVICE_INBOUND:
+            device_id, leaf = device_topic
+            for outbound in self.settings.handle_device_message(device_id, leaf, message.payload):
+                try:
+                    self.send_to_device(outbound.device_id, outbound.leaf, outbound.message)
+                except LinkHubError as exc:
+                    log.info("answer to %s not delivered (%s); it will ask again", device_id, exc)
             return
         log.warning("dropped a message on unexpected topic %s", message.topic)
 

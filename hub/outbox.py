@@ -1,0 +1,133 @@
+"""Delivers accepted settings changes to the account service, in order, once.
+
+The outbox is a table (OutboxEntry), written in the same transaction as the
+change itself, so a change the hub accepted is never lost: not when the
+account service is down, not when the hub restarts. Delivery stops at the
+first entry that fails and retries it with exponential backoff, so the
+service sees changes in the order they were made; `change_id` makes a
+repeated delivery harmless (the service applies each id once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, func, select
+
+from hub.account_directory import AccountDirectory, ChangeKind, SettingsChange
+from hub.errors import LinkHubError
+from hub.models import OutboxEntry
+from hub.store import session_scope
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    def __init__(
+        self,
+        engine: Engine,
+        directory: AccountDirectory,
+        *,
+        clock: Callable[[], float],
+        min_backoff_s: float = 0.2,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self._engine = engine
+        self._directory = directory
+        self._clock = clock
+        self._min_backoff_s = min_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._retry_at = 0.0  # monotonic; retries wait on real time, not the business clock
+        self._failures = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="settings-outbox", daemon=True)
+        self._thread.start()
+        self._wake.set()  # whatever an earlier run left undelivered
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def notify(self) -> None:
+        """A new entry was committed: deliver it now (unless backing off)."""
+        self._wake.set()
+
+    def pending(self) -> int:
+        with session_scope(self._engine) as session:
+            query = (
+                select(func.count()).select_from(OutboxEntry).where(col(OutboxEntry.delivered_at_s).is_(None))
+            )
+            return int(session.exec(query).one())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait_s = max(0.0, self._retry_at - time.monotonic())
+            self._wake.wait(timeout=wait_s if wait_s > 0 else 5.0)
+            self._wake.clear()
+            if self._stop.is_set() or time.monotonic() < self._retry_at:
+                continue
+            try:
+                self.deliver_pending()
+            except Exception:  # the loop must survive anything; the entry stays queued
+                log.exception("settings outbox failed; retrying")
+                self._back_off()
+
+    def deliver_pending(self) -> int:
+        """Deliver queued entries in order until none is left or one fails."""
+        delivered = 0
+        while not self._stop.is_set():
+            with session_scope(self._engine) as session:
+                entry = session.exec(
+                    select(OutboxEntry)
+                    .where(col(OutboxEntry.delivered_at_s).is_(None))
+                    .order_by(col(OutboxEntry.seq))
+                    .limit(1)
+                ).first()
+                if entry is None:
+                    self._failures = 0
+                    return delivered
+                change = SettingsChange(
+                    change_id=entry.change_id,
+                    kind=ChangeKind(entry.kind),
+                    account_id=entry.account_id,
+                    device_id=entry.device_id,
+                    patch=json.loads(entry.patch_json),
+                    version=entry.version,
+                    origin=entry.origin,
+                    made_at_s=entry.made_at_s,
+                )
+                try:
+                    self._directory.apply_change(change)
+                except LinkHubError as exc:
+                    entry.attempts += 1
+                    entry.last_error = str(exc)[:500]
+                    session.add(entry)
+                    self._back_off()
+                    log.warning(
+                        "account service unavailable (%s); change %s and later ones wait, retry in %.1f s",
+                        exc,
+                        entry.seq,
+                        self._retry_at - time.monotonic(),
+                    )
+                    return delivered
+                entry.delivered_at_s = self._clock()
+                session.add(entry)
+            delivered += 1
+            self._failures = 0
+        return delivered
+
+    def _back_off(self) -> None:
+        self._failures += 1
+        delay = min(self._max_backoff_s, self._min_backoff_s * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay

@@ -1,0 +1,391 @@
+"""The settings bridge, hub side: account preferences and device settings in,
+desired documents out, reports recorded, every accepted change queued for the
+account service.
+
+Local first: a change is stored in the hub's database, sent to the devices and
+put in the outbox in one transaction; the outbox (hub/outbox.py) brings the
+account service up to date, in order, whenever it answers. So a device never
+waits for the account service, and a change is never lost when it is away.
+The rules themselves are in hub/settings_merge.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from hub import protocol
+from hub.account_directory import ChangeKind, VersionedDocument
+from hub.errors import LinkHubError, SettingsRefused
+from hub.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
+from hub.protocol import DeviceReply, ErrorCode, Rejection, SettingsDesired, SettingsGet, SettingsReported
+from hub.settings_merge import (
+    JsonObject,
+    SettingsError,
+    conflicting_keys,
+    delta,
+    diff,
+    effective,
+    merge_patch,
+    not_owned_by_device,
+    validate_document,
+)
+from hub.store import session_scope
+
+log = logging.getLogger(__name__)
+
+
+class DevicePublisher(Protocol):
+    def send_to_device(self, device_id: str, leaf: str, message: SettingsDesired | DeviceReply) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettingsView:
+    device_id: str
+    account_id: int
+    settings: JsonObject  # the device's own settings
+    desired: JsonObject  # preferences + own settings
+    desired_version: int
+    reported: JsonObject | None
+    applied_version: int | None
+    delta: JsonObject  # desired values not reported yet
+    reported_at_s: float | None
+    changed_at_s: float | None
+
+    @property
+    def synced(self) -> bool:
+        return self.applied_version == self.desired_version
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    device_id: str
+    leaf: str
+    message: SettingsDesired | DeviceReply
+
+
+def _load(text: str | None) -> JsonObject:
+    return json.loads(text) if text else {}
+
+
+def _dump(document: JsonObject) -> str:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+class SettingsService:
+    def __init__(
+        self,
+        engine: Engine,
+        publisher: DevicePublisher,
+        *,
+        clock: Callable[[], float],
+        outbox_changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self._clock = clock
+        self._outbox_changed = outbox_changed
+        # One writer at a time per hub: versions must not interleave.
+        self._lock = threading.Lock()
+
+    # --- reading ------------------------------------------------------------
+    def preferences(self, account_id: int) -> VersionedDocument:
+        with session_scope(self._engine) as session:
+            cache = session.get(PreferencesCache, account_id)
+            return (
+                VersionedDocument(_load(cache.document_json), cache.version) if cache else VersionedDocument()
+            )
+
+    def device_view(self, device_id: str) -> DeviceSettingsView | None:
+        with session_scope(self._engine) as session:
+            shadow = self._shadow(session, device_id)
+            return self._view(shadow) if shadow else None
+
+    def list_views(self, account_id: int) -> list[DeviceSettingsView]:
+        with self._lock, session_scope(self._engine) as session:
+            devices = session.exec(select(Device).where(Device.account_id == account_id)).all()
+            shadows = [self._shadow(session, device.device_id) for device in devices]
+            return [self._view(shadow) for shadow in shadows if shadow]
+
+    # --- a person's changes (web page, CLI) -----------------------------------
+    def set_preferences(self, account_id: int, patch: JsonObject, *, origin: str) -> VersionedDocument:
+        """Change an account's preferences; every device of the account gets the change."""
+        patch = self._checked_patch(patch)
+        with self._lock:
+            outbound: list[Outbound] = []
+            with session_scope(self._engine) as session:
+                cache = session.get(PreferencesCache, account_id) or PreferencesCache(account_id=account_id)
+                old = _load(cache.document_json)
+                new = self._checked_document(merge_patch(old, patch), "preferences")
+                if new == old:
+                    return VersionedDocument(old, cache.version)
+                cache.document_json, cache.version = _dump(new), cache.version + 1
+                session.add(cache)
+                self._queue(
+                    session, ChangeKind.PREFERENCES, account_id, None, diff(old, new), cache.version, origin
+                )
+                for device in session.exec(select(Device).where(Device.account_id == account_id)).all():
+                    shadow = self._shadow(session, device.device_id, preferences=old)
+                    assert shadow is not None
+                    outbound += self._redesire(session, shadow, new, _load(shadow.settings_json))
+                result = VersionedDocument(new, cache.version)
+            self._send(outbound)
+        self._outbox_changed()
+        return result
+
+    def set_device_settings(self, device_id: str, patch: JsonObject, *, origin: str) -> DeviceSettingsView:
+        """Change one device's own settings (they win over the account's preferences)."""
+        patch = self._checked_patch(patch)
+        with self._lock:
+            with session_scope(self._engine) as session:
+                shadow = self._shadow(session, device_id)
+                if shadow is None:
+                    raise SettingsRefused("unknown_device", f"no linked device {device_id!r}")
+                outbound = self._apply_device_change(session, shadow, patch, origin)
+                view = self._view(shadow)
+            self._send(outbound)
+        if outbound:
+            self._outbox_changed()
+        return view
+
+    # --- what devices send ------------------------------------------------------
+    def handle_device_message(self, device_id: str, leaf: str, payload: bytes) -> list[Outbound]:
+        """Decide the answer to one inbound device message; the MQTT shell sends it.
+
+        Never raises for bad input: a refusal is a reply on the device's reply topic.
+        """
+        parsed = protocol.parse_settings_message(leaf, payload)
+        if isinstance(parsed, Rejection):
+            return [self._refusal(device_id, parsed.request_id, parsed.error, parsed.description)]
+        with self._lock, session_scope(self._engine) as session:
+            shadow = self._shadow(session, device_id)
+            if shadow is None:
+                return [
+                    self._refusal(device_id, None, ErrorCode.INVALID_REQUEST, "this device is not linked")
+                ]
+            match parsed:
+                case SettingsGet():
+                    # After every (re)connect the whole document (FIELD-NOTES, device shadows).
+                    return [
+                        Outbound(
+                            device_id,
+                            protocol.SETTINGS_DESIRED,
+                            SettingsDesired(shadow.desired_version, _load(shadow.desired_json), full=True),
+                        )
+                    ]
+                case SettingsReported():
+                    return self._record_report(session, shadow, parsed)
+                case _:
+                    pass
+            try:
+                self._check_device_change(shadow, parsed.changes, parsed.base_version, session)
+                outbound = self._apply_device_change(session, shadow, parsed.changes, "device")
+            except SettingsRefused as exc:
+                return [self._refusal(device_id, parsed.request_id, ErrorCode(exc.code), str(exc))]
+            reply = DeviceReply(parsed.request_id, ok=True, version=shadow.desired_version)
+        self._outbox_changed()
+        return [*outbound, Outbound(device_id, protocol.DEVICE_REPLY, reply)]
+
+    def _record_report(
+        self, session: Session, shadow: DeviceShadow, report: SettingsReported
+    ) -> list[Outbound]:
+        try:
+            validate_document(report.reported, what="reported")
+        except SettingsError as exc:
+            return [self._refusal(shadow.device_id, None, ErrorCode(exc.code), exc.description)]
+        if report.applied_version > shadow.desired_version:
+            return [
+                self._refusal(
+                    shadow.device_id,
+                    None,
+                    ErrorCode.INVALID_REQUEST,
+                    f"applied_version {report.applied_version} is newer than {shadow.desired_version}",
+                )
+            ]
+        shadow.reported_json = _dump(report.reported)
+        shadow.applied_version = report.applied_version
+        shadow.reported_at_s = self._clock()
+        session.add(shadow)
+        return []
+
+    def _check_device_change(
+        self, shadow: DeviceShadow, changes: JsonObject, base_version: int, session: Session
+    ) -> None:
+        preferences = self._preferences_in(session, shadow.account_id)
+        settings = _load(shadow.settings_json)
+        foreign = not_owned_by_device(changes, preferences, settings)
+        if foreign:
+            raise SettingsRefused(
+                ErrorCode.NOT_OWNED,
+                f"{', '.join(foreign)}: account-wide preferences; change them on the hub's page",
+            )
+        stale = conflicting_keys(changes, _load(shadow.key_versions_json), base_version)
+        if stale:
+            raise SettingsRefused(
+                ErrorCode.VERSION_CONFLICT,
+                f"{', '.join(stale)} changed after version {base_version}; "
+                f"the newer value stands (now version {shadow.desired_version})",
+            )
+
+    # --- internals ----------------------------------------------------------------
+    def _apply_device_change(
+        self, session: Session, shadow: DeviceShadow, patch: JsonObject, origin: str
+    ) -> list[Outbound]:
+        patch = self._checked_patch(patch)
+        old_settings = _load(shadow.settings_json)
+        new_settings = self._checked_document(merge_patch(old_settings, patch), "settings")
+        if new_settings == old_settings:
+            return []
+        preferences = self._preferences_in(session, shadow.account_id)
+        self._checked_document(effective(preferences, new_settings), "desired document")
+        outbound = self._redesire(session, shadow, preferences, new_settings, force_version=True)
+        self._queue(
+            session,
+            ChangeKind.DEVICE_SETTINGS,
+            shadow.account_id,
+            shadow.device_id,
+            diff(old_settings, new_settings),
+            shadow.desired_version,
+            origin,
+        )
+        return outbound
+
+    def _redesire(
+        self,
+        session: Session,
+        shadow: DeviceShadow,
+        preferences: JsonObject,
+        settings: JsonObject,
+        *,
+        force_version: bool = False,
+    ) -> list[Outbound]:
+        """Recompute the desired document; a new version and a change message if it moved."""
+        old_desired = _load(shadow.desired_json)
+        new_desired = effective(preferences, settings)
+        change = diff(old_desired, new_desired)
+        shadow.settings_json = _dump(settings)
+        if not change and not force_version:
+            session.add(shadow)
+            return []
+        shadow.desired_version += 1
+        shadow.desired_json = _dump(new_desired)
+        shadow.changed_at_s = self._clock()
+        key_versions = _load(shadow.key_versions_json)
+        for key in change:
+            key_versions[key] = shadow.desired_version
+        shadow.key_versions_json = _dump(key_versions)
+        session.add(shadow)
+        return [
+            Outbound(
+                shadow.device_id,
+                protocol.SETTINGS_DESIRED,
+                SettingsDesired(shadow.desired_version, change, full=False),
+            )
+        ]
+
+    def _shadow(
+        self, session: Session, device_id: str, *, preferences: JsonObject | None = None
+    ) -> DeviceShadow | None:
+        """The device's shadow, made on first use from the account's preferences."""
+        shadow = session.get(DeviceShadow, device_id)
+        if shadow is not None:
+            return shadow
+        device = session.get(Device, device_id)
+        if device is None:
+            return None
+        if preferences is None:
+            preferences = self._preferences_in(session, device.account_id)
+        shadow = DeviceShadow(
+            device_id=device_id,
+            account_id=device.account_id,
+            desired_json=_dump(preferences),
+            desired_version=1,
+            key_versions_json=_dump(dict.fromkeys(preferences, 1)),
+            changed_at_s=self._clock(),
+        )
+        session.add(shadow)
+        session.flush()
+        return shadow
+
+    @staticmethod
+    def _preferences_in(session: Session, account_id: int) -> JsonObject:
+        cache = session.get(PreferencesCache, account_id)
+        return _load(cache.document_json) if cache else {}
+
+    def _queue(
+        self,
+        session: Session,
+        kind: ChangeKind,
+        account_id: int,
+        device_id: str | None,
+        patch: JsonObject,
+        version: int,
+        origin: str,
+    ) -> None:
+        session.add(
+            OutboxEntry(
+                change_id=secrets.token_hex(16),
+                kind=str(kind),
+                account_id=account_id,
+                device_id=device_id,
+                patch_json=_dump(patch),
+                version=version,
+                origin=origin,
+                made_at_s=self._clock(),
+            )
+        )
+
+    @staticmethod
+    def _checked_patch(patch: Any) -> JsonObject:
+        try:
+            return validate_document(patch, what="change", allow_null=True)
+        except SettingsError as exc:
+            raise SettingsRefused(exc.code, exc.description) from None
+
+    @staticmethod
+    def _checked_document(document: JsonObject, what: str) -> JsonObject:
+        try:
+            return validate_document(document, what=what)
+        except SettingsError as exc:
+            raise SettingsRefused(exc.code, exc.description) from None
+
+    def _view(self, shadow: DeviceShadow) -> DeviceSettingsView:
+        desired = _load(shadow.desired_json)
+        reported = _load(shadow.reported_json) if shadow.reported_json is not None else None
+        return DeviceSettingsView(
+            device_id=shadow.device_id,
+            account_id=shadow.account_id,
+            settings=_load(shadow.settings_json),
+            desired=desired,
+            desired_version=shadow.desired_version,
+            reported=reported,
+            applied_version=shadow.applied_version,
+            delta=delta(desired, reported or {}),
+            reported_at_s=shadow.reported_at_s,
+            changed_at_s=shadow.changed_at_s,
+        )
+
+    @staticmethod
+    def _refusal(device_id: str, request_id: str | None, error: ErrorCode, description: str) -> Outbound:
+        log.warning("refused a settings message from %s: %s (%s)", device_id, error, description)
+        return Outbound(
+            device_id,
+            protocol.DEVICE_REPLY,
+            DeviceReply(request_id, ok=False, error=error, error_description=description),
+        )
+
+    def _send(self, outbound: list[Outbound]) -> None:
+        for item in outbound:
+            try:
+                self._publisher.send_to_device(item.device_id, item.leaf, item.message)
+            except LinkHubError as exc:
+                # Stored already: the device gets the whole document on its next connect.
+                log.info("device %s will catch up on reconnect (%s)", item.device_id, exc)
