@@ -99,7 +99,7 @@ def validate_document(document: object, *, what: str = "settings", allow_null: b
 
 
 def _check(value: object, path: str, *, depth: int, allow_null: bool) -> None:
-    if depth > MAX_DEPTH:
+    if isinstance(value, dict | list) and depth > MAX_DEPTH:  # objects and arrays nest; values do not
         raise SettingsError("invalid_request", f"{path} nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
