@@ -139,18 +139,21 @@ def test_a_change_made_on_the_device_is_recorded_and_acknowledged(
     assert hub.settings.device_view(lamp.device_id).settings == {"volume": 7}
 
 
+TOO_LARGE = {"blob": "x" * 9000}
+SEVEN_LEVELS = {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}
+
+
 @pytest.mark.parametrize(
     ("leaf", "payload", "error"),
     [
         (protocol.SETTINGS_REPORTED, b"{not json", "invalid_request"),
         (protocol.SETTINGS_REPORTED, b'{"v":1,"type":"reported","applied_version":"x","reported":{}}',
          "invalid_request"),
-        (protocol.SETTINGS_REPORTED, protocol.encode(SettingsReported(1, {"blob": "x" * 9000})), "payload_too_large"),
+        (protocol.SETTINGS_REPORTED, protocol.encode(SettingsReported(1, TOO_LARGE)), "payload_too_large"),
         (protocol.SETTINGS_REPORTED, protocol.encode(SettingsReported(99, {})), "invalid_request"),
         (protocol.SETTINGS_REPORTED, protocol.encode(SettingsReported(1, {"$hub": 1})), "not_owned"),
         (protocol.SETTINGS_SET, protocol.encode(SettingsSet("r1", 1, {"theme": "light"})), "not_owned"),
-        (protocol.SETTINGS_SET, protocol.encode(SettingsSet("r2", 1, {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}})),
-         "invalid_request"),
+        (protocol.SETTINGS_SET, protocol.encode(SettingsSet("r2", 1, SEVEN_LEVELS)), "invalid_request"),
         (protocol.SETTINGS_SET, b'{"v":2,"type":"settings_set"}', "unsupported_version"),
         (protocol.SETTINGS_GET, b"[]", "invalid_request"),
     ],
