@@ -4,27 +4,37 @@
                         [--mqtt 5|3.1.1] [--address ADDR] [--timeout S]
                         [--retry-interval S] [--json]
     linkhub-device run --state FILE [--mqtt 5|3.1.1] [--json]
+    linkhub-device set --state FILE KEY=VALUE [KEY=VALUE ...] [--mqtt 5|3.1.1] [--json]
 
-Exit status 0 only once linked (link) or after a clean stop (run); 1 when the
-procedure failed (the reason was reported as an error event); 2 for bad usage;
-130 when interrupted during link.
+`set` is a change made on the device itself (a button): VALUE is JSON if it
+parses as JSON (7, true, null, {"a": 1}), a string otherwise; null deletes
+the key. A running `run` for the same state file sends it; without one, `set`
+connects as the device for a moment.
+
+Exit status 0 only once linked (link), after a clean stop (run) or once the
+hub accepted the change (set); 1 when the procedure failed or the hub refused
+(the reason was reported as an error event); 2 for bad usage; 130 when
+interrupted during link or set.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 from firmware_sim.display import HumanPrinter, JsonPrinter
 from firmware_sim.events import EventSink
 from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
-from firmware_sim.run import run
+from firmware_sim.run import press, run
 from hub.protocol import DeviceInfo, ProtocolError
 
 DEFAULT_MQTT_PORT = 1884  # the LinkHub-managed broker's default
@@ -68,6 +78,34 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def parse_value(text: str) -> Any:
+    """JSON if it is JSON (numbers, true/false, null, objects, arrays), else the text itself.
+
+    NaN and infinities are not JSON, though Python's parser takes them: as text they stay.
+    """
+
+    def finite(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            raise ValueError(number)
+        return value
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        return json.loads(text, parse_float=finite, parse_constant=no_constant)
+    except ValueError:  # json.JSONDecodeError is one
+        return text
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), parse_value(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linkhub-device", description="A simulated LinkHub device.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_run = sub.add_parser("run", help="run a linked device until SIGINT/SIGTERM")
     common(p_run)
+
+    p_set = sub.add_parser("set", help="change settings on the device itself, like pressing a button")
+    p_set.add_argument(
+        "assignments",
+        nargs="+",
+        type=_assignment,
+        metavar="KEY=VALUE",
+        help="VALUE is JSON if it parses (7, true, null, {...}), else a string; null deletes",
+    )
+    common(p_set)
     return parser
 
 
@@ -185,6 +233,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             if human is not None:
                 human.say("Interrupted; run the same command again to resume linking.")
+            return 130
+
+    if args.command == "set":
+        changes: dict[str, Any] = dict(args.assignments)
+        try:
+            with _interrupt_on_sigterm():
+                return press(args.state, changes, on_event=printer, mqtt5=mqtt5)
+        except KeyboardInterrupt:
+            if human is not None:
+                human.say("Interrupted; the change was not sent.")
             return 130
 
     stop = threading.Event()

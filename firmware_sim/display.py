@@ -34,6 +34,16 @@ def _big_code(code: str) -> list[str]:
     return [bar, f"|   {spaced}   |", bar]
 
 
+def _settings_text(document: object) -> str:
+    """`key=value, ...` with JSON values, so a string and a number look different."""
+    if not isinstance(document, dict) or not document:
+        return "(none)"
+    return ", ".join(
+        f"{key}={json.dumps(value, ensure_ascii=False, separators=(',', ':'))}"
+        for key, value in sorted(document.items())
+    )
+
+
 class HumanPrinter:
     """Friendly text; errors go to `err`."""
 
@@ -56,6 +66,10 @@ class HumanPrinter:
                 self.say(f"Device {event['device_id']} is online. Press Ctrl-C to stop.")
             case "message":
                 self.say(f"{event['topic']}: {event['payload']}")
+            case "settings":
+                self.say(f"Settings, version {event['version']}: {_settings_text(event['desired'])}")
+            case "set_ok":
+                self.say(f"The hub accepted the change; settings are now at version {event['version']}.")
             case "error":
                 self.err.write(f"Error ({event['error']}): {event['error_description']}\n")
                 self.err.flush()

@@ -4,7 +4,11 @@
 - linked: device_id
 - online: device_id
 - message: topic, payload (text)
-- error: error (a stable code), error_description
+- settings: desired (the whole document the device now runs with), version
+  (the desired version it applied); after every accepted desired message
+- set_ok: request_id, version; the hub accepted a change made on the device
+- error: error (a stable code), error_description, and request_id when it is
+  the answer to a change made on the device (e.g. not_owned, version_conflict)
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ EventSink = Callable[[Event], None]
 
 def error(code: str, description: str) -> Event:
     return {"event": "error", "error": code, "error_description": description}
+
+
+def outcome_event(outcome: dict[str, Any]) -> Event:
+    """The event for the outcome of a change made on the device (see buttons.py)."""
+    if outcome.get("ok") is True:
+        return {"event": "set_ok", "request_id": outcome.get("request_id"), "version": outcome.get("version")}
+    return {
+        **error(str(outcome.get("error", "server_error")), str(outcome.get("error_description", ""))),
+        "request_id": outcome.get("request_id"),
+    }
 
 
 def from_mqtt_error(exc: MqttError) -> Event:

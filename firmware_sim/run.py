@@ -1,29 +1,70 @@
-"""A linked device at work: online on its own broker identity until told to stop.
+"""A linked device at work: online on its own broker identity until told to stop,
+running with the settings the hub desires, and serving presses of its buttons.
 
 Also home of `connect_as_device`, which `link` uses for its first connection
-with fresh credentials.
+with fresh credentials, and of `press` (`linkhub-device set`).
+
+On every (re)connect, in this order (FIELD-NOTES, "Device shadows"): subscribe
+to the desired and reply topics and wait for the SUBACK, then ask for the full
+desired document. Subscribing first means no change can fall between the
+answer and the subscription; the version rules in firmware_sim/settings.py
+drop whatever the full document already contains.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import threading
+import time
+from dataclasses import replace
+from typing import Any
 
+from firmware_sim import buttons
 from firmware_sim import state as state_file
-from firmware_sim.events import EventSink, error, from_mqtt_error
+from firmware_sim.events import Event, EventSink, error, from_mqtt_error, outcome_event
 from firmware_sim.mqtt_client import (
+    ConnectionLost,
     DeviceMqttClient,
+    Incoming,
     Message,
     MqttError,
     Reconnected,
     ReconnectRefused,
     Will,
 )
-from hub.protocol import DeviceStatus, MqttCredentials, device_root, device_status_topic, encode
+from firmware_sim.settings import DeviceSettings, JsonObject, Outcome
+from hub.protocol import (
+    DEVICE_REPLY,
+    ERROR_DESCRIPTIONS,
+    SETTINGS_DESIRED,
+    SETTINGS_GET,
+    SETTINGS_REPORTED,
+    SETTINGS_SET,
+    DeviceReply,
+    DeviceStatus,
+    MqttCredentials,
+    Rejection,
+    SettingsGet,
+    SettingsReported,
+    SettingsSet,
+    device_status_topic,
+    device_topic,
+    encode,
+    parse_device_reply,
+    parse_settings_desired,
+)
 
 OP_TIMEOUT_S = 10.0
 POLL_S = 0.2
+SPOOL_POLL_S = 0.2
+# How long a change made on the device waits for the hub's answer.
+SET_TIMEOUT_S = 10.0
+# A press still in the spool after this long was abandoned by its `set`: not sent.
+REQUEST_MAX_AGE_S = 15.0
+# `run` waits this long for a `set` that is connected on its own to finish.
+LOCK_WAIT_S = SET_TIMEOUT_S + OP_TIMEOUT_S
 
 
 def connect_as_device(
@@ -54,6 +95,287 @@ def publish_status(
     )
 
 
+class DeviceSession:
+    """One connection of a linked device: desired settings in, reports out, and the
+    button spool served. Single-threaded: everything happens in `handle`."""
+
+    def __init__(
+        self,
+        client: DeviceMqttClient,
+        device_id: str,
+        state_path: str | os.PathLike[str],
+        st: state_file.DeviceState,
+        *,
+        on_event: EventSink,
+        announce_status: bool,
+    ) -> None:
+        self.client = client
+        self.device_id = device_id
+        self.state_path = state_path
+        self.st = st
+        self.on_event = on_event
+        self.announce_status = announce_status
+        saved = st.settings
+        self.settings = (
+            DeviceSettings(desired=dict(saved.desired), applied_version=saved.version)
+            if saved is not None
+            else DeviceSettings()
+        )
+        self.desired_topic = device_topic(device_id, SETTINGS_DESIRED)
+        self.reply_topic = device_topic(device_id, DEVICE_REPLY)
+        self.status_topic = device_status_topic(device_id)
+        # A full document arrived on this connection: the base version is known.
+        self.synced = False
+        self.awaiting_full_since: float | None = None
+        self.in_flight: tuple[buttons.ButtonRequest, float] | None = None
+        self.spool_idle = False  # the last look at the spool found nothing
+        self.finished: dict[str, buttons.Outcome] = {}
+        self.last_reported: JsonObject | None = None
+        self._next_spool_check = 0.0
+
+    # --- connection ---------------------------------------------------------------
+    def start(self) -> None:
+        """The documented connect order; raises MqttError if the broker refuses."""
+        self._subscribe_and_get()
+        if self.announce_status:
+            publish_status(self.client, self.device_id, online=True)
+
+    def _subscribe_and_get(self) -> None:
+        self.synced = False
+        for topic in (self.desired_topic, self.reply_topic):
+            self.client.subscribe(topic, qos=1, timeout=OP_TIMEOUT_S)
+        self._send_get()
+
+    def _send_get(self) -> None:
+        self.settings.get_sent()
+        self.awaiting_full_since = time.monotonic()
+        self.client.publish(
+            device_topic(self.device_id, SETTINGS_GET), encode(SettingsGet()), qos=1, timeout=OP_TIMEOUT_S
+        )
+
+    def _reconnected(self) -> None:
+        # paho subscribed again already, but without waiting for the SUBACK.
+        try:
+            self.start()
+        except MqttError as exc:
+            self.on_event(from_mqtt_error(exc))
+            self.awaiting_full_since = time.monotonic()  # _tick tries again after OP_TIMEOUT_S
+
+    # --- the loop -------------------------------------------------------------------
+    def handle(self, item: Incoming | None) -> int | None:
+        """Handle one thing from the inbox (None: nothing came); an exit code to stop."""
+        match item:
+            case Message(topic=topic, payload=payload) if topic == self.desired_topic:
+                self._on_desired(payload)
+            case Message(topic=topic, payload=payload) if topic == self.reply_topic:
+                self._on_reply(payload)
+            case Message(topic=topic, payload=payload) if topic != self.status_topic:
+                text = payload.decode("utf-8", errors="replace")
+                self.on_event({"event": "message", "topic": topic, "payload": text})
+            case Reconnected():
+                self._reconnected()
+            case ConnectionLost():
+                self.synced = False
+                self.awaiting_full_since = None
+            case ReconnectRefused() as refused:
+                code = "not_authorised" if refused.not_authorised else "connection_refused"
+                self.on_event(error(code, f"the broker refused the device: {refused.reason}"))
+                return 1
+            case _:
+                pass
+        self._tick()
+        return None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if (
+            not self.synced
+            and self.awaiting_full_since is not None
+            and now - self.awaiting_full_since > OP_TIMEOUT_S
+            and self.client.is_connected()
+        ):
+            # No answer to the get (the hub may have been down): ask again.
+            with contextlib.suppress(MqttError):
+                self._subscribe_and_get()
+        if self.in_flight is not None and now - self.in_flight[1] > SET_TIMEOUT_S:
+            request = self.in_flight[0]
+            self._finish(
+                request.request_id,
+                _failure(request.request_id, "timeout", f"no answer from the hub within {SET_TIMEOUT_S:g} s"),
+            )
+        if now >= self._next_spool_check:
+            self._next_spool_check = now + SPOOL_POLL_S
+            if self.synced and self.in_flight is None and self.client.is_connected():
+                self._send_next_request()
+
+    # --- desired settings -------------------------------------------------------------
+    def _on_desired(self, payload: bytes) -> None:
+        msg = parse_settings_desired(payload)
+        if isinstance(msg, Rejection):
+            self.on_event(error(str(msg.error), f"a desired message was not understood: {msg.description}"))
+            return
+        action = self.settings.on_desired(msg)
+        if msg.full:
+            self.synced = True
+            self.awaiting_full_since = None
+        match action.outcome:
+            case Outcome.APPLIED:
+                self._applied()
+            case Outcome.REFETCH:
+                # A change was lost (say, while reconnecting): the full document repairs it.
+                try:
+                    self._send_get()
+                except MqttError as exc:
+                    self.on_event(from_mqtt_error(exc))
+            case Outcome.STALE:
+                pass
+
+    def _applied(self) -> None:
+        version = self.settings.applied_version
+        self.on_event({"event": "settings", "desired": self.settings.desired, "version": version})
+        saved = state_file.SavedSettings(desired=self.settings.desired, version=version)
+        try:
+            self.st = replace(self.st, settings=saved)
+            state_file.save(self.state_path, self.st)
+        except OSError as exc:
+            self.on_event(error("state_write_failed", f"cannot write {self.state_path}: {exc}"))
+        self._report()
+
+    def _report(self) -> None:
+        if not self.client.is_connected():
+            return  # the full document after reconnecting is reported instead
+        document = self.settings.reported()
+        message = SettingsReported(applied_version=self.settings.applied_version, reported=document)
+        try:
+            self.client.publish(
+                device_topic(self.device_id, SETTINGS_REPORTED), encode(message), qos=1, timeout=OP_TIMEOUT_S
+            )
+        except MqttError as exc:
+            self.on_event(from_mqtt_error(exc))
+            return
+        self.last_reported = document
+
+    # --- changes made on the device -------------------------------------------------------
+    def _send_next_request(self) -> None:
+        try:
+            request = buttons.take_request(self.state_path)
+        except OSError as exc:
+            self.on_event(error("spool_read_failed", f"cannot read the button spool: {exc}"))
+            return
+        self.spool_idle = request is None
+        if request is None:
+            return
+        if time.time() - request.at > REQUEST_MAX_AGE_S:
+            self._finish(
+                request.request_id,
+                _failure(request.request_id, "expired", "nobody waited for this change any more; not sent"),
+            )
+            return
+        self.settings.begin_local(request.request_id, request.changes)
+        message = SettingsSet(
+            request_id=request.request_id,
+            base_version=self.settings.applied_version,
+            changes=request.changes,
+        )
+        try:
+            self.client.publish(
+                device_topic(self.device_id, SETTINGS_SET), encode(message), qos=1, timeout=OP_TIMEOUT_S
+            )
+        except MqttError as exc:
+            failed = from_mqtt_error(exc)
+            self._finish(
+                request.request_id,
+                _failure(request.request_id, failed["error"], failed["error_description"]),
+            )
+            return
+        self.in_flight = (request, time.monotonic())
+
+    def _on_reply(self, payload: bytes) -> None:
+        reply = parse_device_reply(payload)
+        if isinstance(reply, Rejection):
+            self.on_event(error(str(reply.error), f"a reply was not understood: {reply.description}"))
+            return
+        if self.in_flight is not None and reply.request_id == self.in_flight[0].request_id:
+            self._finish(reply.request_id, _outcome_of(reply.request_id, reply))
+        elif not reply.ok:
+            # A refused report or get, or a late answer: worth showing, not worth stopping for.
+            event = outcome_event(_outcome_of(reply.request_id, reply))
+            if reply.request_id is None:
+                event.pop("request_id", None)
+            self.on_event(event)
+
+    def _finish(self, request_id: str, outcome: buttons.Outcome) -> None:
+        if self.in_flight is not None and self.in_flight[0].request_id == request_id:
+            self.in_flight = None
+        self.settings.end_local(request_id)
+        self.finished[request_id] = outcome
+        try:
+            buttons.record_outcome(self.state_path, outcome)
+        except OSError as exc:
+            self.on_event(error("spool_write_failed", f"cannot record the outcome of {request_id}: {exc}"))
+        self.on_event(outcome_event(outcome))
+        # A refused change is undone; if it was reported meanwhile, report again.
+        if self.last_reported is not None and self.settings.reported() != self.last_reported:
+            self._report()
+
+
+def _failure(request_id: str, code: str, description: str) -> buttons.Outcome:
+    return {"request_id": request_id, "ok": False, "error": code, "error_description": description}
+
+
+def _outcome_of(request_id: str | None, reply: DeviceReply) -> buttons.Outcome:
+    if reply.ok:
+        return {"request_id": request_id, "ok": True, "version": reply.version}
+    code = reply.error
+    description = reply.error_description or (ERROR_DESCRIPTIONS.get(code, "") if code else "")
+    return {
+        "request_id": request_id,
+        "ok": False,
+        "error": str(code) if code else "server_error",
+        "error_description": description,
+    }
+
+
+def _load_linked(
+    state_path: str | os.PathLike[str], on_event: EventSink
+) -> tuple[state_file.DeviceState, str, MqttCredentials] | None:
+    try:
+        st = state_file.load(state_path)
+    except state_file.StateError as exc:
+        on_event(error("bad_state", str(exc)))
+        return None
+    if st.device_id is None or st.mqtt is None:
+        on_event(error("not_linked", f"{state_path} holds no credentials; link the device first"))
+        return None
+    return st, st.device_id, st.mqtt
+
+
+def _take_lock(
+    lock: buttons.DeviceLock, state_path: str | os.PathLike[str], stop: threading.Event, on_event: EventSink
+) -> bool:
+    """Become the one process connected for this state file.
+
+    A `set` that found no `run` connects on its own for a few seconds: wait for
+    it. Another `run` would kick us (and we it) forever: refuse at once.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while not lock.acquire("run"):
+        holder = lock.holder()
+        if (holder is not None and holder[1] == "run") or time.monotonic() >= deadline:
+            who = f" (pid {holder[0]})" if holder is not None else ""
+            on_event(
+                error(
+                    "already_running",
+                    f"another linkhub-device process{who} is connected as this device "
+                    f"({state_path}); a second connection would kick it off",
+                )
+            )
+            return False
+        if stop.wait(SPOOL_POLL_S):
+            return False
+    return True
+
+
 def run(
     state_path: str | os.PathLike[str],
     *,
@@ -62,53 +384,161 @@ def run(
     mqtt5: bool = True,
 ) -> int:
     """Stay online until `stop` is set; 0 after a clean stop, 1 on any failure."""
+    loaded = _load_linked(state_path, on_event)
+    if loaded is None:
+        return 1
+    st, device_id, creds = loaded
+    lock = buttons.DeviceLock(state_path)
     try:
-        st = state_file.load(state_path)
-    except state_file.StateError as exc:
-        on_event(error("bad_state", str(exc)))
-        return 1
-    if st.device_id is None or st.mqtt is None:
-        on_event(error("not_linked", f"{state_path} holds no credentials; link the device first"))
-        return 1
-    device_id, creds = st.device_id, st.mqtt
+        if not _take_lock(lock, state_path, stop, on_event):
+            return 0 if stop.is_set() else 1
+        return _run_locked(st, device_id, creds, state_path, on_event=on_event, stop=stop, mqtt5=mqtt5)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    st: state_file.DeviceState,
+    device_id: str,
+    creds: MqttCredentials,
+    state_path: str | os.PathLike[str],
+    *,
+    on_event: EventSink,
+    stop: threading.Event,
+    mqtt5: bool,
+) -> int:
     try:
         client = connect_as_device(device_id, creds, mqtt5=mqtt5)
     except MqttError as exc:
         on_event(from_mqtt_error(exc))
         return 1
     with client:
-        status_topic = device_status_topic(device_id)
+        session = DeviceSession(client, device_id, state_path, st, on_event=on_event, announce_status=True)
         try:
-            client.subscribe(device_root(device_id) + "/#", qos=1)
-            publish_status(client, device_id, online=True)
+            session.start()
         except MqttError as exc:
             on_event(from_mqtt_error(exc))
             return 1
         on_event({"event": "online", "device_id": device_id})
         while not stop.is_set():
-            item = client.get(POLL_S)
-            match item:
-                case Message(topic=topic, payload=payload) if topic != status_topic:
-                    on_event(
-                        {
-                            "event": "message",
-                            "topic": topic,
-                            "payload": payload.decode("utf-8", errors="replace"),
-                        }
-                    )
-                case Reconnected():
-                    # The broker may have published our will while we were away.
-                    with contextlib.suppress(MqttError):  # the next reconnect tries again
-                        publish_status(client, device_id, online=True)
-                case ReconnectRefused() as refused:
-                    code = "not_authorised" if refused.not_authorised else "connection_refused"
-                    on_event(error(code, f"the broker refused the device: {refused.reason}"))
-                    return 1
-                case _:
-                    pass
+            code = session.handle(client.get(POLL_S))
+            if code is not None:
+                return code
         try:
             publish_status(client, device_id, online=False)
         except MqttError as exc:
             on_event(from_mqtt_error(exc))
             return 1
     return 0
+
+
+# --- linkhub-device set ----------------------------------------------------------------------
+def press(
+    state_path: str | os.PathLike[str],
+    changes: dict[str, Any],
+    *,
+    on_event: EventSink,
+    mqtt5: bool = True,
+    timeout_s: float = SET_TIMEOUT_S,
+) -> int:
+    """A change made on the device itself; 0 once the hub accepted it, 1 otherwise.
+
+    The change always goes into the spool first. If a `run` holds the lock it
+    sends it; otherwise this process takes the lock, connects as the device
+    (same order as `run`) and serves the spool itself until its own change is
+    answered. Exactly one outcome event is emitted for the change.
+    """
+    loaded = _load_linked(state_path, on_event)
+    if loaded is None:
+        return 1
+    st, device_id, creds = loaded
+    request = buttons.ButtonRequest(secrets.token_urlsafe(16), changes, time.time())
+    try:
+        buttons.append_request(state_path, request)
+    except OSError as exc:
+        on_event(error("spool_write_failed", f"cannot write the button spool: {exc}"))
+        return 1
+    lock = buttons.DeviceLock(state_path)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            outcome = buttons.find_outcome(state_path, request.request_id)
+            if outcome is None and lock.acquire("set"):
+                try:
+                    # A `run` may have answered and stopped just before we got the lock.
+                    outcome = buttons.find_outcome(state_path, request.request_id)
+                    if outcome is None:
+                        outcome = _serve_once(st, device_id, creds, state_path, request, on_event, mqtt5)
+                finally:
+                    lock.release()
+                if outcome is None:
+                    return 1  # the reason was emitted
+            if outcome is not None:
+                on_event(outcome_event(outcome))
+                return 0 if outcome.get("ok") is True else 1
+            if time.monotonic() >= deadline:
+                if buttons.withdraw_request(state_path, request.request_id):
+                    description = f"the running device did not take the change within {timeout_s:g} s"
+                else:
+                    description = f"the change was sent, but no answer came within {timeout_s:g} s"
+                on_event({**error("timeout", description), "request_id": request.request_id})
+                return 1
+            time.sleep(SPOOL_POLL_S)
+    except BaseException:
+        # Interrupted: a change nobody waits for must not be sent later.
+        with contextlib.suppress(OSError):
+            buttons.withdraw_request(state_path, request.request_id)
+        raise
+
+
+def _serve_once(
+    st: state_file.DeviceState,
+    device_id: str,
+    creds: MqttCredentials,
+    state_path: str | os.PathLike[str],
+    request: buttons.ButtonRequest,
+    on_event: EventSink,
+    mqtt5: bool,
+) -> buttons.Outcome | None:
+    """Connected as the device (holding the lock), serve the spool until our change is answered."""
+    deadline = time.monotonic() + SET_TIMEOUT_S
+
+    def give_up(event: Event) -> None:
+        with contextlib.suppress(OSError):
+            buttons.withdraw_request(state_path, request.request_id)
+        on_event({**event, "request_id": request.request_id})
+
+    def quiet(event: Event) -> None:
+        # Only trouble with the connection itself; outcomes are reported by `press`.
+        if event.get("event") == "error" and "request_id" not in event:
+            on_event(event)
+
+    try:
+        client = connect_as_device(device_id, creds, mqtt5=mqtt5)
+    except MqttError as exc:
+        give_up(from_mqtt_error(exc))
+        return None
+    with client:
+        session = DeviceSession(client, device_id, state_path, st, on_event=quiet, announce_status=False)
+        try:
+            session.start()
+        except MqttError as exc:
+            give_up(from_mqtt_error(exc))
+            return None
+        while time.monotonic() < deadline:
+            if session.handle(client.get(POLL_S)) is not None:  # the reason was emitted
+                with contextlib.suppress(OSError):
+                    buttons.withdraw_request(state_path, request.request_id)
+                return None
+            outcome = session.finished.get(request.request_id)
+            if outcome is not None:
+                return outcome
+            if session.synced and session.in_flight is None and session.spool_idle:
+                # Taken by a `run` that stopped before it got an answer.
+                give_up(error("lost", "the change was taken by a device process that stopped"))
+                return None
+        if not session.synced:
+            give_up(error("timeout", f"the hub did not send the settings within {SET_TIMEOUT_S:g} s"))
+        else:
+            give_up(error("timeout", f"no answer from the hub within {SET_TIMEOUT_S:g} s"))
+        return None

@@ -1,14 +1,18 @@
-"""The device's state file: who it is, its broker credentials, a link in progress.
+"""The device's state file: who it is, its broker credentials, a link in progress,
+and the settings it runs with.
 
 JSON, written atomically (temporary file in the same directory, fsync, then
 `os.replace`) with mode 0600, since it holds the device's MQTT password:
 
     {"device_id": ..., "name": ..., "model": ...,
      "mqtt": {"host", "port", "client_id", "username", "password"},
-     "pending": {"request_id": ..., "reply_token": ...}}
+     "pending": {"request_id": ..., "reply_token": ...},
+     "settings": {"desired": {...}, "version": N}}
 
 `device_id` and `mqtt` exist once linked; `pending` while a link is in
-progress, so that a device restarted mid-link resends the same request.
+progress, so that a device restarted mid-link resends the same request;
+`settings` once the hub sent a desired document, so that a restarted device
+knows what it runs with before the hub answers again.
 """
 
 from __future__ import annotations
@@ -37,12 +41,19 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class SavedSettings:
+    desired: dict[str, Any]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceState:
     name: str | None = None
     model: str | None = None
     device_id: str | None = None
     mqtt: MqttCredentials | None = None
     pending: Pending | None = None
+    settings: SavedSettings | None = None
 
     @property
     def linked(self) -> bool:
@@ -66,6 +77,8 @@ class DeviceState:
                 "request_id": self.pending.request_id,
                 "reply_token": self.pending.reply_token,
             }
+        if self.settings is not None:
+            out["settings"] = {"desired": self.settings.desired, "version": self.settings.version}
         return out
 
     @classmethod
@@ -75,6 +88,7 @@ class DeviceState:
         try:
             mqtt = obj.get("mqtt")
             pending = obj.get("pending")
+            settings = obj.get("settings")
             return cls(
                 name=_opt_str(obj.get("name")),
                 model=_opt_str(obj.get("model")),
@@ -94,9 +108,17 @@ class DeviceState:
                     request_id=str(pending["request_id"]),
                     reply_token=str(pending["reply_token"]),
                 ),
+                settings=None if settings is None else _settings(settings),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"malformed state: {exc!r}") from exc
+
+
+def _settings(obj: Any) -> SavedSettings:
+    desired, version = obj["desired"], obj["version"]
+    if not isinstance(desired, dict) or type(version) is not int or version < 0:
+        raise StateError("settings must hold desired (object) and version (int >= 0)")
+    return SavedSettings(desired=desired, version=version)
 
 
 def _opt_str(value: object) -> str | None:

@@ -245,12 +245,7 @@ class Hub:
             self.links.device_status(device_topic[0], status.online)
             return
         if device_topic is not None and device_topic[1] in protocol.DEVICE_INBOUND:
-            device_id, leaf = device_topic
-            for outbound in self.settings.handle_device_message(device_id, leaf, message.payload):
-                try:
-                    self.send_to_device(outbound.device_id, outbound.leaf, outbound.message)
-                except LinkHubError as exc:
-                    log.info("answer to %s not delivered (%s); it will ask again", device_id, exc)
+            self.settings.handle_device_message(device_topic[0], device_topic[1], message.payload)
             return
         log.warning("dropped a message on unexpected topic %s", message.topic)
 

@@ -157,15 +157,24 @@ class SettingsService:
         return view
 
     # --- what devices send ------------------------------------------------------
-    def handle_device_message(self, device_id: str, leaf: str, payload: bytes) -> list[Outbound]:
-        """Decide the answer to one inbound device message; the MQTT shell sends it.
+    def handle_device_message(self, device_id: str, leaf: str, payload: bytes) -> None:
+        """Answer one inbound device message. Never raises for bad input: a refusal
+        is a reply on the device's reply topic.
 
-        Never raises for bad input: a refusal is a reply on the device's reply topic.
+        The answer is published before the next change can be decided (under the
+        same lock), so a device never sees a full document older than a change
+        it already got.
         """
+        with self._lock:
+            outbound = self._decide(device_id, leaf, payload)  # committed when it returns
+            self._send(outbound)
+        self._outbox_changed()
+
+    def _decide(self, device_id: str, leaf: str, payload: bytes) -> list[Outbound]:
         parsed = protocol.parse_settings_message(leaf, payload)
         if isinstance(parsed, Rejection):
             return [self._refusal(device_id, parsed.request_id, parsed.error, parsed.description)]
-        with self._lock, session_scope(self._engine) as session:
+        with session_scope(self._engine) as session:
             shadow = self._shadow(session, device_id)
             if shadow is None:
                 return [
@@ -174,13 +183,8 @@ class SettingsService:
             match parsed:
                 case SettingsGet():
                     # After every (re)connect the whole document (FIELD-NOTES, device shadows).
-                    return [
-                        Outbound(
-                            device_id,
-                            protocol.SETTINGS_DESIRED,
-                            SettingsDesired(shadow.desired_version, _load(shadow.desired_json), full=True),
-                        )
-                    ]
+                    full = SettingsDesired(shadow.desired_version, _load(shadow.desired_json), full=True)
+                    return [Outbound(device_id, protocol.SETTINGS_DESIRED, full)]
                 case SettingsReported():
                     return self._record_report(session, shadow, parsed)
                 case _:
@@ -191,7 +195,6 @@ class SettingsService:
             except SettingsRefused as exc:
                 return [self._refusal(device_id, parsed.request_id, ErrorCode(exc.code), str(exc))]
             reply = DeviceReply(parsed.request_id, ok=True, version=shadow.desired_version)
-        self._outbox_changed()
         return [*outbound, Outbound(device_id, protocol.DEVICE_REPLY, reply)]
 
     def _record_report(

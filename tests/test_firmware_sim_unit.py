@@ -9,17 +9,20 @@ import socket
 import stat
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from firmware_sim import buttons
 from firmware_sim import state as state_file
-from firmware_sim.cli import main, parse_hub_url
+from firmware_sim.cli import main, parse_hub_url, parse_value
 from firmware_sim.display import HumanPrinter, JsonPrinter
 from firmware_sim.link import link
-from firmware_sim.run import run
-from hub.protocol import DeviceInfo, LinkRequest, MqttCredentials, reply_topic
+from firmware_sim.run import press, run
+from firmware_sim.settings import DeviceSettings, Outcome, merge_patch
+from hub.protocol import DeviceInfo, LinkRequest, MqttCredentials, SettingsDesired, reply_topic
 
 DEVICE = DeviceInfo(name="Kitchen lamp", model="LH-1")
 
@@ -249,3 +252,201 @@ def test_human_printer_shows_code_url_and_qr() -> None:
     assert "█" in text or "▀" in text  # the QR code
     HumanPrinter(out, err)({"event": "error", "error": "timeout", "error_description": "x"})
     assert "timeout" in err.getvalue()
+
+
+# --- settings (pure) ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("doc", "patch", "expected"),
+    [
+        # RFC 7386 appendix A, the cases that fit a top-level object
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ({"a": "foo"}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+        ({"a": {"x": 1}}, {}, {"a": {"x": 1}}),
+    ],
+)
+def test_merge_patch_rfc7386(doc: dict[str, Any], patch: dict[str, Any], expected: dict[str, Any]) -> None:
+    before_doc, before_patch = json.dumps(doc), json.dumps(patch)
+    assert merge_patch(doc, patch) == expected
+    assert (json.dumps(doc), json.dumps(patch)) == (before_doc, before_patch)  # inputs untouched
+
+
+def test_full_document_replaces_everything() -> None:
+    s = DeviceSettings(desired={"old": 1, "theme": "light"}, applied_version=3)
+    action = s.on_desired(SettingsDesired(7, {"theme": "dark"}, full=True))
+    assert action.outcome is Outcome.APPLIED and action.version == 7
+    assert (s.desired, s.applied_version) == ({"theme": "dark"}, 7)
+    # Without a change since the last get, the hub's full document wins even if older.
+    s.get_sent()
+    assert s.on_desired(SettingsDesired(2, {"a": 1}, full=True)).outcome is Outcome.APPLIED
+    assert (s.desired, s.applied_version) == ({"a": 1}, 2)
+
+
+def test_next_change_is_merged() -> None:
+    s = DeviceSettings(desired={"theme": "light", "ui": {"size": 1, "font": "x"}}, applied_version=4)
+    action = s.on_desired(SettingsDesired(5, {"theme": "dark", "ui": {"font": None}}, full=False))
+    assert action.outcome is Outcome.APPLIED and action.version == 5
+    assert s.desired == {"theme": "dark", "ui": {"size": 1}}
+
+
+@pytest.mark.parametrize("version", [1, 3, 4])
+def test_stale_change_is_dropped(version: int) -> None:
+    s = DeviceSettings(desired={"theme": "light"}, applied_version=4)
+    action = s.on_desired(SettingsDesired(version, {"theme": "dark"}, full=False))
+    assert action.outcome is Outcome.STALE and action.version == 4
+    assert (s.desired, s.applied_version) == ({"theme": "light"}, 4)
+
+
+def test_gap_asks_for_the_full_document() -> None:
+    s = DeviceSettings(desired={"theme": "light"}, applied_version=4)
+    action = s.on_desired(SettingsDesired(6, {"theme": "dark"}, full=False))
+    assert action.outcome is Outcome.REFETCH and action.version == 4
+    assert (s.desired, s.applied_version) == ({"theme": "light"}, 4)
+    # ... and the full document repairs it.
+    s.get_sent()
+    assert s.on_desired(SettingsDesired(6, {"theme": "dark", "x": 1}, full=True)).outcome is Outcome.APPLIED
+    assert (s.desired, s.applied_version) == ({"theme": "dark", "x": 1}, 6)
+
+
+def test_full_document_older_than_a_change_since_the_get_is_dropped() -> None:
+    """The hub answers a get outside its lock: a change can overtake the answer."""
+    s = DeviceSettings(desired={"a": 1}, applied_version=7)
+    s.get_sent()
+    assert s.on_desired(SettingsDesired(8, {"a": 2}, full=False)).outcome is Outcome.APPLIED
+    assert s.on_desired(SettingsDesired(7, {"a": 1}, full=True)).outcome is Outcome.STALE
+    assert (s.desired, s.applied_version) == ({"a": 2}, 8)
+
+
+def test_reported_includes_unacknowledged_local_changes() -> None:
+    s = DeviceSettings(desired={"theme": "dark", "volume": 3}, applied_version=2)
+    s.begin_local("r1", {"volume": 7})
+    s.begin_local("r2", {"theme": None})
+    assert s.reported() == {"volume": 7}
+    assert s.desired == {"theme": "dark", "volume": 3}
+    assert s.end_local("r2") and not s.end_local("r2")
+    assert s.reported() == {"theme": "dark", "volume": 7}
+    s.end_local("r1")
+    assert s.reported() == s.desired
+
+
+def test_state_keeps_settings(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    st = replace(linked_state(), settings=state_file.SavedSettings({"theme": "dark"}, 5))
+    state_file.save(path, st)
+    assert state_file.load(path) == st
+    assert json.loads(path.read_text())["settings"] == {"desired": {"theme": "dark"}, "version": 5}
+    path.write_text(json.dumps({"settings": {"desired": [], "version": 1}}))
+    with pytest.raises(state_file.StateError):
+        state_file.load(path)
+
+
+# --- set: values, spool files -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("7", 7),
+        ("-1.5", -1.5),
+        ("true", True),
+        ("null", None),
+        ('{"a": [1, 2]}', {"a": [1, 2]}),
+        ("dark", "dark"),
+        ('"7"', "7"),
+        ("", ""),
+        ("NaN", "NaN"),
+        ("1e999", "1e999"),
+        ("{broken", "{broken"),
+    ],
+)
+def test_set_value_parsing(text: str, value: Any) -> None:
+    assert parse_value(text) == value
+    assert type(parse_value(text)) is type(value)
+
+
+def test_set_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = str(tmp_path / "s.json")
+    assert main(["set", "--state", state]) == 2
+    assert main(["set", "--state", state, "novalue"]) == 2
+    assert main(["set", "--state", state, "=3"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_set_without_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["set", "--state", str(tmp_path / "none.json"), "volume=7", "--json"]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["error"] == "not_linked"
+
+
+def test_set_unreachable_broker_withdraws_the_change(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    st = linked_state()
+    assert st.mqtt is not None
+    state_file.save(path, replace(st, mqtt=replace(st.mqtt, port=free_port())))
+    events: list[dict[str, Any]] = []
+    assert press(path, {"volume": 7}, on_event=events.append) == 1
+    assert [e["error"] for e in events] == ["broker_unreachable"]
+    assert buttons.take_request(path) is None  # never sent later by a `run`
+
+
+def test_spool_is_first_in_first_out_and_withdrawable(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    for n in range(3):
+        buttons.append_request(path, buttons.ButtonRequest(f"r{n}", {"n": n}, 1.0))
+    with buttons.spool_path(path).open("ab") as f:
+        f.write(b"garbage\n")
+    assert buttons.withdraw_request(path, "r1")
+    assert not buttons.withdraw_request(path, "r1")
+    taken = [buttons.take_request(path) for _ in range(3)]
+    assert [t.request_id if t else None for t in taken] == ["r0", "r2", None]
+
+
+def test_done_file_finds_outcomes_and_stays_small(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    assert buttons.find_outcome(path, "x") is None
+    for n in range(2000):
+        buttons.record_outcome(path, {"request_id": f"r{n}", "ok": True, "version": n})
+    assert buttons.find_outcome(path, "r1999") == {"request_id": "r1999", "ok": True, "version": 1999}
+    assert buttons.done_path(path).stat().st_size <= buttons.MAX_DONE_BYTES
+
+
+def test_device_lock_is_exclusive_and_names_its_holder(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    first, second = buttons.DeviceLock(path), buttons.DeviceLock(path)
+    assert first.acquire("run")
+    assert not second.acquire("set")
+    assert second.holder() == (os.getpid(), "run")
+    first.release()
+    assert second.acquire("set")
+    second.release()
+
+
+def test_run_refuses_to_run_twice(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    state_file.save(path, linked_state())
+    lock = buttons.DeviceLock(path)
+    assert lock.acquire("run")
+    try:
+        events: list[dict[str, Any]] = []
+        assert run(path, on_event=events.append, stop=threading.Event()) == 1
+        assert [e["error"] for e in events] == ["already_running"]
+    finally:
+        lock.release()
+
+
+def test_human_printer_settings_events() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    printer = HumanPrinter(out, err)
+    printer({"event": "settings", "desired": {"theme": "dark", "volume": 7}, "version": 4})
+    printer({"event": "set_ok", "request_id": "abc", "version": 5})
+    printer({"event": "error", "error": "not_owned", "error_description": "theme: account-wide"})
+    text = out.getvalue()
+    assert 'version 4: theme="dark", volume=7' in text
+    assert "version 5" in text
+    assert "not_owned" in err.getvalue()
