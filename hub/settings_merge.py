@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 MAX_DOCUMENT_BYTES = 8192  # AWS IoT shadows allow 8 KB for desired + reported
@@ -115,7 +116,7 @@ def _check(value: object, path: str, *, depth: int, allow_null: bool) -> None:
             _check(item, f"{path}[{index}]", depth=depth + 1, allow_null=False)
     elif value is None and not allow_null:
         raise SettingsError("invalid_request", f"{path}: null is only allowed in a change, to delete a key")
-    elif isinstance(value, float) and value != value:  # NaN never round-trips JSON
+    elif isinstance(value, float) and not math.isfinite(value):  # NaN and Infinity are not JSON
         raise SettingsError("invalid_request", f"{path}: not a JSON number")
 
 

@@ -135,7 +135,11 @@ class SettingsService:
                 for device in session.exec(select(Device).where(Device.account_id == account_id)).all():
                     shadow = self._shadow(session, device.device_id, preferences=old)
                     assert shadow is not None
-                    outbound += self._redesire(session, shadow, new, _load(shadow.settings_json))
+                    settings = _load(shadow.settings_json)
+                    # Refuse the whole change (nothing stored) rather than leave one
+                    # device with a document it may not hold.
+                    self._checked_document(effective(new, settings), f"the desired document of {device.name}")
+                    outbound += self._redesire(session, shadow, new, settings)
                 result = VersionedDocument(new, cache.version)
             self._send(outbound)
         self._outbox_changed()

@@ -6,6 +6,11 @@ linkhub account add NAME --password-stdin
 linkhub link approve CODE --account NAME
 linkhub link deny CODE
 linkhub devices [--json]
+linkhub settings set (--account NAME | --device ID) KEY=VALUE [KEY=VALUE ...]
+linkhub settings show (--account NAME | --device ID) [--json]
+
+A VALUE is JSON if it parses as JSON (7, true, "7", {"from": "22:00"}), else
+the text itself; KEY=null removes the key.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hub.accounts import AccountService
 from hub.config import (
@@ -30,9 +37,10 @@ from hub.config import (
     default_database_url,
     parse_broker_url,
 )
-from hub.errors import LinkHubError
+from hub.errors import LinkHubError, SettingsRefused
 from hub.store import make_engine
 from linkhub import control_client
+from web.values import parse_value, setting_rows, show_value, version_status, view_from_json
 
 
 def _env_int(name: str, default: int) -> int:
@@ -102,7 +110,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = commands.add_parser("devices", parents=[common], help="list linked devices")
     devices.add_argument("--json", action="store_true")
+
+    settings = commands.add_parser("settings", help="account preferences and a device's own settings")
+    settings_commands = settings.add_subparsers(dest="settings_command", required=True)
+    change = settings_commands.add_parser(
+        "set",
+        parents=[common],
+        help="change settings; every device of the account gets an account-wide change",
+        epilog='VALUE is JSON if it parses (7, true, "7", {"a": 1}), else text; KEY=null removes KEY.',
+    )
+    _settings_target(change)
+    change.add_argument("changes", nargs="+", type=_assignment, metavar="KEY=VALUE")
+    show = settings_commands.add_parser("show", parents=[common], help="show settings")
+    _settings_target(show)
+    show.add_argument("--json", action="store_true")
     return parser
+
+
+def _settings_target(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--account", metavar="NAME", help="an account's preferences (all its devices)")
+    target.add_argument("--device", metavar="ID", help="one device's own settings (they win on it)")
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    """KEY=VALUE from the command line; split at the first `=`, so values may hold `=`."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), parse_value(value)
+    except SettingsRefused as exc:
+        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -123,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _link_decision(args)
             case "devices":
                 return _devices(args)
+            case "settings":
+                return _settings(args)
     except LinkHubError as exc:
         print(f"linkhub: {exc}", file=sys.stderr)
         return 1
@@ -196,3 +237,124 @@ def _devices(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _settings(args: argparse.Namespace) -> int:
+    socket_path = _data_dir(args) / "hub.sock"
+    try:
+        if args.settings_command == "set":
+            changes = dict(args.changes)
+            if args.account:
+                _set_account_settings(socket_path, args.account, changes)
+            else:
+                _set_device_settings(socket_path, args.device, changes)
+        elif args.account:
+            _show_account_settings(socket_path, args.account, as_json=args.json)
+        else:
+            _show_device_settings(socket_path, args.device, as_json=args.json)
+    except control_client.ControlError as exc:
+        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
+        return 1
+    return 0
+
+
+_ABSENT = object()
+
+
+def _changed_lines(changes: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per key asked for: what it was and what it is now.
+
+    Read back from the hub's answer rather than echoed from the command line: a
+    merge patch merges objects, so the new value may be more than what was typed.
+    """
+    lines = []
+    for key in changes:
+        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if before is _ABSENT and after is _ABSENT:
+            lines.append(f"  {key}: not set, nothing to remove")
+        elif after is _ABSENT:
+            lines.append(f"  {key}: removed (was {show_value(before)})")
+        elif before is _ABSENT:
+            lines.append(f"  {key}: {show_value(after)} (new)")
+        elif show_value(before) == show_value(after):
+            lines.append(f"  {key}: unchanged, {show_value(after)}")
+        else:
+            lines.append(f"  {key}: {show_value(before)} -> {show_value(after)}")
+    return lines
+
+
+def _set_account_settings(socket_path: Path, account: str, changes: dict[str, Any]) -> None:
+    before = control_client.call(socket_path, "GET", f"/v1/settings/account/{_quote(account)}")
+    after = control_client.call(
+        socket_path, "POST", "/v1/settings/account", {"account": account, "changes": changes}
+    )
+    if after["version"] == before["version"]:
+        print(f"{after['account']}'s preferences: nothing changed (version {after['version']})")
+    else:
+        print(
+            f"{after['account']}'s preferences are now version {after['version']}; "
+            "every device of the account gets the change:"
+        )
+    print("\n".join(_changed_lines(changes, before["document"], after["document"])))
+
+
+def _set_device_settings(socket_path: Path, device_id: str, changes: dict[str, Any]) -> None:
+    before = control_client.call(socket_path, "GET", f"/v1/settings/device/{_quote(device_id)}")
+    after = control_client.call(
+        socket_path, "POST", "/v1/settings/device", {"device_id": device_id, "changes": changes}
+    )
+    version = after["desired_version"]
+    if version == before["desired_version"]:
+        print(f"{device_id}'s own settings: nothing changed (version {version})")
+    else:
+        print(f"{device_id}'s own settings changed; it now has version {version}:")
+    print("\n".join(_changed_lines(changes, before["settings"], after["settings"])))
+    print(f"device: {version_status(view_from_json(after))}")
+
+
+def _show_account_settings(socket_path: Path, account: str, *, as_json: bool) -> None:
+    current = control_client.call(socket_path, "GET", f"/v1/settings/account/{_quote(account)}")
+    if as_json:
+        print(json.dumps(current, indent=2, ensure_ascii=False))
+        return
+    print(f"{current['account']}'s preferences, version {current['version']}:")
+    if not current["document"]:
+        print("  (none)")
+    for key in sorted(current["document"]):
+        print(f"  {key} = {show_value(current['document'][key])}")
+
+
+def _show_device_settings(socket_path: Path, device_id: str, *, as_json: bool) -> None:
+    body = control_client.call(socket_path, "GET", f"/v1/settings/device/{_quote(device_id)}")
+    if as_json:
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+        return
+    view = view_from_json(body)
+    print(f"{view.device_id}: {version_status(view)}")
+    if view.reported_at_s is None:
+        print("last report: never")
+    else:
+        reported = datetime.fromtimestamp(view.reported_at_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(f"last report: {reported}")
+    rows = setting_rows(view)
+    if not rows:
+        print("no settings")
+        return
+    table = [("KEY", "DESIRED", "REPORTED", "SOURCE", "STATUS")] + [
+        (
+            row.key,
+            row.desired if row.desired is not None else "-",
+            row.reported if row.reported is not None else "-",
+            row.source,
+            "synced" if row.synced else "pending",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _quote(segment: str) -> str:
+    """A name as one URL path segment: account names may hold spaces or slashes."""
+    return urllib.parse.quote(segment, safe="")

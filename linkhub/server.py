@@ -56,6 +56,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             WebConfig(secret_key=_secret(config.data_dir / "web-secret")),
             links=hub.links,
             accounts=hub.accounts,
+            settings=hub.settings,
         )
         try:
             web_server = create_server(web_app, host=config.http_host, port=config.http_port, threads=8)
@@ -68,7 +69,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         control_path = config.control_socket
         if control_path.exists():
             control_path.unlink()
-        control_app = create_control_app(links=hub.links, accounts=hub.accounts)
+        control_app = create_control_app(links=hub.links, accounts=hub.accounts, settings=hub.settings)
         servers.append(create_server(control_app, unix_socket=str(control_path), unix_socket_perms="600"))
         for server in servers:
             threading.Thread(target=server.run, name="http", daemon=True).start()

@@ -250,3 +250,16 @@ def test_pending_changes_survive_a_hub_restart(make_hub: HubFactory, tmp_path: P
         '{"theme": "dark"}',
         '{"locale": "en_GB"}',
     ]
+
+
+def test_a_preference_that_would_overfill_a_device_is_refused_whole(
+    hub: Hub, lamp: DeviceClient, account_id: int
+) -> None:
+    from hub.errors import SettingsRefused
+
+    hub.settings.set_device_settings(lamp.device_id, {"notes": "x" * 5000}, origin="test")
+    before = hub.settings.preferences(account_id)
+    with pytest.raises(SettingsRefused) as info:
+        hub.settings.set_preferences(account_id, {"wallpaper": "y" * 5000}, origin="test")
+    assert info.value.code == "payload_too_large" and "Lamp 0" in str(info.value)
+    assert hub.settings.preferences(account_id) == before

@@ -110,3 +110,8 @@ def test_a_change_based_on_a_stale_version_conflicts_only_on_keys_changed_since(
     assert conflicting_keys({"volume": 1, "theme": "x"}, key_versions, base_version=5) == ["volume"]
     assert conflicting_keys({"volume": 1}, key_versions, base_version=7) == []
     assert conflicting_keys({"new": 1}, key_versions, base_version=0) == []
+
+
+def test_infinity_is_not_a_json_number() -> None:
+    with pytest.raises(SettingsError):
+        validate_document({"a": float("inf")})

@@ -57,8 +57,15 @@ def devices(broker: RunningBroker) -> Iterator[Callable[..., BootstrapDevice]]:
 
 def web_app(hub: Hub, clock: Callable[[], float] = time.time) -> Flask:
     return create_app(
-        WebConfig(secret_key="test", testing=True, clock=clock), links=hub.links, accounts=hub.accounts
+        WebConfig(secret_key="test", testing=True, clock=clock),
+        links=hub.links,
+        accounts=hub.accounts,
+        settings=hub.settings,
     )
+
+
+def control_app(hub: Hub) -> Flask:
+    return create_control_app(links=hub.links, accounts=hub.accounts, settings=hub.settings)
 
 
 def token(response: TestResponse) -> str:
@@ -440,7 +447,7 @@ def test_devices_show_only_the_signed_in_accounts_devices(
 
 
 def test_control_approves_by_code_and_account_name(hub: Hub, devices: Callable[..., BootstrapDevice]) -> None:
-    control = create_control_app(links=hub.links, accounts=hub.accounts).test_client()
+    control = control_app(hub).test_client()
     created = control.post("/v1/accounts", json={"name": OWNER, "password": PASSWORD})
     assert created.status_code == 201
     account = hub.accounts.find(OWNER)
@@ -471,7 +478,7 @@ def test_control_approves_by_code_and_account_name(hub: Hub, devices: Callable[.
 def test_control_refuses_an_unknown_account_and_keeps_the_code(
     hub: Hub, devices: Callable[..., BootstrapDevice]
 ) -> None:
-    control = create_control_app(links=hub.links, accounts=hub.accounts).test_client()
+    control = control_app(hub).test_client()
     device = devices()
     pending = device.request()
     response = control.post("/v1/link/approve", json={"code": pending.user_code, "account": "nobody"})
@@ -486,7 +493,7 @@ def test_control_refuses_an_unknown_account_and_keeps_the_code(
 
 
 def test_control_reports_bad_input_as_json(hub: Hub) -> None:
-    control = create_control_app(links=hub.links, accounts=hub.accounts).test_client()
+    control = control_app(hub).test_client()
     short = control.post("/v1/accounts", json={"name": OWNER, "password": "short"})
     assert short.status_code == 400 and short.get_json()["error"] == "account_error"
     assert "8 characters" in short.get_json()["message"]

@@ -1,4 +1,5 @@
-"""LinkHub's web pages: where a person signs in and approves a device's code.
+"""LinkHub's web pages: where a person signs in, approves a device's code and
+changes the settings the hub sends to the account's devices.
 
 The pages reach the hub only through the service objects handed to
 `create_app`, so they run the same against the daemon and in tests.
@@ -11,9 +12,10 @@ from datetime import timedelta
 from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from hub.accounts import AccountService
+from hub.account_directory import AccountDirectory
 from hub.link_service import LinkService
-from web import auth, devices, link, timefmt
+from hub.settings_service import SettingsService
+from web import auth, devices, link, preferences, timefmt
 from web.config import WebConfig
 from web.services import WebServices, install, services
 
@@ -31,7 +33,9 @@ _SECURITY_HEADERS = {
 }
 
 
-def create_app(config: WebConfig, *, links: LinkService, accounts: AccountService) -> Flask:
+def create_app(
+    config: WebConfig, *, links: LinkService, accounts: AccountDirectory, settings: SettingsService
+) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=config.secret_key,
@@ -45,13 +49,14 @@ def create_app(config: WebConfig, *, links: LinkService, accounts: AccountServic
         PERMANENT_SESSION_LIFETIME=timedelta(days=30),
         MAX_CONTENT_LENGTH=64 * 1024,
     )
-    install(app, WebServices(links=links, accounts=accounts, clock=config.clock))
+    install(app, WebServices(links=links, accounts=accounts, settings=settings, clock=config.clock))
     CSRFProtect(app)
     timefmt.register(app)
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(link.bp)
     app.register_blueprint(devices.bp)
+    app.register_blueprint(preferences.bp)
 
     @app.after_request
     def security_headers(response: Response) -> Response:

@@ -3,7 +3,8 @@
 It is served only on a unix socket in the hub's data directory, so it has no
 sign-in and no CSRF: whoever may open that socket (its file permissions) may
 run the hub anyway. Answers are JSON; errors are `{"error", "message"}` with a
-stable `error` the CLI can switch on.
+stable `error` the CLI can switch on (a refused settings change: its protocol
+error code, e.g. `payload_too_large`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,26 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from hub.accounts import AccountService
-from hub.errors import AccountError, LinkDecisionError, LinkHubError
+from hub.account_directory import AccountDirectory, AccountView
+from hub.errors import AccountError, LinkDecisionError, LinkHubError, SettingsRefused
 from hub.link_service import LinkService
+from hub.settings_service import SettingsService
 from web.link import status_for
+from web.values import non_finite_path, view_json
 
 JsonReply = tuple[BaseResponse, int]
 
 
 class _BadRequest(Exception):
     """A request body the CLI should never send; reported, not raised further."""
+
+
+class _NotFound(Exception):
+    """An account or device the request names does not exist; `reason` says which."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _error(reason: str, message: str, status: int) -> JsonReply:
@@ -46,17 +57,32 @@ def _text(body: dict[str, Any], key: str) -> str:
     return value
 
 
-def create_control_app(*, links: LinkService, accounts: AccountService) -> Flask:
+def _changes(body: dict[str, Any]) -> dict[str, Any]:
+    changes = body.get("changes")
+    if not isinstance(changes, dict):
+        raise _BadRequest("'changes' must be a JSON object (a merge patch; null deletes a key)")
+    # Flask's JSON parser accepts NaN and Infinity; no device could read them back.
+    where = non_finite_path(changes)
+    if where:
+        raise SettingsRefused("invalid_request", f"{where}: not a JSON number")
+    return changes
+
+
+def create_control_app(*, links: LinkService, accounts: AccountDirectory, settings: SettingsService) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+
+    def account_named(name: str) -> AccountView:
+        account = accounts.find(name)
+        if account is None:
+            raise _NotFound("unknown_account", f"There is no account named {name!r}.")
+        return account
 
     @app.post("/v1/link/approve")
     def approve() -> JsonReply:
         body = _body()
         code, account_name = _text(body, "code"), _text(body, "account")
-        account = accounts.find(account_name)
-        if account is None:
-            return _error("unknown_account", f"There is no account named {account_name!r}.", 404)
+        account = account_named(account_name)
         device = links.approve(code, account.id)
         return jsonify(
             device_id=device.device_id, name=device.name, model=device.model, account=account.name
@@ -87,9 +113,45 @@ def create_control_app(*, links: LinkService, accounts: AccountService) -> Flask
         account = accounts.create(_text(body, "name"), _text(body, "password"))
         return jsonify(id=account.id, name=account.name, is_owner=account.is_owner), 201
 
+    @app.get("/v1/settings/account/<path:name>")  # account names may hold a slash
+    def account_settings(name: str) -> JsonReply:
+        account = account_named(name)
+        current = settings.preferences(account.id)
+        return jsonify(account=account.name, document=current.document, version=current.version), 200
+
+    @app.post("/v1/settings/account")
+    def change_account_settings() -> JsonReply:
+        body = _body()
+        account = account_named(_text(body, "account"))
+        changed = settings.set_preferences(account.id, _changes(body), origin="cli")
+        return jsonify(account=account.name, document=changed.document, version=changed.version), 200
+
+    @app.get("/v1/settings/device/<device_id>")
+    def device_settings(device_id: str) -> JsonReply:
+        view = settings.device_view(device_id)
+        if view is None:
+            raise _NotFound("unknown_device", f"There is no linked device {device_id!r}.")
+        return jsonify(view_json(view)), 200
+
+    @app.post("/v1/settings/device")
+    def change_device_settings() -> JsonReply:
+        body = _body()
+        view = settings.set_device_settings(_text(body, "device_id"), _changes(body), origin="cli")
+        return jsonify(view_json(view)), 200
+
     @app.errorhandler(_BadRequest)
     def bad_request(exc: _BadRequest) -> JsonReply:
         return _error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
+
+    @app.errorhandler(_NotFound)
+    def not_found(exc: _NotFound) -> JsonReply:
+        return _error(exc.reason, str(exc), HTTPStatus.NOT_FOUND)
+
+    @app.errorhandler(SettingsRefused)
+    def settings_refused(exc: SettingsRefused) -> JsonReply:
+        # The service says "unknown_device" for a device that is not linked (any more).
+        status = HTTPStatus.NOT_FOUND if exc.code == "unknown_device" else HTTPStatus.BAD_REQUEST
+        return _error(str(exc.code), str(exc), status)
 
     @app.errorhandler(LinkDecisionError)
     def decision_refused(exc: LinkDecisionError) -> JsonReply:

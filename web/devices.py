@@ -1,18 +1,27 @@
-"""The signed-in account's devices, as a page and as JSON for scripts on the LAN."""
+"""The signed-in account's devices, as pages and as JSON for scripts on the LAN.
+
+An account sees and changes only its own devices: another account's device is
+a 404, the same answer as a device that does not exist, so a device id alone
+reveals nothing.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Blueprint, g, jsonify, render_template
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.errors import SettingsRefused
 from hub.link_service import DeviceView
+from hub.settings_service import DeviceSettingsView
 from web.auth import login_required
 from web.services import services
+from web.values import setting_rows, typed_change, version_status, view_json
 
 bp = Blueprint("devices", __name__)
 
@@ -36,10 +45,25 @@ def api_login_required(view: Callable[P, R]) -> Callable[P, R | tuple[BaseRespon
     return wrapped
 
 
+def own_device(device_id: str) -> tuple[DeviceView, DeviceSettingsView] | None:
+    """The signed-in account's device and its settings, or None if it is not theirs.
+
+    Ownership is checked before the settings service is asked, so looking at
+    someone else's device id never even creates its settings record.
+    """
+    found = [d for d in services().links.list_devices(g.account.id) if d.device_id == device_id]
+    if not found:
+        return None
+    view = services().settings.device_view(device_id)
+    return (found[0], view) if view is not None and view.account_id == g.account.id else None
+
+
 @bp.get("/devices")
 @login_required
 def device_list() -> str:
-    return render_template("devices.html", devices=services().links.list_devices(g.account.id))
+    account_id = g.account.id
+    views = {view.device_id: view for view in services().settings.list_views(account_id)}
+    return render_template("devices.html", devices=services().links.list_devices(account_id), views=views)
 
 
 @bp.get("/api/v1/devices")
@@ -47,3 +71,71 @@ def device_list() -> str:
 def device_list_json() -> BaseResponse:
     devices = services().links.list_devices(g.account.id)
     return jsonify(devices=[device_json(d) for d in devices])
+
+
+def _device_page(
+    device: DeviceView,
+    view: DeviceSettingsView,
+    *,
+    key: str = "",
+    value: str = "",
+    error: str | None = None,
+    http: int = 200,
+) -> tuple[str, int]:
+    return (
+        render_template(
+            "device.html",
+            device=device,
+            view=view,
+            rows=setting_rows(view),
+            version_status=version_status(view),
+            key=key,
+            value=value,
+            error=error,
+        ),
+        http,
+    )
+
+
+@bp.get("/devices/<device_id>")
+@login_required
+def device_page(device_id: str) -> tuple[str, int]:
+    found = own_device(device_id)
+    if found is None:
+        abort(HTTPStatus.NOT_FOUND)
+    return _device_page(*found)
+
+
+@bp.post("/devices/<device_id>/settings")
+@login_required
+def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:
+    found = own_device(device_id)
+    if found is None:
+        abort(HTTPStatus.NOT_FOUND)
+    device, before = found
+    try:
+        after = services().settings.set_device_settings(device_id, typed_change(request.form), origin="web")
+    except SettingsRefused as exc:
+        return _device_page(
+            device,
+            before,
+            key=request.form.get("key", ""),
+            value=request.form.get("value", ""),
+            error=str(exc),
+            http=HTTPStatus.BAD_REQUEST,
+        )
+    if after.desired_version == before.desired_version:
+        flash("Nothing changed.")
+    else:
+        flash(f"Saved as version {after.desired_version}. {device.name} gets it when it is online.")
+    # Redirect after a post: reloading the page must not send the change again.
+    return redirect(url_for("devices.device_page", device_id=device_id), HTTPStatus.SEE_OTHER)
+
+
+@bp.get("/api/v1/devices/<device_id>/settings")
+@api_login_required
+def device_settings_json(device_id: str) -> BaseResponse | tuple[BaseResponse, int]:
+    found = own_device(device_id)
+    if found is None:
+        return jsonify(error="not_found", message="You have no device with that id."), 404
+    return jsonify(view_json(found[1]))

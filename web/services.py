@@ -9,8 +9,9 @@ from typing import cast
 
 from flask import Flask, current_app
 
-from hub.accounts import AccountService
+from hub.account_directory import AccountDirectory
 from hub.link_service import LinkService
+from hub.settings_service import SettingsService
 
 EXTENSION_KEY = "linkhub"
 
@@ -18,7 +19,8 @@ EXTENSION_KEY = "linkhub"
 @dataclass(frozen=True, slots=True)
 class WebServices:
     links: LinkService
-    accounts: AccountService
+    accounts: AccountDirectory
+    settings: SettingsService
     clock: Callable[[], float]
 
 

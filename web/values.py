@@ -1,0 +1,157 @@
+"""Settings values as people type and read them, shared by the pages, the control
+API and the CLI, so that `volume=7` means the number 7 wherever it is typed.
+
+A typed value is JSON if it parses as JSON, else the text itself: `7` is a
+number, `true` a boolean, `{"a": 1}` an object, `dark` the string "dark". JSON
+`null` deletes the key (a merge patch, RFC 7386). Plain functions, no request
+context, so the CLI uses them too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hub.errors import SettingsRefused
+from hub.settings_merge import JsonObject
+from hub.settings_service import DeviceSettingsView
+
+
+class _NotJson(ValueError):
+    """Text that is not strict JSON (NaN, Infinity, 1e999): kept as the text itself."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotJson(text)
+    return number
+
+
+def _no_constant(text: str) -> Any:
+    raise _NotJson(text)
+
+
+def parse_value(text: str) -> Any:
+    """The value a person meant: JSON if it is JSON, else the string as typed.
+
+    Python's json accepts NaN, Infinity and 1e999 (as inf), none of which a
+    device's JSON parser can read back; those stay strings. Nesting deep enough
+    to exhaust the parser is refused: as a string it would be stored silently.
+    """
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except (json.JSONDecodeError, _NotJson):
+        return text
+    except RecursionError:
+        raise SettingsRefused("invalid_request", "the value nests too deeply to read") from None
+
+
+def non_finite_path(value: Any, path: str = "changes") -> str | None:
+    """Where a JSON body from a client holds NaN or Infinity (Flask's parser lets them in)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = non_finite_path(item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]")
+        if found:
+            return found
+    return None
+
+
+def show_value(value: Any) -> str:
+    """A value as JSON, the way it would be typed back in."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def view_json(view: DeviceSettingsView) -> dict[str, Any]:
+    """A device's settings view for JSON clients: every field, plus `synced`."""
+    return dataclasses.asdict(view) | {"synced": view.synced}
+
+
+def view_from_json(body: dict[str, Any]) -> DeviceSettingsView:
+    """The view back from `view_json`, so the CLI shows it with the pages' own rules."""
+    names = [field.name for field in dataclasses.fields(DeviceSettingsView)]
+    return DeviceSettingsView(**{name: body[name] for name in names})
+
+
+def typed_change(form: Mapping[str, str]) -> JsonObject:
+    """The merge patch one settings form asks for: set `key` to `value`, or remove it.
+
+    Both the preferences page and a device's page post the same three fields
+    (`key`, `value`, `action`), so they read them here alike.
+    """
+    key = form.get("key", "").strip()
+    if not key:
+        raise SettingsRefused("invalid_request", "Name the setting to change.")
+    if form.get("action") == "remove":
+        return {key: None}
+    return {key: parse_value(form.get("value", ""))}
+
+
+# Where a desired value comes from (hub/settings_merge.py: the device's own wins).
+SOURCE_DEVICE = "this device's own setting"
+SOURCE_ACCOUNT = "account preference"
+SOURCE_REPORTED_ONLY = "reported by the device only"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingRow:
+    """One top-level key the hub wants or the device reports, ready to show."""
+
+    key: str
+    desired: str | None  # JSON text; None when the hub does not want the key
+    reported: str | None  # JSON text; None when the device does not report it
+    source: str
+    own: bool  # the device's own setting, which this page may remove
+    synced: bool
+
+
+def setting_rows(view: DeviceSettingsView) -> list[SettingRow]:
+    """Every key of desired and reported, so a key the device still runs after it
+    was removed shows up (pending) instead of silently disappearing.
+
+    A row is synced when both sides hold the same JSON: compared as JSON text,
+    since Python finds `True == 1` and a device reporting `1` for `true` is not.
+    """
+    reported = view.reported or {}
+    rows = []
+    for key in sorted(view.desired.keys() | reported.keys()):
+        if key in view.settings:
+            source = SOURCE_DEVICE
+        elif key in view.desired:
+            source = SOURCE_ACCOUNT
+        else:
+            source = SOURCE_REPORTED_ONLY
+        desired = show_value(view.desired[key]) if key in view.desired else None
+        shown = show_value(reported[key]) if key in reported else None
+        rows.append(
+            SettingRow(
+                key=key,
+                desired=desired,
+                reported=shown,
+                source=source,
+                own=key in view.settings,
+                synced=desired is not None and desired == shown,
+            )
+        )
+    return rows
+
+
+def version_status(view: DeviceSettingsView) -> str:
+    """Versions, not values, decide "synced": a device may run the right values by
+    chance, but only reporting the version says it has applied every change."""
+    if view.synced:
+        return "synced"
+    if view.applied_version is None:
+        return f"pending: the device has not reported any version of {view.desired_version} yet"
+    return f"pending: device runs version {view.applied_version} of {view.desired_version}"
