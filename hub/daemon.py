@@ -129,14 +129,15 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
+        # The sweeper first: it may be publishing, and must not wait on a closing connection.
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
         for part in (self._outbox, self._mqtt, self._admin):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:  # stopping must go on to the broker whatever happens
                     log.exception("while stopping")
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=5)
         if self.managed_broker is not None:
             self.managed_broker.stop()
         if self.engine is not None:
