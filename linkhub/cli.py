@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.accounts import AccountService
 from hub.config import (
     DEFAULT_CODE_LIFETIME_S,
     DEFAULT_HTTP_PORT,
@@ -38,9 +37,7 @@ from hub.config import (
     parse_broker_url,
 )
 from hub.errors import LinkHubError, SettingsRefused
-from hub.store import make_engine
 from linkhub import control_client
-from web.values import parse_value, setting_rows, show_value, version_status, view_from_json
 
 
 def _env_int(name: str, default: int) -> int:
@@ -134,12 +131,14 @@ def _settings_target(parser: argparse.ArgumentParser) -> None:
 
 
 def _assignment(text: str) -> tuple[str, Any]:
+    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
+
     """KEY=VALUE from the command line; split at the first `=`, so values may hold `=`."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        return key.strip(), parse_value(value)
+        return key.strip(), values.parse_value(value)
     except SettingsRefused as exc:
         raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
 
@@ -188,6 +187,9 @@ def _run_config(args: argparse.Namespace) -> HubConfig:
 
 
 def _account_add(args: argparse.Namespace) -> int:
+    from hub.accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+    from hub.store import make_engine
+
     password = sys.stdin.readline().rstrip("\r\n")
     data_dir = _data_dir(args)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +264,8 @@ _ABSENT = object()
 
 
 def _changed_lines(changes: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
+
     """One line per key asked for: what it was and what it is now.
 
     Read back from the hub's answer rather than echoed from the command line: a
@@ -273,13 +277,13 @@ def _changed_lines(changes: dict[str, Any], old: dict[str, Any], new: dict[str, 
         if before is _ABSENT and after is _ABSENT:
             lines.append(f"  {key}: not set, nothing to remove")
         elif after is _ABSENT:
-            lines.append(f"  {key}: removed (was {show_value(before)})")
+            lines.append(f"  {key}: removed (was {values.show_value(before)})")
         elif before is _ABSENT:
-            lines.append(f"  {key}: {show_value(after)} (new)")
-        elif show_value(before) == show_value(after):
-            lines.append(f"  {key}: unchanged, {show_value(after)}")
+            lines.append(f"  {key}: {values.show_value(after)} (new)")
+        elif values.show_value(before) == values.show_value(after):
+            lines.append(f"  {key}: unchanged, {values.show_value(after)}")
         else:
-            lines.append(f"  {key}: {show_value(before)} -> {show_value(after)}")
+            lines.append(f"  {key}: {values.show_value(before)} -> {values.show_value(after)}")
     return lines
 
 
@@ -299,6 +303,8 @@ def _set_account_settings(socket_path: Path, account: str, changes: dict[str, An
 
 
 def _set_device_settings(socket_path: Path, device_id: str, changes: dict[str, Any]) -> None:
+    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
+
     before = control_client.call(socket_path, "GET", f"/v1/settings/device/{_quote(device_id)}")
     after = control_client.call(
         socket_path, "POST", "/v1/settings/device", {"device_id": device_id, "changes": changes}
@@ -309,10 +315,12 @@ def _set_device_settings(socket_path: Path, device_id: str, changes: dict[str, A
     else:
         print(f"{device_id}'s own settings changed; it now has version {version}:")
     print("\n".join(_changed_lines(changes, before["settings"], after["settings"])))
-    print(f"device: {version_status(view_from_json(after))}")
+    print(f"device: {values.version_status(values.view_from_json(after))}")
 
 
 def _show_account_settings(socket_path: Path, account: str, *, as_json: bool) -> None:
+    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
+
     current = control_client.call(socket_path, "GET", f"/v1/settings/account/{_quote(account)}")
     if as_json:
         print(json.dumps(current, indent=2, ensure_ascii=False))
@@ -321,22 +329,24 @@ def _show_account_settings(socket_path: Path, account: str, *, as_json: bool) ->
     if not current["document"]:
         print("  (none)")
     for key in sorted(current["document"]):
-        print(f"  {key} = {show_value(current['document'][key])}")
+        print(f"  {key} = {values.show_value(current['document'][key])}")
 
 
 def _show_device_settings(socket_path: Path, device_id: str, *, as_json: bool) -> None:
+    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
+
     body = control_client.call(socket_path, "GET", f"/v1/settings/device/{_quote(device_id)}")
     if as_json:
         print(json.dumps(body, indent=2, ensure_ascii=False))
         return
-    view = view_from_json(body)
-    print(f"{view.device_id}: {version_status(view)}")
+    view = values.view_from_json(body)
+    print(f"{view.device_id}: {values.version_status(view)}")
     if view.reported_at_s is None:
         print("last report: never")
     else:
         reported = datetime.fromtimestamp(view.reported_at_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         print(f"last report: {reported}")
-    rows = setting_rows(view)
+    rows = values.setting_rows(view)
     if not rows:
         print("no settings")
         return
