@@ -2,6 +2,8 @@
 
 linkhub run [--data-dir DIR] [--http-host H] [--http-port N] [--mqtt-port N]
             [--broker mqtt://ADMIN:PASS@HOST:PORT] [--no-mdns]
+                [--account-service URL --account-service-token-file FILE]
+    linkhub account-service [--data-dir DIR] [--host H] [--port N]
 linkhub account add NAME --password-stdin
 linkhub link approve CODE --account NAME
 linkhub link deny CODE
@@ -36,7 +38,7 @@ from hub.config import (
     default_database_url,
     parse_broker_url,
 )
-from hub.errors import LinkHubError, SettingsRefused
+from hub.errors import ConfigError, LinkHubError, SettingsRefused
 from linkhub import control_client
 
 
@@ -87,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-interval", type=int, default=_env_int("LINKHUB_POLL_INTERVAL_S", DEFAULT_POLL_INTERVAL_S)
     )
     run.add_argument("--no-mdns", action="store_true", help="do not advertise the hub over mDNS")
+    run.add_argument(
+        "--account-service",
+        default=os.environ.get("LINKHUB_ACCOUNT_SERVICE"),
+        metavar="URL",
+        help="use an account service run on its own (`linkhub account-service`) instead of the built-in one",
+    )
+    run.add_argument(
+        "--account-service-token-file",
+        type=Path,
+        default=os.environ.get("LINKHUB_ACCOUNT_SERVICE_TOKEN_FILE"),
+        metavar="FILE",
+        help="the file holding that service's bearer token (its DATA/account-service-token)",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
 
     account = commands.add_parser("account", help="household accounts")
@@ -104,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--account", required=True, help="the account the device is linked to")
     deny = link_commands.add_parser("deny", parents=[common])
     deny.add_argument("code")
+
+    service = commands.add_parser(
+        "account-service", parents=[common], help="run the account service on its own (HTTP JSON API)"
+    )
+    service.add_argument("--host", default="127.0.0.1", help="where to listen (default: this machine only)")
+    service.add_argument("--port", type=int, default=_env_int("LINKHUB_ACCOUNT_SERVICE_PORT", 8081))
 
     devices = commands.add_parser("devices", parents=[common], help="list linked devices")
     devices.add_argument("--json", action="store_true")
@@ -151,6 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         match args.command:
+            case "account-service":
+                from linkhub.account_server import run_account_service
+
+                data_dir = _data_dir(args)
+                return run_account_service(
+                    data_dir, args.database_url or default_database_url(data_dir), args.host, args.port
+                )
             case "run":
                 from linkhub.server import run_hub
 
@@ -169,6 +197,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _account_service_token(args: argparse.Namespace) -> str | None:
+    if args.account_service is None:
+        return None
+    if args.account_service_token_file is None:
+        raise ConfigError("--account-service needs --account-service-token-file FILE (the service's token)")
+    try:
+        return args.account_service_token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the account service token: {exc}") from None
+
+
 def _run_config(args: argparse.Namespace) -> HubConfig:
     data_dir = _data_dir(args)
     return HubConfig(
@@ -183,23 +222,38 @@ def _run_config(args: argparse.Namespace) -> HubConfig:
         code_lifetime_s=args.code_lifetime,
         poll_interval_s=args.poll_interval,
         mdns=not args.no_mdns,
+        account_service_url=args.account_service,
+        account_service_token=_account_service_token(args),
     )
 
 
 def _account_add(args: argparse.Namespace) -> int:
-    from hub.accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
-    from hub.store import make_engine
-
+    """Through the running hub if there is one (so a separate account service is
+    used when the hub uses one); otherwise straight into the built-in one."""
     password = sys.stdin.readline().rstrip("\r\n")
     data_dir = _data_dir(args)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(args.database_url or default_database_url(data_dir))
-    try:
-        account = AccountService(engine, time.time).create(args.name, password)
-    finally:
-        engine.dispose()
-    role = "owner" if account.is_owner else "member"
-    print(f"account {account.name!r} created ({role})")
+    socket_path = data_dir / "hub.sock"
+    if socket_path.exists():
+        try:
+            created = control_client.call(
+                socket_path, "POST", "/v1/accounts", {"name": args.name, "password": password}
+            )
+        except control_client.ControlError as exc:
+            print(f"linkhub: {exc}", file=sys.stderr)
+            return 1
+        name, is_owner = created["name"], created["is_owner"]
+    else:
+        from hub.accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+        from hub.store import make_engine
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(args.database_url or default_database_url(data_dir))
+        try:
+            account = AccountService(engine, time.time).create(args.name, password)
+        finally:
+            engine.dispose()
+        name, is_owner = account.name, account.is_owner
+    print(f"account {name!r} created ({'owner' if is_owner else 'member'})")
     return 0
 
 

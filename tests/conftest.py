@@ -114,6 +114,8 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
         clock: Callable[[], float] | None = None,
         code_lifetime_s: int = 900,
         poll_interval_s: int = 1,
+        account_service_url: str | None = None,
+        account_service_token: str | None = None,
     ) -> Hub:
         data_dir = data_dir or tmp_path / "hub"
         config = HubConfig(
@@ -124,6 +126,8 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
             code_lifetime_s=code_lifetime_s,
             poll_interval_s=poll_interval_s,
             mdns=False,
+            account_service_url=account_service_url,
+            account_service_token=account_service_token,
         )
         hub = Hub(config, clock=clock) if clock else Hub(config)
         hub.start()

@@ -1,0 +1,131 @@
+"""Nothing lost when the account service is away: it runs as its own process
+(`linkhub account-service`), is killed in the middle of a stream of changes and
+started again, the hub restarts in between, and every change still arrives at
+the service exactly once and in order."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import HubFactory, RunningBroker, free_port
+from device_doubles import DeviceThread
+
+from hub.account_client import RemoteAccountService
+from hub.account_directory import ChangeKind
+
+LINKHUB = str(Path(sys.executable).parent / "linkhub")
+
+
+class AccountServiceProcess:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "account-service-token").read_text().strip()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [LINKHUB, "account-service", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("LinkHub account service on"), line
+
+    def kill(self) -> None:
+        """As a crash would: no chance to finish anything."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[AccountServiceProcess]:
+    running = AccountServiceProcess(tmp_path / "accounts")
+    running.start()
+    yield running
+    running.stop()
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_changes_survive_an_account_service_outage_and_a_hub_restart(
+    make_hub: HubFactory, broker: RunningBroker, service: AccountServiceProcess, tmp_path: Path
+) -> None:
+    def start_hub():  # type: ignore[no-untyped-def]
+        return make_hub(
+            data_dir=tmp_path / "hub", account_service_url=service.url, account_service_token=service.token
+        )
+
+    hub = start_hub()
+    # Accounts, and so sign-in, live in the separate service now.
+    account = hub.accounts.create("alice", "correct horse battery")
+    remote = RemoteAccountService(service.url, service.token)
+    assert remote.authenticate("alice", "correct horse battery") == account
+    device = DeviceThread(broker.port, tmp_path / "lamp.json").start()
+    hub.links.approve(device.wait_code(), account.id)
+    assert device.join() == 0
+    device_id = device.saved_state()["device_id"]
+
+    made: list[tuple[ChangeKind, dict]] = []
+
+    def change(step: int) -> None:
+        if step % 3 == 0:
+            hub.settings.set_preferences(account.id, {"round": step}, origin="web")
+            made.append((ChangeKind.PREFERENCES, {"round": step}))
+        else:
+            hub.settings.set_device_settings(device_id, {"step": step}, origin="cli")
+            made.append((ChangeKind.DEVICE_SETTINGS, {"step": step}))
+
+    for step in range(10):
+        change(step)
+    service.kill()
+    for step in range(10, 20):
+        change(step)
+    # The devices did not wait for the account service: local first.
+    assert hub.settings.device_view(device_id).settings == {"step": 19}
+    assert hub.outbox.pending() > 0
+
+    hub.stop()  # and the hub restarts while the service is still away
+    hub = start_hub()
+    for step in range(20, 30):
+        change(step)
+    service.start()
+    wait_until(lambda: hub.outbox.pending() == 0, 60, "the outbox to drain")
+
+    arrived = [logged.change for logged in remote.changes()]
+    assert [(c.kind, c.patch) for c in arrived] == made  # every change, in order
+    assert len({c.change_id for c in arrived}) == len(arrived) == 30  # once each
+    assert remote.preferences(account.id).document == {"round": 27}
+    assert remote.device_settings(device_id).document == {"step": 29}
+    versions = [c.version for c in arrived if c.kind is ChangeKind.DEVICE_SETTINGS]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
