@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,16 @@ from hub.daemon import Hub
 POSTGRES_ADMIN_URL = os.environ.get(
     "LINKHUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 15, what: str = "condition") -> None:
+    """Poll a condition with a bound: for things that happen on other threads or processes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HubFactory, RunningBroker, free_port
+from conftest import HubFactory, RunningBroker, free_port, wait_until
 from device_doubles import DeviceThread
 
 from hub.account_client import RemoteAccountService
@@ -69,15 +68,6 @@ def service(tmp_path: Path) -> Iterator[AccountServiceProcess]:
     running.stop()
 
 
-def wait_until(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_changes_survive_an_account_service_outage_and_a_hub_restart(
     make_hub: HubFactory, broker: RunningBroker, service: AccountServiceProcess, tmp_path: Path
 ) -> None:
@@ -120,7 +110,7 @@ def test_changes_survive_an_account_service_outage_and_a_hub_restart(
     for step in range(20, 30):
         change(step)
     service.start()
-    wait_until(lambda: hub.outbox.pending() == 0, 60, "the outbox to drain")
+    wait_until(lambda: hub.outbox.pending() == 0, 60, what="the outbox to drain")
 
     arrived = [logged.change for logged in remote.changes()]
     assert [(c.kind, c.patch) for c in arrived] == made  # every change, in order

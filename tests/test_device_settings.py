@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningBroker
+from conftest import RunningBroker, wait_until
 from device_doubles import DeviceThread
 
 from firmware_sim import cli
@@ -62,14 +62,6 @@ class RunThread:
         return self.exit_code
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def settings_event(version: int | None = None) -> Callable[[Event], bool]:
     return lambda e: e["event"] == "settings" and (version is None or e["version"] == version)
 
@@ -87,7 +79,7 @@ def wait_synced(hub: Hub, device_id: str) -> DeviceSettingsView:
         v = view(hub, device_id)
         return v.applied_version == v.desired_version and v.reported == v.desired
 
-    wait_until(synced, "the device to report the desired document")
+    wait_until(synced, what="the device to report the desired document")
     return view(hub, device_id)
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FakeClock, HubFactory, RunningBroker, start_broker
+from conftest import FakeClock, HubFactory, RunningBroker, start_broker, wait_until
 from device_doubles import DeviceThread, RawClient, bootstrap_client, new_reply_topic
 
 from hub import protocol
@@ -21,15 +21,6 @@ from hub.protocol import DeviceInfo, ErrorCode, ErrorReply, LinkRequest, Pending
 
 def owner(hub: Hub, name: str = "alice") -> int:
     return hub.accounts.create(name, "correct horse battery").id
-
-
-def wait_until(predicate, timeout_s: float = 10, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("mqtt5", [True, False], ids=["mqtt5", "mqtt311"])

@@ -7,25 +7,15 @@ import json
 import queue
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import HubFactory, RunningBroker
+from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import DeviceThread, RawClient
 
 from hub import protocol
 from hub.account_directory import ChangeKind
 from hub.daemon import Hub
 from hub.protocol import DeviceReply, SettingsDesired, SettingsGet, SettingsReported, SettingsSet
-
-
-def wait_until(predicate: Any, timeout_s: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def link_devices(hub: Hub, broker: RunningBroker, directory: Path, account_id: int, count: int) -> list[dict]:

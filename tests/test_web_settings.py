@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, HubFactory, RunningBroker, free_port
+from conftest import FakeClock, HubFactory, RunningBroker, free_port, wait_until
 from device_doubles import DeviceThread, RawClient
 from flask.testing import FlaskClient
 from test_shell_path import RunningHub, device_link, events, read_lines_until, run_command
@@ -37,14 +37,6 @@ HUGE = "x" * 9000  # the limit is 8 KB
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def link(hub: Hub, broker: RunningBroker, state: Path, account_id: int, name: str) -> dict[str, Any]:
@@ -274,7 +266,7 @@ def test_the_device_page_shows_pending_until_the_device_reports(
     assert api["synced"] is False and api["desired"] == {"brightness": 70} and api["reported"] is None
 
     report(broker, lamp, first.desired_version, first.desired)
-    wait_until(lambda: view(hub, lamp_id).synced, "the report to be recorded")
+    wait_until(lambda: view(hub, lamp_id).synced, what="the report to be recorded")
 
     clock.advance(125)
     synced = client.get(f"/devices/{lamp_id}")
@@ -299,7 +291,7 @@ def test_the_device_page_shows_pending_until_the_device_reports(
 
     # A key the device still runs after it was removed shows as pending, not gone.
     report(broker, lamp, newer.desired_version, newer.desired | {"old": 1})
-    wait_until(lambda: view(hub, lamp_id).applied_version == newer.desired_version, "the second report")
+    wait_until(lambda: view(hub, lamp_id).applied_version == newer.desired_version, what="the second report")
     leftover = row_of(client.get(f"/devices/{lamp_id}"), "old")
     assert leftover["source"] == "reported by the device only" and leftover["row-status"] == "pending"
 

@@ -20,12 +20,10 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response as BaseResponse
 
 from hub.account_directory import AccountDirectory, AccountView, SettingsChange, VersionedDocument
 from hub.errors import AccountError, LinkHubError
-
-JsonReply = tuple[BaseResponse, int]
+from web.json_api import BadRequest, JsonReply, http_error, json_body, json_error
 
 MAX_BODY_BYTES = 64 * 1024
 # One answer to GET /v1/changes holds at most this many; a reader asks again
@@ -40,27 +38,12 @@ _MAX_ORIGIN = 16
 log = logging.getLogger(__name__)
 
 
-class _BadRequest(Exception):
-    """A request the hub's client never sends; reported, not raised further."""
-
-
-def _error(reason: str, message: str, status: int) -> JsonReply:
-    return jsonify(error=reason, message=message), status
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise _BadRequest("the body must be a JSON object")
-    return body
-
-
 def _string(body: dict[str, Any], key: str) -> str:
     # Empty strings pass: whether "" is an acceptable name or password is the
     # directory's decision, so the local and remote services answer alike.
     value = body.get(key)
     if not isinstance(value, str):
-        raise _BadRequest(f"{key!r} must be a string")
+        raise BadRequest(f"{key!r} must be a string")
     return value
 
 
@@ -71,26 +54,26 @@ def _int_arg(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise _BadRequest(f"{name!r} must be an integer") from None
+        raise BadRequest(f"{name!r} must be an integer") from None
 
 
 def _change(body: dict[str, Any]) -> SettingsChange:
     try:
         change = SettingsChange.from_json(body)
     except KeyError as exc:
-        raise _BadRequest(f"not a settings change: {exc.args[0]!r} is missing") from None
+        raise BadRequest(f"not a settings change: {exc.args[0]!r} is missing") from None
     except (ValueError, TypeError) as exc:
-        raise _BadRequest(f"not a settings change: {exc}") from None
+        raise BadRequest(f"not a settings change: {exc}") from None
     if type(body["account_id"]) is not int:
-        raise _BadRequest("account_id must be an integer")
+        raise BadRequest("account_id must be an integer")
     if not isinstance(body["change_id"], str) or not 0 < len(change.change_id) <= _MAX_CHANGE_ID:
-        raise _BadRequest(f"change_id must be a string of 1-{_MAX_CHANGE_ID} characters")
+        raise BadRequest(f"change_id must be a string of 1-{_MAX_CHANGE_ID} characters")
     if change.device_id is not None and (
         not isinstance(change.device_id, str) or len(change.device_id) > _MAX_DEVICE_ID
     ):
-        raise _BadRequest(f"device_id must be a string of at most {_MAX_DEVICE_ID} characters")
+        raise BadRequest(f"device_id must be a string of at most {_MAX_DEVICE_ID} characters")
     if len(change.origin) > _MAX_ORIGIN:
-        raise _BadRequest(f"origin must be at most {_MAX_ORIGIN} characters")
+        raise BadRequest(f"origin must be at most {_MAX_ORIGIN} characters")
     return change
 
 
@@ -105,7 +88,7 @@ def _document(document: VersionedDocument) -> dict[str, Any]:
 def _no_account() -> JsonReply:
     # A distinct code, so the client can tell "no such account" from a URL
     # that does not lead to an account service at all (plain not_found).
-    return _error("unknown_account", "There is no such account.", HTTPStatus.NOT_FOUND)
+    return json_error("unknown_account", "There is no such account.", HTTPStatus.NOT_FOUND)
 
 
 def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
@@ -126,7 +109,9 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if hmac.compare_digest(given, expected):
             return None
-        reply, status = _error("unauthorized", "A valid bearer token is required.", HTTPStatus.UNAUTHORIZED)
+        reply, status = json_error(
+            "unauthorized", "A valid bearer token is required.", HTTPStatus.UNAUTHORIZED
+        )
         reply.headers["WWW-Authenticate"] = 'Bearer realm="linkhub-account-service"'
         return reply, status
 
@@ -140,17 +125,17 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
 
     @app.post("/v1/accounts")
     def create_account() -> JsonReply:
-        body = _body()
+        body = json_body()
         account = directory.create(_string(body, "name"), _string(body, "password"))
         return jsonify(_account(account)), 201
 
     @app.post("/v1/auth")
     def authenticate() -> JsonReply:
-        body = _body()
+        body = json_body()
         account = directory.authenticate(_string(body, "name"), _string(body, "password"))
         if account is None:
             # One answer for a wrong password and an unknown name alike.
-            return _error("bad_credentials", "Wrong name or password.", HTTPStatus.UNAUTHORIZED)
+            return json_error("bad_credentials", "Wrong name or password.", HTTPStatus.UNAUTHORIZED)
         return jsonify(_account(account)), 200
 
     @app.get("/v1/accounts/<int(signed=True):account_id>")
@@ -165,14 +150,14 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
 
     @app.post("/v1/changes")
     def apply_change() -> JsonReply:
-        return jsonify(applied=directory.apply_change(_change(_body()))), 200
+        return jsonify(applied=directory.apply_change(_change(json_body()))), 200
 
     @app.get("/v1/changes")
     def list_changes() -> JsonReply:
         after = _int_arg("after", 0)
         limit = _int_arg("limit", MAX_CHANGES_PER_PAGE)
         if limit < 0:
-            raise _BadRequest("'limit' must not be negative")
+            raise BadRequest("'limit' must not be negative")
         logged = directory.changes(after, min(limit, MAX_CHANGES_PER_PAGE))
         return jsonify(
             changes=[
@@ -189,27 +174,25 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
     def device_settings(device_id: str) -> JsonReply:
         return jsonify(_document(directory.device_settings(device_id))), 200
 
-    @app.errorhandler(_BadRequest)
-    def bad_request(exc: _BadRequest) -> JsonReply:
-        return _error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> JsonReply:
+        return json_error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
 
     @app.errorhandler(AccountError)
     def account_refused(exc: AccountError) -> JsonReply:
-        return _error("account_error", str(exc), HTTPStatus.BAD_REQUEST)
+        return json_error("account_error", str(exc), HTTPStatus.BAD_REQUEST)
 
     @app.errorhandler(LinkHubError)
     def service_failed(exc: LinkHubError) -> JsonReply:
-        return _error("unavailable", str(exc), HTTPStatus.SERVICE_UNAVAILABLE)
+        return json_error("unavailable", str(exc), HTTPStatus.SERVICE_UNAVAILABLE)
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> JsonReply:
-        return _error((exc.name or "error").lower().replace(" ", "_"), exc.description or "", exc.code or 500)
+    app.register_error_handler(HTTPException, http_error)
 
     @app.errorhandler(Exception)
-    def internal_error(exc: Exception) -> JsonReply:
+    def internalerror(exc: Exception) -> JsonReply:
         # The database is down or a bug: the caller must not take this as an
         # answer, and the details belong in our log, not in the reply.
         log.error("account API request failed", exc_info=exc)
-        return _error("internal_error", "The account service failed.", HTTPStatus.INTERNAL_SERVER_ERROR)
+        return json_error("internal_error", "The account service failed.", HTTPStatus.INTERNAL_SERVER_ERROR)
 
     return app

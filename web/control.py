@@ -13,22 +13,16 @@ import dataclasses
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response as BaseResponse
 
 from hub.account_directory import AccountDirectory, AccountView
 from hub.errors import AccountError, LinkDecisionError, LinkHubError, SettingsRefused
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
+from web.json_api import BadRequest, JsonReply, http_error, json_body, json_error
 from web.link import status_for
 from web.values import non_finite_path, view_json
-
-JsonReply = tuple[BaseResponse, int]
-
-
-class _BadRequest(Exception):
-    """A request body the CLI should never send; reported, not raised further."""
 
 
 class _NotFound(Exception):
@@ -39,28 +33,17 @@ class _NotFound(Exception):
         self.reason = reason
 
 
-def _error(reason: str, message: str, status: int) -> JsonReply:
-    return jsonify(error=reason, message=message), status
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise _BadRequest("the body must be a JSON object")
-    return body
-
-
 def _text(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
-        raise _BadRequest(f"{key!r} must be a non-empty string")
+        raise BadRequest(f"{key!r} must be a non-empty string")
     return value
 
 
 def _changes(body: dict[str, Any]) -> dict[str, Any]:
     changes = body.get("changes")
     if not isinstance(changes, dict):
-        raise _BadRequest("'changes' must be a JSON object (a merge patch; null deletes a key)")
+        raise BadRequest("'changes' must be a JSON object (a merge patch; null deletes a key)")
     # Flask's JSON parser accepts NaN and Infinity; no device could read them back.
     where = non_finite_path(changes)
     if where:
@@ -80,7 +63,7 @@ def create_control_app(*, links: LinkService, accounts: AccountDirectory, settin
 
     @app.post("/v1/link/approve")
     def approve() -> JsonReply:
-        body = _body()
+        body = json_body()
         code, account_name = _text(body, "code"), _text(body, "account")
         account = account_named(account_name)
         device = links.approve(code, account.id)
@@ -90,7 +73,7 @@ def create_control_app(*, links: LinkService, accounts: AccountDirectory, settin
 
     @app.post("/v1/link/deny")
     def deny() -> JsonReply:
-        denied = links.deny(_text(_body(), "code"), None)
+        denied = links.deny(_text(json_body(), "code"), None)
         return jsonify(
             code=denied.user_code,
             name=denied.device_name,
@@ -109,7 +92,7 @@ def create_control_app(*, links: LinkService, accounts: AccountDirectory, settin
 
     @app.post("/v1/accounts")
     def create_account() -> JsonReply:
-        body = _body()
+        body = json_body()
         account = accounts.create(_text(body, "name"), _text(body, "password"))
         return jsonify(id=account.id, name=account.name, is_owner=account.is_owner), 201
 
@@ -121,7 +104,7 @@ def create_control_app(*, links: LinkService, accounts: AccountDirectory, settin
 
     @app.post("/v1/settings/account")
     def change_account_settings() -> JsonReply:
-        body = _body()
+        body = json_body()
         account = account_named(_text(body, "account"))
         changed = settings.set_preferences(account.id, _changes(body), origin="cli")
         return jsonify(account=account.name, document=changed.document, version=changed.version), 200
@@ -135,39 +118,37 @@ def create_control_app(*, links: LinkService, accounts: AccountDirectory, settin
 
     @app.post("/v1/settings/device")
     def change_device_settings() -> JsonReply:
-        body = _body()
+        body = json_body()
         view = settings.set_device_settings(_text(body, "device_id"), _changes(body), origin="cli")
         return jsonify(view_json(view)), 200
 
-    @app.errorhandler(_BadRequest)
-    def bad_request(exc: _BadRequest) -> JsonReply:
-        return _error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> JsonReply:
+        return json_error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
 
     @app.errorhandler(_NotFound)
     def not_found(exc: _NotFound) -> JsonReply:
-        return _error(exc.reason, str(exc), HTTPStatus.NOT_FOUND)
+        return json_error(exc.reason, str(exc), HTTPStatus.NOT_FOUND)
 
     @app.errorhandler(SettingsRefused)
     def settings_refused(exc: SettingsRefused) -> JsonReply:
         # The service says "unknown_device" for a device that is not linked (any more).
         status = HTTPStatus.NOT_FOUND if exc.code == "unknown_device" else HTTPStatus.BAD_REQUEST
-        return _error(str(exc.code), str(exc), status)
+        return json_error(str(exc.code), str(exc), status)
 
     @app.errorhandler(LinkDecisionError)
     def decision_refused(exc: LinkDecisionError) -> JsonReply:
-        return _error(str(exc.reason), str(exc), status_for(exc.reason))
+        return json_error(str(exc.reason), str(exc), status_for(exc.reason))
 
     @app.errorhandler(AccountError)
     def account_refused(exc: AccountError) -> JsonReply:
-        return _error("account_error", str(exc), HTTPStatus.BAD_REQUEST)
+        return json_error("account_error", str(exc), HTTPStatus.BAD_REQUEST)
 
     @app.errorhandler(LinkHubError)
     def hub_failed(exc: LinkHubError) -> JsonReply:
         # Nothing was decided: e.g. the broker did not confirm a device's credentials.
-        return _error("hub_unavailable", str(exc), HTTPStatus.SERVICE_UNAVAILABLE)
+        return json_error("hub_unavailable", str(exc), HTTPStatus.SERVICE_UNAVAILABLE)
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> JsonReply:
-        return _error((exc.name or "error").lower().replace(" ", "_"), exc.description or "", exc.code or 500)
+    app.register_error_handler(HTTPException, http_error)
 
     return app
