@@ -8,6 +8,7 @@ talk to this interface only.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -23,6 +24,17 @@ class AccountView:
 class ChangeKind(StrEnum):
     PREFERENCES = "preferences"  # an account's preferences
     DEVICE_SETTINGS = "device_settings"  # one device's own settings
+
+
+class ChangeRow(Protocol):
+    change_id: str
+    kind: str
+    account_id: int
+    device_id: str | None
+    patch_json: str
+    version: int
+    origin: str
+    made_at_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,20 @@ class SettingsChange:
             "origin": self.origin,
             "made_at_s": self.made_at_s,
         }
+
+    @classmethod
+    def from_row(cls, row: ChangeRow) -> SettingsChange:
+        """From a stored row: the hub's outbox and the service's change log keep the same fields."""
+        return cls(
+            change_id=row.change_id,
+            kind=ChangeKind(row.kind),
+            account_id=row.account_id,
+            device_id=row.device_id,
+            patch=json.loads(row.patch_json),
+            version=row.version,
+            origin=row.origin,
+            made_at_s=row.made_at_s,
+        )
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> SettingsChange:

@@ -38,6 +38,8 @@ from hub.store import session_scope
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 MIN_PASSWORD_LENGTH = 8
 _hasher = PasswordHasher()
+
+
 # Verifying against this when the name is unknown costs the same time as a real
 # check, so timing does not tell whether an account exists.
 @functools.cache
@@ -170,16 +172,7 @@ class AccountService:
             return [
                 LoggedChange(
                     seq=entry.seq or 0,
-                    change=SettingsChange(
-                        change_id=entry.change_id,
-                        kind=ChangeKind(entry.kind),
-                        account_id=entry.account_id,
-                        device_id=entry.device_id,
-                        patch=json.loads(entry.patch_json),
-                        version=entry.version,
-                        origin=entry.origin,
-                        made_at_s=entry.made_at_s,
-                    ),
+                    change=SettingsChange.from_row(entry),
                     received_at_s=entry.received_at_s,
                 )
                 for entry in entries

@@ -10,7 +10,6 @@ repeated delivery harmless (the service applies each id once).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from hub.account_directory import AccountDirectory, ChangeKind, SettingsChange
+from hub.account_directory import AccountDirectory, SettingsChange
 from hub.errors import LinkHubError
 from hub.models import OutboxEntry
 from hub.store import session_scope
@@ -97,16 +96,7 @@ class Outbox:
                 if entry is None:
                     self._failures = 0
                     return delivered
-                change = SettingsChange(
-                    change_id=entry.change_id,
-                    kind=ChangeKind(entry.kind),
-                    account_id=entry.account_id,
-                    device_id=entry.device_id,
-                    patch=json.loads(entry.patch_json),
-                    version=entry.version,
-                    origin=entry.origin,
-                    made_at_s=entry.made_at_s,
-                )
+                change = SettingsChange.from_row(entry)
                 try:
                     self._directory.apply_change(change)
                 except LinkHubError as exc:
