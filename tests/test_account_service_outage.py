@@ -119,3 +119,16 @@ def test_changes_survive_an_account_service_outage_and_a_hub_restart(
     assert remote.device_settings(device_id).document == {"step": 29}
     versions = [c.version for c in arrived if c.kind is ChangeKind.DEVICE_SETTINGS]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+
+def test_sign_in_says_plainly_when_the_account_service_is_away(make_hub: HubFactory) -> None:
+    from web import create_app
+    from web.config import WebConfig
+
+    hub = make_hub(account_service_url=f"http://127.0.0.1:{free_port()}", account_service_token="t" * 32)
+    app = create_app(
+        WebConfig(secret_key="test"), links=hub.links, accounts=hub.accounts, settings=hub.settings
+    )
+    response = app.test_client().get("/login")
+    assert response.status_code == 503
+    assert b"account service is not answering" in response.data

@@ -13,6 +13,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from hub.account_directory import AccountDirectory
+from hub.errors import AccountServiceUnavailable
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
 from web import auth, devices, link, preferences, timefmt
@@ -78,6 +79,20 @@ def create_app(
                 "Go back, reload the page and try again.",
             ),
             400,
+        )
+
+    @app.errorhandler(AccountServiceUnavailable)
+    def accounts_away(error: AccountServiceUnavailable) -> tuple[str, int]:
+        # Devices keep working (settings are local first); only sign-in and
+        # account pages wait for the account service.
+        return (
+            render_template(
+                "error.html",
+                title="Accounts are not reachable",
+                message="The account service is not answering, so signing in has to wait. "
+                "Linked devices keep working and no change is lost. Try again in a minute.",
+            ),
+            503,
         )
 
     @app.errorhandler(404)
