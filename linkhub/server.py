@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
@@ -10,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import qrcode
 from waitress.server import create_server
 
 from hub.config import HubConfig
@@ -36,6 +38,15 @@ def _page_urls(config: HubConfig) -> list[str]:
     if config.http_host not in ("0.0.0.0", ""):
         return [f"http://{config.http_host}:{port}/link"]
     return [f"http://127.0.0.1:{port}/link"] + [f"http://{ip}:{port}/link" for ip in lan_addresses()]
+
+
+def terminal_qr(text: str) -> str:
+    """A QR code drawn with block characters; needs neither Pillow nor a screen."""
+    qr = qrcode.QRCode(border=2)
+    qr.add_data(text)
+    out = io.StringIO()
+    qr.print_ascii(out=out)
+    return out.getvalue()
 
 
 def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
@@ -83,6 +94,9 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         print(f"  MQTT broker: mqtt://{broker.host}:{broker.port} (devices connect here)", flush=True)
         if not hub.accounts.has_accounts():
             print("  First start: open the link page to create the owner account.", flush=True)
+        phone_url = urls[-1]  # a LAN address when there is one: what a phone can open
+        print(f"  Scan to open {phone_url} on a phone:", flush=True)
+        print(terminal_qr(phone_url), end="", flush=True)
         print("Stop with Ctrl-C.", flush=True)
         stop.wait()
         log.info("stopping")

@@ -20,6 +20,8 @@ from typing import IO, Any
 import pytest
 from conftest import free_port
 
+from linkhub.server import terminal_qr
+
 BIN = Path(sys.executable).parent
 LINKHUB = str(BIN / "linkhub")
 DEVICE = str(BIN / "linkhub-device")
@@ -113,6 +115,9 @@ def events(process: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
 def test_banner_points_at_the_link_page_and_it_answers(running_hub: RunningHub) -> None:
     url = f"http://127.0.0.1:{running_hub.http_port}/link"
     assert any(url in line for line in running_hub.banner), running_hub.banner
+    # ...and draws a QR code of it (loopback-only hub: the local address is the phone's too).
+    assert f"  Scan to open {url} on a phone:" in running_hub.banner
+    assert terminal_qr(url).rstrip("\n") in "\n".join(running_hub.banner)
     with urllib.request.urlopen(url, timeout=10) as response:  # follows the redirect to /setup
         assert response.status == 200
         assert b"owner" in response.read().lower()
