@@ -1,10 +1,19 @@
 """`linkhub-device`: link a simulated device to a hub, then run it.
 
-    linkhub-device link --name NAME --model MODEL --state FILE --hub mqtt://HOST:PORT
+    linkhub-device link --name NAME --model MODEL --state FILE
+                        [--hub mqtt://HOST:PORT | --hub-name NAME]
+                        [--discover-timeout S] [--mdns-interface IP]...
                         [--mqtt 5|3.1.1] [--address ADDR] [--timeout S]
                         [--retry-interval S] [--json]
     linkhub-device run --state FILE [--mqtt 5|3.1.1] [--json]
     linkhub-device set --state FILE KEY=VALUE [KEY=VALUE ...] [--mqtt 5|3.1.1] [--json]
+
+Without `--hub`, `link` looks for hubs on the local network over mDNS
+(`_linkhub._tcp.local.`, for up to --discover-timeout seconds, default 5, from
+every home-network 10/8, 172.16/12 or 192.168/16 address unless
+--mdns-interface says where) and reports the one it uses as a `hub` event
+(name, host, port; with `others` and a `hint` when several answered). No
+hub: the error event `no_hub_found`.
 
 `set` is a change made on the device itself (a button): VALUE is JSON if it
 parses as JSON (7, true, null, {"a": 1}), a string otherwise; null deletes
@@ -20,6 +29,7 @@ interrupted during link or set.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import signal
@@ -32,12 +42,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from firmware_sim.display import HumanPrinter, JsonPrinter
-from firmware_sim.events import EventSink
+from firmware_sim.events import Event, EventSink, error
 from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
 from firmware_sim.run import press, run
 from hub.protocol import DeviceInfo, ProtocolError
 
 DEFAULT_MQTT_PORT = 1884  # the LinkHub-managed broker's default
+# Also firmware_sim.discovery's default; repeated so that --help does not import zeroconf.
+DEFAULT_DISCOVER_TIMEOUT_S = 5.0
 
 
 def parse_hub_url(text: str) -> tuple[str, int]:
@@ -66,6 +78,13 @@ def _hub_arg(text: str) -> tuple[str, int]:
         return parse_hub_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _ipv4_arg(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r} (mDNS runs over IPv4)") from None
 
 
 def _positive_float(text: str) -> float:
@@ -123,8 +142,30 @@ def build_parser() -> argparse.ArgumentParser:
     p_link = sub.add_parser("link", help="link this device to a hub")
     p_link.add_argument("--name", required=True, help="name shown to whoever approves")
     p_link.add_argument("--model", required=True, help="model shown to whoever approves")
+    which_hub = p_link.add_mutually_exclusive_group()
+    which_hub.add_argument(
+        "--hub",
+        type=_hub_arg,
+        metavar="mqtt://HOST:PORT",
+        help="the hub's broker (default: look for a hub on the local network over mDNS)",
+    )
+    which_hub.add_argument(
+        "--hub-name", metavar="NAME", help="of the hubs found over mDNS, use the one with this name"
+    )
     p_link.add_argument(
-        "--hub", required=True, type=_hub_arg, metavar="mqtt://HOST:PORT", help="the hub's broker"
+        "--discover-timeout",
+        type=_positive_float,
+        default=DEFAULT_DISCOVER_TIMEOUT_S,
+        metavar="S",
+        help=f"look for hubs for at most S seconds (default {DEFAULT_DISCOVER_TIMEOUT_S:g})",
+    )
+    p_link.add_argument(
+        "--mdns-interface",
+        action="append",
+        type=_ipv4_arg,
+        metavar="IP",
+        help="look for hubs from this IPv4 address (repeatable; default: every home-network "
+        "10/8, 172.16/12 or 192.168/16 address)",
     )
     p_link.add_argument("--address", help="where the device is, e.g. its IP address")
     p_link.add_argument(
@@ -193,6 +234,58 @@ def _interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _find_hub(
+    args: argparse.Namespace, printer: EventSink, human: HumanPrinter | None
+) -> tuple[str, int] | None:
+    """Discover the hub over mDNS and say which one is used; None (after an
+    error event) when there is none to use."""
+    from firmware_sim import discovery  # only here: --hub never touches zeroconf
+
+    timeout_s = args.discover_timeout
+    if human is not None:
+        human.say(f"Looking for a LinkHub on the local network (up to {timeout_s:g} s)...")
+    wanted = args.hub_name
+    try:
+        hubs = discovery.discover(
+            timeout_s,
+            args.mdns_interface,
+            until=(lambda hubs: any(discovery.matches(hub, wanted) for hub in hubs)) if wanted else None,
+        )
+    except discovery.NoNetwork:
+        printer(
+            error(
+                "no_hub_found",
+                "no interface with a home-network (RFC 1918) address to look for a hub from; "
+                "pass --hub mqtt://HOST:PORT, or --mdns-interface IP to choose where to look",
+            )
+        )
+        return None
+    except OSError as exc:
+        where = ", ".join(args.mdns_interface or ["the home-network interfaces"])
+        printer(
+            error("discovery_failed", f"cannot look for a hub on {where}: {exc}; pass --hub mqtt://HOST:PORT")
+        )
+        return None
+    chosen, event = discovery.choose_hub(hubs, wanted, timeout_s)
+    if human is not None and chosen is not None:
+        human.say(_hub_text(event))
+    else:
+        printer(event)
+    return (chosen.host, chosen.port) if chosen is not None else None
+
+
+def _hub_text(event: Event) -> str:
+    text = f"Found the hub {event['name']!r} at {event['host']}:{event['port']}."
+    for other in event.get("others", []):
+        text += f"\nAlso found {other['name']!r} at {other['host']}:{other['port']}."
+    if "hint" in event:
+        text += (
+            f"\nUsing {event['name']!r}, the first by name; "
+            "to use another: --hub-name NAME or --hub mqtt://HOST:PORT."
+        )
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -215,7 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             print(f"linkhub-device: error: {exc.description}", file=sys.stderr)
             return 2
-        host, port = args.hub
+        if args.hub is None:
+            found = _find_hub(args, printer, human)
+            if found is None:
+                return 1
+            host, port = found
+        else:
+            host, port = args.hub
         if human is not None:
             human.say(f"Asking the hub at {host}:{port} to link {args.name!r}...")
         try:

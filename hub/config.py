@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -15,6 +16,10 @@ DEFAULT_HTTP_PORT = 8080
 DEFAULT_MQTT_PORT = 1884
 DEFAULT_CODE_LIFETIME_S = 900  # RFC 8628 examples and Microsoft's /link use 15 minutes
 DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
+# The hub is `linkhub.local.` on the LAN unless told otherwise (--mdns-name).
+DEFAULT_MDNS_NAME = "linkhub"
+# One DNS label (RFC 1123 host name rules): what goes before `.local.`.
+_MDNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,10 @@ class HubConfig:
     code_lifetime_s: int = DEFAULT_CODE_LIFETIME_S
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     mdns: bool = True
+    # The mDNS host label: the hub is `<mdns_name>.local.` (see mdns_host_label).
+    mdns_name: str = DEFAULT_MDNS_NAME
+    # Interface names or IPv4 addresses to advertise on; empty: the RFC 1918 ones.
+    mdns_interfaces: tuple[str, ...] = ()
     # None: the account service runs inside the hub on its database.
     account_service_url: str | None = None
     account_service_token: str | None = None
@@ -51,6 +60,10 @@ class HubConfig:
             raise ConfigError("the code lifetime must be between 60 s and 24 h")
         if not 1 <= self.poll_interval_s <= 60:
             raise ConfigError("the poll interval must be between 1 and 60 s")
+        if not _MDNS_LABEL.fullmatch(self.mdns_name):
+            raise ConfigError(
+                f"--mdns-name must be one host-name label (a-z, 0-9, '-'), not {self.mdns_name!r}"
+            )
 
     @property
     def control_socket(self) -> Path:
@@ -67,6 +80,23 @@ def default_data_dir() -> Path:
 
 def default_database_url(data_dir: Path) -> str:
     return os.environ.get("LINKHUB_DATABASE_URL") or f"sqlite:///{data_dir / 'linkhub.db'}"
+
+
+def mdns_host_label(text: str) -> str:
+    """`Kitchen-Hub`, `kitchen-hub.local` or `kitchen-hub.local.` -> `kitchen-hub`.
+
+    People type the name the way they will see it (`http://kitchen-hub.local`),
+    so the `.local` suffix and case are forgiven; anything else that is not one
+    valid label is refused rather than mangled into a name nobody typed.
+    """
+    label = text.strip().lower().rstrip(".")
+    label = label.removesuffix(".local")
+    if not _MDNS_LABEL.fullmatch(label):
+        raise ConfigError(
+            f"--mdns-name must be a host name such as linkhub or kitchen-hub.local "
+            f"(letters, digits and '-', at most 63), not {text!r}"
+        )
+    return label
 
 
 def parse_broker_url(url: str) -> ExternalBroker:

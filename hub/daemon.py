@@ -23,6 +23,7 @@ from hub.config import HubConfig
 from hub.dynsec import DynSecAdmin
 from hub.errors import LinkHubError
 from hub.link_service import Clock, LinkPolicy, LinkService, OutboundReply
+from hub.mdns import HubAdvertiser, HubAnnouncement, advertise_hub, check_interfaces
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
@@ -69,11 +70,14 @@ class Hub:
         self._outbox: Outbox | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._advertiser: HubAdvertiser | None = None
         self.endpoints: HubEndpoints | None = None
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> HubEndpoints:
         config = self.config
+        if config.mdns:
+            check_interfaces(config.mdns_interfaces)  # a typo fails before anything starts
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(config.database_url)
         self._accounts = self._account_directory()
@@ -88,7 +92,8 @@ class Hub:
             self._admin.ensure_bootstrap()
             # One broker identity per data directory: hubs that share a broker but
             # not a data directory never reset each other's password.
-            hub_username = HUB_USERNAME_PREFIX + _read_or_create_secret(config.data_dir / "hub-id", 6)
+            hub_id = _read_or_create_secret(config.data_dir / "hub-id", 6)
+            hub_username = HUB_USERNAME_PREFIX + hub_id
             hub_password = _read_or_create_secret(config.data_dir / "hub-password")
             self._admin.ensure_hub_identity(hub_username, hub_password)
             endpoints = self._endpoints(broker)
@@ -119,6 +124,11 @@ class Hub:
             for topic_filter in protocol.device_inbound_subscriptions():
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
+            if config.mdns:
+                # Last: devices that find the hub must find its broker ready.
+                self._advertiser = advertise_hub(
+                    self._announcement(endpoints, hub_id), config.mdns_interfaces
+                )
         except BaseException:
             self.stop()
             raise
@@ -129,6 +139,13 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
+        # Unregister first: a device looking now should not find a hub on its way out.
+        if self._advertiser is not None:
+            try:
+                self._advertiser.stop()
+            except Exception:
+                log.exception("while withdrawing the mDNS records")
+            self._advertiser = None
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
@@ -161,6 +178,21 @@ class Hub:
         )
         self.managed_broker.start()
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
+
+    def _announcement(self, endpoints: HubEndpoints, hub_id: str) -> HubAnnouncement:
+        """What mDNS says about this hub. The broker's host is named only when it
+        is not this machine's every address (an external broker, or one bound to
+        a single address); hub.mdns drops it when it is one of the advertised ones."""
+        config = self.config
+        on_every_address = config.external_broker is None and config.mqtt_host in ("0.0.0.0", "")
+        return HubAnnouncement(
+            label=config.mdns_name,
+            hub_id=hub_id,
+            mqtt_port=endpoints.device_broker.port,
+            http_port=config.http_port,
+            broker_host=None if on_every_address else endpoints.device_broker.host,
+            http_host=config.http_host,
+        )
 
     def _endpoints(self, broker: BrokerAddress) -> HubEndpoints:
         config = self.config

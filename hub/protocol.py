@@ -30,6 +30,10 @@ DEVICES_ROOT = f"{TOPIC_ROOT}/devices"
 # 3.1.1 clients too).
 LINK_REQUEST_SHARE_GROUP = "linkhub-hubs"
 
+# DNS-SD service type under which a hub advertises its broker over mDNS
+# (RFC 6763); the TXT keys are described in docs/protocol.md, "Finding the hub".
+MDNS_SERVICE_TYPE = "_linkhub._tcp.local."
+
 # The identity every device uses before it is linked. It is public on purpose:
 # the broker confines it to sending link requests and reading one reply topic
 # whose name only the device knows (see docs/protocol.md, "Isolation").

@@ -1,7 +1,8 @@
 """`linkhub`: run the hub, and act on the hub that runs in a data directory.
 
 linkhub run [--data-dir DIR] [--http-host H] [--http-port N] [--mqtt-port N]
-            [--broker mqtt://ADMIN:PASS@HOST:PORT] [--no-mdns]
+            [--broker mqtt://ADMIN:PASS@HOST:PORT]
+            [--no-mdns] [--mdns-name NAME] [--mdns-interface IFACE_OR_IP]...
                 [--account-service URL --account-service-token-file FILE]
     linkhub account-service [--data-dir DIR] [--host H] [--port N]
 linkhub account add NAME --password-stdin
@@ -31,11 +32,13 @@ from typing import Any
 from hub.config import (
     DEFAULT_CODE_LIFETIME_S,
     DEFAULT_HTTP_PORT,
+    DEFAULT_MDNS_NAME,
     DEFAULT_MQTT_PORT,
     DEFAULT_POLL_INTERVAL_S,
     HubConfig,
     default_data_dir,
     default_database_url,
+    mdns_host_label,
     parse_broker_url,
 )
 from hub.errors import ConfigError, LinkHubError, SettingsRefused
@@ -89,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-interval", type=int, default=_env_int("LINKHUB_POLL_INTERVAL_S", DEFAULT_POLL_INTERVAL_S)
     )
     run.add_argument("--no-mdns", action="store_true", help="do not advertise the hub over mDNS")
+    run.add_argument(
+        "--mdns-name",
+        default=os.environ.get("LINKHUB_MDNS_NAME", DEFAULT_MDNS_NAME),
+        metavar="NAME",
+        help=f"the hub's host name on the LAN, NAME.local (default {DEFAULT_MDNS_NAME})",
+    )
+    run.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        metavar="IFACE_OR_IP",
+        help="advertise over mDNS on this interface or IPv4 address (repeatable; "
+        "default: every interface with a home-network 10/8, 172.16/12 or 192.168/16 address)",
+    )
     run.add_argument(
         "--account-service",
         default=os.environ.get("LINKHUB_ACCOUNT_SERVICE"),
@@ -222,6 +239,8 @@ def _run_config(args: argparse.Namespace) -> HubConfig:
         code_lifetime_s=args.code_lifetime,
         poll_interval_s=args.poll_interval,
         mdns=not args.no_mdns,
+        mdns_name=mdns_host_label(args.mdns_name),
+        mdns_interfaces=tuple(args.mdns_interface),
         account_service_url=args.account_service,
         account_service_token=_account_service_token(args),
     )
