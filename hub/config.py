@@ -40,6 +40,9 @@ class HubConfig:
     mqtt_port: int = DEFAULT_MQTT_PORT
     external_broker: ExternalBroker | None = None
     public_host: str | None = None
+    # Where devices are told to connect after linking, when it is not where the
+    # hub connects (a broker in a container, behind a port mapping): HOST[:PORT].
+    device_broker: str | None = None
     code_lifetime_s: int = DEFAULT_CODE_LIFETIME_S
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     mdns: bool = True

@@ -21,7 +21,7 @@ from hub.accounts import AccountService
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import HubConfig
 from hub.dynsec import DynSecAdmin
-from hub.errors import LinkHubError
+from hub.errors import ConfigError, LinkHubError
 from hub.link_service import Clock, LinkPolicy, LinkService, OutboundReply
 from hub.mdns import HubAdvertiser, HubAnnouncement, advertise_hub, check_interfaces
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
@@ -51,6 +51,15 @@ def _read_or_create_secret(path: Path, n_bytes: int = 24) -> str:
     path.touch(mode=0o600)
     path.write_text(secret + "\n")
     return secret
+
+
+def _host_port(text: str, *, default_port: int) -> BrokerAddress:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return BrokerAddress(text, default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--device-broker must be HOST or HOST:PORT, not {text!r}")
+    return BrokerAddress(host, int(port))
 
 
 class Hub:
@@ -202,13 +211,15 @@ class Hub:
             public_host = lan[0] if lan and config.http_host in ("0.0.0.0", "") else None
         if public_host is None:
             public_host = "127.0.0.1" if config.http_host in ("0.0.0.0", "") else config.http_host
-        device_host = broker.host
+        device_broker = BrokerAddress(broker.host, broker.port)
         if config.external_broker is None and config.mqtt_host in ("0.0.0.0", ""):
-            device_host = public_host
+            device_broker = BrokerAddress(public_host, broker.port)
+        if config.device_broker is not None:
+            device_broker = _host_port(config.device_broker, default_port=broker.port)
         return HubEndpoints(
             link_page_url=f"http://{public_host}:{config.http_port}/link",
             broker=broker,
-            device_broker=BrokerAddress(device_host, broker.port),
+            device_broker=device_broker,
         )
 
     @property

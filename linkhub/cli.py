@@ -81,7 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LINKHUB_BROKER"),
         help="use a mosquitto you already run: mqtt://ADMIN:PASSWORD@HOST:PORT (its dynamic-security admin)",
     )
-    run.add_argument("--public-host", default=os.environ.get("LINKHUB_PUBLIC_HOST"))
+    run.add_argument(
+        "--public-host",
+        default=os.environ.get("LINKHUB_PUBLIC_HOST"),
+        help="the name or address phones use to reach the hub (default: its LAN address)",
+    )
+    run.add_argument(
+        "--device-broker",
+        default=os.environ.get("LINKHUB_DEVICE_BROKER"),
+        metavar="HOST[:PORT]",
+        help="where linked devices connect, if not where the hub does (a broker behind a port mapping)",
+    )
     run.add_argument(
         "--code-lifetime",
         type=int,
@@ -236,6 +246,7 @@ def _run_config(args: argparse.Namespace) -> HubConfig:
         mqtt_port=args.mqtt_port,
         external_broker=parse_broker_url(args.broker) if args.broker else None,
         public_host=args.public_host,
+        device_broker=args.device_broker,
         code_lifetime_s=args.code_lifetime,
         poll_interval_s=args.poll_interval,
         mdns=not args.no_mdns,

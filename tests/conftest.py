@@ -127,6 +127,7 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
         poll_interval_s: int = 1,
         account_service_url: str | None = None,
         account_service_token: str | None = None,
+        device_broker: str | None = None,
     ) -> Hub:
         data_dir = data_dir or tmp_path / "hub"
         config = HubConfig(
@@ -139,6 +140,7 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
             mdns=False,
             account_service_url=account_service_url,
             account_service_token=account_service_token,
+            device_broker=device_broker,
         )
         hub = Hub(config, clock=clock) if clock else Hub(config)
         hub.start()

@@ -244,3 +244,13 @@ def test_broker_restart_mid_flow(make_hub: HubFactory, tmp_path: Path) -> None:
         assert device.join() == 0
     finally:
         own.broker.stop()
+
+
+def test_devices_can_be_sent_to_a_broker_address_of_their_own(
+    make_hub: HubFactory, broker: RunningBroker
+) -> None:
+    """A broker in a container: the hub reaches it by one name, devices by another."""
+    hub = make_hub(device_broker="hub.lan:1999")
+    assert hub.endpoints is not None
+    assert (hub.endpoints.device_broker.host, hub.endpoints.device_broker.port) == ("hub.lan", 1999)
+    assert hub.endpoints.broker.port == broker.port
