@@ -70,6 +70,9 @@ class CodeStatus(StrEnum):
     EXPIRED = "expired"
     DENIED = "denied"
     USED = "used"
+    # Used, and by an account other than the one asking: a code read off someone
+    # else's screen, or a device that is not where the person thinks it is.
+    USED_BY_OTHER_ACCOUNT = "used_by_other_account"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,10 @@ DECISION_MESSAGES = {
     CodeStatus.EXPIRED: "That code has expired. Ask the device for a new code.",
     CodeStatus.DENIED: "That code was denied. Ask the device for a new code if that was a mistake.",
     CodeStatus.USED: "That code was already used to link a device.",
+    CodeStatus.USED_BY_OTHER_ACCOUNT: (
+        "This code was already used to link a device to another account. If that was not you, "
+        "check the code on your device's screen and ask the hub's owner who linked it."
+    ),
 }
 
 
@@ -256,7 +263,13 @@ class LinkService:
         return out
 
     # --- person side ----------------------------------------------------------
-    def lookup_code(self, typed: str) -> CodeLookup:
+    def lookup_code(self, typed: str, account_id: int | None = None) -> CodeLookup:
+        """What a typed code stands for now.
+
+        With `account_id` (the person asking), a code already used for another
+        account says so: the plain "already used" would let them think it was
+        their own device.
+        """
         code = codes.normalise(typed)
         if code is None:
             return CodeLookup(CodeStatus.MALFORMED)
@@ -268,7 +281,10 @@ class LinkService:
             state = LinkState(record.state)
             if is_expired(state, record.expires_at_s, now):
                 state = LinkState.EXPIRED
-            return CodeLookup(_STATE_TO_CODE_STATUS[state], _request_view(record, state))
+            status = _STATE_TO_CODE_STATUS[state]
+            if status is CodeStatus.USED and account_id is not None and record.account_id != account_id:
+                status = CodeStatus.USED_BY_OTHER_ACCOUNT
+            return CodeLookup(status, _request_view(record, state))
 
     def approve(self, typed: str, account_id: int) -> DeviceView:
         """Issue the device's broker identity, then tell the device. Raises LinkDecisionError."""

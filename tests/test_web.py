@@ -343,6 +343,45 @@ def test_an_expired_code_says_so(make_hub: HubFactory, devices: Callable[..., Bo
     assert hub.links.list_devices() == []
 
 
+def test_a_code_used_for_another_account_says_so(hub: Hub, devices: Callable[..., BootstrapDevice]) -> None:
+    hub.accounts.create(OWNER, PASSWORD)
+    bob = hub.accounts.create("bob", PASSWORD)
+    device = devices()
+    pending = device.request()
+    hub.links.approve(pending.user_code, bob.id)
+    assert isinstance(device.wait_reply(), ApprovedReply)
+
+    # The service: only a person other than the approver hears "another account".
+    alice = hub.accounts.find(OWNER)
+    assert alice is not None
+    assert hub.links.lookup_code(pending.user_code).status is CodeStatus.USED
+    assert hub.links.lookup_code(pending.user_code, bob.id).status is CodeStatus.USED
+    other = hub.links.lookup_code(sloppy(pending.user_code), alice.id)
+    assert other.status is CodeStatus.USED_BY_OTHER_ACCOUNT
+    assert hub.links.lookup_code("hello", alice.id).status is CodeStatus.MALFORMED
+
+    # The page, on looking the code up and on trying to approve it anyway.
+    client = signed_in_client(hub)
+    looked_up = post_code(client, sloppy(pending.user_code))
+    assert looked_up.status_code == 409
+    status, text = message_of(looked_up)
+    assert status == "used_by_other_account"
+    assert text == DECISION_MESSAGES[CodeStatus.USED_BY_OTHER_ACCOUNT]
+    assert text.startswith(
+        "This code was already used to link a device to another account. If that was not you"
+    )
+    assert "Kitchen Lamp" not in page(looked_up)  # nothing about the other account's device
+    approved = decide(client, pending.user_code, "approve")
+    assert approved.status_code == 409
+    assert message_of(approved)[0] == "used_by_other_account"
+    assert [d.account_id for d in hub.links.list_devices()] == [bob.id]
+
+    # Bob himself hears the plain "already used".
+    bobs = web_app(hub).test_client()
+    assert sign_in(bobs, "bob").status_code == 302
+    assert message_of(post_code(bobs, pending.user_code))[0] == "used"
+
+
 def test_every_refusal_reads_differently() -> None:
     refusals = [
         CodeStatus.MALFORMED,
@@ -350,6 +389,7 @@ def test_every_refusal_reads_differently() -> None:
         CodeStatus.EXPIRED,
         CodeStatus.DENIED,
         CodeStatus.USED,
+        CodeStatus.USED_BY_OTHER_ACCOUNT,
     ]
     assert len({DECISION_MESSAGES[s] for s in refusals}) == len(refusals)
 
@@ -403,6 +443,8 @@ def test_pages_send_security_headers_and_a_strict_cookie(hub: Hub) -> None:
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in body
     css = client.get("/static/style.css")
     assert css.status_code == 200 and "text/css" in css.headers["Content-Type"]
+    icon = client.get("/static/favicon.svg")  # the hub's own, so browsers do not ask for a missing one
+    assert icon.status_code == 200 and "image/svg+xml" in icon.headers["Content-Type"]
 
 
 def test_every_input_has_a_label(hub: Hub) -> None:
@@ -418,6 +460,36 @@ def test_every_input_has_a_label(hub: Hub) -> None:
     for attribute in ('inputmode="text"', 'autocapitalize="characters"', 'autocomplete="one-time-code"'):
         assert attribute in code_input.group(0)
     assert "Code shown on your device" in page(client.get("/link"))
+
+
+def test_the_qr_page_encodes_the_address_in_use(hub: Hub) -> None:
+    hub.accounts.create(OWNER, PASSWORD)
+    assert web_app(hub).test_client().get("/link/qr").headers["Location"] == "/login?next=/link/qr"
+    client = signed_in_client(hub)
+
+    local = client.get("/link/qr")
+    assert local.status_code == 200
+    body = page(local)
+    svg = re.search(r"<svg [^>]*>", body)
+    assert svg, body
+    assert 'role="img"' in svg.group(0)
+    assert 'aria-label="QR code for http://localhost/link"' in svg.group(0)
+    assert "<path " in body and "<title>QR code for http://localhost/link</title>" in body
+    assert message_of(local)[0] == "loopback"  # a phone cannot open "localhost"
+    assert "<script" not in body and "style=" not in body
+
+    # Opened at the hub's LAN address (only a Host header here): that address is encoded.
+    lan = "http://192.168.1.10:8080"
+    lan_client = web_app(hub).test_client()
+    form = lan_client.get("/login", base_url=lan)
+    signed_in = lan_client.post(
+        "/login", base_url=lan, data={"csrf_token": token(form), "name": OWNER, "password": PASSWORD}
+    )
+    assert signed_in.status_code == 302
+    from_lan = page(lan_client.get("/link/qr", base_url=lan))
+    assert 'aria-label="QR code for http://192.168.1.10:8080/link"' in from_lan
+    assert 'data-status="loopback"' not in from_lan
+    assert 'href="/link/qr"' in page(client.get("/link"))
 
 
 def test_the_devices_api_wants_a_sign_in(hub: Hub) -> None:

@@ -3,12 +3,17 @@ and approves or denies it (RFC 8628 §3.3 and §5.4).
 
 A code from a QR code (?code=) only fills the form: every approval passes the
 confirm page, where the person sees the device and compares the code.
+
+/link/qr shows a QR code of this page's own address, so someone at a computer
+can open the hub on the phone in their hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
+from ipaddress import ip_address
+from urllib.parse import urlsplit
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -16,6 +21,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from hub.errors import LinkDecisionError, LinkHubError
 from hub.link_service import DECISION_MESSAGES, CodeStatus
 from web.auth import login_required
+from web.qr import qr_svg
 from web.services import services
 
 bp = Blueprint("link", __name__)
@@ -28,6 +34,7 @@ HTTP_STATUS: dict[str, int] = {
     CodeStatus.UNKNOWN: HTTPStatus.NOT_FOUND,
     CodeStatus.EXPIRED: HTTPStatus.GONE,
     CodeStatus.USED: HTTPStatus.CONFLICT,
+    CodeStatus.USED_BY_OTHER_ACCOUNT: HTTPStatus.CONFLICT,
     CodeStatus.DENIED: HTTPStatus.CONFLICT,
 }
 
@@ -62,7 +69,7 @@ def link_form() -> tuple[str, int]:
 @login_required
 def lookup() -> tuple[str, int]:
     code = _typed_code()
-    found = services().links.lookup_code(code)
+    found = services().links.lookup_code(code, g.account.id)
     if found.status is CodeStatus.PENDING and found.request is not None:
         return render_template("confirm.html", req=found.request), 200
     return _form(
@@ -87,9 +94,47 @@ def decide() -> tuple[str, int]:
             denied = links.deny(code, g.account.id)
             return render_template("denied.html", req=denied), 200
     except LinkDecisionError as exc:
+        if exc.reason == CodeStatus.USED:
+            # Two people racing for one code: the loser learns it was not their account.
+            found = links.lookup_code(code, g.account.id)
+            if found.status is CodeStatus.USED_BY_OTHER_ACCOUNT:
+                return _form(
+                    code,
+                    status=found.status,
+                    message=DECISION_MESSAGES[found.status],
+                    http=status_for(found.status),
+                )
         return _form(code, status=exc.reason, message=str(exc), http=status_for(exc.reason))
     except LinkHubError:
         # E.g. the broker did not confirm the device's credentials: nothing was
         # stored, the code is still pending, so trying again is safe.
         return render_template("unavailable.html", code=code), HTTPStatus.SERVICE_UNAVAILABLE
     return _form(code, status="no_action", message="Choose Approve or Deny.", http=HTTPStatus.BAD_REQUEST)
+
+
+def _is_loopback(url: str) -> bool:
+    """Whether the address in the browser's bar names this computer only ("localhost",
+    127.x, ::1): a phone that scans it would look for the hub on itself."""
+    name = urlsplit(url).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@bp.get("/link/qr")
+@login_required
+def link_qr() -> tuple[str, int]:
+    # The address the person is using now: it is the one that reaches this hub from here.
+    url = url_for("link.link_form", _external=True)
+    return (
+        render_template(
+            "qr.html",
+            url=url,
+            svg=qr_svg(url, label=f"QR code for {url}"),
+            loopback=_is_loopback(url),
+        ),
+        200,
+    )
