@@ -320,8 +320,11 @@ def test_no_mdns_never_touches_zeroconf(
         mdns_interfaces=("wlan9",),  # not even checked
     )
     hub = Hub(config)
-    hub.start()
-    hub.stop()
+    hub.start()  # _no_zeroconf raises if anything reaches zeroconf
+    try:
+        assert hub.endpoints is not None and hub._advertiser is None
+    finally:
+        hub.stop()
 
 
 # --- the device's choice (firmware_sim/discovery.py, firmware_sim/cli.py) -----------------
