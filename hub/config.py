@@ -1,10 +1,15 @@
-"""Hub settings: one frozen object, parsed once at start (flags, then environment, then defaults)."""
+"""Hub settings: one frozen object, made once at start.
+
+Where the values come from (flag > environment > configuration file > default)
+is decided in one place, `hub.config_file.resolve`; this module holds the
+result and the rules every value must keep whatever its source.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -16,6 +21,11 @@ DEFAULT_HTTP_PORT = 8080
 DEFAULT_MQTT_PORT = 1884
 DEFAULT_CODE_LIFETIME_S = 900  # RFC 8628 examples and Microsoft's /link use 15 minutes
 DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
+# Limits, shared with hub.config_file so that its messages name the same ranges.
+PORT_RANGE = (0, 65535)
+CODE_LIFETIME_RANGE_S = (60, 86400)
+POLL_INTERVAL_RANGE_S = (1, 60)
+LOG_FORMATS = ("text", "json")
 # The hub is `linkhub.local.` on the LAN unless told otherwise (--mdns-name).
 DEFAULT_MDNS_NAME = "linkhub"
 # One DNS label (RFC 1123 host name rules): what goes before `.local.`.
@@ -27,13 +37,14 @@ class ExternalBroker:
     host: str
     port: int
     admin_username: str
-    admin_password: str
+    # Kept out of repr: a logged or printed config must not show a secret.
+    admin_password: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class HubConfig:
     data_dir: Path
-    database_url: str
+    database_url: str = field(repr=False)  # a PostgreSQL URL may hold a password
     http_host: str = "0.0.0.0"
     http_port: int = DEFAULT_HTTP_PORT
     mqtt_host: str = "0.0.0.0"
@@ -52,17 +63,23 @@ class HubConfig:
     mdns_interfaces: tuple[str, ...] = ()
     # None: the account service runs inside the hub on its database.
     account_service_url: str | None = None
-    account_service_token: str | None = None
+    account_service_token: str | None = field(default=None, repr=False)
+    # How `linkhub run` writes its log lines: "text" for people, "json" for collectors.
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
+        # hub.config_file checks the same rules first, naming the source of a bad
+        # value; these stay for configs built in code (tests, other tools).
         for name in ("http_port", "mqtt_port"):
             port = getattr(self, name)
-            if not 0 <= port <= 65535:
+            if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
                 raise ConfigError(f"{name.replace('_', '-')} must be 0-65535, not {port}")
-        if not 60 <= self.code_lifetime_s <= 86400:
+        if not CODE_LIFETIME_RANGE_S[0] <= self.code_lifetime_s <= CODE_LIFETIME_RANGE_S[1]:
             raise ConfigError("the code lifetime must be between 60 s and 24 h")
-        if not 1 <= self.poll_interval_s <= 60:
+        if not POLL_INTERVAL_RANGE_S[0] <= self.poll_interval_s <= POLL_INTERVAL_RANGE_S[1]:
             raise ConfigError("the poll interval must be between 1 and 60 s")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"the log format must be text or json, not {self.log_format!r}")
         if not _MDNS_LABEL.fullmatch(self.mdns_name):
             raise ConfigError(
                 f"--mdns-name must be one host-name label (a-z, 0-9, '-'), not {self.mdns_name!r}"
@@ -107,11 +124,32 @@ def parse_broker_url(url: str) -> ExternalBroker:
     parts = urlsplit(url)
     if parts.scheme != "mqtt" or not parts.hostname or parts.username is None or parts.password is None:
         raise ConfigError(
-            f"--broker must look like mqtt://ADMIN:PASSWORD@HOST:PORT, not {url!r} "
+            f"--broker must look like mqtt://ADMIN:PASSWORD@HOST:PORT, not {redact_url(url)!r} "
             "(ADMIN is the broker's dynamic-security admin)"
         )
     try:
         port = parts.port or 1883
-    except ValueError as exc:
-        raise ConfigError(f"bad port in --broker {url!r}") from exc
+    except ValueError:
+        raise ConfigError(f"bad port in --broker {redact_url(url)!r}") from None
     return ExternalBroker(parts.hostname, port, unquote(parts.username), unquote(parts.password))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by `***`: what may be printed or logged.
+
+    Broker and database URLs carry passwords; error messages and `linkhub config
+    check` show them only this way.
+    """
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return "(unreadable URL)"
+    if not has_password:
+        if "@" in url:  # not a URL we can read, but it may still hold user:password@
+            scheme, sep, rest = url.rpartition("://")
+            return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()

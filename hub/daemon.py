@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from hub import protocol
+from hub import metrics, protocol
 from hub.account_directory import AccountDirectory
 from hub.accounts import AccountService
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
@@ -128,6 +128,7 @@ class Hub:
                 on_message=self._on_message,
             )
             self._mqtt.start()
+            metrics.of(self.engine).watch_broker(self._mqtt)
             self._mqtt.subscribe(protocol.link_request_subscription())
             self._mqtt.subscribe(protocol.device_status_subscription())
             for topic_filter in protocol.device_inbound_subscriptions():
@@ -278,7 +279,8 @@ class Hub:
                     correlation = None
                 self._send(self.links.handle_rejection(parsed, correlation))
                 return
-            self._send(self.links.handle_request(parsed, message.correlation_data))
+            with metrics.of(self.engine).link_request():
+                self._send(self.links.handle_request(parsed, message.correlation_data))
             return
         device_topic = protocol.parse_device_topic(message.topic)
         if device_topic is not None and device_topic[1] == "status":

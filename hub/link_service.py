@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from hub import codes, protocol
+from hub import codes, metrics, protocol
 from hub.errors import LinkDecisionError, LinkHubError
 from hub.linking import InvalidTransition, LinkEvent, LinkOutput, LinkState, is_expired, step
 from hub.models import Device, LinkRequestRecord
@@ -160,6 +160,7 @@ class LinkService:
         with session_scope(self._engine) as session:
             record = session.get(LinkRequestRecord, request.request_id)
             if record is None:
+                metrics.of(self._engine).link_requests.inc()
                 record = self._create(session, request, correlation, now)
                 return self._reply(record, (LinkOutput.REPLY_PENDING,), now)
             if record.reply_to != request.reply_to:
@@ -316,6 +317,7 @@ class LinkService:
                 session.add(device)
                 reply = self._reply(record, outputs, now)
                 view = _device_view(device)
+        metrics.of(self._engine).link_approvals.inc()
         self._push(reply)
         return view
 
@@ -330,6 +332,7 @@ class LinkService:
                 session.add(record)
                 reply = self._reply(record, outputs, now)
                 view = _request_view(record, LinkState(record.state))
+        metrics.of(self._engine).link_denials.inc()
         self._push(reply)
         return view
 
@@ -371,6 +374,7 @@ class LinkService:
         state = LinkState(record.state)
         if is_expired(state, record.expires_at_s, now):
             state, _ = step(state, LinkEvent.EXPIRE)
+            metrics.of(self._engine).link_expiries.inc()
         try:
             new_state, outputs = step(state, event)
         except InvalidTransition as exc:

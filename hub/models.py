@@ -50,7 +50,7 @@ class Device(SQLModel, table=True):
     model: str = Field(max_length=64)
     address: str | None = Field(default=None, max_length=64)
     request_id: str = Field(max_length=64)
-    linked_at_s: float
+    linked_at_s: float = Field(index=True)  # devices are listed in link order (revision 0002)
     confirmed: bool = False
     online: bool = False
     last_seen_at_s: float | None = None

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from hub import protocol
+from hub import metrics, protocol
 from hub.account_directory import ChangeKind, VersionedDocument
 from hub.errors import LinkHubError, SettingsRefused
 from hub.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
@@ -392,7 +392,8 @@ class SettingsService:
     def _send(self, outbound: list[Outbound]) -> None:
         for item in outbound:
             try:
-                self._publisher.send_to_device(item.device_id, item.leaf, item.message)
+                with metrics.of(self._engine).delivery(item.leaf):
+                    self._publisher.send_to_device(item.device_id, item.leaf, item.message)
             except LinkHubError as exc:
                 # Stored already: the device gets the whole document on its next connect.
                 log.info("device %s will catch up on reconnect (%s)", item.device_id, exc)

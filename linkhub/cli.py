@@ -4,6 +4,8 @@ linkhub run [--data-dir DIR] [--http-host H] [--http-port N] [--mqtt-port N]
             [--broker mqtt://ADMIN:PASS@HOST:PORT]
             [--no-mdns] [--mdns-name NAME] [--mdns-interface IFACE_OR_IP]...
                 [--account-service URL --account-service-token-file FILE]
+            [--config FILE] [--log-format text|json]
+    linkhub config check [--config FILE] [--data-dir DIR]
     linkhub account-service [--data-dir DIR] [--host H] [--port N]
 linkhub account add NAME --password-stdin
 linkhub link approve CODE --account NAME
@@ -11,6 +13,8 @@ linkhub link deny CODE
 linkhub devices [--json]
 linkhub settings set (--account NAME | --device ID) KEY=VALUE [KEY=VALUE ...]
 linkhub settings show (--account NAME | --device ID) [--json]
+linkhub backup FILE
+linkhub restore FILE [--force]
 
 A VALUE is JSON if it parses as JSON (7, true, "7", {"from": "22:00"}), else
 the text itself; KEY=null removes the key.
@@ -29,19 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.config import (
-    DEFAULT_CODE_LIFETIME_S,
-    DEFAULT_HTTP_PORT,
-    DEFAULT_MDNS_NAME,
-    DEFAULT_MQTT_PORT,
-    DEFAULT_POLL_INTERVAL_S,
-    HubConfig,
-    default_data_dir,
-    default_database_url,
-    mdns_host_label,
-    parse_broker_url,
-)
-from hub.errors import ConfigError, LinkHubError, SettingsRefused
+from hub import config_file
+from hub.config import HubConfig, default_data_dir, default_database_url
+from hub.errors import LinkHubError, SettingsRefused
 from linkhub import control_client
 
 
@@ -68,68 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", parents=[common], help="run the hub in the foreground")
-    run.add_argument("--http-host", default=os.environ.get("LINKHUB_HTTP_HOST", "0.0.0.0"))
-    run.add_argument("--http-port", type=int, default=_env_int("LINKHUB_HTTP_PORT", DEFAULT_HTTP_PORT))
-    run.add_argument(
-        "--mqtt-host",
-        default=os.environ.get("LINKHUB_MQTT_HOST", "0.0.0.0"),
-        help="where the hub's own mosquitto listens",
-    )
-    run.add_argument("--mqtt-port", type=int, default=_env_int("LINKHUB_MQTT_PORT", DEFAULT_MQTT_PORT))
-    run.add_argument(
-        "--broker",
-        default=os.environ.get("LINKHUB_BROKER"),
-        help="use a mosquitto you already run: mqtt://ADMIN:PASSWORD@HOST:PORT (its dynamic-security admin)",
-    )
-    run.add_argument(
-        "--public-host",
-        default=os.environ.get("LINKHUB_PUBLIC_HOST"),
-        help="the name or address phones use to reach the hub (default: its LAN address)",
-    )
-    run.add_argument(
-        "--device-broker",
-        default=os.environ.get("LINKHUB_DEVICE_BROKER"),
-        metavar="HOST[:PORT]",
-        help="where linked devices connect, if not where the hub does (a broker behind a port mapping)",
-    )
-    run.add_argument(
-        "--code-lifetime",
-        type=int,
-        default=_env_int("LINKHUB_CODE_LIFETIME_S", DEFAULT_CODE_LIFETIME_S),
-        help="seconds a user code stays valid (default 900)",
-    )
-    run.add_argument(
-        "--poll-interval", type=int, default=_env_int("LINKHUB_POLL_INTERVAL_S", DEFAULT_POLL_INTERVAL_S)
-    )
-    run.add_argument("--no-mdns", action="store_true", help="do not advertise the hub over mDNS")
-    run.add_argument(
-        "--mdns-name",
-        default=os.environ.get("LINKHUB_MDNS_NAME", DEFAULT_MDNS_NAME),
-        metavar="NAME",
-        help=f"the hub's host name on the LAN, NAME.local (default {DEFAULT_MDNS_NAME})",
-    )
-    run.add_argument(
-        "--mdns-interface",
-        action="append",
-        default=[],
-        metavar="IFACE_OR_IP",
-        help="advertise over mDNS on this interface or IPv4 address (repeatable; "
-        "default: every interface with a home-network 10/8, 172.16/12 or 192.168/16 address)",
-    )
-    run.add_argument(
-        "--account-service",
-        default=os.environ.get("LINKHUB_ACCOUNT_SERVICE"),
-        metavar="URL",
-        help="use an account service run on its own (`linkhub account-service`) instead of the built-in one",
-    )
-    run.add_argument(
-        "--account-service-token-file",
-        type=Path,
-        default=os.environ.get("LINKHUB_ACCOUNT_SERVICE_TOKEN_FILE"),
-        metavar="FILE",
-        help="the file holding that service's bearer token (its DATA/account-service-token)",
-    )
+    # Each option is a key of the configuration file too: hub/config_file.py
+    # describes them all and merges flag > environment > file > default.
+    config_file.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
+
+    config = commands.add_parser("config", help="the configuration of `linkhub run`")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser(
+        "check",
+        parents=[common],
+        help="show what `linkhub run` would use, where each value comes from, and what is wrong",
+    )
+    config_file.add_arguments(check)
 
     account = commands.add_parser("account", help="household accounts")
     account_commands = account.add_subparsers(dest="account_command", required=True)
@@ -155,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = commands.add_parser("devices", parents=[common], help="list linked devices")
     devices.add_argument("--json", action="store_true")
+
+    backup = commands.add_parser(
+        "backup",
+        parents=[common],
+        help="copy the database, the broker's state and the secrets into one file (the hub may run)",
+    )
+    backup.add_argument("file", type=Path, metavar="FILE", help="the archive to write (tar.gz, mode 0600)")
+    restore = commands.add_parser(
+        "restore", parents=[common], help="bring a backup back into a data directory where no hub runs"
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="an archive made by `linkhub backup`")
+    restore.add_argument(
+        "--force", action="store_true", help="replace the database and secrets already in the data directory"
+    )
 
     settings = commands.add_parser("settings", help="account preferences and a device's own settings")
     settings_commands = settings.add_subparsers(dest="settings_command", required=True)
@@ -210,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from linkhub.server import run_hub
 
                 return run_hub(_run_config(args), verbose=args.verbose)
+            case "config":
+                return _config_check(args)
             case "account":
                 return _account_add(args)
             case "link":
@@ -218,43 +179,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _devices(args)
             case "settings":
                 return _settings(args)
+            case "backup":
+                return _backup(args)
+            case "restore":
+                return _restore(args)
     except LinkHubError as exc:
         print(f"linkhub: {exc}", file=sys.stderr)
         return 1
     return 2
 
 
-def _account_service_token(args: argparse.Namespace) -> str | None:
-    if args.account_service is None:
-        return None
-    if args.account_service_token_file is None:
-        raise ConfigError("--account-service needs --account-service-token-file FILE (the service's token)")
-    try:
-        return args.account_service_token_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the account service token: {exc}") from None
+def _resolved(args: argparse.Namespace) -> config_file.Resolution:
+    """Flags given, LINKHUB_* and the configuration file, merged in hub/config_file.py."""
+    return config_file.load(
+        config_file.flags_from(args), os.environ, config_flag=args.config, data_dir_flag=args.data_dir
+    )
 
 
 def _run_config(args: argparse.Namespace) -> HubConfig:
-    data_dir = _data_dir(args)
-    return HubConfig(
-        data_dir=data_dir,
-        database_url=args.database_url or default_database_url(data_dir),
-        http_host=args.http_host,
-        http_port=args.http_port,
-        mqtt_host=args.mqtt_host,
-        mqtt_port=args.mqtt_port,
-        external_broker=parse_broker_url(args.broker) if args.broker else None,
-        public_host=args.public_host,
-        device_broker=args.device_broker,
-        code_lifetime_s=args.code_lifetime,
-        poll_interval_s=args.poll_interval,
-        mdns=not args.no_mdns,
-        mdns_name=mdns_host_label(args.mdns_name),
-        mdns_interfaces=tuple(args.mdns_interface),
-        account_service_url=args.account_service,
-        account_service_token=_account_service_token(args),
-    )
+    """What `linkhub run` uses: flag > environment > file > default; every problem at once."""
+    return _resolved(args).hub_config()
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """Print the effective configuration with each value's source; non-zero if anything is wrong."""
+    resolution = _resolved(args)
+    print(resolution.report())
+    return 1 if resolution.problems else 0
 
 
 def _account_add(args: argparse.Namespace) -> int:
@@ -318,6 +269,40 @@ def _devices(args: argparse.Namespace) -> int:
         linked = datetime.fromtimestamp(device["linked_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         state = "online" if device["online"] else "offline"
         print(f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    """A thin shell: hub/backup.py does the work (and is tested without the CLI)."""
+    from hub.backup import create_backup
+
+    data_dir = _data_dir(args)
+    report = create_backup(data_dir, args.file, args.database_url or default_database_url(data_dir))
+    database = report.manifest["database"]
+    held = [entry["path"] for entry in report.manifest["files"]]
+    if database.get("member"):
+        held.insert(0, f"the database (schema {database.get('schema_revision') or 'from before migrations'})")
+    print(f"backup written to {report.path}: {', '.join(held) or 'nothing'}")
+    for note in report.notes:
+        print(note)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from hub.backup import restore_backup
+
+    data_dir = _data_dir(args)
+    report = restore_backup(
+        args.file, data_dir, args.database_url or default_database_url(data_dir), force=args.force
+    )
+    print(f"restored the backup made {report.manifest['created_at']} into {report.data_dir}:")
+    if report.database_path is not None:
+        print(f"  database: {report.database_path} (upgraded when the hub starts, if it is older)")
+    for path in report.files:
+        print(f"  {path}")
+    for note in report.notes:
+        print(note)
+    print(f"Start the hub with: linkhub run --data-dir {report.data_dir}")
     return 0
 
 

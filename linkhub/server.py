@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import qrcode
+from waitress import wasyncore
 from waitress.server import create_server
 
+from hub import metrics
 from hub.config import HubConfig
 from hub.daemon import Hub
 from hub.errors import PortInUse
@@ -49,25 +56,104 @@ def terminal_qr(text: str) -> str:
     return out.getvalue()
 
 
-def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+# The attributes every LogRecord has; anything else on a record came in `extra=`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# An extra field whose name says it holds a secret is never written out, whatever its value.
+_SECRET_FIELD = re.compile(r"pass(word)?|secret|token|credential|authori[sz]ation|cookie", re.IGNORECASE)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's extra fields.
+
+    For log collectors (journald, Loki, a container runtime): they split fields
+    without guessing at a text layout. Extra fields named like a secret are
+    written as "***".
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name in _RECORD_ATTRIBUTES or name.startswith("_") or name in line:
+                continue
+            line[name] = "***" if _SECRET_FIELD.search(name) else value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def configure_logging(log_format: str, *, verbose: bool = False) -> None:
+    """Log lines on stderr, as text for a person at a terminal or JSON for a collector."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+
+
+def _busy(channel: Any) -> bool:
+    """A waitress channel that is reading a request, serving one, or still sending an answer."""
+    return bool(
+        getattr(channel, "requests", None)
+        or getattr(channel, "request", None) is not None
+        or getattr(channel, "total_outbufs_len", 0)
     )
+
+
+def close_gracefully(server: Any, thread: threading.Thread, timeout_s: float = 10.0) -> None:
+    """Stop a waitress server the way a stopping service should: take no new
+    connection, let the requests already in flight finish and their answers go
+    out (a person's "approve" pressed just before SIGTERM still gets its page),
+    then close everything. waitress's own close() only closes the listening
+    socket and leaves its worker threads and open connections behind."""
+    server.accepting = False  # readable() turns False: no more accept()s
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_busy(c) for c in list(server.active_channels.values())):
+        time.sleep(0.02)
+    server.task_dispatcher.shutdown(timeout=max(0.1, deadline - time.monotonic()))
+    wasyncore.close_all(server._map, ignore_all=True)  # the loop in `thread` ends with an empty map
+    thread.join(timeout=max(0.1, deadline - time.monotonic()))
+
+
+def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
+    """Run until SIGTERM or SIGINT, then stop in order and return 0.
+
+    Stopping order: the web page and control socket first (finishing what they
+    are serving), then the hub (mDNS withdrawn, outbox and MQTT stopped, its own
+    mosquitto stopped). Everything the hub keeps is in its database and data
+    directory, so the next start picks up where this one stopped.
+    """
+    configure_logging(config.log_format, verbose=verbose)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    received: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        received.append(number)  # no logging here: a signal handler may interrupt a log call
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     hub = Hub(config)
     endpoints = hub.start()
-    servers = []
+    assert hub.engine is not None  # started
+    health = metrics.HealthProbe(hub.engine)
+    servers: list[tuple[Any, threading.Thread]] = []
     try:
         web_app = create_app(
             WebConfig(secret_key=_secret(config.data_dir / "web-secret")),
             links=hub.links,
             accounts=hub.accounts,
             settings=hub.settings,
+            health=health,
+            metrics=metrics.of(hub.engine).exposition,
         )
         try:
             web_server = create_server(web_app, host=config.http_host, port=config.http_port, threads=8)
@@ -76,14 +162,17 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
                 f"cannot serve the web page on {config.http_host}:{config.http_port} ({exc.strerror}); "
                 "choose another with --http-port N"
             ) from None
-        servers.append(web_server)
+        servers.append((web_server, threading.Thread(target=web_server.run, name="http", daemon=True)))
         control_path = config.control_socket
         if control_path.exists():
             control_path.unlink()
         control_app = create_control_app(links=hub.links, accounts=hub.accounts, settings=hub.settings)
-        servers.append(create_server(control_app, unix_socket=str(control_path), unix_socket_perms="600"))
-        for server in servers:
-            threading.Thread(target=server.run, name="http", daemon=True).start()
+        control_server = create_server(control_app, unix_socket=str(control_path), unix_socket_perms="600")
+        servers.append(
+            (control_server, threading.Thread(target=control_server.run, name="control", daemon=True))
+        )
+        for _server, thread in servers:
+            thread.start()
 
         urls = _page_urls(config)
         broker = endpoints.device_broker
@@ -99,11 +188,17 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         print(terminal_qr(phone_url), end="", flush=True)
         print("Stop with Ctrl-C.", flush=True)
         stop.wait()
-        log.info("stopping")
+        name = signal.Signals(received[0]).name if received else "a signal"
+        log.info("stopping on %s: finishing requests in flight, then the hub", name)
     finally:
-        for server in servers:
-            server.close()
+        for server, thread in servers:
+            try:
+                close_gracefully(server, thread)
+            except Exception:  # the hub must still stop (and its mosquitto with it)
+                log.exception("while closing a web server")
+        health.close()
         hub.stop()
         if config.control_socket.exists():
             os.unlink(config.control_socket)
+        log.info("stopped")
     return 0

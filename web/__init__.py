@@ -18,6 +18,7 @@ from hub.link_service import LinkService
 from hub.settings_service import SettingsService
 from web import auth, devices, link, preferences, timefmt
 from web.config import WebConfig
+from web.health import HealthCheck, MetricsExposition, install_probes
 from web.services import WebServices, install, services
 
 __all__ = ["WebConfig", "WebServices", "create_app", "services"]
@@ -35,8 +36,15 @@ _SECURITY_HEADERS = {
 
 
 def create_app(
-    config: WebConfig, *, links: LinkService, accounts: AccountDirectory, settings: SettingsService
+    config: WebConfig,
+    *,
+    links: LinkService,
+    accounts: AccountDirectory,
+    settings: SettingsService,
+    health: HealthCheck | None = None,
+    metrics: MetricsExposition | None = None,
 ) -> Flask:
+    """The pages; with `health` and `metrics` also /healthz and /metrics (web/health.py)."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=config.secret_key,
@@ -58,6 +66,7 @@ def create_app(
     app.register_blueprint(link.bp)
     app.register_blueprint(devices.bp)
     app.register_blueprint(preferences.bp)
+    install_probes(app, health=health, metrics=metrics)
 
     @app.after_request
     def security_headers(response: Response) -> Response:

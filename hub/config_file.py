@@ -1,0 +1,639 @@
+"""Where each setting of `linkhub run` comes from: flag > environment > file > default.
+
+Three sources can set the same thing (a systemd unit sets environment
+variables, an operator keeps a TOML file, a person types a flag), so they are
+merged in exactly one place, `resolve`, a pure function: it reads no file and no
+environment of its own, which keeps the precedence rule testable as a table.
+`load` is the thin I/O shell around it (find and read the file, read the
+account service's token file) that `linkhub run` and `linkhub config check` use.
+
+Every key is described once, in KEYS: its flag, its environment variable
+(LINKHUB_ + the key in capitals), its default and what a valid value is. The
+argparse options, the messages and docs/configuration.md all follow that table.
+
+A bad value is reported with its source (the flag, the environment variable, or
+the file and key), what was expected and what was found; all problems are
+collected, not just the first, so one `linkhub config check` shows them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hub.config import (
+    CODE_LIFETIME_RANGE_S,
+    DEFAULT_CODE_LIFETIME_S,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MDNS_NAME,
+    DEFAULT_MQTT_PORT,
+    DEFAULT_POLL_INTERVAL_S,
+    LOG_FORMATS,
+    POLL_INTERVAL_RANGE_S,
+    PORT_RANGE,
+    HubConfig,
+    mdns_host_label,
+    parse_broker_url,
+    redact_url,
+)
+from hub.errors import ConfigError
+
+FILE_NAME = "linkhub.toml"  # looked for in the data directory when no file is named
+CONFIG_ENV = "LINKHUB_CONFIG"
+DATA_DIR_ENV = "LINKHUB_DATA_DIR"
+ENV_PREFIX = "LINKHUB_"
+
+DEFAULT = "default"
+
+
+class Invalid(ValueError):
+    """A value that is not what its key expects; the message says what was expected."""
+
+
+# --- what each key accepts ------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """A value as a person would recognise it in a message: text quoted, the rest plain."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
+def _whole_number(low: int, high: int, unit: str = "") -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        expected = f"a whole number from {low} to {high}{unit}"
+        if isinstance(value, str):
+            text = value.strip()
+            if not re.fullmatch(r"[+-]?\d+", text):
+                raise Invalid(f"expected {expected}, got {_show(value)}")
+            number = int(text)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise Invalid(f"expected {expected}, got {_show(value)}")
+        if not low <= number <= high:
+            raise Invalid(f"expected {expected}, got {number}")
+        return number
+
+    return parse
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"expected some text, got {_show(value) if value != '' else 'nothing'}")
+    return value.strip()
+
+
+def _host(value: object) -> str:
+    text = _text(value)
+    if any(c.isspace() or c in "/@" for c in text):
+        raise Invalid(f"expected a host name or IP address, got {_show(value)}")
+    return text
+
+
+def _switch(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+    raise Invalid(f"expected true or false, got {_show(value)}")
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """A list of interface names or addresses; in the environment, separated by commas or spaces."""
+    items: Sequence[object]
+    if isinstance(value, str):
+        items = [item for item in re.split(r"[,\s]+", value) if item]
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise Invalid(f"expected a list of interface names or IPv4 addresses, got {_show(value)}")
+    names = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise Invalid(f"expected interface names or IPv4 addresses (text), got {_show(item)} in the list")
+        names.append(item.strip())
+    return tuple(names)
+
+
+def _mdns_name(value: object) -> str:
+    text = _text(value)
+    try:
+        return mdns_host_label(text)
+    except ConfigError:
+        raise Invalid(
+            f"expected one host name such as linkhub or kitchen-hub.local "
+            f"(letters, digits and '-', at most 63), got {_show(value)}"
+        ) from None
+
+
+def _broker(value: object) -> str:
+    text = _text(value)
+    try:
+        parse_broker_url(text)
+    except ConfigError:
+        raise Invalid(
+            f"expected mqtt://ADMIN:PASSWORD@HOST:PORT (the broker's dynamic-security admin), "
+            f"got {redact_url(text)!r}"
+        ) from None
+    return text
+
+
+def _host_port(value: object) -> str:
+    """HOST or HOST:PORT, the same rule the hub applies at start (hub.daemon._host_port)."""
+    text = _text(value)
+    host, sep, port = text.rpartition(":")
+    if sep and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+        raise Invalid(f"expected HOST or HOST:PORT (port 1-65535), got {_show(value)}")
+    return text
+
+
+def _http_url(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"https?://[^/\s@?#]+(/[^\s?#]*)?", text):
+        raise Invalid(f"expected http://HOST:PORT (no user or password in it), got {redact_url(text)!r}")
+    return text
+
+
+def _path(value: object) -> Path:
+    return Path(_text(value))
+
+
+def _database_url(value: object) -> str:
+    text = _text(value)
+    if "://" not in text:
+        raise Invalid(
+            f"expected a SQLAlchemy URL such as sqlite:////var/lib/linkhub/linkhub.db or "
+            f"postgresql+psycopg://USER@HOST:5432/NAME, got {redact_url(text)!r}"
+        )
+    return text
+
+
+def _log_format(value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() in LOG_FORMATS:
+        return value.strip().lower()
+    raise Invalid(f"expected {' or '.join(LOG_FORMATS)}, got {_show(value)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One setting: its name in the file, its flag, its default and what it accepts."""
+
+    name: str
+    flag: str
+    parse: Callable[[object], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    secret_in_url: bool = False  # shown with its password replaced by ***
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def check_toml_type(self, value: object) -> None:
+        """In the file, values have TOML types: a port is 8080, not "8080".
+
+        The environment and flags are text and are parsed; the file is not, so
+        that a quoted number or a "no" for false is pointed out, not guessed at.
+        """
+        default = self.default
+        if isinstance(value, str) and isinstance(default, bool):
+            raise Invalid(f"expected true or false (without quotes), got the text {value!r}")
+        if isinstance(value, str) and isinstance(default, int):
+            raise Invalid(f"expected a whole number (without quotes), got the text {value!r}")
+        if isinstance(value, str) and isinstance(default, tuple):
+            raise Invalid(f'expected a list such as ["wlan0", "192.168.1.20"], got the text {value!r}')
+
+
+_PORT = _whole_number(*PORT_RANGE)
+
+KEYS: tuple[Key, ...] = (
+    Key("http_host", "--http-host", _host, "0.0.0.0", "where the web page listens", "HOST"),
+    Key("http_port", "--http-port", _PORT, DEFAULT_HTTP_PORT, "the web page's port", "N"),
+    Key("mqtt_host", "--mqtt-host", _host, "0.0.0.0", "where the hub's own mosquitto listens", "HOST"),
+    Key("mqtt_port", "--mqtt-port", _PORT, DEFAULT_MQTT_PORT, "the hub's own mosquitto's port", "N"),
+    Key(
+        "broker",
+        "--broker",
+        _broker,
+        None,
+        "use a mosquitto you already run: mqtt://ADMIN:PASSWORD@HOST:PORT (its dynamic-security admin)",
+        "URL",
+        secret_in_url=True,
+    ),
+    Key(
+        "public_host",
+        "--public-host",
+        _host,
+        None,
+        "the name or address phones use to reach the hub (default: its LAN address)",
+        "HOST",
+    ),
+    Key(
+        "device_broker",
+        "--device-broker",
+        _host_port,
+        None,
+        "where linked devices connect, if not where the hub does (a broker behind a port mapping)",
+        "HOST[:PORT]",
+    ),
+    Key(
+        "code_lifetime_s",
+        "--code-lifetime",
+        _whole_number(*CODE_LIFETIME_RANGE_S, " seconds"),
+        DEFAULT_CODE_LIFETIME_S,
+        f"seconds a user code stays valid (default {DEFAULT_CODE_LIFETIME_S})",
+        "S",
+    ),
+    Key(
+        "poll_interval_s",
+        "--poll-interval",
+        _whole_number(*POLL_INTERVAL_RANGE_S, " seconds"),
+        DEFAULT_POLL_INTERVAL_S,
+        f"seconds a device waits between polls (default {DEFAULT_POLL_INTERVAL_S})",
+        "S",
+    ),
+    Key("mdns", "--mdns", _switch, True, "advertise the hub over mDNS (--no-mdns: do not)"),
+    Key(
+        "mdns_name",
+        "--mdns-name",
+        _mdns_name,
+        DEFAULT_MDNS_NAME,
+        f"the hub's host name on the LAN, NAME.local (default {DEFAULT_MDNS_NAME})",
+        "NAME",
+    ),
+    Key(
+        "mdns_interfaces",
+        "--mdns-interface",
+        _names,
+        (),
+        "advertise over mDNS on this interface or IPv4 address (repeatable; default: every interface "
+        "with a home-network 10/8, 172.16/12 or 192.168/16 address)",
+        "IFACE_OR_IP",
+    ),
+    Key(
+        "account_service",
+        "--account-service",
+        _http_url,
+        None,
+        "use an account service run on its own (`linkhub account-service`) instead of the built-in one",
+        "URL",
+    ),
+    Key(
+        "account_service_token_file",
+        "--account-service-token-file",
+        _path,
+        None,
+        "the file holding that service's bearer token (its DATA/account-service-token)",
+        "FILE",
+    ),
+    Key(
+        "database_url",
+        "--database-url",
+        _database_url,
+        None,  # sqlite in the data directory; computed from it in resolve()
+        "SQLAlchemy URL (default: SQLite in the data directory)",
+        "URL",
+        secret_in_url=True,
+    ),
+    Key("log_format", "--log-format", _log_format, "text", "log lines as text (default) or json", "FORMAT"),
+)
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+# Set where the file itself is found, so they cannot be in it.
+_NOT_IN_FILE = {
+    "data_dir": "the file is found through the data directory: use --data-dir or LINKHUB_DATA_DIR",
+    "config": "name the file with --config or LINKHUB_CONFIG",
+}
+
+
+# --- the result -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """The value a key ended up with and where it came from (for `linkhub config check`)."""
+
+    key: str
+    value: Any  # as given, when it is not valid
+    source: str  # "default", "flag --http-port", "env LINKHUB_HTTP_PORT", "file PATH"
+    valid: bool = True
+
+    @property
+    def shown(self) -> str:
+        """The value as printed: never a password."""
+        if not self.valid:
+            key = KEYS_BY_NAME.get(self.key)
+            if key is not None and key.secret_in_url and isinstance(self.value, str):
+                return f"{redact_url(self.value)!r} (not valid)"
+            return f"{_show(self.value)} (not valid)"
+        value = self.value
+        if value is None:
+            return "(not set)"
+        if isinstance(value, Path):
+            return str(value)
+        key = KEYS_BY_NAME.get(self.key)
+        if key is not None and key.secret_in_url and isinstance(value, str):
+            return redact_url(value)
+        if isinstance(value, tuple):
+            return ", ".join(value) if value else "(none)"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Everything `resolve` decided: each setting with its source, the problems, the config."""
+
+    settings: tuple[Setting, ...]
+    problems: tuple[str, ...]
+    config: HubConfig | None
+    file: Path | None = None
+    file_note: str = ""  # how the file was found, or why there is none
+
+    def hub_config(self) -> HubConfig:
+        """The config, or a ConfigError listing every problem (one per line)."""
+        if self.problems or self.config is None:
+            raise ConfigError(
+                "the configuration is not valid:\n" + "\n".join(f"  - {p}" for p in self.problems)
+            )
+        return self.config
+
+    def setting(self, key: str) -> Setting:
+        return next(s for s in self.settings if s.key == key)
+
+    def report(self) -> str:
+        """What `linkhub config check` prints: the file, each value and its source, the verdict."""
+        lines = [f"configuration file: {self.file_note}"]
+        width = max(len(s.key) for s in self.settings)
+        value_width = min(48, max(len(s.shown) for s in self.settings))
+        for setting in self.settings:
+            lines.append(
+                f"  {setting.key.ljust(width)}  {setting.shown.ljust(value_width)}  ({setting.source})"
+            )
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}:")
+            lines += [f"  - {problem}" for problem in self.problems]
+        else:
+            lines.append("configuration OK")
+        return "\n".join(lines)
+
+
+# --- the merge ----------------------------------------------------------------------------
+
+
+def _read_secret(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def resolve(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    file: Mapping[str, Any],
+    *,
+    data_dir: Path,
+    file_path: Path | None = None,
+    read_secret: Callable[[Path], str] = _read_secret,
+    data_dir_source: str = DEFAULT,
+) -> Resolution:
+    """Merge the sources, key by key: flag > environment > file > default.
+
+    `flags` holds only the flags given on the command line (name of the key ->
+    value; argparse's text, or True/False for --mdns/--no-mdns, a list for
+    --mdns-interface); `env` is the environment (only LINKHUB_* is read; an empty
+    variable counts as unset); `file` is the parsed TOML file, `file_path` where
+    it was read (for messages, and relative paths in it). Pure but for
+    `read_secret`, which reads the account service's token file.
+    """
+    where = str(file_path) if file_path is not None else "the configuration file"
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    invalid: dict[str, object] = {}  # key -> the value as given
+
+    for name in file:
+        if name in KEYS_BY_NAME:
+            continue
+        if name in _NOT_IN_FILE:
+            problems.append(f"{where}, key {name}: cannot be set in the file; {_NOT_IN_FILE[name]}")
+            continue
+        close = difflib.get_close_matches(name, KEYS_BY_NAME, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(
+            f"{where}, key {name}: unknown key{hint}; the keys are listed in docs/configuration.md"
+        )
+
+    for key in KEYS:
+        raw: object
+        if key.name in flags and flags[key.name] is not None:
+            raw = flags[key.name]
+            flag = "--no-mdns" if key.name == "mdns" and raw is False else key.flag
+            source = origin = f"flag {flag}"
+        elif env.get(key.env, "").strip():
+            raw, source, origin = env[key.env], f"env {key.env}", f"environment variable {key.env}"
+        elif key.name in file:
+            raw, source, origin = file[key.name], f"file {where}", f"{where}, key {key.name}"
+        else:
+            values[key.name], sources[key.name] = key.default, DEFAULT
+            continue
+        try:
+            if source.startswith("file"):
+                key.check_toml_type(raw)
+            value = key.parse(raw)
+        except Invalid as exc:
+            problems.append(f"{origin}: {exc}")
+            values[key.name], sources[key.name], invalid[key.name] = key.default, source, raw
+            continue
+        if key.name == "account_service_token_file" and source.startswith("file") and file_path is not None:
+            value = file_path.parent / value  # relative to the file, as a person reading it expects
+        values[key.name], sources[key.name] = value, source
+
+    if values["database_url"] is None:
+        values["database_url"] = f"sqlite:///{data_dir / 'linkhub.db'}"
+    token = None
+    if values["account_service"] is not None:
+        token_file = values["account_service_token_file"]
+        if token_file is None:
+            problems.append(
+                f"account_service ({sources['account_service']}) needs account_service_token_file too: "
+                "the file holding the service's token (--account-service-token-file FILE)"
+            )
+        else:
+            try:
+                token = read_secret(token_file)
+            except OSError as exc:
+                problems.append(
+                    f"account_service_token_file ({sources['account_service_token_file']}): "
+                    f"cannot read {token_file}: {exc.strerror or exc}"
+                )
+
+    settings = (
+        Setting("data_dir", data_dir, data_dir_source),
+        *(
+            Setting(key.name, invalid[key.name], sources[key.name], valid=False)
+            if key.name in invalid
+            else Setting(key.name, values[key.name], sources[key.name])
+            for key in KEYS
+        ),
+    )
+    config = None
+    if not problems:
+        try:
+            config = HubConfig(
+                data_dir=data_dir,
+                database_url=values["database_url"],
+                http_host=values["http_host"],
+                http_port=values["http_port"],
+                mqtt_host=values["mqtt_host"],
+                mqtt_port=values["mqtt_port"],
+                external_broker=parse_broker_url(values["broker"]) if values["broker"] else None,
+                public_host=values["public_host"],
+                device_broker=values["device_broker"],
+                code_lifetime_s=values["code_lifetime_s"],
+                poll_interval_s=values["poll_interval_s"],
+                mdns=values["mdns"],
+                mdns_name=values["mdns_name"],
+                mdns_interfaces=tuple(values["mdns_interfaces"]),
+                account_service_url=values["account_service"],
+                account_service_token=token,
+                log_format=values["log_format"],
+            )
+        except ConfigError as exc:  # a rule only HubConfig knows; every key was checked above
+            problems.append(str(exc))
+    return Resolution(settings, tuple(problems), config, file_path)
+
+
+# --- finding and reading the file (I/O) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileChoice:
+    path: Path | None
+    note: str  # for the report: how it was found, or why there is none
+    required: bool  # named explicitly: a missing file is an error, not "no file"
+
+
+def choose_file(flag: Path | None, env: Mapping[str, str], data_dir: Path) -> FileChoice:
+    """--config FILE, else LINKHUB_CONFIG, else DATA_DIR/linkhub.toml (if it exists).
+
+    Paths are made absolute so that every message names the file unambiguously.
+    """
+    if flag is not None:
+        path = flag.expanduser().absolute()
+        return FileChoice(path, f"{path} (from --config)", True)
+    if env.get(CONFIG_ENV, "").strip():
+        path = Path(env[CONFIG_ENV].strip()).expanduser().absolute()
+        return FileChoice(path, f"{path} (from {CONFIG_ENV})", True)
+    path = data_dir / FILE_NAME
+    return FileChoice(path, f"{path} (in the data directory)", False)
+
+
+def data_dir_from(flag: Path | None, env: Mapping[str, str], home: Path) -> tuple[Path, str]:
+    """The data directory and its source: --data-dir, else LINKHUB_DATA_DIR, else ~/.local/share/linkhub."""
+    if flag is not None:
+        return flag.expanduser().resolve(), "flag --data-dir"
+    if env.get(DATA_DIR_ENV, "").strip():
+        return Path(env[DATA_DIR_ENV].strip()).expanduser().resolve(), f"env {DATA_DIR_ENV}"
+    return (home / ".local/share/linkhub").resolve(), DEFAULT
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; ConfigError naming the file (and line) if it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+
+
+def load(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    config_flag: Path | None = None,
+    data_dir_flag: Path | None = None,
+    home: Path | None = None,
+) -> Resolution:
+    """Find and read the file, then `resolve`; problems reading the file are problems too."""
+    data_dir, data_dir_source = data_dir_from(data_dir_flag, env, home or Path.home())
+    choice = choose_file(config_flag, env, data_dir)
+    file: dict[str, Any] = {}
+    file_path = None
+    note = choice.note
+    file_problem = None
+    if choice.path is not None and (choice.required or choice.path.exists()):
+        try:
+            file, file_path = read_file(choice.path), choice.path
+        except ConfigError as exc:
+            file_problem = str(exc)
+    elif choice.path is not None:
+        note = f"none ({choice.path} does not exist; defaults, environment and flags only)"
+    resolution = resolve(
+        flags, env, file, data_dir=data_dir, file_path=file_path, data_dir_source=data_dir_source
+    )
+    problems = (file_problem,) if file_problem else ()
+    return Resolution(
+        resolution.settings,
+        problems + resolution.problems,
+        None if file_problem else resolution.config,
+        file_path,
+        note,
+    )
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`linkhub run`'s options (and `linkhub config check`'s), one per key plus --config.
+
+    Defaults are None: a flag not given must not hide the environment or the
+    file, so only `flags_from` decides what a flag set.
+    """
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"configuration file (env {CONFIG_ENV}; default DATA_DIR/{FILE_NAME} if it exists)",
+    )
+    for key in KEYS:
+        if key.name == "database_url":
+            continue  # every command has it (linkhub.cli's common options)
+        help_text = f"{key.help} (env {key.env}; file key {key.name})"
+        if key.name == "mdns":
+            parser.add_argument(
+                "--mdns", dest="mdns", action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif key.name == "mdns_interfaces":
+            parser.add_argument(
+                key.flag, dest=key.name, action="append", default=None, metavar=key.metavar, help=help_text
+            )
+        else:
+            parser.add_argument(key.flag, dest=key.name, default=None, metavar=key.metavar, help=help_text)
+
+
+def flags_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The keys given as flags on this command line, and nothing else."""
+    return {key.name: getattr(args, key.name) for key in KEYS if getattr(args, key.name, None) is not None}

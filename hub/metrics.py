@@ -1,0 +1,238 @@
+"""What an operator watches: the hub's Prometheus metrics and its health.
+
+Each hub gets its own `CollectorRegistry` (never prometheus_client's global
+one), so tests and several hubs in one process do not see each other's counts.
+The hub's services reach their hub's metrics with `of(engine)`: every service of
+one hub already holds that hub's database engine, so they need no new
+constructor argument and the hooks in them stay one line where the event
+happens. `of` creates the metrics on first use; an engine that is gone takes
+them with it (weak references).
+
+Health (`/healthz`) is here too: the broker is healthy when the hub's own MQTT
+connection is up, the database when `SELECT 1` answers within a short timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
+from hub import protocol
+from hub.models import Device
+
+# Seconds: a link request is a few database round trips and one publish; a
+# desired message waits for the broker's PUBACK.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DATABASE_TIMEOUT_S = 2.0
+
+
+class BrokerConnection(Protocol):
+    """What health needs of hub.mqtt.MqttConnection."""
+
+    connected: threading.Event
+
+    @property
+    def broker(self) -> Any: ...
+
+
+class HubMetrics:
+    """One hub's metric objects, in one registry of its own."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.link_requests = Counter(
+            "linkhub_link_requests", "New link requests from devices (polls not counted)", registry=registry
+        )
+        self.link_approvals = Counter("linkhub_link_approvals", "Link requests approved", registry=registry)
+        self.link_denials = Counter("linkhub_link_denials", "Link requests denied", registry=registry)
+        self.link_expiries = Counter(
+            "linkhub_link_expiries", "Link requests whose code expired undecided", registry=registry
+        )
+        self.settings_deliveries = Counter(
+            "linkhub_settings_deliveries",
+            "Desired-settings messages sent to devices (acknowledged by the broker)",
+            registry=registry,
+        )
+        self.link_request_seconds = Histogram(
+            "linkhub_link_request_duration_seconds",
+            "Time to answer a link request or poll, from its arrival to the reply's PUBACK",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.settings_delivery_seconds = Histogram(
+            "linkhub_settings_delivery_duration_seconds",
+            "Time to publish one desired-settings message until the broker acknowledged it",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.devices_online = Gauge(
+            "linkhub_devices_online", "Linked devices whose last status was online", registry=registry
+        )
+        self.broker_connected = Gauge(
+            "linkhub_broker_connected", "1 while the hub is connected to its MQTT broker", registry=registry
+        )
+        self._connection: Callable[[], BrokerConnection | None] = lambda: None
+        self.broker_connected.set_function(lambda: 1.0 if self.broker_is_connected() else 0.0)
+        if engine is not None:
+            # Counted at scrape time from the database: right after a restart, and
+            # with several hub processes on one database, without bookkeeping here.
+            engine_ref = weakref.ref(engine)
+            self.devices_online.set_function(lambda: _devices_online(engine_ref()))
+
+    # --- hooks the hub's services call -------------------------------------------------
+    @contextmanager
+    def link_request(self) -> Iterator[None]:
+        """Times the answer to one link request message (new or a poll)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.link_request_seconds.observe(time.perf_counter() - started)
+
+    @contextmanager
+    def delivery(self, leaf: str) -> Iterator[None]:
+        """Counts and times a message to a device, if it is a desired-settings one that went out."""
+        started = time.perf_counter()
+        yield  # an exception (not delivered) passes through uncounted
+        if leaf == protocol.SETTINGS_DESIRED:
+            self.settings_delivery_seconds.observe(time.perf_counter() - started)
+            self.settings_deliveries.inc()
+
+    def watch_broker(self, connection: BrokerConnection) -> None:
+        """The hub's MQTT connection, whose state health and `linkhub_broker_connected` report."""
+        self._connection = weakref.ref(connection)  # type: ignore[assignment]
+
+    # --- reading -------------------------------------------------------------------------
+    def broker_is_connected(self) -> bool:
+        connection = self._connection()
+        return connection is not None and connection.connected.is_set()
+
+    def broker_address(self) -> str | None:
+        connection = self._connection()
+        if connection is None:
+            return None
+        return f"{connection.broker.host}:{connection.broker.port}"
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format of this hub's registry, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _devices_online(engine: Engine | None) -> float:
+    if engine is None:
+        return float("nan")
+    try:
+        with engine.connect() as connection:
+            count = connection.execute(
+                select(func.count()).select_from(Device).where(Device.online)  # type: ignore[arg-type]
+            ).scalar_one()
+    except Exception:  # a scrape must not fail because the database is away; /healthz says so
+        return float("nan")
+    return float(count)
+
+
+_registry_lock = threading.Lock()
+_by_engine: weakref.WeakKeyDictionary[Engine, HubMetrics] = weakref.WeakKeyDictionary()
+
+
+def of(engine: Engine) -> HubMetrics:
+    """The metrics of the hub whose database engine this is (made on first use)."""
+    with _registry_lock:
+        metrics = _by_engine.get(engine)
+        if metrics is None:
+            metrics = _by_engine[engine] = HubMetrics(engine)
+        return metrics
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, **self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    broker: ComponentHealth
+    database: ComponentHealth
+
+    @property
+    def ok(self) -> bool:
+        return self.broker.ok and self.database.ok
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ok else "degraded",
+            "broker": self.broker.as_json(),
+            "database": self.database.as_json(),
+        }
+
+
+class HealthProbe:
+    """Checks one hub's broker connection and database; call it for a HealthReport.
+
+    The database check runs on one worker thread and is waited for at most
+    `timeout_s`: a database that hangs makes /healthz say so quickly instead
+    of hanging with it (and later checks queue behind the stuck one rather
+    than piling up threads).
+    """
+
+    def __init__(self, engine: Engine, *, timeout_s: float = DATABASE_TIMEOUT_S) -> None:
+        self._engine = engine
+        self._metrics = of(engine)
+        self._timeout_s = timeout_s
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-db")
+
+    def __call__(self) -> HealthReport:
+        return HealthReport(self._broker(), self._database())
+
+    def _broker(self) -> ComponentHealth:
+        address = self._metrics.broker_address()
+        detail: dict[str, Any] = {"address": address} if address else {}
+        if self._metrics.broker_is_connected():
+            return ComponentHealth(True, detail)
+        return ComponentHealth(False, {**detail, "error": "the hub is not connected to its MQTT broker"})
+
+    def _database(self) -> ComponentHealth:
+        # The backend's name, never the URL: it may hold a password.
+        detail: dict[str, Any] = {"backend": self._engine.dialect.name}
+        started = time.perf_counter()
+        try:
+            self._worker.submit(self._select_one).result(timeout=self._timeout_s)
+        except FutureTimeout:
+            return ComponentHealth(False, {**detail, "error": f"no answer within {self._timeout_s:g} s"})
+        except Exception as exc:  # the class name only: driver messages may name hosts and users
+            return ComponentHealth(False, {**detail, "error": f"SELECT 1 failed ({type(exc).__name__})"})
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return ComponentHealth(True, {**detail, "latency_ms": latency_ms})
+
+    def _select_one(self) -> None:
+        with self._engine.connect() as connection:
+            connection.execute(text("SELECT 1")).scalar_one()
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
