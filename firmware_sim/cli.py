@@ -7,6 +7,10 @@
                         [--retry-interval S] [--json]
     linkhub-device run --state FILE [--mqtt 5|3.1.1] [--json]
     linkhub-device set --state FILE KEY=VALUE [KEY=VALUE ...] [--mqtt 5|3.1.1] [--json]
+    linkhub-device fleet --count N --state-dir DIR [--hub mqtt://HOST:PORT | --hub-name NAME]
+                         [--auto-approve ACCOUNT [--data-dir DIR] [--linkhub-command CMD]]
+                         [--duration S] [--link-workers N] [--workers N] [--link-timeout S]
+                         [--mqtt 5|3.1.1] [--json]
 
 Without `--hub`, `link` looks for hubs on the local network over mDNS
 (`_linkhub._tcp.local.`, for up to --discover-timeout seconds, default 5, from
@@ -24,6 +28,14 @@ Exit status 0 only once linked (link), after a clean stop (run) or once the
 hub accepted the change (set); 1 when the procedure failed or the hub refused
 (the reason was reported as an error event); 2 for bad usage; 130 when
 interrupted during link or set.
+
+`fleet` runs N devices from one process (firmware_sim/fleet.py), each with its
+own state file in --state-dir (device-0001.json, ...): it links those that hold
+no credentials (--auto-approve ACCOUNT approves each code with `linkhub link
+approve`), reconnects the others, and keeps all of them online, with a progress
+bar while linking and a summary line (linked, online, errors) on stderr. Exit
+status 0 when all were linked and online and the stop was clean, 1 when any
+device failed, 130 when interrupted while linking.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
@@ -196,7 +209,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="VALUE is JSON if it parses (7, true, null, {...}), else a string; null deletes",
     )
     common(p_set)
+
+    p_fleet = sub.add_parser("fleet", help="run many simulated devices from one process")
+    p_fleet.add_argument("--count", type=_positive_int, required=True, metavar="N", help="how many devices")
+    p_fleet.add_argument(
+        "--state-dir", required=True, metavar="DIR", help="one state file per device (device-0001.json, ...)"
+    )
+    fleet_hub = p_fleet.add_mutually_exclusive_group()
+    fleet_hub.add_argument(
+        "--hub", type=_hub_arg, metavar="mqtt://HOST:PORT", help="the hub's broker (default: mDNS)"
+    )
+    fleet_hub.add_argument("--hub-name", metavar="NAME", help="of the hubs found over mDNS, use this one")
+    p_fleet.add_argument(
+        "--discover-timeout", type=_positive_float, default=DEFAULT_DISCOVER_TIMEOUT_S, metavar="S"
+    )
+    p_fleet.add_argument("--mdns-interface", action="append", type=_ipv4_arg, metavar="IP")
+    p_fleet.add_argument(
+        "--auto-approve",
+        metavar="ACCOUNT",
+        help="approve each code for ACCOUNT with `linkhub link approve` (default: wait for a person)",
+    )
+    p_fleet.add_argument("--data-dir", metavar="DIR", help="passed to `linkhub link approve` (the hub's)")
+    p_fleet.add_argument(
+        "--linkhub-command", metavar="CMD", help="the linkhub command (default: the one beside this Python)"
+    )
+    p_fleet.add_argument(
+        "--duration", type=_positive_float, metavar="S", help="stop S seconds after all are online"
+    )
+    p_fleet.add_argument("--link-workers", type=_positive_int, default=8, metavar="N", help="links at once")
+    p_fleet.add_argument("--workers", type=_positive_int, default=4, metavar="N", help="session threads")
+    p_fleet.add_argument("--link-timeout", type=_positive_float, metavar="S", help="per device")
+    p_fleet.add_argument("--name-prefix", default="Fleet Device", help="names are PREFIX 0001, ...")
+    p_fleet.add_argument("--model", default="SIM-FLEET", help="model shown to whoever approves")
+    p_fleet.add_argument("--summary-interval", type=_positive_float, default=5.0, metavar="S")
+    p_fleet.add_argument("--mqtt", choices=("5", "3.1.1"), default="5", help="MQTT protocol version")
+    p_fleet.add_argument("--json", action="store_true", help="one JSON object per line per event")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
 
 
 @contextmanager
@@ -286,6 +344,47 @@ def _hub_text(event: Event) -> str:
     return text
 
 
+def _fleet(args: argparse.Namespace, printer: EventSink, human: HumanPrinter | None) -> int:
+    from firmware_sim import fleet  # only here: the other commands need none of it
+
+    status = fleet.StatusLine(interval_s=args.summary_interval)
+    sink: EventSink = printer if human is None else fleet.human_sink(status)
+    if args.hub is None:
+        found = _find_hub(args, sink, None)
+        if found is None:
+            return 1
+        host, port = found
+    else:
+        host, port = args.hub
+    approver = None
+    if args.auto_approve is not None:
+        command = args.linkhub_command.split() if args.linkhub_command else fleet.default_linkhub_command()
+        approver = fleet.shell_approver(args.auto_approve, args.data_dir, command)
+    options = fleet.FleetOptions(
+        host=host,
+        port=port,
+        count=args.count,
+        state_dir=Path(args.state_dir),
+        name_prefix=args.name_prefix,
+        model=args.model,
+        mqtt5=args.mqtt == "5",
+        link_workers=args.link_workers,
+        workers=args.workers,
+        link_timeout_s=args.link_timeout,
+    )
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        return fleet.run_fleet(
+            options,
+            on_event=sink,
+            stop=stop,
+            approver=approver,
+            duration_s=args.duration,
+            status=status,
+            summary_interval_s=args.summary_interval,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -300,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         human = HumanPrinter()
         printer = human
     mqtt5 = args.mqtt == "5"
+
+    if args.command == "fleet":
+        return _fleet(args, printer, human)
 
     if args.command == "link":
         try:
