@@ -4,6 +4,7 @@ mosquitto, `linkhub account add`, `linkhub-device link --json`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,9 +68,9 @@ def run_command(data_dir: Path, http_port: int, mqtt_port: int) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture
-def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
-    data_dir = tmp_path / "data"
+@contextlib.contextmanager
+def started_hub(data_dir: Path) -> Iterator[RunningHub]:
+    """`linkhub run` with its own mosquitto on free loopback ports, stopped with SIGTERM."""
     http_port, mqtt_port = free_port(), free_port()
     process = subprocess.Popen(
         [*run_command(data_dir, http_port, mqtt_port), "--poll-interval", "1"],
@@ -82,6 +83,12 @@ def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
     yield RunningHub(process, data_dir, http_port, mqtt_port, banner)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
+
+
+@pytest.fixture
+def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
+    with started_hub(tmp_path / "data") as hub:
+        yield hub
 
 
 def device_link(hub: RunningHub, state: Path, name: str = "Kitchen Lamp") -> subprocess.Popen[str]:

@@ -10,18 +10,16 @@ from __future__ import annotations
 import html
 import json
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, HubFactory, RunningBroker, free_port, wait_until
+from conftest import FakeClock, HubFactory, RunningBroker, wait_until
 from device_doubles import DeviceThread, RawClient
 from flask.testing import FlaskClient
-from test_shell_path import RunningHub, device_link, events, read_lines_until, run_command
+from test_shell_path import RunningHub, device_link, events, started_hub
 from test_web import OWNER, PASSWORD, control_app, page, sign_in, token, web_app
 from werkzeug.test import TestResponse
 
@@ -400,20 +398,8 @@ def test_control_changes_and_shows_settings(
 
 @pytest.fixture
 def shell_hub(tmp_path: Path) -> Iterator[RunningHub]:
-    """A `linkhub run` subprocess with its own mosquitto, as test_shell_path starts one."""
-    data_dir = tmp_path / "data"
-    http_port, mqtt_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [*run_command(data_dir, http_port, mqtt_port), "--poll-interval", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    banner = read_lines_until(process.stdout, lambda line: line.startswith("Stop with"))
-    yield RunningHub(process, data_dir, http_port, mqtt_port, banner)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == 0
+    with started_hub(tmp_path / "data") as hub:
+        yield hub
 
 
 def test_cli_settings_set_and_show(shell_hub: RunningHub, tmp_path: Path) -> None:
