@@ -223,8 +223,22 @@ class DynSecAdmin:
     def issue_device(self, device_id: str, password: str) -> None:
         """The device's own client, bound to client id == username == device_id."""
         role = device_role(device_id)
-        self.ensure_role(role, device_acls(device_id))
-        self.ensure_client(device_id, password, role, client_id=device_id)
+        # One message, not three: mosquitto rewrites its whole dynamic-security
+        # file after each message (docs/performance.md, "Approve").
+        commands: list[dict[str, Any]] = [
+            {"command": "createRole", "rolename": role},
+            *({"command": "addRoleACL", "rolename": role} | acl.to_json() for acl in device_acls(device_id)),
+            {
+                "command": "createClient",
+                "username": device_id,
+                "password": password,
+                "clientid": device_id,
+                "roles": [{"rolename": role}],
+            },
+        ]
+        responses = self.call_with_retry(commands)
+        if responses[-1].get("error"):  # it existed (an approval retried): bring it to this password
+            self.ensure_client(device_id, password, role, client_id=device_id)
 
     def revoke_device(self, device_id: str) -> None:
         """Delete the client (which disconnects it at once) and its role."""
