@@ -49,15 +49,11 @@ from firmware_sim import state as state_file
 from firmware_sim.events import Event, EventSink, error, from_mqtt_error
 from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
 from firmware_sim.mqtt_client import (
-    KEEPALIVE_S,
     RECONNECT_MAX_DELAY_S,
     RECONNECT_MIN_DELAY_S,
-    BrokerUnreachable,
-    ConnectRefused,
     DeviceMqttClient,
     Incoming,
     MqttError,
-    MqttTimeout,
     Will,
 )
 from firmware_sim.run import DeviceSession, publish_status
@@ -343,22 +339,8 @@ class FleetMqttClient(DeviceMqttClient):
             self._backoff_s = min(self._backoff_s * 2, RECONNECT_MAX_DELAY_S)
 
     # --- the blocking API ---------------------------------------------------------
-    def connect(self, host: str, port: int, *, timeout: float = 10.0) -> None:
-        """Connect and wait for a successful CONNACK; raise `MqttError` otherwise."""
-        self.paho.connect_timeout = timeout
-        try:
-            self.paho.connect(host, port, keepalive=KEEPALIVE_S)
-        except (OSError, ValueError) as exc:
-            raise BrokerUnreachable(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
+    def _drive_network(self) -> None:
         self._net.add(self)
-        if not self._connack.wait(timeout):
-            self.close()
-            raise MqttTimeout(f"no CONNACK from the MQTT broker at {host}:{port} within {timeout:g} s")
-        rc = self._connack_rc
-        assert rc is not None
-        if rc.is_failure:
-            self.close()
-            raise ConnectRefused(str(rc), rc.value)
 
     def close(self) -> None:
         """Disconnect cleanly (no last will) and stop reconnecting. Idempotent."""

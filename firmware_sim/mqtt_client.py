@@ -267,8 +267,7 @@ class DeviceMqttClient:
             self._client.connect(host, port, keepalive=KEEPALIVE_S)
         except (OSError, ValueError) as exc:
             raise BrokerUnreachable(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
-        self._client.loop_start()
-        self._loop_started = True
+        self._drive_network()
         if not self._connack.wait(timeout):
             self.close()
             raise MqttTimeout(f"no CONNACK from the MQTT broker at {host}:{port} within {timeout:g} s")
@@ -277,6 +276,11 @@ class DeviceMqttClient:
         if rc.is_failure:
             self.close()
             raise ConnectRefused(str(rc), _reason_value(rc))
+
+    def _drive_network(self) -> None:
+        """Who does the socket I/O: paho's own thread here (the fleet overrides this)."""
+        self._client.loop_start()
+        self._loop_started = True
 
     def subscribe(self, topic: str, *, qos: int = 1, timeout: float = 10.0) -> None:
         """Subscribe and wait for the SUBACK; raise if refused (reason >= 0x80)."""
