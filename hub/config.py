@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from hub.errors import ConfigError
+from hub.rate_limits import LimitsPolicy
 
 DEFAULT_HTTP_PORT = 8080
 # 1883 is usually taken on a home-lab Pi (Home Assistant's mosquitto); the
@@ -66,6 +67,8 @@ class HubConfig:
     account_service_token: str | None = field(default=None, repr=False)
     # How `linkhub run` writes its log lines: "text" for people, "json" for collectors.
     log_format: str = "text"
+    # Limits on guessing and flooding (hub/rate_limits.py, docs/security.md).
+    limits: LimitsPolicy = field(default_factory=LimitsPolicy)
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad

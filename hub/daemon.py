@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from hub import metrics, protocol
 from hub.account_directory import AccountDirectory
 from hub.accounts import AccountService
+from hub.activity import ActivityLog
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import HubConfig
 from hub.dynsec import DynSecAdmin
@@ -76,6 +77,7 @@ class Hub:
         self._links: LinkService | None = None
         self._accounts: AccountDirectory | None = None
         self._settings: SettingsService | None = None
+        self._activity: ActivityLog | None = None
         self._outbox: Outbox | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -90,9 +92,14 @@ class Hub:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(config.database_url)
         self._accounts = self._account_directory()
+        self._activity = ActivityLog(self.engine, self._clock)
         self._outbox = Outbox(self.engine, self._accounts, clock=self._clock)
         self._settings = SettingsService(
-            self.engine, self, clock=self._clock, outbox_changed=self._outbox.notify
+            self.engine,
+            self,
+            clock=self._clock,
+            activity=self._activity,
+            outbox_changed=self._outbox.notify,
         )
         broker, admin_user, admin_password = self._start_broker()
         try:
@@ -118,6 +125,7 @@ class Hub:
                 issuer=self._admin,
                 sender=self,
                 clock=self._clock,
+                activity=self._activity,
                 rng=self._rng,
             )
             self._mqtt = MqttConnection(
@@ -240,6 +248,12 @@ class Hub:
         if self._settings is None:
             raise LinkHubError("the hub is not started")
         return self._settings
+
+    @property
+    def activity(self) -> ActivityLog:
+        if self._activity is None:
+            raise LinkHubError("the hub is not started")
+        return self._activity
 
     @property
     def outbox(self) -> Outbox:

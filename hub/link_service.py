@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from hub import codes, metrics, protocol
+from hub.activity import ActivityLog
 from hub.errors import LinkDecisionError, LinkHubError
 from hub.linking import InvalidTransition, LinkEvent, LinkOutput, LinkState, is_expired, step
 from hub.models import Device, LinkRequestRecord
@@ -142,9 +143,11 @@ class LinkService:
         sender: ReplySender,
         *,
         clock: Clock,
+        activity: ActivityLog,
         rng: random.Random | None = None,
     ) -> None:
         self._engine = engine
+        self._activity = activity
         self._policy = policy
         self._issuer = issuer
         self._sender = sender

@@ -12,6 +12,23 @@ class Account(SQLModel, table=True):
     password_hash: str = Field(max_length=255)
     is_owner: bool = False
     created_at_s: float
+    # TOTP two-factor (RFC 6238): the base32 secret, set once enrolment is confirmed
+    # with a first code. None = no second factor. (revision 0003)
+    totp_secret: str | None = Field(default=None, max_length=64)
+    totp_enabled_at_s: float | None = None
+    # The time step of the last TOTP code accepted: a code is good once (RFC 6238 §5.2).
+    totp_last_step: int | None = None
+
+
+class RecoveryCode(SQLModel, table=True):
+    """One-time codes for signing in when the authenticator is lost; stored hashed."""
+
+    __tablename__ = "recovery_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(index=True)
+    code_hash: str = Field(max_length=255)
+    used_at_s: float | None = None
 
 
 class LinkRequestRecord(SQLModel, table=True):
@@ -41,6 +58,10 @@ class LinkRequestRecord(SQLModel, table=True):
     device_id: str | None = Field(default=None, index=True, max_length=40)
     # Held only between approval and the device's first connection (see linking.py).
     issued_password: str | None = Field(default=None, max_length=128)
+    # The device's X25519 public key (base64): credentials are sealed to it. (revision 0003)
+    device_public_key: str | None = Field(default=None, max_length=64)
+    # Who asked, for per-client limits and the activity log. (revision 0003)
+    client_id: str | None = Field(default=None, max_length=128)
 
 
 class Device(SQLModel, table=True):
@@ -54,6 +75,9 @@ class Device(SQLModel, table=True):
     confirmed: bool = False
     online: bool = False
     last_seen_at_s: float | None = None
+    # Set when unlinked: the broker client is gone, the row (and its settings
+    # history) stays, the device is no longer listed. (revision 0003)
+    unlinked_at_s: float | None = Field(default=None, index=True)
 
 
 # --- the settings bridge, hub side ---------------------------------------------
@@ -138,3 +162,22 @@ class ChangeLogEntry(SQLModel, table=True):
     origin: str = Field(max_length=16)
     made_at_s: float
     received_at_s: float
+
+
+# --- recent activity -------------------------------------------------------------
+class ActivityEvent(SQLModel, table=True):
+    """What happened to an account, for the person to review (/activity).
+
+    Written by the hub on its own database, whichever account service it uses.
+    """
+
+    __tablename__ = "activity"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # None for events no account can be named for (a sign-in to a name that does not exist).
+    account_id: int | None = Field(default=None, index=True)
+    at_s: float = Field(index=True)
+    kind: str = Field(max_length=32)
+    address: str | None = Field(default=None, max_length=64)
+    device_id: str | None = Field(default=None, max_length=40)
+    detail: str = Field(default="", max_length=512)

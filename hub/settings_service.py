@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 
 from hub import metrics, protocol
 from hub.account_directory import ChangeKind, VersionedDocument
+from hub.activity import ActivityLog
 from hub.errors import LinkHubError, SettingsRefused
 from hub.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
 from hub.protocol import DeviceReply, ErrorCode, Rejection, SettingsDesired, SettingsGet, SettingsReported
@@ -87,9 +88,11 @@ class SettingsService:
         publisher: DevicePublisher,
         *,
         clock: Callable[[], float],
+        activity: ActivityLog,
         outbox_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self._engine = engine
+        self._activity = activity
         self._publisher = publisher
         self._clock = clock
         self._outbox_changed = outbox_changed

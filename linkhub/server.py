@@ -148,10 +148,11 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     servers: list[tuple[Any, threading.Thread]] = []
     try:
         web_app = create_app(
-            WebConfig(secret_key=_secret(config.data_dir / "web-secret")),
+            WebConfig(secret_key=_secret(config.data_dir / "web-secret"), limits=config.limits),
             links=hub.links,
             accounts=hub.accounts,
             settings=hub.settings,
+            activity=hub.activity,
             health=health,
             metrics=metrics.of(hub.engine).exposition,
         )
@@ -166,7 +167,9 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         control_path = config.control_socket
         if control_path.exists():
             control_path.unlink()
-        control_app = create_control_app(links=hub.links, accounts=hub.accounts, settings=hub.settings)
+        control_app = create_control_app(
+            links=hub.links, accounts=hub.accounts, settings=hub.settings, activity=hub.activity
+        )
         control_server = create_server(control_app, unix_socket=str(control_path), unix_socket_perms="600")
         servers.append(
             (control_server, threading.Thread(target=control_server.run, name="control", daemon=True))

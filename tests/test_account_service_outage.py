@@ -127,7 +127,8 @@ def test_sign_in_says_plainly_when_the_account_service_is_away(make_hub: HubFact
 
     hub = make_hub(account_service_url=f"http://127.0.0.1:{free_port()}", account_service_token="t" * 32)
     app = create_app(
-        WebConfig(secret_key="test"), links=hub.links, accounts=hub.accounts, settings=hub.settings
+        WebConfig(secret_key="test"), links=hub.links, accounts=hub.accounts, settings=hub.settings,
+        activity=hub.activity,
     )
     response = app.test_client().get("/login")
     assert response.status_code == 503

@@ -135,6 +135,7 @@ def phone_for(browser: Browser) -> Iterator[PhoneFactory]:
                 links=hub.links,
                 accounts=hub.accounts,
                 settings=hub.settings,
+                activity=hub.activity,
             )
             origin = stack.enter_context(serving(app))
             context = browser.new_context(

@@ -82,6 +82,7 @@ def probes() -> Iterator[Callable[[Hub], Flask]]:
             links=hub.links,
             accounts=hub.accounts,
             settings=hub.settings,
+            activity=hub.activity,
             health=probe,
             metrics=metrics.of(hub.engine).exposition,
         )
@@ -121,6 +122,7 @@ def test_without_probes_the_paths_are_plain_404s(hub: Hub) -> None:
         links=hub.links,
         accounts=hub.accounts,
         settings=hub.settings,
+        activity=hub.activity,
     )
     hub.accounts.create("alice", "correct horse battery")  # else every path redirects to /setup
     assert app.test_client().get("/healthz").status_code == 404
@@ -274,6 +276,7 @@ def test_a_broken_health_check_is_a_503(hub: Hub) -> None:
         links=hub.links,
         accounts=hub.accounts,
         settings=hub.settings,
+        activity=hub.activity,
         health=broken,
         metrics=HubMetrics().exposition,
     )

@@ -23,6 +23,7 @@ from sqlmodel import Session, SQLModel, select
 
 from hub.account_directory import ChangeKind
 from hub.accounts import AccountService
+from hub.activity import ActivityLog
 from hub.link_service import CodeStatus, LinkPolicy, LinkService
 from hub.linking import LinkState
 from hub.models import (
@@ -208,6 +209,13 @@ MODELS: dict[str, type[SQLModel]] = {
     "account_change_log": ChangeLogEntry,
 }
 GENERATED_KEYS = {"account": "id", "settings_outbox": "seq", "account_change_log": "seq"}
+LATER_TABLES = {"recovery_code", "activity"}  # 0003
+# Columns later revisions added to first-schema tables, and what an upgraded row holds in them.
+ADDED_COLUMNS: dict[str, dict[str, Any]] = {
+    "account": {"totp_secret": None, "totp_enabled_at_s": None, "totp_last_step": None},  # 0003
+    "link_request": {"device_public_key": None, "client_id": None},  # 0003
+    "device": {"unlinked_at_s": None},  # 0003
+}
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +264,7 @@ def expected_rows(table: str, password_hash: str) -> list[dict[str, Any]]:
     rows = []
     for number, row in enumerate(FIRST_SCHEMA_ROWS[table], start=1):
         expected = {**row, "password_hash": password_hash} if table == "account" else dict(row)
+        expected.update(ADDED_COLUMNS.get(table, {}))
         if table in GENERATED_KEYS:
             expected[GENERATED_KEYS[table]] = number
         rows.append(expected)
@@ -294,8 +303,9 @@ def services(engine: Engine) -> tuple[AccountService, LinkService, SettingsServi
         device_broker_host="127.0.0.1",
         device_broker_port=1884,
     )
-    links = LinkService(engine, policy, _NoBroker(), _NoBroker(), clock=lambda: NOW_S)
-    settings = SettingsService(engine, _NoBroker(), clock=lambda: NOW_S)
+    activity = ActivityLog(engine, lambda: NOW_S)
+    links = LinkService(engine, policy, _NoBroker(), _NoBroker(), clock=lambda: NOW_S, activity=activity)
+    settings = SettingsService(engine, _NoBroker(), clock=lambda: NOW_S, activity=activity)
     return accounts, links, settings, Outbox(engine, accounts, clock=lambda: NOW_S)
 
 
@@ -378,7 +388,7 @@ def test_a_database_from_before_the_settings_tables_gets_them(
     engine = make_engine(database_url)
     try:
         assert revision_of(engine) == head_revision()
-        assert tables_of(engine) == BASELINE_TABLES | {"alembic_version"}
+        assert tables_of(engine) == BASELINE_TABLES | LATER_TABLES | {"alembic_version"}
         assert_every_row_is_there(engine, password_hash, tables=early)
         assert models_differences(engine) == []
     finally:
@@ -403,10 +413,24 @@ def test_the_models_and_the_migrations_agree(database_url: str) -> None:
 
 
 def test_the_check_sees_a_model_change_without_a_revision(raw_engine: Engine) -> None:
-    """The comparison has teeth: at 0001 the index 0002 adds is reported missing."""
-    upgrade_to(raw_engine, BASELINE_REVISION)
-    differences = models_differences(raw_engine)
-    assert [(kind, index.name) for kind, index in differences] == [("add_index", "ix_device_linked_at_s")]
+    """The comparison has teeth: at 0002 what 0003 adds is reported missing."""
+    upgrade_to(raw_engine, "0002")
+    found: set[tuple[str, str]] = set()
+    for difference in models_differences(raw_engine):
+        if isinstance(difference, list):  # column changes come grouped
+            continue
+        kind = difference[0]
+        if kind == "add_table":
+            found.add((kind, difference[1].name))
+        elif kind == "add_column":
+            found.add((kind, f"{difference[2]}.{difference[3].name}"))
+    assert {
+        ("add_table", "activity"),
+        ("add_table", "recovery_code"),
+        ("add_column", "account.totp_secret"),
+        ("add_column", "link_request.device_public_key"),
+        ("add_column", "device.unlinked_at_s"),
+    } <= found
 
 
 def test_downgrade_to_nothing_and_up_again(raw_engine: Engine, database_url: str) -> None:
@@ -431,4 +455,4 @@ def test_processes_starting_at_once_upgrade_once(database_url: str, raw_engine: 
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr
     assert revision_of(raw_engine) == head_revision()
-    assert tables_of(raw_engine) == BASELINE_TABLES | {"alembic_version"}
+    assert tables_of(raw_engine) == BASELINE_TABLES | LATER_TABLES | {"alembic_version"}

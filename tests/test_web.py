@@ -61,11 +61,14 @@ def web_app(hub: Hub, clock: Callable[[], float] = time.time) -> Flask:
         links=hub.links,
         accounts=hub.accounts,
         settings=hub.settings,
+        activity=hub.activity,
     )
 
 
 def control_app(hub: Hub) -> Flask:
-    return create_control_app(links=hub.links, accounts=hub.accounts, settings=hub.settings)
+    return create_control_app(
+        links=hub.links, accounts=hub.accounts, settings=hub.settings, activity=hub.activity
+    )
 
 
 def token(response: TestResponse) -> str:

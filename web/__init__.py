@@ -13,6 +13,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from hub.account_directory import AccountDirectory
+from hub.activity import ActivityLog
 from hub.errors import AccountServiceUnavailable
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
@@ -41,6 +42,7 @@ def create_app(
     links: LinkService,
     accounts: AccountDirectory,
     settings: SettingsService,
+    activity: ActivityLog,
     health: HealthCheck | None = None,
     metrics: MetricsExposition | None = None,
 ) -> Flask:
@@ -58,7 +60,17 @@ def create_app(
         PERMANENT_SESSION_LIFETIME=timedelta(days=30),
         MAX_CONTENT_LENGTH=64 * 1024,
     )
-    install(app, WebServices(links=links, accounts=accounts, settings=settings, clock=config.clock))
+    install(
+        app,
+        WebServices(
+            links=links,
+            accounts=accounts,
+            settings=settings,
+            activity=activity,
+            limits=config.limits,
+            clock=config.clock,
+        ),
+    )
     CSRFProtect(app)
     timefmt.register(app)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from hub.rate_limits import LimitsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +16,5 @@ class WebConfig:
     # The same clock the hub uses, so "expires in 14 min" agrees with the hub's
     # own idea of expiry (tests pass the hub's FakeClock here).
     clock: Callable[[], float] = time.time
+    # Sign-in and code-entry limits (hub/rate_limits.py, docs/security.md).
+    limits: LimitsPolicy = field(default_factory=LimitsPolicy)

@@ -17,6 +17,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from hub.account_directory import AccountDirectory, AccountView
+from hub.activity import ActivityLog
 from hub.errors import AccountError, LinkDecisionError, LinkHubError, SettingsRefused
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
@@ -51,7 +52,9 @@ def _changes(body: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def create_control_app(*, links: LinkService, accounts: AccountDirectory, settings: SettingsService) -> Flask:
+def create_control_app(
+    *, links: LinkService, accounts: AccountDirectory, settings: SettingsService, activity: ActivityLog
+) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
 

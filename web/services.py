@@ -10,7 +10,9 @@ from typing import cast
 from flask import Flask, current_app
 
 from hub.account_directory import AccountDirectory
+from hub.activity import ActivityLog
 from hub.link_service import LinkService
+from hub.rate_limits import LimitsPolicy
 from hub.settings_service import SettingsService
 
 EXTENSION_KEY = "linkhub"
@@ -21,6 +23,8 @@ class WebServices:
     links: LinkService
     accounts: AccountDirectory
     settings: SettingsService
+    activity: ActivityLog
+    limits: LimitsPolicy
     clock: Callable[[], float]
 
 
