@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -24,13 +25,16 @@ from hub.config import HubConfig
 from hub.dynsec import DynSecAdmin
 from hub.errors import ConfigError, LinkHubError
 from hub.link_service import Clock, LinkPolicy, LinkService, OutboundReply
-from hub.mdns import HubAdvertiser, HubAnnouncement, advertise_hub, check_interfaces
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, Rejection, SettingsDesired
 from hub.settings_service import SettingsService
 from hub.store import make_engine
+
+# hub.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
+if TYPE_CHECKING:
+    from hub.mdns import HubAdvertiser, HubAnnouncement
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,8 @@ class Hub:
     def start(self) -> HubEndpoints:
         config = self.config
         if config.mdns:
+            from hub.mdns import check_interfaces
+
             check_interfaces(config.mdns_interfaces)  # a typo fails before anything starts
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(config.database_url)
@@ -143,6 +149,8 @@ class Hub:
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
             if config.mdns:
+                from hub.mdns import advertise_hub
+
                 # Last: devices that find the hub must find its broker ready.
                 self._advertiser = advertise_hub(
                     self._announcement(endpoints, hub_id), config.mdns_interfaces
@@ -201,6 +209,8 @@ class Hub:
         """What mDNS says about this hub. The broker's host is named only when it
         is not this machine's every address (an external broker, or one bound to
         a single address); hub.mdns drops it when it is one of the advertised ones."""
+        from hub.mdns import HubAnnouncement
+
         config = self.config
         on_every_address = config.external_broker is None and config.mqtt_host in ("0.0.0.0", "")
         return HubAnnouncement(

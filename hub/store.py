@@ -3,30 +3,41 @@
 The schema is Alembic's (hub/migrations): every engine brings its database to
 the newest revision before anything else touches it, so a hub upgraded in place
 upgrades its data too.
+
+Alembic is imported only when a database is behind: it costs 11 MB of resident
+memory for the life of the process (docs/performance.md), and a Pi Zero has
+512 MB. `linkhub run` goes further and upgrades in a child process
+(`migrate_in_child`), so the long-running hub never imports it at all.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from hub import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from hub.errors import LinkHubError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# The newest revision in hub/migrations/versions, known without importing Alembic
+# (tests/test_migrations.py checks that it is Alembic's head).
+HEAD_REVISION = "0003"
 # The revision that is the schema as create_all made it before migrations, and its tables.
 BASELINE_REVISION = "0001"
 BASELINE_TABLES = frozenset(
@@ -56,13 +67,41 @@ def make_engine(database_url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(database_url, pool_pre_ping=True)
-    migrate(engine)
+    if _stored_revision(engine) != HEAD_REVISION:
+        migrate(engine)
     return engine
+
+
+def migrate_in_child(database_url: str) -> None:
+    """Upgrade the database from a short-lived child process, so that this
+    process never imports Alembic (see the module docstring)."""
+    script = "import sys; from hub.store import make_engine; make_engine(sys.argv[1]).dispose()"
+    result = subprocess.run(
+        [sys.executable, "-c", script, database_url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise LinkHubError(f"upgrading the database failed: {lines[-1] if lines else 'no message'}")
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision recorded in the database, or None (no table yet, or unreadable):
+    a plain SELECT, so a database that is up to date never loads Alembic."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code: the revisions ship in the package,
     so an installed hub needs no alembic.ini and no working directory of its own."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -72,16 +111,22 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision this code knows (what `migrate` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
 def current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -93,6 +138,8 @@ def migrate(engine: Engine) -> None:
     the others wait and then find nothing left to do. A database made before
     migrations (its tables there, no alembic_version) is adopted, not recreated.
     """
+    from alembic import command
+
     _quiet_alembic()
     with _MIGRATING, engine.connect() as connection:
         _lock_for_migration(connection)
@@ -127,6 +174,8 @@ def _lock_for_migration(connection: Connection) -> None:
 
 def _adopt(config: Config, present: set[str]) -> None:
     """A database made by `create_all` before migrations: it holds revision 0001."""
+    from alembic import command
+
     missing = BASELINE_TABLES - present
     if not missing:
         log.info("database made before migrations: recording it as revision %s", BASELINE_REVISION)

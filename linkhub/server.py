@@ -25,6 +25,7 @@ from hub.config import HubConfig
 from hub.daemon import Hub
 from hub.errors import PortInUse
 from hub.netinfo import lan_addresses
+from hub.store import migrate_in_child
 from web import create_app
 from web.config import WebConfig
 from web.control import create_control_app
@@ -141,6 +142,9 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    # The schema is upgraded by a child process: the long-running hub never loads Alembic.
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate_in_child(config.database_url)
     hub = Hub(config)
     endpoints = hub.start()
     assert hub.engine is not None  # started

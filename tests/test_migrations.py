@@ -24,6 +24,7 @@ from sqlmodel import Session, SQLModel, select
 from hub.account_directory import ChangeKind
 from hub.accounts import AccountService
 from hub.activity import ActivityLog
+from hub.errors import LinkHubError
 from hub.link_service import CodeStatus, LinkPolicy, LinkService
 from hub.linking import LinkState
 from hub.models import (
@@ -42,10 +43,12 @@ from hub.settings_service import SettingsService
 from hub.store import (
     BASELINE_REVISION,
     BASELINE_TABLES,
+    HEAD_REVISION,
     alembic_config,
     current_revision,
     head_revision,
     make_engine,
+    migrate_in_child,
 )
 
 NOW_S = 1_800_000_000.0
@@ -456,3 +459,28 @@ def test_processes_starting_at_once_upgrade_once(database_url: str, raw_engine: 
         assert process.returncode == 0, stderr
     assert revision_of(raw_engine) == head_revision()
     assert tables_of(raw_engine) == BASELINE_TABLES | LATER_TABLES | {"alembic_version"}
+
+
+def test_the_head_known_without_alembic_is_alembics_head() -> None:
+    """`make_engine` skips Alembic when the database is at HEAD_REVISION: a new
+    revision without a new HEAD_REVISION would never be applied."""
+    assert head_revision() == HEAD_REVISION
+
+
+def test_an_up_to_date_database_opens_without_importing_alembic(database_url: str) -> None:
+    """Alembic costs 11 MB for the life of a process (docs/performance.md)."""
+    make_engine(database_url).dispose()  # now at head
+    script = (
+        "import sys; from hub.store import make_engine; make_engine(sys.argv[1]).dispose(); "
+        "print('alembic' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script, database_url], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_migrate_in_child_upgrades_and_reports_failure(raw_engine: Engine, database_url: str) -> None:
+    migrate_in_child(database_url)
+    assert revision_of(raw_engine) == head_revision()
+    with pytest.raises(LinkHubError, match="upgrading the database failed"):
+        migrate_in_child("postgresql+psycopg://nobody@127.0.0.1:1/none")
