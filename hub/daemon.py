@@ -10,6 +10,7 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -277,11 +278,20 @@ class Hub:
             raise LinkHubError("the hub is not connected to its broker")
         self._mqtt.publish(reply_to, protocol.encode(reply), qos=1, correlation_data=correlation)
 
-    def send_to_device(self, device_id: str, leaf: str, message: SettingsDesired | DeviceReply) -> None:
+    def send_to_devices(
+        self, messages: Sequence[tuple[str, str, SettingsDesired | DeviceReply]]
+    ) -> list[LinkHubError | float]:
         if self._mqtt is None:
-            raise LinkHubError("the hub is not connected to its broker")
+            return [LinkHubError("the hub is not connected to its broker")] * len(messages)
         # Never retained: a replayed old change would override a newer one (FIELD-NOTES, Tasmota).
-        self._mqtt.publish(protocol.device_topic(device_id, leaf), protocol.encode(message), qos=1)
+        return list(
+            self._mqtt.publish_many(
+                [
+                    (protocol.device_topic(device_id, leaf), protocol.encode(message))
+                    for device_id, leaf, message in messages
+                ]
+            )
+        )
 
     def _send(self, outbound: OutboundReply | None) -> None:
         if outbound is None:

@@ -113,8 +113,12 @@ class HubMetrics:
         """Counts and times a message to a device, if it is a desired-settings one that went out."""
         started = time.perf_counter()
         yield  # an exception (not delivered) passes through uncounted
+        self.delivered(leaf, time.perf_counter() - started)
+
+    def delivered(self, leaf: str, seconds: float) -> None:
+        """One message to a device acknowledged by the broker, `seconds` after it was sent."""
         if leaf == protocol.SETTINGS_DESIRED:
-            self.settings_delivery_seconds.observe(time.perf_counter() - started)
+            self.settings_delivery_seconds.observe(seconds)
             self.settings_deliveries.inc()
 
     def watch_broker(self, connection: BrokerConnection) -> None:

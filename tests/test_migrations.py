@@ -293,7 +293,7 @@ class _NoBroker:
     def send_reply(self, reply_to: str, reply: Any, correlation: bytes | None) -> None:
         raise AssertionError("no device is answered in this test")
 
-    def send_to_device(self, device_id: str, leaf: str, message: Any) -> None:
+    def send_to_devices(self, messages: Any) -> list[Any]:
         raise AssertionError("no device is sent settings in this test")
 
 
