@@ -277,7 +277,7 @@ def test_hub_advertises_after_its_broker_and_withdraws_first(
     )
     hub = Hub(config)
     fake = FakeAdvertiser(hub)
-    monkeypatch.setattr("hub.daemon.advertise_hub", fake)
+    monkeypatch.setattr("hub.mdns.advertise_hub", fake)
     hub.start()
     try:
         assert fake.started_with is not None
@@ -311,7 +311,7 @@ def test_no_mdns_never_touches_zeroconf(
     tmp_path: Path, broker: RunningBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mdns, "Zeroconf", _no_zeroconf)
-    monkeypatch.setattr("hub.daemon.advertise_hub", _no_zeroconf)
+    monkeypatch.setattr("hub.mdns.advertise_hub", _no_zeroconf)
     config = HubConfig(
         data_dir=tmp_path / "hub",
         database_url=f"sqlite:///{tmp_path / 'hub.db'}",
