@@ -43,6 +43,14 @@ HOST = "127.0.0.1"
 ADMIN_USERNAME = "linkhub-admin"  # hub/broker.py's; the bench reads the password from the data dir
 HUB_ROLE = "linkhub-hub"  # hub/dynsec.py's: all of linkhub/v1/#
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+# A benchmark links many devices, or sends many new link requests, as fast as
+# it can: the hub's link-request limits (5 per client and 60 in total a minute,
+# 100 codes pending; docs/protocol.md section 5.4) would refuse most of that.
+BENCH_LINK_LIMITS = (
+    "--link-requests-per-client", "1000000 per minute",
+    "--link-requests-total", "1000000 per minute",
+    "--max-pending-requests", "100000",
+)  # fmt: skip
 
 
 def free_port() -> int:
@@ -127,11 +135,12 @@ def _read_until(stream: IO[str], marker: str, timeout_s: float) -> None:
 
 @contextlib.contextmanager
 def running_hub(extra: Sequence[str] = (), keep: bool = False) -> Iterator[Hub]:
-    """`linkhub run` in a temporary data directory, on free loopback ports."""
+    """`linkhub run` in a temporary data directory, on free loopback ports, with
+    the link-request limits out of the way (BENCH_LINK_LIMITS)."""
     tmp = Path(tempfile.mkdtemp(prefix="linkhub-bench-"))
     data_dir = tmp / "data"
     http_port, mqtt_port = free_port(), free_port()
-    command = hub_command(data_dir, http_port, mqtt_port, extra)
+    command = hub_command(data_dir, http_port, mqtt_port, [*BENCH_LINK_LIMITS, *extra])
     with open(tmp / "hub.log", "w") as log:  # the child keeps its own copy
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     assert process.stdout is not None

@@ -36,15 +36,16 @@ import _common as common
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_sim import keys
 from firmware_sim.fleet import FleetMqttClient, NetLoop
 from firmware_sim.mqtt_client import Incoming, Message
 from hub.protocol import (
     BOOTSTRAP_PASSWORD,
     BOOTSTRAP_USERNAME,
-    LINK_REQUEST_TOPIC,
     DeviceInfo,
     LinkRequest,
     encode,
+    link_request_topic,
     reply_topic,
 )
 
@@ -81,9 +82,14 @@ class _LoadClient:
         self.reply_to = reply_topic(self.token)
         self.request_id = ""
         self.sent = 0.0
+        # One key per client: every request is new (a new request_id) all the same.
+        self.public_key = keys.public_key(keys.new_private_key())
+        client_id = f"bench-{secrets.token_hex(6)}"
+        # The hub takes requests under the client's own id; the floor on one topic.
+        self.topic = link_request_topic(client_id) if load.topic is None else load.topic
         self.client = FleetMqttClient(
             net,
-            client_id=f"bench-{secrets.token_hex(6)}",
+            client_id=client_id,
             username=username,
             password=password,
             mqtt5=True,
@@ -94,13 +100,13 @@ class _LoadClient:
     def send(self) -> bool:
         if not self.load.take():
             return False
-        request = LinkRequest(secrets.token_urlsafe(24), self.reply_to, self.load.device)
+        request = LinkRequest(secrets.token_urlsafe(24), self.reply_to, self.load.device, self.public_key)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.reply_to
         props.CorrelationData = request.request_id.encode()
         self.request_id = request.request_id
         self.sent = time.monotonic()
-        self.client.paho.publish(self.load.topic, encode(request), qos=1, properties=props)
+        self.client.paho.publish(self.topic, encode(request), qos=1, properties=props)
         return True
 
     def answered(self, payload: bytes) -> None:
@@ -126,7 +132,7 @@ class _Answers(queue.Queue[Incoming]):
 
 
 class _Load:
-    def __init__(self, topic: str, requests: int, limit_s: float) -> None:
+    def __init__(self, topic: str | None, requests: int, limit_s: float) -> None:
         self.topic = topic
         self.device = DeviceInfo(name="Bench Lamp", model="BENCH-1")
         self.lock = threading.Lock()
@@ -164,13 +170,14 @@ def load(
     port: int,
     username: str,
     password: str,
-    topic: str,
+    topic: str | None,
     *,
     clients: int,
     requests: int,
     limit_s: float,
 ) -> Run:
     """Closed loop: `clients` devices, one request in flight each, `requests` timed.
+    `topic` None: each client publishes link requests under its own client id.
 
     All clients share one network thread (firmware_sim.fleet.NetLoop) and answer
     on it, so the load generator never waits on Python's GIL between threads:
@@ -258,7 +265,7 @@ def main() -> int:
             hub.mqtt_port,
             BOOTSTRAP_USERNAME,
             BOOTSTRAP_PASSWORD,
-            LINK_REQUEST_TOPIC,
+            None,
             clients=args.clients,
             requests=args.requests,
             limit_s=args.limit,

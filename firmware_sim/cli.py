@@ -4,9 +4,10 @@
                         [--hub mqtt://HOST:PORT | --hub-name NAME]
                         [--discover-timeout S] [--mdns-interface IP]...
                         [--mqtt 5|3.1.1] [--address ADDR] [--timeout S]
-                        [--retry-interval S] [--json]
-    linkhub-device run --state FILE [--mqtt 5|3.1.1] [--json]
-    linkhub-device set --state FILE KEY=VALUE [KEY=VALUE ...] [--mqtt 5|3.1.1] [--json]
+                        [--retry-interval S] [--tls --cafile FILE] [--json]
+    linkhub-device run --state FILE [--mqtt 5|3.1.1] [--tls | --no-tls] [--cafile FILE] [--json]
+    linkhub-device set --state FILE KEY=VALUE [KEY=VALUE ...] [--mqtt 5|3.1.1]
+                       [--tls | --no-tls] [--cafile FILE] [--json]
     linkhub-device fleet --count N --state-dir DIR [--hub mqtt://HOST:PORT | --hub-name NAME]
                          [--auto-approve ACCOUNT [--data-dir DIR] [--linkhub-command CMD]]
                          [--duration S] [--link-workers N] [--workers N] [--link-timeout S]
@@ -19,6 +20,13 @@ every home-network 10/8, 172.16/12 or 192.168/16 address unless
 (name, host, port; with `others` and a `hint` when several answered). No
 hub: the error event `no_hub_found`.
 
+TLS: a hub run with --mqtt-tls-port sends its TLS port and its CA certificate
+with the credentials, and `run` and `set` then connect with TLS, checking the
+broker's certificate against that CA (host name included). `--no-tls` connects
+without; `--cafile FILE` trusts that CA instead of the saved one. `link --cafile
+FILE` (the hub's CA, from http://HUB:8080/ca.pem) links over TLS too: `--hub`
+then names the TLS port, and without `--hub` the port comes from mDNS.
+
 `set` is a change made on the device itself (a button): VALUE is JSON if it
 parses as JSON (7, true, null, {"a": 1}), a string otherwise; null deletes
 the key. A running `run` for the same state file sends it; without one, `set`
@@ -26,8 +34,10 @@ connects as the device for a moment.
 
 Exit status 0 only once linked (link), after a clean stop (run) or once the
 hub accepted the change (set); 1 when the procedure failed or the hub refused
-(the reason was reported as an error event); 2 for bad usage; 130 when
-interrupted during link or set.
+(the reason was reported as an error event); 2 for bad usage; 3 when the
+broker refused the device's credentials because the hub unlinked it (run, set:
+the `unlinked` event; the credentials are forgotten, so `link` links it
+again); 130 when interrupted during link or set.
 
 `fleet` runs N devices from one process (firmware_sim/fleet.py), each with its
 own state file in --state-dir (device-0001.json, ...): it links those that hold
@@ -55,9 +65,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from firmware_sim.display import HumanPrinter, JsonPrinter
-from firmware_sim.events import Event, EventSink, error
+from firmware_sim.events import Event, EventSink, error, from_mqtt_error
 from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
+from firmware_sim.mqtt_client import TlsUnavailable
 from firmware_sim.run import press, run
+from firmware_sim.transport import TlsChoice, read_ca_file
 from hub.protocol import DeviceInfo, ProtocolError
 
 DEFAULT_MQTT_PORT = 1884  # the LinkHub-managed broker's default
@@ -152,6 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--json", action="store_true", help="one JSON object per line per event")
 
+    def tls_options(p: argparse.ArgumentParser, *, linking: bool) -> None:
+        if linking:
+            p.add_argument(
+                "--tls",
+                action="store_true",
+                help="link over TLS (needs --cafile; --hub then names the broker's TLS port)",
+            )
+            p.add_argument(
+                "--cafile",
+                metavar="FILE",
+                help="the hub's CA certificate (its http://HUB:8080/ca.pem); implies --tls",
+            )
+            return
+        p.add_argument(
+            "--tls",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="connect with TLS, or without (default: with TLS when the hub sent a TLS port and CA)",
+        )
+        p.add_argument(
+            "--cafile", metavar="FILE", help="check the broker with this CA, not the one saved at linking"
+        )
+
     p_link = sub.add_parser("link", help="link this device to a hub")
     p_link.add_argument("--name", required=True, help="name shown to whoever approves")
     p_link.add_argument("--model", required=True, help="model shown to whoever approves")
@@ -195,9 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"resend the request every S seconds until the hub sets an interval "
         f"(default {DEFAULT_RETRY_INTERVAL_S:g})",
     )
+    tls_options(p_link, linking=True)
     common(p_link)
 
     p_run = sub.add_parser("run", help="run a linked device until SIGINT/SIGTERM")
+    tls_options(p_run, linking=False)
     common(p_run)
 
     p_set = sub.add_parser("set", help="change settings on the device itself, like pressing a button")
@@ -208,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="VALUE is JSON if it parses (7, true, null, {...}), else a string; null deletes",
     )
+    tls_options(p_set, linking=False)
     common(p_set)
 
     p_fleet = sub.add_parser("fleet", help="run many simulated devices from one process")
@@ -329,7 +367,20 @@ def _find_hub(
         human.say(_hub_text(event))
     else:
         printer(event)
-    return (chosen.host, chosen.port) if chosen is not None else None
+    if chosen is None:
+        return None
+    if getattr(args, "tls", False):
+        if chosen.tls_port is None:
+            printer(
+                error(
+                    "tls_unavailable",
+                    f"the hub {chosen.name!r} does not say it listens with TLS (no mqtt_tls_port over "
+                    "mDNS): link without --tls, or give its TLS port with --hub mqtt://HOST:PORT",
+                )
+            )
+            return None
+        return chosen.host, chosen.tls_port
+    return chosen.host, chosen.port
 
 
 def _hub_text(event: Event) -> str:
@@ -403,6 +454,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fleet":
         return _fleet(args, printer, human)
 
+    ca_pem = None
+    if args.cafile is not None:
+        try:
+            ca_pem = read_ca_file(args.cafile)
+        except TlsUnavailable as exc:
+            printer(from_mqtt_error(exc))
+            return 1
+    tls = TlsChoice(use=args.tls, ca_pem=ca_pem)
+
     if args.command == "link":
         try:
             device = DeviceInfo(name=args.name, model=args.model, address=args.address)
@@ -410,6 +470,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             print(f"linkhub-device: error: {exc.description}", file=sys.stderr)
             return 2
+        if args.tls and ca_pem is None:
+            parser.print_usage(sys.stderr)
+            print(
+                "linkhub-device: error: --tls needs --cafile FILE, the hub's CA certificate "
+                "(from its web page: http://HUB:8080/ca.pem)",
+                file=sys.stderr,
+            )
+            return 2
+        args.tls = ca_pem is not None  # --cafile alone means TLS too
         if args.hub is None:
             found = _find_hub(args, printer, human)
             if found is None:
@@ -418,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             host, port = args.hub
         if human is not None:
-            human.say(f"Asking the hub at {host}:{port} to link {args.name!r}...")
+            over = " over TLS" if ca_pem is not None else ""
+            human.say(f"Asking the hub at {host}:{port}{over} to link {args.name!r}...")
         try:
             with _interrupt_on_sigterm():
                 return link(
@@ -430,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     timeout_s=args.timeout,
                     retry_interval_s=args.retry_interval,
                     on_event=printer,
+                    ca_pem=ca_pem,
                 )
         except KeyboardInterrupt:
             if human is not None:
@@ -440,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes: dict[str, Any] = dict(args.assignments)
         try:
             with _interrupt_on_sigterm():
-                return press(args.state, changes, on_event=printer, mqtt5=mqtt5)
+                return press(args.state, changes, on_event=printer, mqtt5=mqtt5, tls=tls)
         except KeyboardInterrupt:
             if human is not None:
                 human.say("Interrupted; the change was not sent.")
@@ -448,4 +519,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     with _stop_on_signals(stop):
-        return run(args.state, on_event=printer, stop=stop, mqtt5=mqtt5)
+        return run(args.state, on_event=printer, stop=stop, mqtt5=mqtt5, tls=tls)

@@ -59,6 +59,11 @@ class FoundHub:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def tls_port(self) -> int | None:
+        """The broker's TLS port (TXT `mqtt_tls_port`, same host), if it listens with TLS."""
+        return _port(self.txt.get("mqtt_tls_port"))
+
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "host": self.host, "port": self.port}
 

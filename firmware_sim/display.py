@@ -60,14 +60,25 @@ class HumanPrinter:
         match event.get("event"):
             case "code":
                 self._code(event)
+            case "waiting":
+                self.say(f"The hub is busy ({event['error']}): {event['error_description']}")
+                self.say(f"Asking again in {round(float(event['retry_after']))} seconds...")
             case "linked":
-                self.say(f"Linked: this device is now {event['device_id']}.")
+                over = " It connects over TLS from now on." if event.get("tls") else ""
+                self.say(f"Linked: this device is now {event['device_id']}.{over}")
             case "online":
-                self.say(f"Device {event['device_id']} is online. Press Ctrl-C to stop.")
+                over = " (over TLS)" if event.get("tls") else ""
+                self.say(f"Device {event['device_id']} is online{over}. Press Ctrl-C to stop.")
             case "message":
                 self.say(f"{event['topic']}: {event['payload']}")
             case "settings":
                 self.say(f"Settings, version {event['version']}: {_settings_text(event['desired'])}")
+            case "unlinked":
+                self.say(
+                    f"The hub unlinked this device ({event['device_id']}): the broker refused its "
+                    "credentials, so they are forgotten. To use it again, link it with "
+                    "`linkhub-device link`."
+                )
             case "set_ok":
                 self.say(f"The hub accepted the change; settings are now at version {event['version']}.")
             case "error":

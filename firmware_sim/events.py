@@ -1,12 +1,17 @@
 """Events the device reports: plain dicts, one JSON object each in `--json` mode.
 
 - code: user_code, verification_uri, verification_uri_complete, expires_in
-- linked: device_id
-- online: device_id
+- waiting: error (slow_down or too_many_pending), error_description,
+  retry_after (seconds); the hub did not take the link request now, and the
+  device resends the same request after that wait
+- linked: device_id, tls (whether its own connection is over TLS)
+- online: device_id, tls
 - message: topic, payload (text)
 - settings: desired (the whole document the device now runs with), version
   (the desired version it applied); after every accepted desired message
 - set_ok: request_id, version; the hub accepted a change made on the device
+- unlinked: device_id; the broker refused the device's own credentials (the hub
+  unlinked it), so they were forgotten: `link` links it anew (docs/protocol.md)
 - error: error (a stable code), error_description, and request_id when it is
   the answer to a change made on the device (e.g. not_owned, version_conflict)
 """
@@ -23,6 +28,8 @@ from firmware_sim.mqtt_client import (
     MqttTimeout,
     PublishRefused,
     SubscribeRefused,
+    TlsFailed,
+    TlsUnavailable,
 )
 
 Event = dict[str, Any]
@@ -58,6 +65,10 @@ def from_mqtt_error(exc: MqttError) -> Event:
             code = "publish_refused"
         case MqttTimeout():
             code = "timeout"
+        case TlsFailed():
+            code = "tls_failed"
+        case TlsUnavailable():
+            code = "tls_unavailable"
         case _:
             code = "mqtt_error"
     return error(code, str(exc))

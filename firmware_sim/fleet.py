@@ -856,6 +856,8 @@ def human_sink(status: StatusLine) -> EventSink:
                 status.done(f"using the hub {event['name']!r} at {event['host']}:{event['port']}")
             case "error":
                 status.done(f"{who}: error ({event['error']}): {event['error_description']}")
+            case "unlinked":
+                status.done(f"{who}: unlinked on the hub; its credentials are forgotten (link it again)")
             case _:
                 pass
 

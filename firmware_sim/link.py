@@ -2,11 +2,13 @@
 
 The device side of RFC 8628 over MQTT. The device connects with the public
 bootstrap identity, listens on a reply topic only it knows, and sends the same
-link request (same request id, same reply topic) every `interval` seconds until
-a final reply. Resending is the polling of RFC 8628 §3.4, and it also makes the
-procedure survive lost replies and broker or hub restarts. The request id and
-reply token live in the state file, so a device restarted mid-link resends the
-very same request.
+link request (same request id, same reply topic, same public key) to the
+request topic of its client id every `interval` seconds until a final reply.
+Resending is the polling of RFC 8628 §3.4, and it also makes the procedure
+survive lost replies and broker or hub restarts. The request id, reply token
+and the attempt's private key live in the state file, so a device restarted
+mid-link resends the very same request and can open the sealed credentials
+that answer it (firmware_sim/keys.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import secrets
 import time
 from dataclasses import replace
 
+from firmware_sim import keys
 from firmware_sim import state as state_file
 from firmware_sim.events import Event, EventSink, error, from_mqtt_error
 from firmware_sim.mqtt_client import (
@@ -32,7 +35,6 @@ from firmware_sim.run import connect_as_device, publish_status
 from hub.protocol import (
     BOOTSTRAP_PASSWORD,
     BOOTSTRAP_USERNAME,
-    LINK_REQUEST_TOPIC,
     ApprovedReply,
     DeviceInfo,
     ErrorCode,
@@ -41,6 +43,7 @@ from hub.protocol import (
     PendingReply,
     ProtocolError,
     encode,
+    link_request_topic,
     parse_link_reply,
     reply_topic,
 )
@@ -67,13 +70,22 @@ FINAL_ERRORS = frozenset(
 
 def new_pending() -> state_file.Pending:
     # 24 random bytes = 192 bits each; the reply topic must be unguessable.
-    return state_file.Pending(request_id=secrets.token_urlsafe(24), reply_token=secrets.token_urlsafe(24))
+    return state_file.Pending(
+        request_id=secrets.token_urlsafe(24),
+        reply_token=secrets.token_urlsafe(24),
+        private_key=keys.new_private_key(),
+    )
 
 
 def _request_for(pending: state_file.Pending, device: DeviceInfo) -> LinkRequest | None:
+    """The request to (re)send for a saved attempt; None if it cannot be resent
+    (from an older simulator, without a key): then a new attempt starts."""
+    if pending.private_key is None:
+        return None
     try:
-        return LinkRequest(pending.request_id, reply_topic(pending.reply_token), device)
-    except ProtocolError:
+        public_key = keys.public_key(pending.private_key)
+        return LinkRequest(pending.request_id, reply_topic(pending.reply_token), device, public_key)
+    except (ProtocolError, ValueError):
         return None
 
 
@@ -87,8 +99,10 @@ def link(
     timeout_s: float | None = None,
     retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
     on_event: EventSink,
+    ca_pem: str | None = None,
 ) -> int:
-    """Link the device through the hub's broker at hub_host:hub_port.
+    """Link the device through the hub's broker at hub_host:hub_port; with
+    `ca_pem` over TLS (hub_port is then the TLS port), trusting only that CA.
 
     Returns 0 once linked (credentials saved and status online acknowledged),
     1 otherwise; either way the outcome was reported through `on_event`.
@@ -135,6 +149,7 @@ def link(
         started=started,
         interval=max(retry_interval_s, MIN_INTERVAL_S),
         on_event=on_event,
+        ca_pem=ca_pem,
     )
     return session.run()
 
@@ -155,18 +170,26 @@ class _LinkSession:
         started: float,
         interval: float,
         on_event: EventSink,
+        ca_pem: str | None = None,
     ) -> None:
         self.hub_host = hub_host
+        self.ca_pem = ca_pem
         self.hub_port = hub_port
         self.request = request
         self.payload = encode(request)
         self.state_path = state_path
         self.st = st
+        assert st.pending is not None and st.pending.private_key is not None
+        self.private_key = st.pending.private_key
+        # The bootstrap client id: random, and the last level of the request topic
+        # (the hub counts new requests per client id).
+        self.client_id = f"lh-boot-{secrets.token_hex(8)}"
         self.mqtt5 = mqtt5
         self.fixed_deadline = deadline
         self.deadline = deadline if deadline is not None else started + NO_REPLY_TIMEOUT_S
         self.interval = interval
         self.slow_down_s = 0.0
+        self.not_before = started  # a refusal's retry_after: no resend before this
         self.last_sent = started
         self.seen_reply = False
         self.shown_code: tuple[str, str] | None = None
@@ -180,10 +203,11 @@ class _LinkSession:
 
     def run(self) -> int:
         client = DeviceMqttClient(
-            client_id=f"lh-boot-{secrets.token_hex(8)}",
+            client_id=self.client_id,
             username=BOOTSTRAP_USERNAME,
             password=BOOTSTRAP_PASSWORD,
             mqtt5=self.mqtt5,
+            tls_ca_pem=self.ca_pem,
         )
         try:
             client.connect(self.hub_host, self.hub_port, timeout=self._op_timeout())
@@ -202,7 +226,7 @@ class _LinkSession:
         # On a timeout (e.g. the broker is restarting) paho resends it after reconnecting.
         with contextlib.suppress(MqttTimeout):
             client.publish(
-                LINK_REQUEST_TOPIC,
+                link_request_topic(self.client_id),
                 self.payload,
                 qos=1,
                 response_topic=self.request.reply_to,
@@ -216,7 +240,7 @@ class _LinkSession:
             if now >= self.deadline:
                 self.on_event(self._timeout_event())
                 return 1
-            next_send = self.last_sent + self.interval + self.slow_down_s
+            next_send = max(self.last_sent + self.interval + self.slow_down_s, self.not_before)
             if now >= next_send:
                 self._send(client)
                 continue
@@ -263,8 +287,8 @@ class _LinkSession:
             # the hub could not read the request well enough to name it.
             case ErrorReply() if reply.request_id in (self.request.request_id, None):
                 self.seen_reply = True
-                if reply.error == ErrorCode.SLOW_DOWN:
-                    self.slow_down_s += SLOW_DOWN_S
+                if reply.error in (ErrorCode.SLOW_DOWN, ErrorCode.TOO_MANY_PENDING):
+                    self._wait_and_resend(reply)
                     return None
                 if reply.error in FINAL_ERRORS:
                     self._save(self.st.with_pending(None))
@@ -279,14 +303,38 @@ class _LinkSession:
             case _:
                 return None  # garbage, or a reply to some other request
 
+    def _wait_and_resend(self, reply: ErrorReply) -> None:
+        """slow_down or too_many_pending: not final. Wait longer (RFC 8628 §3.5: +5 s
+        per slow_down), at least `retry_after`, then resend the same request."""
+        if reply.error == ErrorCode.SLOW_DOWN:
+            self.slow_down_s += SLOW_DOWN_S
+        wait_s = float(reply.retry_after or 0)
+        self.not_before = max(self.not_before, time.monotonic() + wait_s)
+        if self.fixed_deadline is None:  # the hub answered: give it the time it asked for
+            self.deadline = max(self.deadline, self.not_before + NO_REPLY_TIMEOUT_S)
+        self.on_event(
+            {
+                "event": "waiting",
+                "error": str(reply.error),
+                "error_description": reply.error_description,
+                "retry_after": max(wait_s, self.interval + self.slow_down_s),
+            }
+        )
+
     def _finish(self, bootstrap: DeviceMqttClient, reply: ApprovedReply) -> int:
+        try:
+            credentials = keys.open_credentials(self.private_key, reply)
+        except keys.UnreadableCredentials as exc:
+            # Not final: the pending request (and its key) stay, so a restart resends it.
+            self.on_event(error("unreadable_credentials", str(exc)))
+            return 1
         # The credentials exist only in this message: keep them before anything else.
-        linked = replace(self.st, device_id=reply.device_id, mqtt=reply.mqtt, pending=None)
+        linked = replace(self.st, device_id=reply.device_id, mqtt=credentials, pending=None)
         if not self._save(linked):
             return 1
         bootstrap.close()
         try:
-            client = connect_as_device(reply.device_id, reply.mqtt, mqtt5=self.mqtt5)
+            client = connect_as_device(reply.device_id, credentials, mqtt5=self.mqtt5)
         except MqttError as exc:
             self.on_event(from_mqtt_error(exc))
             return 1
@@ -297,7 +345,7 @@ class _LinkSession:
             except MqttError as exc:
                 self.on_event(from_mqtt_error(exc))
                 return 1
-            self.on_event({"event": "linked", "device_id": reply.device_id})
+            self.on_event({"event": "linked", "device_id": reply.device_id, "tls": client.tls})
             # This process ends here: leave a truthful retained status behind.
             with contextlib.suppress(MqttError):
                 publish_status(client, reply.device_id, online=False)

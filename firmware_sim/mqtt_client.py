@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -68,6 +69,15 @@ class PublishRefused(MqttError):
 
 class MqttTimeout(MqttError):
     pass
+
+
+class TlsFailed(MqttError):
+    """The TLS handshake failed: the broker's certificate is not signed by the CA
+    the device trusts or does not name the host, or the port does not speak TLS."""
+
+
+class TlsUnavailable(MqttError):
+    """TLS was asked for but the device cannot use it (no TLS port known, no CA, or a bad one)."""
 
 
 # --- what arrives in the inbox ------------------------------------------------
@@ -138,6 +148,18 @@ class _Acks:
             return None
 
 
+def tls_context(ca_pem: str) -> ssl.SSLContext:
+    """A client context that trusts only `ca_pem` (not the system's CAs: the hub's
+    CA is its own) and checks the host name; TlsUnavailable if it holds no certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_verify_locations(cadata=ca_pem)
+    except ssl.SSLError as exc:
+        raise TlsUnavailable(f"the CA certificate cannot be used: {exc.reason or exc}") from None
+    return context
+
+
 def _reason_value(rc: ReasonCode | int) -> int:
     return rc.value if isinstance(rc, ReasonCode) else int(rc)
 
@@ -159,8 +181,12 @@ class DeviceMqttClient:
         password: str,
         mqtt5: bool = True,
         will: Will | None = None,
+        tls_ca_pem: str | None = None,
     ) -> None:
+        """`tls_ca_pem`: connect with TLS (1.2 or newer), accepting only a broker
+        certificate signed by this CA (PEM) and naming the host connected to."""
         self.mqtt5 = mqtt5
+        self.tls = tls_ca_pem is not None
         self.inbox: queue.Queue[Incoming] = queue.Queue()
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -168,6 +194,8 @@ class DeviceMqttClient:
             protocol=MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311,
         )
         self._client.username_pw_set(username, password)
+        if tls_ca_pem is not None:
+            self._client.tls_set_context(tls_context(tls_ca_pem))
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)  # type: ignore[arg-type]
@@ -265,6 +293,21 @@ class DeviceMqttClient:
         self._client.connect_timeout = timeout
         try:
             self._client.connect(host, port, keepalive=KEEPALIVE_S)
+        except ssl.SSLCertVerificationError as exc:
+            raise TlsFailed(
+                f"the MQTT broker at {host}:{port} is not the one this device trusts: "
+                f"{exc.verify_message or exc.reason} (a certificate not signed by the hub's CA, "
+                "or not naming this host)"
+            ) from exc
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            if not self.tls:  # a reset without TLS is just a broker that hung up
+                raise BrokerUnreachable(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
+            # A plaintext listener answers a TLS hello by closing the connection.
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else "the broker closed the connection"
+            raise TlsFailed(
+                f"no TLS connection with the MQTT broker at {host}:{port} ({reason or exc}); "
+                "is it the broker's TLS port?"
+            ) from exc
         except (OSError, ValueError) as exc:
             raise BrokerUnreachable(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
         self._drive_network()

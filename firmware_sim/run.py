@@ -26,6 +26,7 @@ from firmware_sim import state as state_file
 from firmware_sim.events import Event, EventSink, error, from_mqtt_error, outcome_event
 from firmware_sim.mqtt_client import (
     ConnectionLost,
+    ConnectRefused,
     DeviceMqttClient,
     Incoming,
     Message,
@@ -35,6 +36,7 @@ from firmware_sim.mqtt_client import (
     Will,
 )
 from firmware_sim.settings import DeviceSettings, JsonObject, Outcome
+from firmware_sim.transport import FOLLOW_CREDENTIALS, TlsChoice, linked_endpoint
 from hub.protocol import (
     DEVICE_REPLY,
     ERROR_DESCRIPTIONS,
@@ -65,21 +67,55 @@ SET_TIMEOUT_S = 10.0
 REQUEST_MAX_AGE_S = 15.0
 # `run` waits this long for a `set` that is connected on its own to finish.
 LOCK_WAIT_S = SET_TIMEOUT_S + OP_TIMEOUT_S
+# The exit status of `run` and `set` when the hub unlinked the device (firmware_sim/cli.py).
+EXIT_UNLINKED = 3
 
 
 def connect_as_device(
-    device_id: str, creds: MqttCredentials, *, mqtt5: bool, timeout: float = OP_TIMEOUT_S
+    device_id: str,
+    creds: MqttCredentials,
+    *,
+    mqtt5: bool,
+    timeout: float = OP_TIMEOUT_S,
+    tls: TlsChoice = FOLLOW_CREDENTIALS,
 ) -> DeviceMqttClient:
-    """Connect with the device's own credentials and its last will (status offline)."""
+    """Connect with the device's own credentials and its last will (status offline);
+    over TLS when the credentials carry the hub's TLS port and CA (firmware_sim/transport.py)."""
+    endpoint = linked_endpoint(creds, tls)
     client = DeviceMqttClient(
         client_id=creds.client_id,
         username=creds.username,
         password=creds.password,
         mqtt5=mqtt5,
         will=Will(device_status_topic(device_id), encode(DeviceStatus(online=False))),
+        tls_ca_pem=endpoint.ca_pem,
     )
-    client.connect(creds.host, creds.port, timeout=timeout)
+    client.connect(endpoint.host, endpoint.port, timeout=timeout)
     return client
+
+
+def forget_credentials(state_path: str | os.PathLike[str], device_id: str, on_event: EventSink) -> int:
+    """The broker refused the device's own credentials: the hub unlinked it.
+
+    docs/protocol.md, "Unlinked": a CONNACK of 0x86 (bad user name or password)
+    or 0x87 (not authorized), or 4 or 5 on MQTT 3.1.1, to a device's own
+    identity means the identity is gone. Retrying would never succeed, so the
+    device forgets its credentials (keeping its name and model) and reports
+    `unlinked`; `linkhub-device link` then links it anew. Returns EXIT_UNLINKED.
+    """
+    on_event({"event": "unlinked", "device_id": device_id})
+    try:
+        st = state_file.load(state_path)
+        # Only the identity that was refused: a file linked again meanwhile is left alone.
+        if st.device_id == device_id:
+            state_file.save(state_path, st.unlinked())
+    except (state_file.StateError, OSError) as exc:
+        on_event(error("state_write_failed", f"cannot forget the dead credentials in {state_path}: {exc}"))
+    return EXIT_UNLINKED
+
+
+def _refused_as_unlinked(exc: MqttError) -> bool:
+    return isinstance(exc, ConnectRefused) and exc.not_authorised
 
 
 def publish_status(
@@ -177,9 +213,11 @@ class DeviceSession:
             case ConnectionLost():
                 self.synced = False
                 self.awaiting_full_since = None
+            case ReconnectRefused() as refused if refused.not_authorised:
+                # Dropped (the hub deleted the identity), then refused on reconnecting.
+                return forget_credentials(self.state_path, self.device_id, self.on_event)
             case ReconnectRefused() as refused:
-                code = "not_authorised" if refused.not_authorised else "connection_refused"
-                self.on_event(error(code, f"the broker refused the device: {refused.reason}"))
+                self.on_event(error("connection_refused", f"the broker refused the device: {refused.reason}"))
                 return 1
             case _:
                 pass
@@ -382,8 +420,10 @@ def run(
     on_event: EventSink,
     stop: threading.Event,
     mqtt5: bool = True,
+    tls: TlsChoice = FOLLOW_CREDENTIALS,
 ) -> int:
-    """Stay online until `stop` is set; 0 after a clean stop, 1 on any failure."""
+    """Stay online until `stop` is set; 0 after a clean stop, EXIT_UNLINKED once
+    the broker refused the device's credentials, 1 on any other failure."""
     loaded = _load_linked(state_path, on_event)
     if loaded is None:
         return 1
@@ -392,7 +432,9 @@ def run(
     try:
         if not _take_lock(lock, state_path, stop, on_event):
             return 0 if stop.is_set() else 1
-        return _run_locked(st, device_id, creds, state_path, on_event=on_event, stop=stop, mqtt5=mqtt5)
+        return _run_locked(
+            st, device_id, creds, state_path, on_event=on_event, stop=stop, mqtt5=mqtt5, tls=tls
+        )
     finally:
         lock.release()
 
@@ -406,10 +448,13 @@ def _run_locked(
     on_event: EventSink,
     stop: threading.Event,
     mqtt5: bool,
+    tls: TlsChoice = FOLLOW_CREDENTIALS,
 ) -> int:
     try:
-        client = connect_as_device(device_id, creds, mqtt5=mqtt5)
+        client = connect_as_device(device_id, creds, mqtt5=mqtt5, tls=tls)
     except MqttError as exc:
+        if _refused_as_unlinked(exc):
+            return forget_credentials(state_path, device_id, on_event)
         on_event(from_mqtt_error(exc))
         return 1
     with client:
@@ -419,7 +464,7 @@ def _run_locked(
         except MqttError as exc:
             on_event(from_mqtt_error(exc))
             return 1
-        on_event({"event": "online", "device_id": device_id})
+        on_event({"event": "online", "device_id": device_id, "tls": client.tls})
         while not stop.is_set():
             code = session.handle(client.get(POLL_S))
             if code is not None:
@@ -440,8 +485,10 @@ def press(
     on_event: EventSink,
     mqtt5: bool = True,
     timeout_s: float = SET_TIMEOUT_S,
+    tls: TlsChoice = FOLLOW_CREDENTIALS,
 ) -> int:
-    """A change made on the device itself; 0 once the hub accepted it, 1 otherwise.
+    """A change made on the device itself; 0 once the hub accepted it, EXIT_UNLINKED
+    if the broker refused the device's credentials, 1 otherwise.
 
     The change always goes into the spool first. If a `run` holds the lock it
     sends it; otherwise this process takes the lock, connects as the device
@@ -462,17 +509,17 @@ def press(
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            outcome = buttons.find_outcome(state_path, request.request_id)
+            outcome: buttons.Outcome | int | None = buttons.find_outcome(state_path, request.request_id)
             if outcome is None and lock.acquire("set"):
                 try:
                     # A `run` may have answered and stopped just before we got the lock.
                     outcome = buttons.find_outcome(state_path, request.request_id)
                     if outcome is None:
-                        outcome = _serve_once(st, device_id, creds, state_path, request, on_event, mqtt5)
+                        outcome = _serve_once(st, device_id, creds, state_path, request, on_event, mqtt5, tls)
                 finally:
                     lock.release()
-                if outcome is None:
-                    return 1  # the reason was emitted
+                if isinstance(outcome, int):
+                    return outcome  # the reason was emitted
             if outcome is not None:
                 on_event(outcome_event(outcome))
                 return 0 if outcome.get("ok") is True else 1
@@ -499,8 +546,10 @@ def _serve_once(
     request: buttons.ButtonRequest,
     on_event: EventSink,
     mqtt5: bool,
-) -> buttons.Outcome | None:
-    """Connected as the device (holding the lock), serve the spool until our change is answered."""
+    tls: TlsChoice = FOLLOW_CREDENTIALS,
+) -> buttons.Outcome | int:
+    """Connected as the device (holding the lock), serve the spool until our change is
+    answered; the outcome, or an exit status once the reason was emitted."""
     deadline = time.monotonic() + SET_TIMEOUT_S
 
     def give_up(event: Event) -> None:
@@ -510,35 +559,40 @@ def _serve_once(
 
     def quiet(event: Event) -> None:
         # Only trouble with the connection itself; outcomes are reported by `press`.
-        if event.get("event") == "error" and "request_id" not in event:
+        if (event.get("event") == "error" and "request_id" not in event) or event.get("event") == "unlinked":
             on_event(event)
 
     try:
-        client = connect_as_device(device_id, creds, mqtt5=mqtt5)
+        client = connect_as_device(device_id, creds, mqtt5=mqtt5, tls=tls)
     except MqttError as exc:
+        if _refused_as_unlinked(exc):
+            with contextlib.suppress(OSError):
+                buttons.withdraw_request(state_path, request.request_id)
+            return forget_credentials(state_path, device_id, on_event)
         give_up(from_mqtt_error(exc))
-        return None
+        return 1
     with client:
         session = DeviceSession(client, device_id, state_path, st, on_event=quiet, announce_status=False)
         try:
             session.start()
         except MqttError as exc:
             give_up(from_mqtt_error(exc))
-            return None
+            return 1
         while time.monotonic() < deadline:
-            if session.handle(client.get(POLL_S)) is not None:  # the reason was emitted
+            code = session.handle(client.get(POLL_S))
+            if code is not None:  # the reason was emitted
                 with contextlib.suppress(OSError):
                     buttons.withdraw_request(state_path, request.request_id)
-                return None
+                return code
             outcome = session.finished.get(request.request_id)
             if outcome is not None:
                 return outcome
             if session.synced and session.in_flight is None and session.spool_idle:
                 # Taken by a `run` that stopped before it got an answer.
                 give_up(error("lost", "the change was taken by a device process that stopped"))
-                return None
+                return 1
         if not session.synced:
             give_up(error("timeout", f"the hub did not send the settings within {SET_TIMEOUT_S:g} s"))
         else:
             give_up(error("timeout", f"no answer from the hub within {SET_TIMEOUT_S:g} s"))
-        return None
+        return 1

@@ -5,14 +5,18 @@ JSON, written atomically (temporary file in the same directory, fsync, then
 `os.replace`) with mode 0600, since it holds the device's MQTT password:
 
     {"device_id": ..., "name": ..., "model": ...,
-     "mqtt": {"host", "port", "client_id", "username", "password"},
-     "pending": {"request_id": ..., "reply_token": ...},
+     "mqtt": {"host", "port", "client_id", "username", "password"[, "tls_port", "ca_cert"]},
+     "pending": {"request_id": ..., "reply_token": ..., "private_key": ...},
      "settings": {"desired": {...}, "version": N}}
 
 `device_id` and `mqtt` exist once linked; `pending` while a link is in
-progress, so that a device restarted mid-link resends the same request;
+progress, so that a device restarted mid-link resends the same request and can
+open the sealed answer to it (`private_key`, the X25519 key of that attempt;
+firmware_sim/keys.py);
 `settings` once the hub sent a desired document, so that a restarted device
-knows what it runs with before the hub answers again.
+knows what it runs with before the hub answers again. `tls_port` and `ca_cert`
+(the hub's CA, PEM) are kept when the hub sent them: the device then connects
+with TLS from its first connection on (firmware_sim/transport.py).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,8 @@ class StateError(Exception):
 class Pending:
     request_id: str
     reply_token: str
+    # None in a state file from before sealed credentials: that attempt starts afresh.
+    private_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,14 @@ class DeviceState:
     def with_pending(self, pending: Pending | None) -> DeviceState:
         return replace(self, pending=pending)
 
+    def unlinked(self) -> DeviceState:
+        """What is left once the hub unlinked the device: its name and model.
+
+        The credentials are dead, and the settings belonged to the old device id
+        (the hub keeps them as history); a new link starts from nothing.
+        """
+        return DeviceState(name=self.name, model=self.model)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.device_id is not None:
@@ -77,6 +91,8 @@ class DeviceState:
                 "request_id": self.pending.request_id,
                 "reply_token": self.pending.reply_token,
             }
+            if self.pending.private_key is not None:
+                out["pending"]["private_key"] = self.pending.private_key
         if self.settings is not None:
             out["settings"] = {"desired": self.settings.desired, "version": self.settings.version}
         return out
@@ -93,20 +109,13 @@ class DeviceState:
                 name=_opt_str(obj.get("name")),
                 model=_opt_str(obj.get("model")),
                 device_id=_opt_str(obj.get("device_id")),
-                mqtt=None
-                if mqtt is None
-                else MqttCredentials(
-                    host=str(mqtt["host"]),
-                    port=int(mqtt["port"]),
-                    client_id=str(mqtt["client_id"]),
-                    username=str(mqtt["username"]),
-                    password=str(mqtt["password"]),
-                ),
+                mqtt=None if mqtt is None else MqttCredentials.from_json(mqtt),
                 pending=None
                 if pending is None
                 else Pending(
                     request_id=str(pending["request_id"]),
                     reply_token=str(pending["reply_token"]),
+                    private_key=_opt_str(pending.get("private_key")),
                 ),
                 settings=None if settings is None else _settings(settings),
             )

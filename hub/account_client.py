@@ -27,9 +27,13 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from hub.account_directory import (
+    AccountSummary,
     AccountView,
     LoggedChange,
+    SecondFactor,
     SettingsChange,
+    TotpEnrolment,
+    TwoFactorStatus,
     VersionedDocument,
 )
 from hub.errors import AccountError, AccountServiceUnavailable, ConfigError
@@ -148,7 +152,97 @@ class RemoteAccountService:
             cursor = got[-1].seq
         return found
 
+    # --- the household ---------------------------------------------------------------
+    def list_accounts(self) -> list[AccountSummary]:
+        reply = self._expect(self._call("GET", "/v1/accounts"), HTTPStatus.OK)
+        try:
+            return [
+                AccountSummary(
+                    _exact(entry["id"], int),
+                    _exact(entry["name"], str),
+                    _exact(entry["is_owner"], bool),
+                    float(_exact(entry["created_at_s"], (int, float))),
+                )
+                for entry in reply["accounts"]
+            ]
+        except (KeyError, TypeError):
+            raise self._garbled("/v1/accounts") from None
+
+    def remove(self, account_id: int) -> AccountView | None:
+        path = f"/v1/accounts/{int(account_id)}"
+        reply = self._call("DELETE", path)
+        if reply.status == HTTPStatus.NOT_FOUND and reply.error == "unknown_account":
+            return None
+        if reply.status == HTTPStatus.BAD_REQUEST and reply.error == "account_error":
+            raise AccountError(reply.message or "The account service refused to remove this account.")
+        return self._view(self._expect(reply, HTTPStatus.OK), path)
+
+    # --- two-factor sign-in ----------------------------------------------------------
+    def begin_two_factor(self, account_id: int) -> TotpEnrolment:
+        path = f"/v1/accounts/{int(account_id)}/two-factor/begin"
+        reply = self._expect(self._refusable(self._call("POST", path, {})), HTTPStatus.OK)
+        try:
+            return TotpEnrolment(_exact(reply["secret"], str), _exact(reply["uri"], str))
+        except (KeyError, TypeError):
+            raise self._garbled(path) from None
+
+    def confirm_two_factor(self, account_id: int, secret: str, code: str) -> list[str]:
+        path = f"/v1/accounts/{int(account_id)}/two-factor/confirm"
+        reply = self._call("POST", path, {"secret": secret, "code": code})
+        return self._codes(self._expect(self._refusable(reply), HTTPStatus.OK), path)
+
+    def check_second_factor(self, account_id: int, code: str) -> SecondFactor | None:
+        path = f"/v1/accounts/{int(account_id)}/two-factor/check"
+        reply = self._call("POST", path, {"code": code})
+        if reply.status == HTTPStatus.UNAUTHORIZED and reply.error == "bad_second_factor":
+            return None
+        body = self._expect(reply, HTTPStatus.OK)
+        try:
+            return SecondFactor(body["method"])
+        except (KeyError, TypeError, ValueError):
+            raise self._garbled(path) from None
+
+    def two_factor_status(self, account_id: int) -> TwoFactorStatus:
+        path = f"/v1/accounts/{int(account_id)}/two-factor"
+        body = self._expect(self._refusable(self._call("GET", path)), HTTPStatus.OK)
+        try:
+            enabled_at_s = body["enabled_at_s"]
+            return TwoFactorStatus(
+                _exact(body["enabled"], bool),
+                None if enabled_at_s is None else float(_exact(enabled_at_s, (int, float))),
+                _exact(body["recovery_codes_left"], int),
+            )
+        except (KeyError, TypeError):
+            raise self._garbled(path) from None
+
+    def disable_two_factor(self, account_id: int, password: str, code: str) -> bool:
+        path = f"/v1/accounts/{int(account_id)}/two-factor/disable"
+        reply = self._call("POST", path, {"password": password, "code": code})
+        if reply.status == HTTPStatus.UNAUTHORIZED and reply.error == "bad_credentials":
+            return False
+        self._expect(self._refusable(reply), HTTPStatus.OK)
+        return True
+
+    def renew_recovery_codes(self, account_id: int, code: str) -> list[str] | None:
+        path = f"/v1/accounts/{int(account_id)}/two-factor/recovery-codes"
+        reply = self._call("POST", path, {"code": code})
+        if reply.status == HTTPStatus.UNAUTHORIZED and reply.error == "bad_second_factor":
+            return None
+        return self._codes(self._expect(reply, HTTPStatus.OK), path)
+
     # --- helpers ------------------------------------------------------------------
+    def _refusable(self, reply: _Reply) -> _Reply:
+        """A 400 account_error is the service's answer for the person: raise it as AccountError."""
+        if reply.status == HTTPStatus.BAD_REQUEST and reply.error == "account_error":
+            raise AccountError(reply.message or "The account service refused.")
+        return reply
+
+    def _codes(self, body: Any, path: str) -> list[str]:
+        codes = body.get("recovery_codes") if isinstance(body, dict) else None
+        if not isinstance(codes, list) or not all(isinstance(code, str) for code in codes):
+            raise self._garbled(path)
+        return codes
+
     def _changes_page(self, after_seq: int, limit: int) -> list[LoggedChange]:
         path = "/v1/changes?" + urlencode({"after": int(after_seq), "limit": int(limit)})
         reply = self._expect(self._call("GET", path), HTTPStatus.OK)
@@ -180,7 +274,10 @@ class RemoteAccountService:
     def _view(self, body: Any, path: str) -> AccountView:
         try:
             return AccountView(
-                _exact(body["id"], int), _exact(body["name"], str), _exact(body["is_owner"], bool)
+                _exact(body["id"], int),
+                _exact(body["name"], str),
+                _exact(body["is_owner"], bool),
+                two_factor=_exact(body["two_factor"], bool),
             )
         except (KeyError, TypeError):
             raise self._garbled(path) from None

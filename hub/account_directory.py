@@ -19,6 +19,41 @@ class AccountView:
     id: int
     name: str
     is_owner: bool
+    # Whether sign-in needs a second factor. Part of the view (not a separate
+    # call) so a sign-in decides on the same answer that checked the password.
+    two_factor: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """One account of the household, as the owner's list shows it."""
+
+    id: int
+    name: str
+    is_owner: bool
+    created_at_s: float
+
+
+class SecondFactor(StrEnum):
+    """Which second factor a person gave, when it was right."""
+
+    TOTP = "totp"
+    RECOVERY_CODE = "recovery_code"
+
+
+@dataclass(frozen=True, slots=True)
+class TotpEnrolment:
+    """A new TOTP secret, not switched on yet: the person confirms it with a first code."""
+
+    secret: str  # base32, for typing into an authenticator app
+    uri: str  # otpauth://totp/LinkHub:alice?secret=...&issuer=LinkHub, for the QR code
+
+
+@dataclass(frozen=True, slots=True)
+class TwoFactorStatus:
+    enabled: bool
+    enabled_at_s: float | None = None
+    recovery_codes_left: int = 0
 
 
 class ChangeKind(StrEnum):
@@ -130,3 +165,46 @@ class AccountDirectory(Protocol):
     def preferences(self, account_id: int) -> VersionedDocument: ...
     def device_settings(self, device_id: str) -> VersionedDocument: ...
     def changes(self, after_seq: int = 0, limit: int = 1000) -> list[LoggedChange]: ...
+
+    # --- the household (the owner's page, `linkhub account list/remove`) ------------
+    def list_accounts(self) -> list[AccountSummary]:
+        """The accounts in use, oldest first: the owner first."""
+        ...
+
+    def remove(self, account_id: int) -> AccountView | None:
+        """Take a member's account out of use; None if there is no such account (in use).
+
+        Its sign-in stops at once, its history (preferences, settings, change log)
+        stays under its id, and that id is never given to another account. The
+        owner's account cannot be removed (AccountError). Whether the member still
+        has devices is the hub's to check first (hub.household): devices live in
+        the hub's database, not here.
+        """
+        ...
+
+    # --- two-factor sign-in (TOTP, RFC 6238, and recovery codes) -------------------
+    # The secret and the recovery code hashes stay inside the account service:
+    # the web hands a new secret back once, to confirm it, and never reads it again.
+    def begin_two_factor(self, account_id: int) -> TotpEnrolment:
+        """A fresh secret to show; nothing is stored. AccountError if two-factor is on already."""
+        ...
+
+    def confirm_two_factor(self, account_id: int, secret: str, code: str) -> list[str]:
+        """Switch two-factor on if `code` is right for `secret`; the new recovery codes, shown once.
+
+        AccountError (a message for the person) for a wrong code, or if it is on already.
+        """
+        ...
+
+    def check_second_factor(self, account_id: int, code: str) -> SecondFactor | None:
+        """A live TOTP code (each accepted once) or an unused recovery code (then used up)."""
+        ...
+
+    def two_factor_status(self, account_id: int) -> TwoFactorStatus: ...
+    def disable_two_factor(self, account_id: int, password: str, code: str) -> bool:
+        """Needs the password and a second factor; False (nothing changed) if either is wrong."""
+        ...
+
+    def renew_recovery_codes(self, account_id: int, code: str) -> list[str] | None:
+        """Ten new recovery codes replacing the old ones, for a right second factor; else None."""
+        ...

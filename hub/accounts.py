@@ -21,22 +21,30 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, delete, func, or_, select, update
+from sqlmodel.sql.expression import SelectOfScalar
 
+from hub import two_factor
 from hub.account_directory import (
+    AccountSummary,
     AccountView,
     ChangeKind,
     LoggedChange,
+    SecondFactor,
     SettingsChange,
+    TotpEnrolment,
+    TwoFactorStatus,
     VersionedDocument,
 )
 from hub.errors import AccountError
-from hub.models import Account, AccountPreferences, ChangeLogEntry, DeviceSettingsRecord
+from hub.models import Account, AccountPreferences, ChangeLogEntry, DeviceSettingsRecord, RecoveryCode
 from hub.settings_merge import merge_patch
 from hub.store import session_scope
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 MIN_PASSWORD_LENGTH = 8
+_NO_SUCH_ACCOUNT = "There is no such account."
+_ALREADY_ON = "Two-factor sign-in is already on for this account."
 _hasher = PasswordHasher()
 
 
@@ -47,9 +55,20 @@ def _dummy_hash() -> str:
     return _hasher.hash("linkhub-no-such-account")  # made on first use: hashing takes ~0.3 s
 
 
+def _named(name: str) -> SelectOfScalar[Account]:
+    """The account in use with this name (a removed one may share it)."""
+    return select(Account).where(Account.name == name.strip(), col(Account.removed_at_s).is_(None))
+
+
+def _in_use(session: Session, account_id: int) -> Account | None:
+    """The account, unless there is none or it was removed from the household."""
+    account = session.get(Account, account_id)
+    return account if account is not None and account.removed_at_s is None else None
+
+
 def _view(account: Account) -> AccountView:
     assert account.id is not None
-    return AccountView(account.id, account.name, account.is_owner)
+    return AccountView(account.id, account.name, account.is_owner, two_factor=account.totp_secret is not None)
 
 
 class AccountService:
@@ -87,7 +106,7 @@ class AccountService:
 
     def authenticate(self, name: str, password: str) -> AccountView | None:
         with session_scope(self._engine) as session:
-            account = session.exec(select(Account).where(Account.name == name.strip())).first()
+            account = session.exec(_named(name)).first()
             stored = account.password_hash if account else _dummy_hash()
             try:
                 _hasher.verify(stored, password)
@@ -98,12 +117,179 @@ class AccountService:
     def get(self, account_id: int) -> AccountView | None:
         with session_scope(self._engine) as session:
             account = session.get(Account, account_id)
-            return _view(account) if account else None
+            return _view(account) if account and account.removed_at_s is None else None
 
     def find(self, name: str) -> AccountView | None:
         with session_scope(self._engine) as session:
-            account = session.exec(select(Account).where(Account.name == name.strip())).first()
+            account = session.exec(_named(name)).first()
             return _view(account) if account else None
+
+    # --- the household ------------------------------------------------------------
+    def list_accounts(self) -> list[AccountSummary]:
+        with session_scope(self._engine) as session:
+            accounts = session.exec(
+                select(Account).where(col(Account.removed_at_s).is_(None)).order_by(col(Account.id))
+            ).all()
+            return [
+                AccountSummary(account.id or 0, account.name, account.is_owner, account.created_at_s)
+                for account in accounts
+            ]
+
+    def remove(self, account_id: int) -> AccountView | None:
+        with session_scope(self._engine) as session:
+            account = session.get(Account, account_id)
+            if account is None or account.removed_at_s is not None:
+                return None
+            if account.is_owner:
+                raise AccountError("The owner's account cannot be removed.")
+            removed = _view(account)  # as it was, like get() would have answered
+            # The row stays (its id is never reused); what signs in goes with it.
+            account.removed_at_s = self._clock()
+            account.password_hash = ""
+            account.totp_secret = None
+            session.add(account)
+            session.exec(delete(RecoveryCode).where(col(RecoveryCode.account_id) == account_id))
+            return removed
+
+    # --- two-factor sign-in (hub/two_factor.py has the rules) ----------------------
+    def begin_two_factor(self, account_id: int) -> TotpEnrolment:
+        with session_scope(self._engine) as session:
+            account = _in_use(session, account_id)
+            if account is None:
+                raise AccountError(_NO_SUCH_ACCOUNT)
+            if account.totp_secret is not None:
+                raise AccountError(_ALREADY_ON)
+            return two_factor.new_enrolment(account.name)
+
+    def confirm_two_factor(self, account_id: int, secret: str, code: str) -> list[str]:
+        if not two_factor.is_secret(secret):
+            raise AccountError("This two-factor setup is not one LinkHub started. Start again.")
+        step = two_factor.matching_step(secret, code, self._clock(), after_step=None)
+        if step is None:
+            raise AccountError(
+                "That code is not right. Type the 6 digits your authenticator app shows for LinkHub now."
+            )
+        codes = two_factor.new_recovery_codes()
+        hashes = [two_factor.hash_recovery_code(code) for code in codes]  # slow: outside the transaction
+        with session_scope(self._engine) as session:
+            if _in_use(session, account_id) is None:
+                raise AccountError(_NO_SUCH_ACCOUNT)
+            # Conditional, so two confirmations racing each other switch it on once.
+            switched = session.exec(
+                update(Account)
+                .where(col(Account.id) == account_id, col(Account.totp_secret).is_(None))
+                .values(totp_secret=secret, totp_enabled_at_s=self._clock(), totp_last_step=step)
+            )
+            if switched.rowcount != 1:
+                raise AccountError(_ALREADY_ON)
+            self._replace_recovery_codes(session, account_id, hashes)
+        return codes
+
+    def check_second_factor(self, account_id: int, code: str) -> SecondFactor | None:
+        if two_factor.looks_like_totp(code):
+            return SecondFactor.TOTP if self._use_totp(account_id, code) else None
+        normalised = two_factor.normalise_recovery_code(code)
+        if normalised is None:
+            return None
+        with session_scope(self._engine) as session:
+            account = _in_use(session, account_id)
+            if account is None or account.totp_secret is None:
+                return None
+            unused = session.exec(
+                select(RecoveryCode.id, RecoveryCode.code_hash).where(
+                    RecoveryCode.account_id == account_id, col(RecoveryCode.used_at_s).is_(None)
+                )
+            ).all()
+        for code_id, code_hash in unused:
+            if two_factor.recovery_code_matches(code_hash, normalised):
+                with session_scope(self._engine) as session:
+                    # Conditional: the same code typed twice at once works once.
+                    used = session.exec(
+                        update(RecoveryCode)
+                        .where(col(RecoveryCode.id) == code_id, col(RecoveryCode.used_at_s).is_(None))
+                        .values(used_at_s=self._clock())
+                    )
+                    return SecondFactor.RECOVERY_CODE if used.rowcount == 1 else None
+        return None
+
+    def two_factor_status(self, account_id: int) -> TwoFactorStatus:
+        with session_scope(self._engine) as session:
+            account = _in_use(session, account_id)
+            if account is None:
+                raise AccountError(_NO_SUCH_ACCOUNT)
+            if account.totp_secret is None:
+                return TwoFactorStatus(enabled=False)
+            left = session.exec(
+                select(func.count())
+                .select_from(RecoveryCode)
+                .where(RecoveryCode.account_id == account_id, col(RecoveryCode.used_at_s).is_(None))
+            ).one()
+            return TwoFactorStatus(True, account.totp_enabled_at_s, int(left))
+
+    def disable_two_factor(self, account_id: int, password: str, code: str) -> bool:
+        with session_scope(self._engine) as session:
+            account = _in_use(session, account_id)
+            if account is None:
+                return False
+            stored, enabled = account.password_hash, account.totp_secret is not None
+        try:
+            _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        if not enabled:
+            raise AccountError("Two-factor sign-in is not on for this account.")
+        # The password first: a wrong password must not use up a recovery code.
+        if self.check_second_factor(account_id, code) is None:
+            return False
+        with session_scope(self._engine) as session:
+            session.exec(
+                update(Account)
+                .where(col(Account.id) == account_id)
+                .values(totp_secret=None, totp_enabled_at_s=None, totp_last_step=None)
+            )
+            self._replace_recovery_codes(session, account_id, [])
+        return True
+
+    def renew_recovery_codes(self, account_id: int, code: str) -> list[str] | None:
+        if self.check_second_factor(account_id, code) is None:
+            return None
+        codes = two_factor.new_recovery_codes()
+        hashes = [two_factor.hash_recovery_code(each) for each in codes]
+        with session_scope(self._engine) as session:
+            account = _in_use(session, account_id)
+            if account is None or account.totp_secret is None:
+                return None  # switched off in between
+            self._replace_recovery_codes(session, account_id, hashes)
+        return codes
+
+    def _use_totp(self, account_id: int, code: str) -> bool:
+        with session_scope(self._engine) as session:
+            account = _in_use(session, account_id)
+            if account is None or account.totp_secret is None:
+                return False
+            step = two_factor.matching_step(
+                account.totp_secret, code, self._clock(), after_step=account.totp_last_step
+            )
+            if step is None:
+                return False
+            # Conditional on the step still being newer, so a code raced in twice
+            # (or with an older one from the window) is accepted once (RFC 6238 §5.2).
+            used = session.exec(
+                update(Account)
+                .where(
+                    col(Account.id) == account_id,
+                    col(Account.totp_secret) == account.totp_secret,
+                    or_(col(Account.totp_last_step).is_(None), col(Account.totp_last_step) < step),
+                )
+                .values(totp_last_step=step)
+            )
+            return used.rowcount == 1
+
+    @staticmethod
+    def _replace_recovery_codes(session: Session, account_id: int, hashes: list[str]) -> None:
+        session.exec(delete(RecoveryCode).where(col(RecoveryCode.account_id) == account_id))
+        for code_hash in hashes:
+            session.add(RecoveryCode(account_id=account_id, code_hash=code_hash))
 
     # --- settings ---------------------------------------------------------------
     def apply_change(self, change: SettingsChange) -> bool:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from hub.models import ActivityEvent
+from hub.models import ActivityEvent, Device
 from hub.store import session_scope
 
 MAX_DETAIL = 512
@@ -30,7 +30,9 @@ class ActivityKind(StrEnum):
     TWO_FACTOR_ENABLED = "two_factor_enabled"
     TWO_FACTOR_DISABLED = "two_factor_disabled"
     RECOVERY_CODE_USED = "recovery_code_used"
+    RECOVERY_CODES_RENEWED = "recovery_codes_renewed"
     CODE_ENTRY_FAILED = "code_entry_failed"
+    CODE_ENTRY_THROTTLED = "code_entry_throttled"  # once, when a wrong code uses a limit up
     LINK_APPROVED = "link_approved"
     LINK_DENIED = "link_denied"
     DEVICE_UNLINKED = "device_unlinked"
@@ -49,9 +51,11 @@ class ActivityEntry:
     address: str | None
     device_id: str | None
     detail: str
+    # The device's name as the hub knows it now (also after an unlink: the row stays).
+    device_name: str | None = None
 
 
-def _entry(row: ActivityEvent) -> ActivityEntry:
+def _entry(row: ActivityEvent, device_name: str | None = None) -> ActivityEntry:
     assert row.id is not None
     return ActivityEntry(
         id=row.id,
@@ -61,6 +65,7 @@ def _entry(row: ActivityEvent) -> ActivityEntry:
         address=row.address,
         device_id=row.device_id,
         detail=row.detail,
+        device_name=device_name,
     )
 
 
@@ -79,24 +84,52 @@ class ActivityLog:
         detail: str = "",
     ) -> None:
         with session_scope(self._engine) as session:
-            session.add(
-                ActivityEvent(
-                    account_id=account_id,
-                    at_s=self._clock(),
-                    kind=str(kind),
-                    address=address[:64] if address else None,
-                    device_id=device_id,
-                    detail=detail[:MAX_DETAIL],
-                )
+            self.add(session, kind, account_id, address=address, device_id=device_id, detail=detail)
+
+    def add(
+        self,
+        session: Session,
+        kind: ActivityKind,
+        account_id: int | None,
+        *,
+        address: str | None = None,
+        device_id: str | None = None,
+        detail: str = "",
+    ) -> None:
+        """Record inside the caller's transaction (on the hub's database): the event
+        is stored if and only if what it tells of is. It also keeps SQLite from
+        waiting on itself, as a second session writing while the caller's holds
+        the write lock would."""
+        session.add(
+            ActivityEvent(
+                account_id=account_id,
+                at_s=self._clock(),
+                kind=str(kind),
+                address=address[:64] if address else None,
+                device_id=device_id,
+                detail=detail[:MAX_DETAIL],
             )
+        )
 
     def recent(self, account_id: int, limit: int = 100) -> list[ActivityEntry]:
-        """Newest first."""
+        """One account's events, newest first: what its /activity page shows."""
+        return self._newest(limit, account_id)
+
+    def recent_in_household(self, limit: int = 100) -> list[ActivityEntry]:
+        """Every account's events and those no account can be named for (a sign-in
+        to a name that does not exist, a denial from the command line), newest
+        first: for the hub's operator (`linkhub activity` without --account)."""
+        return self._newest(limit, None)
+
+    def _newest(self, limit: int, account_id: int | None) -> list[ActivityEntry]:
+        """Newest first, with each device's name; `account_id` None: every event."""
+        query = (
+            select(ActivityEvent, Device.name)
+            .join(Device, col(Device.device_id) == col(ActivityEvent.device_id), isouter=True)
+            .order_by(col(ActivityEvent.at_s).desc(), col(ActivityEvent.id).desc())
+            .limit(max(0, limit))
+        )
+        if account_id is not None:
+            query = query.where(ActivityEvent.account_id == account_id)
         with session_scope(self._engine) as session:
-            rows = session.exec(
-                select(ActivityEvent)
-                .where(ActivityEvent.account_id == account_id)
-                .order_by(col(ActivityEvent.at_s).desc(), col(ActivityEvent.id).desc())
-                .limit(limit)
-            ).all()
-            return [_entry(row) for row in rows]
+            return [_entry(row, name) for row, name in session.exec(query).all()]

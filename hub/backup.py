@@ -56,6 +56,10 @@ STATE_FILES = (
     "account-service-token",  # only where `linkhub account-service` runs
     DYNSEC_FILE,
     "broker/admin-password",
+    # The CA devices trust for the TLS listener (hub/tls.py): a restored hub must
+    # keep it. The server certificate is not kept: the hub makes it again at start.
+    "broker/tls/ca.key",
+    "broker/tls/ca.pem",
 )
 _CHUNK = 1 << 20
 # What a damaged or truncated tar.gz raises on the way.

@@ -2,7 +2,8 @@
 
 It writes its own config and dynamic-security file under the data directory,
 listens where it is told, and turns on `set_tcp_nodelay` (FIELD-NOTES: without
-it each request/response waits ~40 ms).
+it each request/response waits ~40 ms). With a TLS port it also listens with
+TLS there, on a certificate of the hub's own CA (hub/tls.py, kept in `tls/`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.errors import BrokerUnavailable, ConfigError, PortInUse
 from hub.mqtt import BrokerAddress
+from hub.tls import TlsFiles, ensure_tls_files
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +127,31 @@ class ManagedBrokerConfig:
     directory: Path
     listen_host: str
     port: int
+    # A second listener with TLS on this port (0: none), on the hub's own CA
+    # (hub/tls.py); its certificate names `tls_names`.
+    tls_port: int = 0
+    tls_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.tls_port and self.tls_port == self.port:
+            raise ConfigError(f"the TLS port cannot be the plain MQTT port ({self.port})")
 
 
 class ManagedBroker:
     def __init__(self, config: ManagedBrokerConfig) -> None:
         self.config = config
         self._process: subprocess.Popen[bytes] | None = None
+        self.tls_files: TlsFiles | None = None  # once prepared, with a TLS listener
 
     @property
     def address(self) -> BrokerAddress:
         host = self.config.listen_host
         return BrokerAddress("127.0.0.1" if host in ("0.0.0.0", "") else host, self.config.port)
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The CA certificate devices verify the TLS listener with; None without TLS."""
+        return self.tls_files.ca_pem if self.tls_files is not None else None
 
     @property
     def admin_password(self) -> str:
@@ -172,10 +189,32 @@ class ManagedBroker:
             "log_type warning",
             "log_type notice",
             "log_timestamp true",
-            "",
         ]
-        conf.write_text("\n".join(lines))
+        if self.config.tls_port:
+            lines += self._tls_listener()
+        conf.write_text("\n".join([*lines, ""]))
         return conf
+
+    def _tls_listener(self) -> list[str]:
+        """The TLS listener, last in the file: the lines after `listener` belong to it.
+
+        The dynamic-security plugin and `allow_anonymous false` are global
+        (per_listener_settings false), so a device has the same identity and the
+        same rights on either listener.
+        """
+        files = ensure_tls_files(self.config.directory / "tls", self.config.tls_names, now=datetime.now(UTC))
+        for change in files.changes:
+            log.info("TLS: %s (%s)", change, files.directory)
+        self.tls_files = files
+        return [
+            f"listener {self.config.tls_port} {self.config.listen_host}",
+            f"certfile {files.cert}",
+            f"keyfile {files.key}",
+            # Only for client certificates, which are not asked for; kept so the
+            # listener names the CA it belongs to.
+            f"cafile {files.ca_cert}",
+            "tls_version tlsv1.2",  # the oldest version accepted
+        ]
 
     def start(self, timeout_s: float = 10.0) -> None:
         host, port = self.config.listen_host, self.config.port
@@ -185,6 +224,13 @@ class ManagedBroker:
                 f"port {port} on {host} is already in use (another MQTT broker?). "
                 f"Start the hub with --mqtt-port N to run its own broker on another port, "
                 f"or with --broker mqtt://ADMIN:PASSWORD@HOST:PORT to use a mosquitto you already run."
+            )
+        tls_port = self.config.tls_port
+        if tls_port and not port_is_free(host, tls_port):
+            raise PortInUse(
+                f"the TLS port {tls_port} on {host} is already in use (another MQTT broker?). "
+                f"Start the hub with --mqtt-tls-port N to listen with TLS on another port, "
+                f"or --mqtt-tls-port 0 to go without TLS."
             )
         conf = self.prepare()
         log_file = open(self.config.directory / "mosquitto.log", "ab")  # noqa: SIM115  (owned by the child)
@@ -203,12 +249,15 @@ class ManagedBroker:
                     f"see {self.config.directory / 'mosquitto.log'}"
                 )
             try:
-                with socket.create_connection((self.address.host, port), timeout=0.5):
-                    return
+                for listening in (port, tls_port) if tls_port else (port,):
+                    with socket.create_connection((self.address.host, listening), timeout=0.5):
+                        pass
+                return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerUnavailable(f"mosquitto did not listen on {host}:{port} within {timeout_s} s")
+        ports = f"{port} and {tls_port}" if tls_port else str(port)
+        raise BrokerUnavailable(f"mosquitto did not listen on {host} ports {ports} within {timeout_s} s")
 
     def _reap_stale(self) -> None:
         """A mosquitto left by a hub that died with this data directory: stop it."""

@@ -20,6 +20,8 @@ DEFAULT_HTTP_PORT = 8080
 # 1883 is usually taken on a home-lab Pi (Home Assistant's mosquitto); the
 # hub's own broker defaults next to it and is announced over mDNS anyway.
 DEFAULT_MQTT_PORT = 1884
+# What docs suggest for --mqtt-tls-port (MQTT over TLS's registered port); TLS is off unless asked for.
+SUGGESTED_MQTT_TLS_PORT = 8883
 DEFAULT_CODE_LIFETIME_S = 900  # RFC 8628 examples and Microsoft's /link use 15 minutes
 DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
 # Limits, shared with hub.config_file so that its messages name the same ranges.
@@ -50,6 +52,10 @@ class HubConfig:
     http_port: int = DEFAULT_HTTP_PORT
     mqtt_host: str = "0.0.0.0"
     mqtt_port: int = DEFAULT_MQTT_PORT
+    # The hub's own mosquitto also listens with TLS here (0: it does not), on a
+    # CA the hub makes (hub/tls.py). Off by default: 8883, the usual port, is
+    # often taken on a home-lab Pi, and plain `linkhub run` must just work.
+    mqtt_tls_port: int = 0
     external_broker: ExternalBroker | None = None
     public_host: str | None = None
     # Where devices are told to connect after linking, when it is not where the
@@ -73,10 +79,19 @@ class HubConfig:
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad
         # value; these stay for configs built in code (tests, other tools).
-        for name in ("http_port", "mqtt_port"):
+        for name in ("http_port", "mqtt_port", "mqtt_tls_port"):
             port = getattr(self, name)
             if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
                 raise ConfigError(f"{name.replace('_', '-')} must be 0-65535, not {port}")
+        if self.mqtt_tls_port and self.external_broker is not None:
+            raise ConfigError(
+                "mqtt_tls_port sets up TLS on the hub's own mosquitto, and broker names another "
+                "one: set TLS up on that broker, or leave mqtt_tls_port at 0"
+            )
+        if self.mqtt_tls_port and self.mqtt_tls_port == self.mqtt_port:
+            raise ConfigError(
+                f"mqtt_tls_port and mqtt_port are both {self.mqtt_port}: TLS needs a port of its own"
+            )
         if not CODE_LIFETIME_RANGE_S[0] <= self.code_lifetime_s <= CODE_LIFETIME_RANGE_S[1]:
             raise ConfigError("the code lifetime must be between 60 s and 24 h")
         if not POLL_INTERVAL_RANGE_S[0] <= self.poll_interval_s <= POLL_INTERVAL_RANGE_S[1]:

@@ -37,12 +37,14 @@ from hub.config import (
     LOG_FORMATS,
     POLL_INTERVAL_RANGE_S,
     PORT_RANGE,
+    SUGGESTED_MQTT_TLS_PORT,
     HubConfig,
     mdns_host_label,
     parse_broker_url,
     redact_url,
 )
 from hub.errors import ConfigError
+from hub.rate_limits import LimitsPolicy, parse_rate
 
 FILE_NAME = "linkhub.toml"  # looked for in the data directory when no file is named
 CONFIG_ENV = "LINKHUB_CONFIG"
@@ -186,6 +188,18 @@ def _database_url(value: object) -> str:
     return text
 
 
+def _rate(value: object) -> str:
+    """A rate such as "5 per minute" (the `limits` library's notation)."""
+    text = _text(value)
+    try:
+        parse_rate(text)
+    except ValueError:
+        raise Invalid(
+            f"expected a rate of at least 1, such as '5 per minute' or '60 per hour', got {_show(value)}"
+        ) from None
+    return text
+
+
 def _log_format(value: object) -> str:
     if isinstance(value, str) and value.strip().lower() in LOG_FORMATS:
         return value.strip().lower()
@@ -230,6 +244,15 @@ KEYS: tuple[Key, ...] = (
     Key("http_port", "--http-port", _PORT, DEFAULT_HTTP_PORT, "the web page's port", "N"),
     Key("mqtt_host", "--mqtt-host", _host, "0.0.0.0", "where the hub's own mosquitto listens", "HOST"),
     Key("mqtt_port", "--mqtt-port", _PORT, DEFAULT_MQTT_PORT, "the hub's own mosquitto's port", "N"),
+    Key(
+        "mqtt_tls_port",
+        "--mqtt-tls-port",
+        _PORT,
+        0,
+        f"the hub's own mosquitto also listens with TLS on this port, on a CA the hub makes "
+        f"(0, the default: no TLS; {SUGGESTED_MQTT_TLS_PORT} is the usual port)",
+        "N",
+    ),
     Key(
         "broker",
         "--broker",
@@ -315,6 +338,32 @@ KEYS: tuple[Key, ...] = (
         secret_in_url=True,
     ),
     Key("log_format", "--log-format", _log_format, "text", "log lines as text (default) or json", "FORMAT"),
+    # Limits on new link requests over MQTT (hub/link_limits.py, docs/protocol.md section 5.4).
+    Key(
+        "link_requests_per_client",
+        "--link-requests-per-client",
+        _rate,
+        LimitsPolicy().link_requests_per_client,
+        "new link requests one MQTT client id may send "
+        f"(default '{LimitsPolicy().link_requests_per_client}')",
+        "RATE",
+    ),
+    Key(
+        "link_requests_total",
+        "--link-requests-total",
+        _rate,
+        LimitsPolicy().link_requests_total,
+        f"new link requests the hub takes from all clients (default '{LimitsPolicy().link_requests_total}')",
+        "RATE",
+    ),
+    Key(
+        "max_pending_requests",
+        "--max-pending-requests",
+        _whole_number(1, 100_000),
+        LimitsPolicy().max_pending_requests,
+        f"codes that may wait for a person at once (default {LimitsPolicy().max_pending_requests})",
+        "N",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -357,6 +406,8 @@ class Setting:
             return ", ".join(value) if value else "(none)"
         if isinstance(value, bool):
             return "true" if value else "false"
+        if self.key == "mqtt_tls_port" and value == 0:
+            return "0 (no TLS)"
         return str(value)
 
 
@@ -505,6 +556,7 @@ def resolve(
                 http_port=values["http_port"],
                 mqtt_host=values["mqtt_host"],
                 mqtt_port=values["mqtt_port"],
+                mqtt_tls_port=values["mqtt_tls_port"],
                 external_broker=parse_broker_url(values["broker"]) if values["broker"] else None,
                 public_host=values["public_host"],
                 device_broker=values["device_broker"],
@@ -516,6 +568,11 @@ def resolve(
                 account_service_url=values["account_service"],
                 account_service_token=token,
                 log_format=values["log_format"],
+                limits=LimitsPolicy(
+                    link_requests_per_client=values["link_requests_per_client"],
+                    link_requests_total=values["link_requests_total"],
+                    max_pending_requests=values["max_pending_requests"],
+                ),
             )
         except ConfigError as exc:  # a rule only HubConfig knows; every key was checked above
             problems.append(str(exc))

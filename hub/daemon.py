@@ -23,15 +23,18 @@ from hub.accounts import AccountService
 from hub.activity import ActivityLog
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import HubConfig
-from hub.dynsec import DynSecAdmin
+from hub.dynsec import DynSecAdmin, expands_client_id
 from hub.errors import ConfigError, LinkHubError
+from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.link_service import Clock, LinkPolicy, LinkService, OutboundReply
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, Rejection, SettingsDesired
+from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
 from hub.settings_service import SettingsService
 from hub.store import make_engine
+from hub.tls import server_names
 
 # hub.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
@@ -47,6 +50,8 @@ class HubEndpoints:
     link_page_url: str
     broker: BrokerAddress  # where the hub itself connects
     device_broker: BrokerAddress  # what devices are told
+    # The TLS port devices are told (same host as device_broker); None without TLS.
+    device_tls_port: int | None = None
 
 
 def _read_or_create_secret(path: Path, n_bytes: int = 24) -> str:
@@ -79,6 +84,7 @@ class Hub:
         self.managed_broker: ManagedBroker | None = None
         self._admin: DynSecAdmin | None = None
         self._mqtt: MqttConnection | None = None
+        self._retained_sweep: ConnectionFactory | None = None
         self._links: LinkService | None = None
         self._accounts: AccountDirectory | None = None
         self._settings: SettingsService | None = None
@@ -88,6 +94,9 @@ class Hub:
         self._sweeper: threading.Thread | None = None
         self._advertiser: HubAdvertiser | None = None
         self.endpoints: HubEndpoints | None = None
+        # Whether the broker confines link requests to each client's own id (%c); set at start.
+        self.broker_expands_client_id: bool | None = None
+        self._rejections_logged = LogEvery()
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> HubEndpoints:
@@ -112,13 +121,13 @@ class Hub:
         try:
             self._admin = DynSecAdmin(broker, admin_user, admin_password)
             self._admin.start()
-            self._admin.ensure_bootstrap()
             # One broker identity per data directory: hubs that share a broker but
             # not a data directory never reset each other's password.
             hub_id = _read_or_create_secret(config.data_dir / "hub-id", 6)
             hub_username = HUB_USERNAME_PREFIX + hub_id
             hub_password = _read_or_create_secret(config.data_dir / "hub-password")
             self._admin.ensure_hub_identity(hub_username, hub_password)
+            self._retained_sweep = sweep_connection_factory(broker, hub_username, hub_password)
             endpoints = self._endpoints(broker)
             self._links = LinkService(
                 self.engine,
@@ -128,12 +137,16 @@ class Hub:
                     link_page_url=endpoints.link_page_url,
                     device_broker_host=endpoints.device_broker.host,
                     device_broker_port=endpoints.device_broker.port,
+                    device_broker_tls_port=endpoints.device_tls_port,
+                    device_broker_ca_cert=self.ca_certificate,
                 ),
                 issuer=self._admin,
                 sender=self,
                 clock=self._clock,
                 activity=self._activity,
+                retained=self,
                 rng=self._rng,
+                request_limits=LinkRequestLimits(config.limits),
             )
             self._mqtt = MqttConnection(
                 broker,
@@ -144,6 +157,11 @@ class Hub:
             )
             self._mqtt.start()
             metrics.of(self.engine).watch_broker(self._mqtt)
+            # The bootstrap role needs to know whether this broker expands %c, which
+            # takes the hub's own connection to find out; devices wait for it no
+            # longer than for the subscription below.
+            self.broker_expands_client_id = expands_client_id(self._mqtt)
+            self._admin.ensure_bootstrap(per_client=self.broker_expands_client_id)
             self._mqtt.subscribe(protocol.link_request_subscription())
             self._mqtt.subscribe(protocol.device_status_subscription())
             for topic_filter in protocol.device_inbound_subscriptions():
@@ -201,10 +219,31 @@ class Hub:
             address = BrokerAddress(external.host, external.port)
             return address, external.admin_username, external.admin_password
         self.managed_broker = ManagedBroker(
-            ManagedBrokerConfig(self.config.broker_dir, self.config.mqtt_host, self.config.mqtt_port)
+            ManagedBrokerConfig(
+                self.config.broker_dir,
+                self.config.mqtt_host,
+                self.config.mqtt_port,
+                tls_port=self.config.mqtt_tls_port,
+                tls_names=self._tls_names() if self.config.mqtt_tls_port else (),
+            )
         )
         self.managed_broker.start()
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
+
+    def _tls_names(self) -> tuple[str, ...]:
+        """Every host a device may be told to connect to (the public host, or the
+        web page's or broker's address, the LAN addresses, --device-broker's host):
+        the TLS certificate must name each, or the device's host-name check fails."""
+        config = self.config
+        hosts = [config.public_host, config.http_host, config.mqtt_host, *lan_addresses()]
+        if config.device_broker is not None:
+            hosts.append(_host_port(config.device_broker, default_port=config.mqtt_port).host)
+        return server_names(hosts, mdns_name=config.mdns_name)
+
+    @property
+    def ca_certificate(self) -> str | None:
+        """The CA certificate (PEM) of the broker's TLS listener; public. None without TLS."""
+        return self.managed_broker.ca_pem if self.managed_broker is not None else None
 
     def _announcement(self, endpoints: HubEndpoints, hub_id: str) -> HubAnnouncement:
         """What mDNS says about this hub. The broker's host is named only when it
@@ -218,6 +257,7 @@ class Hub:
             label=config.mdns_name,
             hub_id=hub_id,
             mqtt_port=endpoints.device_broker.port,
+            mqtt_tls_port=endpoints.device_tls_port,
             http_port=config.http_port,
             broker_host=None if on_every_address else endpoints.device_broker.host,
             http_host=config.http_host,
@@ -240,6 +280,7 @@ class Hub:
             link_page_url=f"http://{public_host}:{config.http_port}/link",
             broker=broker,
             device_broker=device_broker,
+            device_tls_port=config.mqtt_tls_port or None,
         )
 
     @property
@@ -293,6 +334,13 @@ class Hub:
             )
         )
 
+    def clear_device_topics(self, device_id: str) -> list[str]:
+        """An unlinked device's retained messages, emptied on a connection of its own
+        (hub/retained.py), so the hub's long-lived subscriptions stay as they are."""
+        if self._retained_sweep is None:
+            raise LinkHubError("the hub is not connected to its broker")
+        return clear_device_retained(self._retained_sweep, device_id)
+
     def _send(self, outbound: OutboundReply | None) -> None:
         if outbound is None:
             return
@@ -302,22 +350,38 @@ class Hub:
             log.warning("reply to a link request not delivered (%s); the device will poll again", exc)
 
     def _on_message(self, message: InboundMessage) -> None:
-        if message.topic == protocol.LINK_REQUEST_TOPIC:
+        client_id = protocol.link_request_client_id(message.topic)
+        if client_id is not None:
             parsed = protocol.parse_link_request(
-                message.payload, message.response_topic, message.correlation_data
+                message.payload, message.response_topic, message.correlation_data, client_id=client_id
             )
             if isinstance(parsed, Rejection):
-                log.warning("refused a link request: %s (%s)", parsed.error, parsed.description)
+                refused = self._rejections_logged.due(time.monotonic())
+                if refused:  # garbage can come fast: one line a minute at most
+                    log.warning(
+                        "refused %d malformed link request(s) (at most one such line a minute); "
+                        "the latest: %s (%s)",
+                        refused,
+                        parsed.error,
+                        parsed.description,
+                    )
                 correlation = message.correlation_data
                 if correlation is not None and len(correlation) > protocol.MAX_CORRELATION_BYTES:
                     correlation = None
                 self._send(self.links.handle_rejection(parsed, correlation))
                 return
             with metrics.of(self.engine).link_request():
-                self._send(self.links.handle_request(parsed, message.correlation_data))
+                self._send(self.links.handle_request(parsed, message.correlation_data, client_id))
             return
         device_topic = protocol.parse_device_topic(message.topic)
         if device_topic is not None and device_topic[1] == "status":
+            if not message.payload:
+                return  # a retained status being cleared (an unlink): nothing to record
+            if message.retain and self.links.was_unlinked(device_topic[0]):
+                # A ghost of an unlinked device, e.g. left by a broker that was away
+                # while it was unlinked: clear it rather than hand it to every subscriber.
+                self._clear_ghost(message.topic)
+                return
             status = protocol.parse_device_status(message.payload)
             if isinstance(status, Rejection):
                 log.warning("dropped a bad status on %s: %s", message.topic, status.description)
@@ -328,6 +392,14 @@ class Hub:
             self.settings.handle_device_message(device_topic[0], device_topic[1], message.payload)
             return
         log.warning("dropped a message on unexpected topic %s", message.topic)
+
+    def _clear_ghost(self, topic: str) -> None:
+        if self._mqtt is None:
+            return
+        try:
+            self._mqtt.publish(topic, b"", qos=1, retain=True)
+        except LinkHubError as exc:
+            log.warning("could not clear the retained %s of an unlinked device (%s)", topic, exc)
 
     def _sweep(self) -> None:
         """Tell devices their code expired when it does, not only when they poll."""

@@ -1,8 +1,11 @@
 """The one module that speaks mosquitto's dynamic-security `$CONTROL` API.
 
 Facts this is built on (FIELD-NOTES, mosquitto 2.0.x):
-- `%c`/`%u` are not expanded in ACL topics before 2.1, so each device gets its
-  own role with literal topics.
+- `%c`/`%u` are not expanded in ACL topics before 2.1 (mosquitto issue 3191),
+  so each device gets its own role with literal topics. Where the broker does
+  expand `%c`, the bootstrap identity may publish link requests only under its
+  own client id; the hub finds out which broker it has by trying
+  (`expands_client_id`), since a version string says less than behaviour.
 - Editing a client or role kicks every connected client holding it, so the admin
   identity used here holds none of the roles it edits, and every call is
   idempotent so that it can simply be retried.
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub import protocol
-from hub.errors import BrokerAdminError, BrokerTimeout, BrokerUnavailable
+from hub.errors import BrokerAdminError, BrokerRefused, BrokerTimeout, BrokerUnavailable
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -32,6 +35,9 @@ RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 BOOTSTRAP_ROLE = "linkhub-bootstrap"
 HUB_ROLE = "linkhub-hub"
 DEVICE_ROLE_PREFIX = "linkhub-device-"
+# The hub publishes once to PROBE_ROOT/<its client id> at start, where its role
+# denies PROBE_ROOT/%c: refused means the broker expands %c. Nobody subscribes.
+PROBE_ROOT = f"{protocol.TOPIC_ROOT}/hub-probe"
 
 _ALREADY = ("already exists", "already in")
 
@@ -47,12 +53,19 @@ class Acl:
         return {"acltype": self.acltype, "topic": self.topic, "allow": self.allow, "priority": self.priority}
 
 
-def bootstrap_acls() -> list[Acl]:
+def bootstrap_acls(*, per_client: bool) -> list[Acl]:
     """What an unlinked device may do: send link requests, read one reply topic
-    whose name it chose (128+ random bits), and nothing with wildcards."""
+    whose name it chose (128+ random bits), and nothing with wildcards.
+
+    `per_client` (a broker that expands %c): link requests only under the
+    client's own id, so the per-client limit counts a client, not a claim.
+    Without it any one-level id is allowed and the id is only what the client
+    says it is (docs/security.md, "Link requests").
+    """
     reply_any = f"{protocol.LINK_REPLY_ROOT}/+"
+    request = f"{protocol.LINK_REQUEST_ROOT}/{'%c' if per_client else '+'}"
     return [
-        Acl("publishClientSend", protocol.LINK_REQUEST_TOPIC, True),
+        Acl("publishClientSend", request, True),
         Acl("subscribeLiteral", reply_any, False, priority=10),
         Acl("subscribeLiteral", f"{protocol.LINK_REPLY_ROOT}/#", False, priority=10),
         Acl("subscribeLiteral", "#", False, priority=10),
@@ -71,7 +84,22 @@ def hub_acls() -> list[Acl]:
         Acl("subscribePattern", tree, True),
         Acl("subscribePattern", protocol.link_request_subscription(), True),
         Acl("subscribeLiteral", protocol.link_request_subscription(), True),
+        Acl("publishClientSend", f"{PROBE_ROOT}/%c", False, priority=10),
     ]
+
+
+def expands_client_id(connection: MqttConnection) -> bool:
+    """Whether the broker expands %c in dynamic-security ACLs (mosquitto 2.1+).
+
+    `connection` is the hub's own (MQTT 5, so a refusal comes back as a PUBACK
+    reason code) and its role denies PROBE_ROOT/%c only: a publish to
+    PROBE_ROOT/<its client id> is refused exactly when %c was expanded.
+    """
+    try:
+        connection.publish(f"{PROBE_ROOT}/{connection.client_id}", b"", qos=1)
+    except BrokerRefused:
+        return True
+    return False
 
 
 def device_acls(device_id: str) -> list[Acl]:
@@ -167,6 +195,26 @@ class DynSecAdmin:
                 future.set_result(response)
 
     # --- the operations LinkHub needs ----------------------------------------
+    def sync_role(self, rolename: str, acls: list[Acl]) -> None:
+        """Bring a role to exactly `acls`: add what is missing, remove what is not
+        wanted (an older hub's rules). Unchanged roles are not touched, since every
+        edit kicks the clients holding the role (mosquitto issue 2474)."""
+        self.call_with_retry([{"command": "createRole", "rolename": rolename}])
+        (response,) = self.call_with_retry([{"command": "getRole", "rolename": rolename}])
+        current = {
+            Acl(str(a.get("acltype")), str(a.get("topic")), bool(a.get("allow")), int(a.get("priority", 0)))
+            for a in response.get("data", {}).get("role", {}).get("acls", [])
+        }
+        commands: list[dict[str, Any]] = [
+            {"command": "removeRoleACL", "rolename": rolename, "acltype": a.acltype, "topic": a.topic}
+            for a in sorted(current - set(acls), key=lambda a: (a.acltype, a.topic))
+        ]
+        commands += [
+            {"command": "addRoleACL", "rolename": rolename} | a.to_json() for a in acls if a not in current
+        ]
+        if commands:
+            self.call_with_retry(commands)
+
     def ensure_role(self, rolename: str, acls: list[Acl]) -> None:
         self.call_with_retry([{"command": "createRole", "rolename": rolename}])
         self.call_with_retry(
@@ -210,8 +258,8 @@ class DynSecAdmin:
         if client_id is not None and client.get("clientid") != client_id:
             self.call_with_retry([{"command": "setClientId", "username": username, "clientid": client_id}])
 
-    def ensure_bootstrap(self) -> None:
-        self.ensure_role(BOOTSTRAP_ROLE, bootstrap_acls())
+    def ensure_bootstrap(self, *, per_client: bool) -> None:
+        self.sync_role(BOOTSTRAP_ROLE, bootstrap_acls(per_client=per_client))
         self.ensure_client(
             protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, BOOTSTRAP_ROLE, reset_password=False
         )

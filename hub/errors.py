@@ -23,6 +23,10 @@ class BrokerTimeout(LinkHubError):
     """The broker did not acknowledge something in time, so it did not happen."""
 
 
+class BrokerRefused(BrokerTimeout):
+    """The broker answered, and refused (an MQTT 5 reason code of 0x80 or more)."""
+
+
 class BrokerAdminError(LinkHubError):
     """The dynamic-security plugin refused or did not answer an admin command."""
 
@@ -37,6 +41,27 @@ class AccountError(LinkHubError):
 
 class LinkDecisionError(LinkHubError):
     """A person's approve/deny could not be applied; `reason` is stable for pages and CLI."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UnlinkRefused(LinkHubError):
+    """A device could not be unlinked; `reason` is stable for pages, the API and the CLI.
+
+    `unknown_device` also stands for another account's device: a device id
+    alone must not tell a person that the device exists.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class HouseholdRefused(AccountError):
+    """A change to the household's accounts was refused; `reason` is stable for pages
+    and the CLI (hub.household.Refusal), the message is safe to show."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

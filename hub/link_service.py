@@ -14,17 +14,19 @@ import random
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from hub import codes, metrics, protocol
-from hub.activity import ActivityLog
-from hub.errors import LinkDecisionError, LinkHubError
+from hub import codes, metrics, protocol, sealing
+from hub.activity import ActivityKind, ActivityLog
+from hub.errors import LinkDecisionError, LinkHubError, UnlinkRefused
+from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.linking import InvalidTransition, LinkEvent, LinkOutput, LinkState, is_expired, step
 from hub.models import Device, LinkRequestRecord
 from hub.protocol import (
@@ -32,11 +34,13 @@ from hub.protocol import (
     ApprovedReply,
     ErrorCode,
     ErrorReply,
+    LinkCredentials,
     LinkReply,
     LinkRequest,
     MqttCredentials,
     PendingReply,
 )
+from hub.rate_limits import LimitsPolicy
 from hub.store import session_scope
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,13 @@ class ReplySender(Protocol):
     def send_reply(self, reply_to: str, reply: LinkReply, correlation: bytes | None) -> None: ...
 
 
+class RetainedTopics(Protocol):
+    def clear_device_topics(self, device_id: str) -> list[str]:
+        """Empty every retained message under the device's topics; the topics cleared.
+        Raises LinkHubError if the broker did not confirm."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class LinkPolicy:
     code_lifetime_s: int
@@ -60,6 +71,10 @@ class LinkPolicy:
     link_page_url: str  # e.g. http://192.168.1.10:8080/link
     device_broker_host: str  # where linked devices connect
     device_broker_port: int
+    # The broker's TLS port and the CA (PEM) its certificate is signed by; both
+    # or neither. Sent with the credentials so the device connects with TLS.
+    device_broker_tls_port: int | None = None
+    device_broker_ca_cert: str | None = field(default=None, repr=False)
 
 
 class CodeStatus(StrEnum):
@@ -144,10 +159,15 @@ class LinkService:
         *,
         clock: Clock,
         activity: ActivityLog,
+        retained: RetainedTopics,
         rng: random.Random | None = None,
+        request_limits: LinkRequestLimits | None = None,
     ) -> None:
         self._engine = engine
+        self._request_limits = request_limits or LinkRequestLimits(LimitsPolicy())
+        self._refusals_logged = LogEvery()
         self._activity = activity
+        self._retained = retained
         self._policy = policy
         self._issuer = issuer
         self._sender = sender
@@ -157,14 +177,21 @@ class LinkService:
         self._decision_lock = threading.Lock()
 
     # --- device side ----------------------------------------------------------
-    def handle_request(self, request: LinkRequest, correlation: bytes | None) -> OutboundReply:
-        """A new request gets a code; a repeated one (same request_id) is a poll."""
+    def handle_request(
+        self, request: LinkRequest, correlation: bytes | None, client_id: str
+    ) -> OutboundReply:
+        """A new request gets a code, within the limits; a repeated one (same
+        request_id) is a poll. `client_id` is the one in the request topic."""
         now = self._clock()
         with session_scope(self._engine) as session:
             record = session.get(LinkRequestRecord, request.request_id)
             if record is None:
+                refused = self._refuse_new(session, request, client_id, now)
+                if refused is not None:
+                    # Nothing is written: the device resends the same request later.
+                    return OutboundReply(request.reply_to, refused, correlation)
                 metrics.of(self._engine).link_requests.inc()
-                record = self._create(session, request, correlation, now)
+                record = self._create(session, request, correlation, client_id, now)
                 return self._reply(record, (LinkOutput.REPLY_PENDING,), now)
             if record.reply_to != request.reply_to:
                 # Only the device that made the request knows its reply topic.
@@ -183,13 +210,53 @@ class LinkService:
             session.add(record)
             return self._reply(record, outputs, now)
 
+    def _refuse_new(
+        self, session: Session, request: LinkRequest, client_id: str, now: float
+    ) -> ErrorReply | None:
+        """The answer to a new request that is not taken, or None to take it."""
+        if not sealing.is_usable(request.public_key):
+            return ErrorReply(
+                request.request_id,
+                ErrorCode.INVALID_REQUEST,
+                "public_key is not a usable X25519 public key: credentials are only sent sealed to it",
+            )
+        pending, first_expiry_s = session.exec(
+            select(func.count(), func.min(LinkRequestRecord.expires_at_s)).where(
+                LinkRequestRecord.state == LinkState.PENDING, LinkRequestRecord.expires_at_s > now
+            )
+        ).one()
+        refusal = self._request_limits.admit(
+            client_id,
+            pending=pending,
+            next_expiry_in_s=None if first_expiry_s is None else int(first_expiry_s - now) + 1,
+        )
+        if refusal is None:
+            return None
+        refused = self._refusals_logged.due(now)
+        if refused:
+            log.warning(
+                "refused %d new link request(s) over a limit (at most one such line a minute); "
+                "the latest from client %r: %s",
+                refused,
+                client_id,
+                refusal.description,
+            )
+        return ErrorReply(request.request_id, refusal.error, refusal.description, refusal.retry_after_s)
+
     def _create(
-        self, session: Session, request: LinkRequest, correlation: bytes | None, now: float
+        self,
+        session: Session,
+        request: LinkRequest,
+        correlation: bytes | None,
+        client_id: str,
+        now: float,
     ) -> LinkRequestRecord:
         record = LinkRequestRecord(
             request_id=request.request_id,
             user_code=self._fresh_code(session, now),
             reply_to=request.reply_to,
+            device_public_key=request.public_key,
+            client_id=client_id,
             correlation_hex=correlation.hex() if correlation else None,
             device_name=request.device.name,
             device_model=request.device.model,
@@ -238,10 +305,15 @@ class LinkService:
         now = self._clock()
         with session_scope(self._engine) as session:
             device = session.get(Device, device_id)
-            if device is None:
-                return
-            device.online = online
-            device.last_seen_at_s = now
+            if device is None or device.unlinked_at_s is not None:
+                return  # an unlinked device's late status (say, a will) changes nothing
+            # Conditional, not a plain write of what was read: an unlink committed since
+            # the read wins, so an unlinked device is never left marked online.
+            session.execute(
+                update(Device)
+                .where(col(Device.device_id) == device_id, col(Device.unlinked_at_s).is_(None))
+                .values(online=online, last_seen_at_s=now)
+            )
             if online and not device.confirmed:
                 device.confirmed = True
                 record = session.get(LinkRequestRecord, device.request_id)
@@ -290,23 +362,37 @@ class LinkService:
                 status = CodeStatus.USED_BY_OTHER_ACCOUNT
             return CodeLookup(status, _request_view(record, state))
 
-    def approve(self, typed: str, account_id: int) -> DeviceView:
-        """Issue the device's broker identity, then tell the device. Raises LinkDecisionError."""
+    def approve(
+        self, typed: str, account_id: int, *, origin: str | None = None, address: str | None = None
+    ) -> DeviceView:
+        """Issue the device's broker identity, then tell the device. Raises LinkDecisionError.
+
+        `origin` ("web", "cli") and `address` (the person's) go to the activity log.
+        """
         with self._decision_lock:
             now = self._clock()
             with session_scope(self._engine) as session:
                 record = self._decidable(session, typed, now)
                 outputs = self._apply(record, LinkEvent.APPROVE, now)
                 assert LinkOutput.ISSUE_CREDENTIALS in outputs
+                if record.device_public_key is None:
+                    # Asked before credentials were sealed (an older hub stored it): nothing to seal to.
+                    raise LinkDecisionError(
+                        CodeStatus.EXPIRED,
+                        "This device asked in a way that cannot receive sealed credentials. "
+                        "Ask the device for a new code.",
+                    )
                 device_id = f"dev-{secrets.token_hex(6)}"
                 password = secrets.token_urlsafe(24)
-                # The broker learns the credentials before anyone can be told them;
-                # if it does not confirm, nothing is stored and the code stays pending.
-                self._issuer.issue_device(device_id, password)
                 record.device_id = device_id
                 record.issued_password = password
                 record.account_id = account_id
                 record.decided_at_s = now
+                # Sealed before the broker hears of it, so nothing is issued that cannot be sent.
+                reply = self._reply(record, outputs, now)
+                # The broker learns the credentials before anyone can be told them;
+                # if it does not confirm, nothing is stored and the code stays pending.
+                self._issuer.issue_device(device_id, password)
                 device = Device(
                     device_id=device_id,
                     account_id=account_id,
@@ -318,13 +404,24 @@ class LinkService:
                 )
                 session.add(record)
                 session.add(device)
-                reply = self._reply(record, outputs, now)
+                self._activity.add(
+                    session,
+                    ActivityKind.LINK_APPROVED,
+                    account_id,
+                    address=address,
+                    device_id=device_id,
+                    detail=_decision_detail(record, origin),
+                )
                 view = _device_view(device)
         metrics.of(self._engine).link_approvals.inc()
         self._push(reply)
         return view
 
-    def deny(self, typed: str, account_id: int | None) -> LinkRequestView:
+    def deny(
+        self, typed: str, account_id: int | None, *, origin: str | None = None, address: str | None = None
+    ) -> LinkRequestView:
+        """`account_id` None: the hub's operator (`linkhub link deny`); the event then
+        belongs to no account (`linkhub activity` without --account shows it)."""
         with self._decision_lock:
             now = self._clock()
             with session_scope(self._engine) as session:
@@ -333,15 +430,91 @@ class LinkService:
                 record.account_id = account_id
                 record.decided_at_s = now
                 session.add(record)
+                self._activity.add(
+                    session,
+                    ActivityKind.LINK_DENIED,
+                    account_id,
+                    address=address,
+                    detail=_decision_detail(record, origin),
+                )
                 reply = self._reply(record, outputs, now)
                 view = _request_view(record, LinkState(record.state))
         metrics.of(self._engine).link_denials.inc()
         self._push(reply)
         return view
 
-    def list_devices(self, account_id: int | None = None) -> list[DeviceView]:
+    def was_unlinked(self, device_id: str) -> bool:
+        """A device this hub unlinked: a retained status of it is a ghost to clear.
+
+        A device id this hub never saw is not one: hubs with separate databases
+        may share a broker, and another hub's devices are not ours to touch.
+        """
         with session_scope(self._engine) as session:
-            query = select(Device).order_by(col(Device.linked_at_s))
+            device = session.get(Device, device_id)
+            return device is not None and device.unlinked_at_s is not None
+
+    def unlink(
+        self, device_id: str, account_id: int | None, *, origin: str, address: str | None = None
+    ) -> DeviceView:
+        """Take a linked device off the hub. Raises UnlinkRefused.
+
+        `account_id` is the person asking: only the device's own account may
+        unlink it, and another account's device is refused exactly like an
+        unknown id. None is the hub's operator (the `linkhub` command on the
+        control socket), who may unlink any device, as `link deny` may deny any
+        code. `origin` ("web", "api", "cli") and `address` go to the activity log.
+
+        The broker deletes the device's client first, which disconnects it at
+        once and refuses its password from then on; only once the broker
+        confirmed is the device marked unlinked, so a failure leaves it linked
+        and the person can simply try again. Its settings (the shadow here, the
+        account service's records and change log) stay as history; the device
+        is no longer listed, and a new link gives it a new id.
+        """
+        with self._decision_lock:
+            now = self._clock()
+            with session_scope(self._engine) as session:
+                device = session.get(Device, device_id)
+                if device is None or (account_id is not None and device.account_id != account_id):
+                    raise UnlinkRefused("unknown_device", f"There is no linked device {device_id!r}.")
+                if device.unlinked_at_s is not None:
+                    raise UnlinkRefused(
+                        "already_unlinked", f"{device.name} ({device_id}) is already unlinked."
+                    )
+                device.unlinked_at_s = now
+                device.online = False
+                session.add(device)
+                record = session.get(LinkRequestRecord, device.request_id)
+                if record is not None:
+                    # A device approved but never connected: its poll must not hand out dead credentials.
+                    self._apply(record, LinkEvent.UNLINK, now)
+                    session.add(record)
+                view = _device_view(device)
+                self._activity.add(
+                    session,
+                    ActivityKind.DEVICE_UNLINKED,
+                    device.account_id,
+                    address=address,
+                    device_id=device_id,
+                    detail=f"{device.name} ({device.model}), unlinked {_ORIGINS.get(origin, 'by ' + origin)}",
+                )
+                # Last before the commit: if the broker does not confirm, nothing is stored.
+                # (Retrying is safe: revoking a client that is already gone succeeds.)
+                self._issuer.revoke_device(device_id)
+        try:
+            cleared = self._retained.clear_device_topics(device_id)
+            log.info("unlinked %s; cleared retained %s", device_id, ", ".join(cleared))
+        except LinkHubError as exc:
+            # Unlinked all the same: the hub clears a leftover retained status when it sees it.
+            log.warning("unlinked %s, but its retained topics were not cleared now (%s)", device_id, exc)
+        return view
+
+    def list_devices(self, account_id: int | None = None) -> list[DeviceView]:
+        """Linked devices; unlinked ones are history, kept but not listed."""
+        with session_scope(self._engine) as session:
+            query = (
+                select(Device).where(col(Device.unlinked_at_s).is_(None)).order_by(col(Device.linked_at_s))
+            )
             if account_id is not None:
                 query = query.where(Device.account_id == account_id)
             return [_device_view(d) for d in session.exec(query).all()]
@@ -402,7 +575,9 @@ class LinkService:
             )
         elif LinkOutput.REPLY_APPROVED in outputs:
             assert record.device_id is not None and record.issued_password is not None
-            reply = ApprovedReply(
+            if record.device_public_key is None:
+                raise LinkHubError(f"request {record.request_id} has no public key to seal credentials to")
+            credentials = LinkCredentials(
                 request_id=record.request_id,
                 device_id=record.device_id,
                 mqtt=MqttCredentials(
@@ -411,7 +586,16 @@ class LinkService:
                     client_id=record.device_id,
                     username=record.device_id,
                     password=record.issued_password,
+                    tls_port=self._policy.device_broker_tls_port,
+                    ca_cert=self._policy.device_broker_ca_cert,
                 ),
+            )
+            # Sealed afresh for every send (a new ephemeral key each time), to the
+            # key of the first request: the password never travels in the clear.
+            reply = ApprovedReply(
+                request_id=record.request_id,
+                device_id=record.device_id,
+                sealed_credentials=sealing.seal(record.device_public_key, protocol.encode(credentials)),
             )
         else:
             error = {
@@ -429,6 +613,16 @@ class LinkService:
         except LinkHubError as exc:
             # The decision is stored; the device's next poll gets the same answer.
             log.warning("could not push a link reply now (%s); the device's next poll gets it", exc)
+
+
+_ORIGINS = {"web": "on the web page", "api": "through the web API", "cli": "with the linkhub command"}
+
+
+def _decision_detail(record: LinkRequestRecord, origin: str | None) -> str:
+    """Which device asked, with what it reported, and where the person decided."""
+    where = f" from {record.device_address}" if record.device_address else ""
+    how = f", decided {_ORIGINS.get(origin, 'by ' + origin)}" if origin else ""
+    return f"{record.device_name} ({record.device_model}){where}, code {codes.display(record.user_code)}{how}"
 
 
 def _request_view(record: LinkRequestRecord, state: LinkState) -> LinkRequestView:

@@ -9,6 +9,10 @@ Rules, in words:
 - APPROVED becomes LINKED only when the device shows up with its new
   credentials: delivery is confirmed, not assumed. Until then a poll re-sends
   the same credentials; after it the secret is forgotten.
+- Unlinking a device ends the request that linked it: an APPROVED request
+  whose device never came forgets its (now revoked) credentials and answers
+  like a LINKED one, so a late poll is told `already_linked`, never handed
+  dead credentials.
 - Every other (state, event) pair is an error, raised, never ignored.
 """
 
@@ -31,6 +35,7 @@ class LinkEvent(StrEnum):
     DENY = "deny"  # a person denied the code
     EXPIRE = "expire"  # the code's lifetime ran out
     CONFIRM = "confirm"  # the device came online with its new credentials
+    UNLINK = "unlink"  # a person unlinked the device this request linked
 
 
 class LinkOutput(StrEnum):
@@ -56,6 +61,8 @@ TRANSITIONS: dict[tuple[LinkState, LinkEvent], tuple[LinkState, tuple[LinkOutput
     (S.EXPIRED, E.POLL): (S.EXPIRED, (Out.REPLY_EXPIRED,)),
     (S.LINKED, E.POLL): (S.LINKED, (Out.REPLY_ALREADY_LINKED,)),
     (S.LINKED, E.CONFIRM): (S.LINKED, ()),
+    (S.APPROVED, E.UNLINK): (S.LINKED, (Out.FORGET_CREDENTIALS,)),
+    (S.LINKED, E.UNLINK): (S.LINKED, ()),
 }
 
 

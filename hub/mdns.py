@@ -60,6 +60,8 @@ class HubAnnouncement:
     http_port: int
     broker_host: str | None = None
     http_host: str = "0.0.0.0"
+    # The broker's TLS port (same host as mqtt_port), when it listens with TLS.
+    mqtt_tls_port: int | None = None
 
     @property
     def host_name(self) -> str:
@@ -96,6 +98,8 @@ def txt_records(announcement: HubAnnouncement, addresses: Sequence[str]) -> dict
     mqtt_host = broker_host_for_txt(announcement, addresses)
     if mqtt_host is not None:
         txt["mqtt_host"] = mqtt_host
+    if announcement.mqtt_tls_port is not None:
+        txt["mqtt_tls_port"] = str(announcement.mqtt_tls_port)
     txt |= {
         "link_path": LINK_PATH,
         "http_port": str(announcement.http_port),

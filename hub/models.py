@@ -3,12 +3,22 @@ PostgreSQL store the same thing and tests can move a clock without time zones.""
 
 from __future__ import annotations
 
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
+
+# An account removed from the household keeps its row (revision 0004).
+_IN_USE = text("removed_at_s IS NULL")
 
 
 class Account(SQLModel, table=True):
+    # A name is unique among the accounts in use only: a removed account's name
+    # may be given to a new account, whose id is a new one. (revision 0004)
+    __table_args__ = (
+        Index("ix_account_name", "name", unique=True, sqlite_where=_IN_USE, postgresql_where=_IN_USE),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(index=True, unique=True, max_length=64)
+    name: str = Field(max_length=64)
     password_hash: str = Field(max_length=255)
     is_owner: bool = False
     created_at_s: float
@@ -18,6 +28,11 @@ class Account(SQLModel, table=True):
     totp_enabled_at_s: float | None = None
     # The time step of the last TOTP code accepted: a code is good once (RFC 6238 §5.2).
     totp_last_step: int | None = None
+    # Set when the owner removes the account. The row stays so that its id is
+    # never handed out again (SQLite reuses the highest rowid of a deleted row):
+    # the activity, preferences and settings history kept under that id must
+    # never become a new account's. (revision 0004)
+    removed_at_s: float | None = None
 
 
 class RecoveryCode(SQLModel, table=True):

@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from hub.errors import BrokerTimeout, BrokerUnavailable
+from hub.errors import BrokerRefused, BrokerTimeout, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class MqttConnection:
             raise BrokerUnavailable(f"not connected to the broker; {topic!r} not sent")
         reason = self._wait(info.mid, timeout_s, f"PUBACK for {topic!r}")
         if _failed(reason):
-            raise BrokerTimeout(f"the broker refused a publish to {topic!r}: {reason}")
+            raise BrokerRefused(f"the broker refused a publish to {topic!r}: {reason}")
 
     def publish_many(
         self, messages: Sequence[tuple[str, bytes]], *, timeout_s: float = 5.0

@@ -12,6 +12,8 @@ the peer's garbage).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,7 +24,11 @@ PROTOCOL_VERSION = 1
 
 # --- topics ---------------------------------------------------------------
 TOPIC_ROOT = "linkhub/v1"
-LINK_REQUEST_TOPIC = f"{TOPIC_ROOT}/link/request"
+# Devices publish link requests to LINK_REQUEST_ROOT/<their MQTT client id>:
+# MQTT does not tell a subscriber who published, so the topic does, and the
+# broker lets each bootstrap client publish only under its own client id where
+# it can (dynamic-security `%c`, mosquitto 2.1+; see hub/dynsec.py).
+LINK_REQUEST_ROOT = f"{TOPIC_ROOT}/link/request"
 LINK_REPLY_ROOT = f"{TOPIC_ROOT}/link/reply"
 DEVICES_ROOT = f"{TOPIC_ROOT}/devices"
 # Hubs take link requests through a shared subscription so several hub
@@ -44,17 +50,84 @@ MAX_LINK_REQUEST_BYTES = 2048
 MAX_CORRELATION_BYTES = 128
 MAX_STATUS_BYTES = 1024
 MAX_SETTINGS_MESSAGE_BYTES = 16384
+# The hub's CA certificate travels in the approved reply (mqtt.ca_cert); one
+# EC P-256 certificate is about 700 characters of PEM.
+MAX_CA_CERT_CHARS = 8192
+PEM_CERTIFICATE_BEGIN = "-----BEGIN CERTIFICATE-----"
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # 22 base64url characters carry 132 bits: the reply topic must be unguessable.
 _REPLY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]{2,39}")
+# The bootstrap client id, one topic level of the request topic.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# An X25519 public key: 32 bytes as standard, padded base64 (44 characters).
+PUBLIC_KEY_BYTES = 32
+_PUBLIC_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
+# The sealed credentials: crypto_box_seal output (48 bytes more than the JSON
+# inside), standard padded base64. Bounded so a reply stays small.
+MAX_SEALED_CHARS = 16384
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 def link_request_subscription() -> str:
-    """The filter a hub subscribes with: `$share/<group>/<request topic>`."""
-    return f"$share/{LINK_REQUEST_SHARE_GROUP}/{LINK_REQUEST_TOPIC}"
+    """The filter a hub subscribes with: `$share/<group>/<request root>/+`."""
+    return f"$share/{LINK_REQUEST_SHARE_GROUP}/{LINK_REQUEST_ROOT}/+"
+
+
+def is_valid_client_id(client_id: str) -> bool:
+    """A bootstrap client id the hub takes link requests from (one topic level)."""
+    return isinstance(client_id, str) and bool(_CLIENT_ID.fullmatch(client_id))
+
+
+def link_request_topic(client_id: str) -> str:
+    """Where the device connected with `client_id` publishes its link request."""
+    if not is_valid_client_id(client_id):
+        raise ProtocolError(
+            ErrorCode.INVALID_REQUEST, "the bootstrap client id must be 1-64 chars of A-Z a-z 0-9 - _"
+        )
+    return f"{LINK_REQUEST_ROOT}/{client_id}"
+
+
+def link_request_client_id(topic: str) -> str | None:
+    """The client id level of a request topic (not yet checked), or None if
+    `topic` is not `LINK_REQUEST_ROOT/<one level>`."""
+    prefix = LINK_REQUEST_ROOT + "/"
+    if not topic.startswith(prefix):
+        return None
+    level = topic[len(prefix) :]
+    return level if level and "/" not in level else None
+
+
+def decode_public_key(text: object) -> bytes:
+    """The 32 raw bytes of a device's X25519 public key; ProtocolError if it is not one.
+
+    Only the canonical encoding is accepted (standard alphabet, padded, unused
+    bits zero), so one key has one spelling. The all-zero key is refused here;
+    libsodium refuses the other small-order points when the hub first seals
+    to the key (hub/sealing.py).
+    """
+    description = (
+        f"public_key must be the device's X25519 public key, {PUBLIC_KEY_BYTES} bytes as "
+        "standard padded base64 (44 characters): credentials are only sent sealed to it"
+    )
+    if not isinstance(text, str) or not _PUBLIC_KEY.fullmatch(text):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, description)
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode() != text or raw == bytes(PUBLIC_KEY_BYTES):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, description)
+    return raw
+
+
+def decode_sealed(text: str) -> bytes:
+    """The sealed box in an approved reply, as bytes for crypto_box_seal_open."""
+    if not isinstance(text, str) or len(text) > MAX_SEALED_CHARS or not _BASE64.fullmatch(text):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, "sealed_credentials must be standard base64")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"sealed_credentials: {exc}") from None
 
 
 def reply_topic(reply_token: str) -> str:
@@ -123,6 +196,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_VERSION = "unsupported_version"
     SLOW_DOWN = "slow_down"
+    # Too many codes are waiting for a person already (LimitsPolicy.max_pending_requests).
+    TOO_MANY_PENDING = "too_many_pending"
     SERVER_ERROR = "server_error"
     NOT_OWNED = "not_owned"
     VERSION_CONFLICT = "version_conflict"
@@ -136,6 +211,7 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.PAYLOAD_TOO_LARGE: f"The link request is larger than {MAX_LINK_REQUEST_BYTES} bytes.",
     ErrorCode.UNSUPPORTED_VERSION: f"This hub speaks protocol version {PROTOCOL_VERSION}.",
     ErrorCode.SLOW_DOWN: "Too many requests; wait longer between them.",
+    ErrorCode.TOO_MANY_PENDING: "Too many codes are waiting for approval on the hub; try again later.",
     ErrorCode.SERVER_ERROR: "The hub could not handle the request; try again later.",
     ErrorCode.NOT_OWNED: "The change touches settings this device does not own.",
     ErrorCode.VERSION_CONFLICT: "A newer change to the same setting was made first; the newer value stands.",
@@ -190,11 +266,15 @@ class DeviceInfo:
 
 @dataclass(frozen=True, slots=True)
 class LinkRequest:
-    """Device -> hub on LINK_REQUEST_TOPIC. Resent unchanged until a final reply."""
+    """Device -> hub on link_request_topic(<its client id>). Resent unchanged until
+    a final reply. `public_key` is the device's X25519 key: the credentials come
+    back sealed to it, so no other MQTT client and no one listening on the LAN
+    can read them."""
 
     request_id: str
     reply_to: str
     device: DeviceInfo
+    public_key: str
 
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not _REQUEST_ID.fullmatch(self.request_id):
@@ -204,6 +284,7 @@ class LinkRequest:
                 ErrorCode.INVALID_REQUEST,
                 f"reply_to must be {LINK_REPLY_ROOT}/<22-64 base64url chars>",
             )
+        decode_public_key(self.public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,15 +294,56 @@ class MqttCredentials:
     client_id: str
     username: str
     password: str = field(repr=False)
+    # The broker's TLS listener and the CA that signed its certificate (PEM),
+    # both or neither: a device that has them connects to host:tls_port with TLS
+    # and checks the certificate against ca_cert, host name included.
+    tls_port: int | None = None
+    ca_cert: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.tls_port is None) != (self.ca_cert is None):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "mqtt.tls_port and mqtt.ca_cert come together")
+        if self.tls_port is not None and (type(self.tls_port) is not int or not 0 < self.tls_port < 65536):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "mqtt.tls_port must be a port, 1-65535")
+        if self.ca_cert is not None and (
+            not isinstance(self.ca_cert, str)
+            or len(self.ca_cert) > MAX_CA_CERT_CHARS
+            or PEM_CERTIFICATE_BEGIN not in self.ca_cert
+        ):
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST,
+                f"mqtt.ca_cert must be a PEM certificate of at most {MAX_CA_CERT_CHARS} characters",
+            )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "client_id": self.client_id,
             "username": self.username,
             "password": self.password,
         }
+        if self.tls_port is not None:
+            out |= {"tls_port": self.tls_port, "ca_cert": self.ca_cert}
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> MqttCredentials:
+        """The `mqtt` block of an approved reply (or of a device's saved state).
+
+        Raises KeyError, TypeError or ValueError (ProtocolError) when it is not one.
+        """
+        if not isinstance(obj, dict):
+            raise TypeError("mqtt must be an object")
+        return cls(
+            host=str(obj["host"]),
+            port=int(obj["port"]),
+            client_id=str(obj["client_id"]),
+            username=str(obj["username"]),
+            password=str(obj["password"]),
+            tls_port=obj.get("tls_port"),
+            ca_cert=obj.get("ca_cert"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,17 +361,34 @@ class PendingReply:
 
 
 @dataclass(frozen=True, slots=True)
-class ApprovedReply:
-    """The device's own broker identity, confined to DEVICES_ROOT/<device_id>/#."""
+class LinkCredentials:
+    """What the hub seals to the device's public key in an approved reply: its
+    own broker identity (confined to DEVICES_ROOT/<device_id>/#), named with the
+    request and device it belongs to so the device can check the envelope."""
 
     request_id: str
     device_id: str
     mqtt: MqttCredentials
 
+    def __post_init__(self) -> None:
+        device_root(self.device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedReply:
+    """The link is approved; `sealed_credentials` holds an encoded LinkCredentials,
+    sealed with crypto_box_seal to the request's public key (base64). Nothing
+    secret is in the clear."""
+
+    request_id: str
+    device_id: str
+    sealed_credentials: str
+
     status = "approved"
 
     def __post_init__(self) -> None:
         device_root(self.device_id)
+        decode_sealed(self.sealed_credentials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +396,8 @@ class ErrorReply:
     request_id: str | None
     error: ErrorCode
     error_description: str
+    # Seconds the device should wait before it resends (slow_down, too_many_pending).
+    retry_after: int | None = None
 
     status = "error"
 
@@ -335,7 +476,13 @@ def _dump(obj: dict[str, Any]) -> bytes:
 
 
 def encode(
-    message: LinkRequest | LinkReply | DeviceStatus | SettingsMessage | SettingsDesired | DeviceReply,
+    message: LinkRequest
+    | LinkReply
+    | LinkCredentials
+    | DeviceStatus
+    | SettingsMessage
+    | SettingsDesired
+    | DeviceReply,
 ) -> bytes:
     """The one place messages become bytes."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION}
@@ -346,6 +493,7 @@ def encode(
                 "request_id": message.request_id,
                 "reply_to": message.reply_to,
                 "device": message.device.to_json(),
+                "public_key": message.public_key,
             }
         case PendingReply():
             body |= {
@@ -364,6 +512,13 @@ def encode(
                 "status": message.status,
                 "request_id": message.request_id,
                 "device_id": message.device_id,
+                "sealed_credentials": message.sealed_credentials,
+            }
+        case LinkCredentials():
+            body |= {
+                "type": "link_credentials",
+                "request_id": message.request_id,
+                "device_id": message.device_id,
                 "mqtt": message.mqtt.to_json(),
             }
         case ErrorReply():
@@ -374,6 +529,8 @@ def encode(
                 "error": str(message.error),
                 "error_description": message.error_description,
             }
+            if message.retry_after is not None:
+                body["retry_after"] = message.retry_after
         case DeviceStatus():
             body |= {"type": "status", "online": message.online}
         case SettingsGet():
@@ -419,7 +576,9 @@ def _load_object(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejection:
     # still find where to send the error.
     try:
         obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    # ValueError, not just JSONDecodeError: an integer longer than Python reads
+    # (4300 digits) raises a plain ValueError (tests/test_properties.py).
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return Rejection(ErrorCode.INVALID_REQUEST, "payload is not UTF-8 JSON")
     if not isinstance(obj, dict):
         return Rejection(ErrorCode.INVALID_REQUEST, "payload must be a JSON object")
@@ -444,10 +603,18 @@ def _str_or_none(value: object) -> str | None:
 
 
 def parse_link_request(
-    payload: bytes, response_topic: str | None = None, correlation_data: bytes | None = None
+    payload: bytes,
+    response_topic: str | None = None,
+    correlation_data: bytes | None = None,
+    *,
+    client_id: str | None = None,
 ) -> LinkRequest | Rejection:
     """Decode a link request. MQTT 5 devices may name the reply topic with the
-    Response Topic property instead of `reply_to`; if both are given they must agree."""
+    Response Topic property instead of `reply_to`; if both are given they must agree.
+
+    `client_id` is the level the request was published under
+    (link_request_client_id); it is checked last, once there is somewhere to answer.
+    """
     if response_topic is not None and not is_valid_reply_topic(response_topic):
         return Rejection(ErrorCode.INVALID_REQUEST, "response topic is not a valid reply topic")
     if correlation_data is not None and len(correlation_data) > MAX_CORRELATION_BYTES:
@@ -480,7 +647,7 @@ def parse_link_request(
     if not isinstance(device, dict):
         return reject(ErrorCode.INVALID_REQUEST, "device must be an object")
     try:
-        return LinkRequest(
+        request = LinkRequest(
             request_id=obj.get("request_id"),  # type: ignore[arg-type]  # validated in __post_init__
             reply_to=reply_to,  # type: ignore[arg-type]
             device=DeviceInfo(
@@ -489,9 +656,17 @@ def parse_link_request(
                 address=device.get("address"),
                 firmware=device.get("firmware"),
             ),
+            public_key=obj.get("public_key"),  # type: ignore[arg-type]
         )
     except ProtocolError as exc:
         return reject(exc.code, exc.description)
+    if client_id is not None and not is_valid_client_id(client_id):
+        return reject(
+            ErrorCode.INVALID_REQUEST,
+            "publish link requests to linkhub/v1/link/request/<your client id>, with a client id "
+            "of 1-64 chars of A-Z a-z 0-9 - _",
+        )
+    return request
 
 
 def parse_link_reply(payload: bytes) -> LinkReply | Rejection:
@@ -513,27 +688,61 @@ def parse_link_reply(payload: bytes) -> LinkReply | Rejection:
                     interval=int(obj["interval"]),
                 )
             case "approved":
-                mqtt = obj["mqtt"]
                 return ApprovedReply(
                     request_id=obj["request_id"],
                     device_id=obj["device_id"],
-                    mqtt=MqttCredentials(
-                        host=str(mqtt["host"]),
-                        port=int(mqtt["port"]),
-                        client_id=str(mqtt["client_id"]),
-                        username=str(mqtt["username"]),
-                        password=str(mqtt["password"]),
-                    ),
+                    sealed_credentials=obj["sealed_credentials"],
                 )
             case "error":
                 try:
                     code = ErrorCode(obj["error"])
                 except ValueError:
                     code = ErrorCode.SERVER_ERROR
-                return ErrorReply(obj.get("request_id"), code, str(obj.get("error_description", "")))
-    except (KeyError, TypeError, ValueError) as exc:
+                retry_after = obj.get("retry_after")
+                return ErrorReply(
+                    obj.get("request_id"),
+                    code,
+                    str(obj.get("error_description", "")),
+                    retry_after if type(retry_after) is int and 0 <= retry_after < 2**31 else None,
+                )
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(Infinity): OverflowError
         return Rejection(ErrorCode.INVALID_REQUEST, f"malformed link_reply: {exc}")
     return Rejection(ErrorCode.INVALID_REQUEST, "unknown link_reply status")
+
+
+def parse_link_credentials(plaintext: bytes) -> LinkCredentials | Rejection:
+    """Decode what crypto_box_seal_open gave back from `sealed_credentials` (the device side)."""
+    obj = _load_object(plaintext, MAX_SEALED_CHARS)
+    if isinstance(obj, Rejection):
+        return obj
+    if not _is_v1(obj) or obj.get("type") != "link_credentials":
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not v1 link_credentials")
+    try:
+        return LinkCredentials(
+            request_id=str(obj["request_id"]),
+            device_id=str(obj["device_id"]),
+            mqtt=MqttCredentials.from_json(obj["mqtt"]),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(Infinity): OverflowError
+        return Rejection(ErrorCode.INVALID_REQUEST, f"malformed link_credentials: {exc}")
+
+
+def approved_credentials(reply: ApprovedReply, plaintext: bytes) -> MqttCredentials | Rejection:
+    """The broker identity in an approved reply, from its opened sealed box.
+
+    The sealed part must name the same request and device as the envelope: a
+    box moved from another reply is refused, not used.
+    """
+    opened = parse_link_credentials(plaintext)
+    if isinstance(opened, Rejection):
+        return opened
+    if (opened.request_id, opened.device_id) != (reply.request_id, reply.device_id):
+        return Rejection(
+            ErrorCode.INVALID_REQUEST,
+            "the sealed credentials name another request or device",
+            reply.request_id,
+        )
+    return opened.mqtt
 
 
 def parse_device_status(payload: bytes) -> DeviceStatus | Rejection:

@@ -25,11 +25,28 @@ class LimitsPolicy:
 
     sign_in_failures_per_account: str = "10 per 15 minutes"
     sign_in_failures_per_address: str = "30 per 15 minutes"
+    # Only someone who has the password reaches the second factor, so a tight
+    # daily limit there costs the real person nothing (docs/security.md).
+    second_factor_failures_per_account: str = "10 per day"
     code_failures_per_account: str = "10 per 15 minutes"
     code_failures_per_address: str = "20 per 15 minutes"
     link_requests_per_client: str = "5 per minute"
     link_requests_total: str = "60 per minute"
     max_pending_requests: int = 100
+
+
+def parse_rate(text: str) -> RateLimitItem:
+    """"5 per minute" as a limit; ValueError if it is not one, or allows nothing
+    (a configuration check: a limit of 0 would refuse everything)."""
+    try:
+        rate = parse(text)
+    except ValueError:
+        raise
+    except Exception as exc:  # the library raises its own errors for some malformed strings
+        raise ValueError(str(exc)) from None
+    if rate.amount < 1 or ";" in text or "," in text:
+        raise ValueError(f"{text!r} is not one rate of at least 1")
+    return rate
 
 
 class Throttle:
@@ -59,4 +76,6 @@ def wait_words(seconds: int) -> str:
     """"about 3 minutes" for messages a person reads."""
     if seconds < 90:
         return f"{seconds} seconds" if seconds != 1 else "1 second"
-    return f"about {math.ceil(seconds / 60)} minutes"
+    if seconds < 2 * 3600:
+        return f"about {math.ceil(seconds / 60)} minutes"
+    return f"about {math.ceil(seconds / 3600)} hours"

@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 
 from hub import metrics, protocol
 from hub.account_directory import ChangeKind, VersionedDocument
-from hub.activity import ActivityLog
+from hub.activity import ActivityKind, ActivityLog
 from hub.errors import LinkHubError, SettingsRefused
 from hub.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
 from hub.protocol import DeviceReply, ErrorCode, Rejection, SettingsDesired, SettingsGet, SettingsReported
@@ -42,6 +42,13 @@ from hub.settings_merge import (
 from hub.store import session_scope
 
 log = logging.getLogger(__name__)
+
+# How the activity log says where a settings change was made (SettingsChange.origin).
+_CHANGE_ORIGINS = {
+    "web": "on the web page",
+    "cli": "with the linkhub command",
+    "device": "on the device itself",
+}
 
 
 class DevicePublisher(Protocol):
@@ -119,7 +126,9 @@ class SettingsService:
 
     def list_views(self, account_id: int) -> list[DeviceSettingsView]:
         with self._lock, session_scope(self._engine) as session:
-            devices = session.exec(select(Device).where(Device.account_id == account_id)).all()
+            devices = session.exec(
+                select(Device).where(Device.account_id == account_id, col(Device.unlinked_at_s).is_(None))
+            ).all()
             shadows = [self._shadow(session, device.device_id) for device in devices]
             return [self._view(shadow) for shadow in shadows if shadow]
 
@@ -137,9 +146,9 @@ class SettingsService:
                     return VersionedDocument(old, cache.version)
                 cache.document_json, cache.version = _dump(new), cache.version + 1
                 session.add(cache)
-                self._queue(
-                    session, ChangeKind.PREFERENCES, account_id, None, diff(old, new), cache.version, origin
-                )
+                change = diff(old, new)
+                self._queue(session, ChangeKind.PREFERENCES, account_id, None, change, cache.version, origin)
+                self._record_change(session, account_id, None, change, origin)
                 devices = session.exec(
                     select(Device).where(Device.account_id == account_id, col(Device.unlinked_at_s).is_(None))
                 ).all()
@@ -278,16 +287,37 @@ class SettingsService:
         preferences = self._preferences_in(session, shadow.account_id)
         self._checked_document(effective(preferences, new_settings), "desired document")
         outbound = self._redesire(session, shadow, preferences, new_settings, force_version=True)
+        change = diff(old_settings, new_settings)
         self._queue(
             session,
             ChangeKind.DEVICE_SETTINGS,
             shadow.account_id,
             shadow.device_id,
-            diff(old_settings, new_settings),
+            change,
             shadow.desired_version,
             origin,
         )
+        self._record_change(session, shadow.account_id, shadow.device_id, change, origin)
         return outbound
+
+    def _record_change(
+        self, session: Session, account_id: int, device_id: str | None, change: JsonObject, origin: str
+    ) -> None:
+        """The account's activity: which keys changed, where, and for which device.
+
+        Names only, no values: a setting may hold something private (a Wi-Fi
+        password, a door code), and the activity page is for spotting who did
+        what. In the same transaction as the change, so one is kept with the other.
+        """
+        subject = "the device's own settings" if device_id else "the account's preferences"
+        where = _CHANGE_ORIGINS.get(origin, f"by {origin}")
+        self._activity.add(
+            session,
+            ActivityKind.SETTINGS_CHANGED,
+            account_id,
+            device_id=device_id,
+            detail=f"{subject}, changed {where}: {', '.join(sorted(change))}",
+        )
 
     def _redesire(
         self,
@@ -325,12 +355,20 @@ class SettingsService:
     def _shadow(
         self, session: Session, device_id: str, *, preferences: JsonObject | None = None
     ) -> DeviceShadow | None:
-        """The device's shadow, made on first use from the account's preferences."""
-        shadow = session.get(DeviceShadow, device_id)
+        """The device's shadow, made on first use from the account's preferences.
+
+        None for an unlinked device: its shadow stays as history, but nothing
+        reads or changes it any more (one query, joined, as before the check).
+        """
+        shadow = session.exec(
+            select(DeviceShadow)
+            .join(Device, col(Device.device_id) == col(DeviceShadow.device_id))
+            .where(col(DeviceShadow.device_id) == device_id, col(Device.unlinked_at_s).is_(None))
+        ).first()
         if shadow is not None:
             return shadow
         device = session.get(Device, device_id)
-        if device is None:
+        if device is None or device.unlinked_at_s is not None:
             return None
         if preferences is None:
             preferences = self._preferences_in(session, device.account_id)

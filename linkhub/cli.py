@@ -1,16 +1,20 @@
 """`linkhub`: run the hub, and act on the hub that runs in a data directory.
 
 linkhub run [--data-dir DIR] [--http-host H] [--http-port N] [--mqtt-port N]
-            [--broker mqtt://ADMIN:PASS@HOST:PORT]
+            [--mqtt-tls-port N] [--broker mqtt://ADMIN:PASS@HOST:PORT]
             [--no-mdns] [--mdns-name NAME] [--mdns-interface IFACE_OR_IP]...
                 [--account-service URL --account-service-token-file FILE]
             [--config FILE] [--log-format text|json]
     linkhub config check [--config FILE] [--data-dir DIR]
     linkhub account-service [--data-dir DIR] [--host H] [--port N]
 linkhub account add NAME --password-stdin
+linkhub account list [--json]
+linkhub account remove NAME
+linkhub activity [--account NAME] [--limit N] [--json]
 linkhub link approve CODE --account NAME
 linkhub link deny CODE
 linkhub devices [--json]
+linkhub devices unlink DEVICE_ID
 linkhub settings set (--account NAME | --device ID) KEY=VALUE [KEY=VALUE ...]
 linkhub settings show (--account NAME | --device ID) [--json]
 linkhub backup FILE
@@ -23,6 +27,7 @@ the text itself; KEY=null removes the key.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -83,6 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--password-stdin", action="store_true", required=True, help="read the password from stdin"
     )
+    listing = account_commands.add_parser(
+        "list", parents=[common], help="the household's accounts: owner or member, created, devices"
+    )
+    listing.add_argument("--json", action="store_true")
+    remove = account_commands.add_parser(
+        "remove",
+        parents=[common],
+        help="remove a member's account (not the owner's); its devices must be unlinked first",
+        description="Remove a member's account: it cannot sign in any more, and its settings and "
+        "activity are kept as history. Refused while devices are linked to it "
+        "(`linkhub devices` lists them, `linkhub devices unlink ID` unlinks one).",
+    )
+    remove.add_argument("name")
+
+    activity = commands.add_parser(
+        "activity",
+        parents=[common],
+        help="recent activity: sign-ins, devices linked and unlinked, settings changes, accounts",
+    )
+    activity.add_argument(
+        "--account", metavar="NAME", help="only this account's events (default: every event on the hub)"
+    )
+    activity.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="the newest N events (default 50)"
+    )
+    activity.add_argument("--json", action="store_true", help="one JSON object per line, newest first")
 
     link = commands.add_parser("link", help="approve or deny a device's code")
     link_commands = link.add_subparsers(dest="link_command", required=True)
@@ -100,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = commands.add_parser("devices", parents=[common], help="list linked devices")
     devices.add_argument("--json", action="store_true")
+    devices_commands = devices.add_subparsers(dest="devices_command", metavar="{unlink}")
+    # Its own --data-dir and --database-url, defaulting to "not given": a
+    # subcommand's defaults would otherwise overwrite the ones given before it.
+    common_after = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common_after.add_argument("--data-dir", type=Path, help="as for `linkhub devices`")
+    common_after.add_argument("--database-url", help="as for `linkhub devices`")
+    unlink = devices_commands.add_parser(
+        "unlink",
+        parents=[common_after],
+        help="unlink a device: disconnect it and delete its broker credentials (its settings are kept)",
+        description="Unlink a device, whichever account holds it (the hub's operator may unlink any): "
+        "the broker disconnects it at once and refuses its credentials from then on; its settings "
+        "stay as history. The device links again with a new code and a new approval.",
+    )
+    unlink.add_argument("device_id", metavar="DEVICE_ID", help="as `linkhub devices` lists it")
 
     backup = commands.add_parser(
         "backup",
@@ -172,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "config":
                 return _config_check(args)
             case "account":
-                return _account_add(args)
+                return _account(args)
+            case "activity":
+                return _activity(args)
             case "link":
                 return _link_decision(args)
             case "devices":
@@ -208,6 +256,112 @@ def _config_check(args: argparse.Namespace) -> int:
     return 1 if resolution.problems else 0
 
 
+def _account(args: argparse.Namespace) -> int:
+    match args.account_command:
+        case "list":
+            return _account_list(args)
+        case "remove":
+            return _account_remove(args)
+    return _account_add(args)
+
+
+def _account_list(args: argparse.Namespace) -> int:
+    """Like `account add`: through the running hub if there is one, else the built-in service."""
+    data_dir = _data_dir(args)
+    socket_path = data_dir / "hub.sock"
+    if socket_path.exists():
+        accounts = control_client.call(socket_path, "GET", "/v1/accounts")["accounts"]
+    else:
+        from hub.accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+        from hub.store import make_engine
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(args.database_url or default_database_url(data_dir))
+        try:
+            # No hub: no device counts to give (devices are the hub's to know).
+            accounts = [dataclasses.asdict(a) for a in AccountService(engine, time.time).list_accounts()]
+        finally:
+            engine.dispose()
+    if args.json:
+        print(json.dumps(accounts, indent=2, ensure_ascii=False))
+        return 0
+    if not accounts:
+        print("no accounts yet (create the owner with `linkhub account add NAME --password-stdin`)")
+        return 0
+    table = [("NAME", "ROLE", "CREATED", "DEVICES")] + [
+        (
+            account["name"],
+            "owner" if account["is_owner"] else "member",
+            datetime.fromtimestamp(account["created_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            str(account["devices"]) if "devices" in account else "-",
+        )
+        for account in accounts
+    ]
+    _print_table(table)
+    return 0
+
+
+def _account_remove(args: argparse.Namespace) -> int:
+    """Only through the running hub: it knows which devices are still linked to the account."""
+    try:
+        removed = control_client.call(
+            _data_dir(args) / "hub.sock", "DELETE", f"/v1/accounts/{_quote(args.name)}"
+        )
+    except control_client.ControlError as exc:
+        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
+        return 1
+    print(f"account {removed['name']!r} removed: it cannot sign in any more; its history is kept")
+    return 0
+
+
+def _activity(args: argparse.Namespace) -> int:
+    query = {"limit": str(args.limit)} | ({"account": args.account} if args.account else {})
+    try:
+        events = control_client.call(
+            _data_dir(args) / "hub.sock", "GET", "/v1/activity?" + urllib.parse.urlencode(query)
+        )["events"]
+    except control_client.ControlError as exc:
+        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
+        return 1
+    if args.json:
+        for event in events:
+            print(json.dumps(event, ensure_ascii=False))
+        return 0
+    if not events:
+        print("no activity yet")
+        return 0
+    table = [("WHEN", "ACCOUNT", "WHAT", "DEVICE", "FROM", "DETAIL")] + [
+        (
+            datetime.fromtimestamp(event["at_s"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            _account_label(event),
+            event["what"],
+            event["device_name"] or event["device_id"] or "-",
+            event["address"] or "-",
+            event["detail"] or "-",
+        )
+        for event in events
+    ]
+    if args.account:  # one account: its name on every line says nothing
+        table = [row[:1] + row[2:] for row in table]
+    _print_table(table)
+    return 0
+
+
+def _account_label(event: dict[str, Any]) -> str:
+    if event["account"]:
+        return str(event["account"])
+    if event["account_id"] is not None:
+        return f"#{event['account_id']} (removed)"
+    return "-"
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell; the last one runs on."""
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
 def _account_add(args: argparse.Namespace) -> int:
     """Through the running hub if there is one (so a separate account service is
     used when the hub uses one); otherwise straight into the built-in one."""
@@ -225,12 +379,18 @@ def _account_add(args: argparse.Namespace) -> int:
         name, is_owner = created["name"], created["is_owner"]
     else:
         from hub.accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+        from hub.activity import ActivityLog
+        from hub.household import Origin, record_created
         from hub.store import make_engine
 
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(args.database_url or default_database_url(data_dir))
         try:
-            account = AccountService(engine, time.time).create(args.name, password)
+            service = AccountService(engine, time.time)
+            account = service.create(args.name, password)
+            owner = next((a.id for a in service.list_accounts() if a.is_owner), None)
+            # The same trail as through the running hub (hub.household).
+            record_created(ActivityLog(engine, time.time), account, owner_id=owner, origin=Origin.CLI)
         finally:
             engine.dispose()
         name, is_owner = account.name, account.is_owner
@@ -259,6 +419,8 @@ def _link_decision(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
+    if args.devices_command == "unlink":
+        return _unlink(args)
     devices = control_client.call(_data_dir(args) / "hub.sock", "GET", "/v1/devices")["devices"]
     if args.json:
         print(json.dumps(devices, indent=2))
@@ -269,6 +431,21 @@ def _devices(args: argparse.Namespace) -> int:
         linked = datetime.fromtimestamp(device["linked_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         state = "online" if device["online"] else "offline"
         print(f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}")
+    return 0
+
+
+def _unlink(args: argparse.Namespace) -> int:
+    socket_path = _data_dir(args) / "hub.sock"
+    try:
+        device = control_client.call(socket_path, "DELETE", f"/v1/devices/{_quote(args.device_id)}")
+    except control_client.ControlError as exc:
+        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
+        return 1
+    owner = f" from {device['account']}" if device.get("account") else ""
+    print(
+        f"unlinked: {device['name']} ({device['model']}) {device['device_id']}{owner}; "
+        "it was disconnected and its broker credentials are deleted (its settings are kept)"
+    )
     return 0
 
 

@@ -159,6 +159,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             activity=hub.activity,
             health=health,
             metrics=metrics.of(hub.engine).exposition,
+            ca_certificate=hub.ca_certificate,
         )
         try:
             web_server = create_server(web_app, host=config.http_host, port=config.http_port, threads=8)
@@ -188,6 +189,12 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         for url in urls[1:]:
             print(f"  From a phone on your network: {url}", flush=True)
         print(f"  MQTT broker: mqtt://{broker.host}:{broker.port} (devices connect here)", flush=True)
+        if endpoints.device_tls_port is not None:
+            print(
+                f"  MQTT over TLS: mqtts://{broker.host}:{endpoints.device_tls_port} "
+                f"(the CA to trust: {urls[-1].removesuffix('/link')}/ca.pem)",
+                flush=True,
+            )
         if not hub.accounts.has_accounts():
             print("  First start: open the link page to create the owner account.", flush=True)
         phone_url = urls[-1]  # a LAN address when there is one: what a phone can open

@@ -17,6 +17,7 @@ import pytest
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import ExternalBroker, HubConfig
 from hub.daemon import Hub
+from hub.rate_limits import LimitsPolicy
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "LINKHUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -128,16 +129,23 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
         account_service_url: str | None = None,
         account_service_token: str | None = None,
         device_broker: str | None = None,
+        tls: bool = False,
+        limits: LimitsPolicy | None = None,
     ) -> Hub:
+        """`tls=True`: the hub runs its own mosquitto (on free loopback ports), which
+        also listens with TLS on the hub's CA; `on_broker` does not apply then."""
         data_dir = data_dir or tmp_path / "hub"
+        own_broker = {"mqtt_host": "127.0.0.1", "mqtt_port": free_port(), "mqtt_tls_port": free_port()}
         config = HubConfig(
             data_dir=data_dir,
             database_url=database_url or f"sqlite:///{data_dir / 'linkhub.db'}",
             http_host="127.0.0.1",
-            external_broker=(on_broker or broker).external,
+            external_broker=None if tls else (on_broker or broker).external,
+            **(own_broker if tls else {}),
             code_lifetime_s=code_lifetime_s,
             poll_interval_s=poll_interval_s,
             mdns=False,
+            limits=limits or LimitsPolicy(),
             account_service_url=account_service_url,
             account_service_token=account_service_token,
             device_broker=device_broker,

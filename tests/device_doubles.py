@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_sim import keys
 from firmware_sim.link import link
 from hub import protocol
 from hub.protocol import DeviceInfo
@@ -86,9 +87,10 @@ class RawClient:
         self._acks: dict[int, Any] = {}
         self._acked = threading.Condition()
         self.connack: queue.Queue[Any] = queue.Queue()
+        self.client_id = client_id or f"raw-{secrets.token_hex(4)}"
         self.client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"raw-{secrets.token_hex(4)}",
+            client_id=self.client_id,
             protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
         )
         self.client.username_pw_set(username, password)
@@ -145,6 +147,11 @@ class RawClient:
     def next_message(self, timeout_s: float = 5) -> paho.MQTTMessage:
         return self.messages.get(timeout=timeout_s)
 
+    @property
+    def request_topic(self) -> str:
+        """Where this client may publish link requests: under its own client id."""
+        return protocol.link_request_topic(self.client_id)
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -152,19 +159,24 @@ class RawClient:
 
 class BootstrapDevice:
     """An unlinked device making one link request by hand: the bootstrap identity,
-    one secret reply topic, and the same request sent again to poll."""
+    one secret reply topic, a key pair, and the same request sent again to poll."""
 
     def __init__(self, port: int, info: DeviceInfo) -> None:
         self.info = info
         self.reply_to = new_reply_topic()
         self.request_id = secrets.token_urlsafe(18)
+        self.private_key = keys.new_private_key()
         self.client = bootstrap_client(port)
         assert self.client.subscribe(self.reply_to), "reply subscription refused"
 
     def send(self) -> None:
         """Publish the link request; sent again unchanged, it is a poll."""
-        message = protocol.LinkRequest(self.request_id, self.reply_to, self.info)
-        assert self.client.publish(protocol.LINK_REQUEST_TOPIC, protocol.encode(message))
+        message = link_request(self.request_id, self.reply_to, self.info, self.private_key)
+        assert self.client.publish(self.client.request_topic, protocol.encode(message))
+
+    def credentials(self, reply: protocol.ApprovedReply) -> protocol.MqttCredentials:
+        """The broker identity sealed in an approved reply, opened with this device's key."""
+        return keys.open_credentials(self.private_key, reply)
 
     def request(self, timeout_s: float = 10.0) -> protocol.PendingReply:
         self.send()
@@ -182,9 +194,20 @@ class BootstrapDevice:
         self.client.close()
 
 
-def bootstrap_client(port: int, *, mqtt5: bool = True) -> RawClient:
-    return RawClient(port, protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, mqtt5=mqtt5)
+def bootstrap_client(port: int, *, mqtt5: bool = True, client_id: str | None = None) -> RawClient:
+    return RawClient(
+        port, protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD, mqtt5=mqtt5, client_id=client_id
+    )
 
 
 def new_reply_topic() -> str:
     return protocol.reply_topic(secrets.token_urlsafe(24))
+
+
+def link_request(
+    request_id: str, reply_to: str, info: DeviceInfo, private_key: str | None = None
+) -> protocol.LinkRequest:
+    """A link request carrying the public half of `private_key` (a new one if None)."""
+    return protocol.LinkRequest(
+        request_id, reply_to, info, keys.public_key(private_key or keys.new_private_key())
+    )

@@ -548,3 +548,55 @@ def test_bad_settings_are_config_errors(url: str, token: str) -> None:
 def test_the_token_never_shows_in_repr() -> None:
     client = RemoteAccountService("http://127.0.0.1:8000", "hunter2-token")
     assert "hunter2-token" not in repr(client) and "127.0.0.1:8000" in repr(client)
+
+
+# --- the household: listing and removing accounts (hub.household uses these) -------------
+def test_accounts_are_listed_and_members_removed(directory: AccountDirectory) -> None:
+    assert directory.list_accounts() == []
+    alice = directory.create("alice", "correct horse")
+    bob = directory.create("bob", "battery staple")
+    carol = directory.create("carol", "carol's password")
+    listed = directory.list_accounts()
+    assert [(a.id, a.name, a.is_owner) for a in listed] == [
+        (alice.id, "alice", True),
+        (bob.id, "bob", False),
+        (carol.id, "carol", False),
+    ]
+    assert all(isinstance(a.created_at_s, float) and a.created_at_s > 1_700_000_000 for a in listed)
+    assert directory.apply_change(change("bob-1", 1, {"theme": "dark"}, account_id=bob.id))
+
+    with pytest.raises(AccountError, match="owner's account cannot be removed"):
+        directory.remove(alice.id)
+    assert directory.remove(carol.id) == carol  # the last one: SQLite would reuse its id
+    assert directory.remove(carol.id) is None  # gone already
+    assert directory.remove(999) is None
+    assert [a.name for a in directory.list_accounts()] == ["alice", "bob"]
+    assert directory.get(carol.id) is None and directory.find("carol") is None
+    assert directory.authenticate("carol", "carol's password") is None
+
+    # The name is free again; the id is not, and what was kept under it stays there.
+    new_carol = directory.create("carol", "a new password")
+    assert new_carol.id not in (alice.id, bob.id, carol.id) and not new_carol.is_owner
+    assert directory.authenticate("carol", "a new password") == new_carol
+    assert directory.authenticate("carol", "carol's password") is None
+    assert directory.remove(bob.id) == bob
+    assert directory.preferences(bob.id) == VersionedDocument({"theme": "dark"}, 1)
+    assert [entry.change.change_id for entry in directory.changes()] == ["bob-1"]
+    assert [a.name for a in directory.list_accounts()] == ["alice", "carol"]
+
+
+def test_removal_over_http_answers_with_its_own_codes(api: RunningApi) -> None:
+    alice = api.service.create("alice", "correct horse")
+    bob = api.service.create("bob", "battery staple")
+    status, body, _ = raw(api.url, "DELETE", f"/v1/accounts/{alice.id}", token=api.token)
+    assert (status, body["error"]) == (400, "account_error")
+    status, body, _ = raw(api.url, "DELETE", "/v1/accounts/999", token=api.token)
+    assert (status, body["error"]) == (404, "unknown_account")
+    status, body, _ = raw(api.url, "DELETE", f"/v1/accounts/{bob.id}")
+    assert status == 401 and api.service.get(bob.id) == bob  # no token, nothing removed
+    status, body, _ = raw(api.url, "GET", "/v1/accounts")
+    assert status == 401
+    status, body, _ = raw(api.url, "DELETE", f"/v1/accounts/{bob.id}", token=api.token)
+    assert status == 200 and body["name"] == "bob"
+    status, body, _ = raw(api.url, "GET", "/v1/accounts", token=api.token)
+    assert status == 200 and [a["name"] for a in body["accounts"]] == ["alice"]

@@ -230,7 +230,7 @@ def test_a_linked_hub_comes_back_in_a_new_data_directory(tmp_path: Path) -> None
         try:
             assert runner.stdout is not None
             online = Lines(runner.stdout).event("online")
-            assert online == {"event": "online", "device_id": device_id}
+            assert online == {"event": "online", "device_id": device_id, "tls": False}
             deadline = time.monotonic() + 15
             while not json.loads(hub.cli("devices", "--json").stdout)[0]["online"]:
                 assert time.monotonic() < deadline, "the hub never saw the device online"

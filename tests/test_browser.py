@@ -381,7 +381,7 @@ def test_link_a_device_on_a_phone(
     check_phone_page(phone, "05-linked")
     approved = device.wait_reply()
     assert isinstance(approved, ApprovedReply)
-    assert approved.mqtt.username == approved.device_id
+    assert device.credentials(approved).username == approved.device_id
 
     page.get_by_role("link", name="See your devices").click()
     expect(page.locator(f'[data-device-id="{approved.device_id}"]')).to_contain_text("Kitchen Lamp")
@@ -611,3 +611,38 @@ def test_qr_code_of_the_link_page(make_hub: HubFactory, phone_for: PhoneFactory)
     # The browser is on 127.0.0.1: a phone scanning that would look for the hub on itself.
     assert message(page)[0] == "loopback"
     check_phone_page(phone, "16-qr")
+
+
+def test_household_and_activity_pages_on_a_phone(make_hub: HubFactory, phone_for: PhoneFactory) -> None:
+    hub = owner_hub(make_hub)
+    phone = phone_for(hub)
+    page = phone.page
+    sign_in(phone)
+    page.get_by_role("link", name="Household").click()
+    expect(page.locator("h1")).to_have_text("Household")
+    page.locator("#name").fill("bob")
+    page.locator("#password").fill("bob's long password")
+    page.locator("#password2").fill("bob's long password")
+    page.get_by_role("button", name="Add member").click()
+    expect(page.locator(".member-name")).to_have_text([OWNER, "bob"])
+    assert message(page)[0] == "ok"
+    check_phone_page(phone, "17-household")
+
+    page.get_by_role("button", name="Remove bob…").click()
+    expect(page.locator("h1")).to_have_text("Remove bob?")
+    check_phone_page(phone, "18-remove-member")
+    page.get_by_role("button", name="Remove bob").click()
+    expect(page.locator(".member-name")).to_have_text([OWNER])
+    assert hub.accounts.find("bob") is None
+
+    page.get_by_role("link", name="Activity").click()
+    expect(page.locator("h1")).to_have_text("Recent activity")
+    expect(page.locator(".event-detail").first).to_have_text(
+        "member 'bob' removed by alice on the household page"
+    )
+    # No action of its own, so not check_phone_page's one primary button; the rest holds.
+    page.wait_for_load_state()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert page.evaluate(_LOW_CONTRAST_JS) == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "19-activity.png", full_page=True)

@@ -93,6 +93,9 @@ def test_every_key_comes_from_each_source() -> None:
         "http_port": (81, "81", 81),
         "mqtt_host": ("127.0.0.3", "127.0.0.3", "127.0.0.3"),
         "mqtt_port": (1885, "1885", 1885),
+        # 0 (no TLS): a TLS port goes with the hub's own mosquitto, not with `broker`
+        # below; tests/test_tls.py sets a real one from each source.
+        "mqtt_tls_port": (0, "0", 0),
         "broker": ("mqtt://a:b@127.0.0.1:1", "mqtt://a:b@127.0.0.1:1", "mqtt://a:b@127.0.0.1:1"),
         "public_host": ("hub.lan", "hub.lan", "hub.lan"),
         "device_broker": ("hub.lan:1999", "hub.lan:1999", "hub.lan:1999"),
@@ -105,6 +108,9 @@ def test_every_key_comes_from_each_source() -> None:
         "account_service_token_file": ("/run/token", "/run/token", Path("/run/token")),
         "database_url": ("postgresql+psycopg://u@127.0.0.1/db",) * 3,
         "log_format": ("json", "JSON", "json"),
+        "link_requests_per_client": ("2 per minute", "2 per minute", "2 per minute"),
+        "link_requests_total": ("1000/hour", "1000/hour", "1000/hour"),
+        "max_pending_requests": (7, "7", 7),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
@@ -124,6 +130,11 @@ def test_every_key_comes_from_each_source() -> None:
     assert (config.account_service_url, config.account_service_token) == ("http://127.0.0.1:8081", "t")
     assert (config.mdns, config.mdns_name, config.mdns_interfaces) == (False, "kitchen", ("wlan0", "eth0"))
     assert config.log_format == "json"
+    assert (
+        config.limits.link_requests_per_client,
+        config.limits.link_requests_total,
+        config.limits.max_pending_requests,
+    ) == ("2 per minute", "1000/hour", 7)
 
 
 def test_a_list_from_a_flag_replaces_the_file_s_list() -> None:
@@ -450,3 +461,11 @@ def test_the_documentation_names_every_key_flag_and_variable() -> None:
         assert row is not None, f"docs/configuration.md has no row for {key.name}"
         assert f"`{key.env}`" in row and key.flag in row, row
     assert "flag > environment > file > default" in docs
+
+
+@pytest.mark.parametrize("rate", ["0 per minute", "5 per fortnight", "lots", "5 per minute; 6 per hour"])
+def test_link_request_limits_must_be_one_usable_rate(rate: str) -> None:
+    problem = only_problem(resolved(env={"LINKHUB_LINK_REQUESTS_TOTAL": rate}))
+    expected = "environment variable LINKHUB_LINK_REQUESTS_TOTAL: expected a rate of at least 1"
+    assert problem.startswith(expected), problem
+    assert only_problem(resolved(file={"max_pending_requests": 0})).endswith("from 1 to 100000, got 0")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from firmware_sim import buttons
+from firmware_sim import buttons, keys
 from firmware_sim import state as state_file
 from firmware_sim.cli import main, parse_hub_url, parse_value
 from firmware_sim.display import HumanPrinter, JsonPrinter
@@ -170,11 +170,28 @@ def test_link_keeps_the_same_request_across_restarts(tmp_path: Path) -> None:
         else:
             assert st.pending == first
     assert first is not None
-    # What gets resent is a valid request with >= 128-bit secrets.
-    request = LinkRequest(first.request_id, reply_topic(first.reply_token), DEVICE)
+    # What gets resent is a valid request with >= 128-bit secrets, and the same key.
+    assert first.private_key is not None
+    request = LinkRequest(
+        first.request_id, reply_topic(first.reply_token), DEVICE, keys.public_key(first.private_key)
+    )
     assert len(first.reply_token) >= 22 and len(request.request_id) >= 22
     assert first.request_id != first.reply_token
     assert (st.name, st.model) == ("Kitchen lamp", "LH-1")
+
+
+def test_link_key_is_saved_privately_and_an_attempt_without_one_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    # A state file from before sealed credentials: its attempt has no key to open an answer with.
+    state_file.save(path, state_file.DeviceState(pending=state_file.Pending("r" * 32, "t" * 32)))
+    assert link("127.0.0.1", free_port(), DEVICE, path, mqtt5=True, on_event=lambda e: None) == 1
+    st = state_file.load(path)
+    assert st.pending is not None and st.pending.request_id != "r" * 32
+    assert st.pending.private_key is not None and len(keys.public_key(st.pending.private_key)) == 44
+    saved = json.loads(path.read_text())["pending"]
+    assert saved["private_key"] == st.pending.private_key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert st.pending.private_key not in repr(st)  # never in a log line
 
 
 def test_link_refuses_to_overwrite_credentials(tmp_path: Path) -> None:

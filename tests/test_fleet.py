@@ -21,16 +21,17 @@ from typing import Any
 import pytest
 from conftest import free_port
 
+from firmware_sim import keys
 from firmware_sim.fleet import FleetMqttClient, NetLoop
 from firmware_sim.mqtt_client import Message
 from hub.protocol import (
     BOOTSTRAP_PASSWORD,
     BOOTSTRAP_USERNAME,
-    LINK_REQUEST_TOPIC,
     DeviceInfo,
     LinkRequest,
     PendingReply,
     encode,
+    link_request_topic,
     parse_link_reply,
     reply_topic,
 )
@@ -169,9 +170,10 @@ def test_fleet_client_works_above_descriptor_1023(hub: Hub) -> None:
     fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     net = NetLoop()
     token = secrets.token_urlsafe(24)
+    client_id = f"lh-boot-{secrets.token_hex(8)}"
     client = FleetMqttClient(
         net,
-        client_id=f"lh-boot-{secrets.token_hex(8)}",
+        client_id=client_id,
         username=BOOTSTRAP_USERNAME,
         password=BOOTSTRAP_PASSWORD,
         mqtt5=True,
@@ -183,8 +185,11 @@ def test_fleet_client_works_above_descriptor_1023(hub: Hub) -> None:
         sock = client.paho.socket()
         assert sock is not None and sock.fileno() > 1023
         client.subscribe(reply_topic(token))
-        request = LinkRequest(secrets.token_urlsafe(24), reply_topic(token), DeviceInfo("Far Lamp", "FD-1"))
-        client.publish(LINK_REQUEST_TOPIC, encode(request), response_topic=request.reply_to)
+        public_key = keys.public_key(keys.new_private_key())
+        request = LinkRequest(
+            secrets.token_urlsafe(24), reply_topic(token), DeviceInfo("Far Lamp", "FD-1"), public_key
+        )
+        client.publish(link_request_topic(client_id), encode(request), response_topic=request.reply_to)
         item = client.get(10)
         assert isinstance(item, Message), item
         reply = parse_link_reply(item.payload)

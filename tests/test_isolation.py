@@ -5,7 +5,9 @@ only use its own subtree."""
 from __future__ import annotations
 
 import queue
+import re
 import secrets
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from conftest import RunningBroker
 from device_doubles import DeviceThread, RawClient, bootstrap_client, new_reply_topic
 
 from hub import protocol
+from hub.broker import find_mosquitto
 from hub.daemon import Hub
 
 
@@ -27,7 +30,10 @@ from hub.daemon import Hub
         "linkhub/v1/link/+/" + "a" * 24,
         "+/v1/link/reply/" + "a" * 24,
         "linkhub/v1/link/request",
+        "linkhub/v1/link/request/+",
+        "linkhub/v1/link/request/#",
         "$share/linkhub-hubs/linkhub/v1/link/request",
+        "$share/linkhub-hubs/linkhub/v1/link/request/+",
         "$share/snoop/linkhub/v1/link/reply/+",
         "$share/snoop/#",
         "linkhub/v1/devices/#",
@@ -52,9 +58,36 @@ def test_an_unlinked_client_cannot_forge_replies_or_reach_devices(hub: Hub, brok
         assert not forger.publish(new_reply_topic(), b'{"v":1}')  # PUBACK 135
         assert not forger.publish("linkhub/v1/devices/dev-000000000000/status", b"{}")
         assert not forger.publish("$CONTROL/dynamic-security/v1", b'{"commands":[]}')
-        assert forger.publish(protocol.LINK_REQUEST_TOPIC, b"{}")  # the one thing it may send
+        assert forger.publish(forger.request_topic, b"{}")  # the one thing it may send
+        assert not forger.publish(protocol.LINK_REQUEST_ROOT, b"{}")  # not without its client id
+        assert not forger.publish(f"{forger.request_topic}/more", b"{}")
     finally:
         forger.close()
+
+
+def _mosquitto_version() -> tuple[int, int]:
+    banner = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True).stdout
+    found = re.search(r"mosquitto version (\d+)\.(\d+)", banner)
+    assert found, banner
+    return int(found[1]), int(found[2])
+
+
+def test_link_requests_go_under_the_clients_own_id_where_the_broker_can_enforce_it(
+    hub: Hub, broker: RunningBroker
+) -> None:
+    """mosquitto expands %c in dynamic-security ACLs from 2.1 on (issue 3191). The
+    hub finds out by trying; where it can, a bootstrap client may publish a link
+    request only under its own client id, so the per-client limit counts clients.
+    On 2.0 any one-level id is accepted, and the id is only a claim
+    (docs/security.md, "Link requests"): this test pins down both."""
+    enforced = _mosquitto_version() >= (2, 1)
+    assert hub.broker_expands_client_id is enforced
+    client = bootstrap_client(broker.port)
+    try:
+        assert client.publish(client.request_topic, b"{}")
+        assert client.publish(protocol.link_request_topic("lh-boot-someone-else"), b"{}") is not enforced
+    finally:
+        client.close()
 
 
 def test_another_unlinked_client_never_sees_a_reply_or_credentials(
@@ -99,7 +132,8 @@ def test_a_linked_device_is_confined_to_its_own_subtree(
             "linkhub/v1/devices/+/status",
             "linkhub/v1/devices/dev-ffffffffffff/#",
             "linkhub/v1/link/reply/+",
-            protocol.LINK_REQUEST_TOPIC,
+            protocol.link_request_subscription(),
+            f"{protocol.LINK_REQUEST_ROOT}/+",
             "$CONTROL/#",
         ):
             assert not client.subscribe(topic_filter), topic_filter
@@ -107,7 +141,7 @@ def test_a_linked_device_is_confined_to_its_own_subtree(
             assert client.publish(f"{own}/state", b"{}")
             for topic in (
                 "linkhub/v1/devices/dev-ffffffffffff/state",
-                protocol.LINK_REQUEST_TOPIC,
+                protocol.link_request_topic(device_id),
                 "linkhub/v1/link/reply/" + "a" * 24,
                 "$CONTROL/dynamic-security/v1",
             ):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from conftest import FakeClock, HubFactory, RunningBroker, start_broker, wait_until
-from device_doubles import DeviceThread, RawClient, bootstrap_client, new_reply_topic
+from device_doubles import DeviceThread, RawClient, bootstrap_client, link_request, new_reply_topic
 
 from hub import protocol
 from hub.daemon import Hub
 from hub.errors import LinkDecisionError
 from hub.link_service import CodeStatus
-from hub.protocol import DeviceInfo, ErrorCode, ErrorReply, LinkRequest, PendingReply
+from hub.protocol import DeviceInfo, ErrorCode, ErrorReply, PendingReply
 
 
 def owner(hub: Hub, name: str = "alice") -> int:
@@ -106,9 +106,7 @@ def test_unknown_malformed_and_used_codes_are_told_apart(
 
 def request(client: RawClient, request_id: str, reply_to: str, **device: str) -> None:
     info = DeviceInfo(device.get("name", "Desk Fan"), device.get("model", "FAN-2"))
-    assert client.publish(
-        protocol.LINK_REQUEST_TOPIC, protocol.encode(LinkRequest(request_id, reply_to, info))
-    )
+    assert client.publish(client.request_topic, protocol.encode(link_request(request_id, reply_to, info)))
 
 
 def reply(client: RawClient) -> protocol.LinkReply:
@@ -142,12 +140,12 @@ def test_mqtt5_replies_echo_correlation_data(hub: Hub, broker: RunningBroker) ->
     reply_to = new_reply_topic()
     assert client.subscribe(reply_to)
     body = json.loads(
-        protocol.encode(LinkRequest(secrets.token_urlsafe(18), reply_to, DeviceInfo("Fan", "F-1")))
+        protocol.encode(link_request(secrets.token_urlsafe(18), reply_to, DeviceInfo("Fan", "F-1")))
     )
     del body["reply_to"]  # an MQTT 5 device may name it only as the Response Topic
     correlation = secrets.token_bytes(16)
     assert client.publish(
-        protocol.LINK_REQUEST_TOPIC,
+        client.request_topic,
         json.dumps(body).encode(),
         response_topic=reply_to,
         correlation=correlation,
@@ -190,9 +188,7 @@ def test_malformed_requests_get_an_error_and_the_hub_stays_up(
     assert client.subscribe(reply_to)
     # MQTT 5: the response topic tells the hub where to answer even when the body is garbage.
     correlation = secrets.token_bytes(8)
-    assert client.publish(
-        protocol.LINK_REQUEST_TOPIC, payload, response_topic=reply_to, correlation=correlation
-    )
+    assert client.publish(client.request_topic, payload, response_topic=reply_to, correlation=correlation)
     message = client.next_message()
     assert message.properties.CorrelationData == correlation  # even an error answers its request
     answer = protocol.parse_link_reply(message.payload)

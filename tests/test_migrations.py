@@ -215,7 +215,12 @@ GENERATED_KEYS = {"account": "id", "settings_outbox": "seq", "account_change_log
 LATER_TABLES = {"recovery_code", "activity"}  # 0003
 # Columns later revisions added to first-schema tables, and what an upgraded row holds in them.
 ADDED_COLUMNS: dict[str, dict[str, Any]] = {
-    "account": {"totp_secret": None, "totp_enabled_at_s": None, "totp_last_step": None},  # 0003
+    "account": {
+        "totp_secret": None,
+        "totp_enabled_at_s": None,
+        "totp_last_step": None,  # 0003
+        "removed_at_s": None,  # 0004
+    },
     "link_request": {"device_public_key": None, "client_id": None},  # 0003
     "device": {"unlinked_at_s": None},  # 0003
 }
@@ -296,6 +301,9 @@ class _NoBroker:
     def send_to_devices(self, messages: Any) -> list[Any]:
         raise AssertionError("no device is sent settings in this test")
 
+    def clear_device_topics(self, device_id: str) -> list[str]:
+        raise AssertionError("nothing is unlinked in this test")
+
 
 def services(engine: Engine) -> tuple[AccountService, LinkService, SettingsService, Outbox]:
     accounts = AccountService(engine, lambda: NOW_S)
@@ -307,7 +315,9 @@ def services(engine: Engine) -> tuple[AccountService, LinkService, SettingsServi
         device_broker_port=1884,
     )
     activity = ActivityLog(engine, lambda: NOW_S)
-    links = LinkService(engine, policy, _NoBroker(), _NoBroker(), clock=lambda: NOW_S, activity=activity)
+    links = LinkService(
+        engine, policy, _NoBroker(), _NoBroker(), clock=lambda: NOW_S, activity=activity, retained=_NoBroker()
+    )
     settings = SettingsService(engine, _NoBroker(), clock=lambda: NOW_S, activity=activity)
     return accounts, links, settings, Outbox(engine, accounts, clock=lambda: NOW_S)
 

@@ -1,10 +1,12 @@
 """The codec on its own: what goes on the wire, and what bad input becomes."""
 
+import base64
 import json
 import secrets
 
 import pytest
 
+from firmware_sim import keys
 from hub import protocol
 from hub.protocol import (
     ApprovedReply,
@@ -12,6 +14,7 @@ from hub.protocol import (
     DeviceStatus,
     ErrorCode,
     ErrorReply,
+    LinkCredentials,
     LinkRequest,
     MqttCredentials,
     PendingReply,
@@ -20,6 +23,7 @@ from hub.protocol import (
 
 REPLY_TO = protocol.reply_topic(secrets.token_urlsafe(24))
 REQUEST_ID = secrets.token_urlsafe(24)
+PUBLIC_KEY = keys.public_key(keys.new_private_key())
 
 
 def request_payload(**overrides: object) -> bytes:
@@ -29,28 +33,97 @@ def request_payload(**overrides: object) -> bytes:
         "request_id": REQUEST_ID,
         "reply_to": REPLY_TO,
         "device": {"name": "Kitchen Lamp", "model": "LMP-1", "address": "192.168.1.23"},
+        "public_key": PUBLIC_KEY,
     }
     body.update(overrides)
     return json.dumps(body).encode()
 
 
 def test_a_link_request_round_trips() -> None:
-    request = LinkRequest(REQUEST_ID, REPLY_TO, DeviceInfo("Kitchen Lamp", "LMP-1", "192.168.1.23"))
+    device = DeviceInfo("Kitchen Lamp", "LMP-1", "192.168.1.23")
+    request = LinkRequest(REQUEST_ID, REPLY_TO, device, PUBLIC_KEY)
     assert protocol.parse_link_request(protocol.encode(request)) == request
+    assert json.loads(protocol.encode(request))["public_key"] == PUBLIC_KEY
 
 
 @pytest.mark.parametrize(
     "reply",
     [
         PendingReply(REQUEST_ID, "BCDF-GHJK", "http://hub/link", "http://hub/link?code=BCDF-GHJK", 900, 5),
-        ApprovedReply(
-            REQUEST_ID, "dev-0a1b2c", MqttCredentials("hub", 1884, "dev-0a1b2c", "dev-0a1b2c", "s3")
-        ),
+        ApprovedReply(REQUEST_ID, "dev-0a1b2c", base64.b64encode(secrets.token_bytes(200)).decode()),
         ErrorReply(REQUEST_ID, ErrorCode.ACCESS_DENIED, "denied"),
+        ErrorReply(REQUEST_ID, ErrorCode.SLOW_DOWN, "too many", retry_after=42),
+        ErrorReply(REQUEST_ID, ErrorCode.TOO_MANY_PENDING, "busy", retry_after=7),
     ],
 )
 def test_replies_round_trip(reply: protocol.LinkReply) -> None:
     assert protocol.parse_link_reply(protocol.encode(reply)) == reply
+
+
+def test_an_approved_reply_carries_no_credentials_in_the_clear() -> None:
+    sealed = base64.b64encode(secrets.token_bytes(200)).decode()
+    body = json.loads(protocol.encode(ApprovedReply(REQUEST_ID, "dev-0a1b2c", sealed)))
+    assert set(body) == {"v", "type", "status", "request_id", "device_id", "sealed_credentials"}
+    with pytest.raises(protocol.ProtocolError):
+        ApprovedReply(REQUEST_ID, "dev-0a1b2c", "not base64!")
+
+
+def test_sealed_credentials_name_their_request_and_device() -> None:
+    mqtt = MqttCredentials("hub", 1884, "dev-0a1b2c", "dev-0a1b2c", "s3cret")
+    plaintext = protocol.encode(LinkCredentials(REQUEST_ID, "dev-0a1b2c", mqtt))
+    assert json.loads(plaintext)["type"] == "link_credentials"
+    reply = ApprovedReply(REQUEST_ID, "dev-0a1b2c", base64.b64encode(b"x" * 60).decode())
+    assert protocol.approved_credentials(reply, plaintext) == mqtt
+    other = ApprovedReply(secrets.token_urlsafe(24), "dev-0a1b2c", reply.sealed_credentials)
+    refused = protocol.approved_credentials(other, plaintext)
+    assert isinstance(refused, Rejection) and "another request" in refused.description
+    assert isinstance(protocol.approved_credentials(reply, b'{"v":1,"type":"status"}'), Rejection)
+    assert isinstance(protocol.approved_credentials(reply, b"\xff"), Rejection)
+
+
+def test_request_topics_carry_the_client_id() -> None:
+    topic = protocol.link_request_topic("lh-boot-0a1b2c3d")
+    assert topic == "linkhub/v1/link/request/lh-boot-0a1b2c3d"
+    assert protocol.link_request_client_id(topic) == "lh-boot-0a1b2c3d"
+    assert protocol.link_request_client_id("linkhub/v1/link/request") is None
+    assert protocol.link_request_client_id("linkhub/v1/link/request/") is None
+    assert protocol.link_request_client_id("linkhub/v1/link/request/a/b") is None
+    assert protocol.link_request_client_id("linkhub/v1/link/request/bad.id") == "bad.id"  # read, then refused
+    assert protocol.link_request_subscription() == "$share/linkhub-hubs/linkhub/v1/link/request/+"
+    for bad in ("", "a/b", "a+b", "x" * 65, "bad.id"):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.link_request_topic(bad)
+    parsed = protocol.parse_link_request(request_payload(), client_id="bad.id")
+    assert isinstance(parsed, Rejection) and parsed.error is ErrorCode.INVALID_REQUEST
+    assert "client id" in parsed.description and parsed.reply_to == REPLY_TO
+    assert isinstance(protocol.parse_link_request(request_payload(), client_id="lh-boot-1"), LinkRequest)
+
+
+@pytest.mark.parametrize(
+    "public_key",
+    [
+        None,
+        "",
+        42,
+        base64.b64encode(bytes(32)).decode(),  # the all-zero point
+        base64.b64encode(secrets.token_bytes(31)).decode(),
+        base64.b64encode(secrets.token_bytes(33)).decode(),
+        base64.urlsafe_b64encode(b"\xff" * 32).decode(),  # the URL-safe alphabet
+        base64.b64encode(secrets.token_bytes(32)).decode().rstrip("="),  # unpadded
+        PUBLIC_KEY[:42] + "B=",  # non-canonical: unused bits set (43rd char must end in 0b00)
+    ],
+    ids=["missing", "empty", "number", "zero", "short", "long", "urlsafe", "unpadded", "noncanonical"],
+)
+def test_a_request_without_a_good_public_key_is_refused(public_key: object) -> None:
+    body = json.loads(request_payload())
+    if public_key is None:
+        del body["public_key"]
+    else:
+        body["public_key"] = public_key
+    parsed = protocol.parse_link_request(json.dumps(body).encode())
+    assert isinstance(parsed, Rejection) and parsed.error is ErrorCode.INVALID_REQUEST
+    assert "public_key" in parsed.description and "sealed" in parsed.description
+    assert parsed.reply_to == REPLY_TO and parsed.request_id == REQUEST_ID  # answerable
 
 
 def test_mqtt5_response_topic_may_replace_reply_to() -> None:
@@ -98,7 +171,9 @@ def test_bad_requests_become_rejections_not_exceptions(
 
 def test_messages_validate_when_built() -> None:
     with pytest.raises(protocol.ProtocolError):
-        LinkRequest("x", REPLY_TO, DeviceInfo("a", "b"))
+        LinkRequest("x", REPLY_TO, DeviceInfo("a", "b"), PUBLIC_KEY)
+    with pytest.raises(protocol.ProtocolError):
+        LinkRequest(REQUEST_ID, REPLY_TO, DeviceInfo("a", "b"), "AAAA")
     with pytest.raises(protocol.ProtocolError):
         protocol.device_root("../etc")
 
@@ -108,7 +183,7 @@ def test_device_topics_are_built_and_matched_in_one_place() -> None:
     assert topic == "linkhub/v1/devices/dev-0a1b2c/status"
     assert protocol.parse_device_topic(topic) == ("dev-0a1b2c", "status")
     assert protocol.parse_device_topic("linkhub/v1/devices/BAD ID/status") is None
-    assert protocol.parse_device_topic("linkhub/v1/link/request") is None
+    assert protocol.parse_device_topic("linkhub/v1/link/request/lh-boot-1") is None
 
 
 def test_status_messages() -> None:

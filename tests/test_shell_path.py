@@ -161,7 +161,7 @@ def test_link_approve_and_run_from_the_shell(running_hub: RunningHub, tmp_path: 
     )
     try:
         (online,) = events(runner, until="online")
-        assert online == {"event": "online", "device_id": linked["device_id"]}
+        assert online == {"event": "online", "device_id": linked["device_id"], "tls": False}
         deadline = time.monotonic() + 10
         while True:
             listed = json.loads(running_hub.cli("devices", "--json").stdout)

@@ -255,8 +255,9 @@ def test_approve_by_form_posts_gives_the_device_its_credentials(
 
     approved = device.wait_reply()
     assert isinstance(approved, ApprovedReply)
-    assert approved.mqtt.username == approved.device_id == approved.mqtt.client_id
-    assert approved.mqtt.password and approved.mqtt.port == hub.endpoints.device_broker.port
+    credentials = device.credentials(approved)  # sealed to the device's key
+    assert credentials.username == approved.device_id == credentials.client_id
+    assert credentials.password and credentials.port == hub.endpoints.device_broker.port
 
     listing = page(client.get("/devices"))
     assert approved.device_id in listing and "Kitchen Lamp" in listing

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
 
 from hub.account_directory import AccountDirectory
 from hub.activity import ActivityLog
 from hub.errors import AccountServiceUnavailable
+from hub.household import Household
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
-from web import auth, devices, link, preferences, timefmt
+from web import activity as activity_page
+from web import auth, devices, household, link, preferences, timefmt, two_factor
+from web.ca_certificate import install_ca_certificate
 from web.config import WebConfig
 from web.health import HealthCheck, MetricsExposition, install_probes
+from web.json_api import JsonReply, SqlIntConverter, http_error
 from web.services import WebServices, install, services
 
 __all__ = ["WebConfig", "WebServices", "create_app", "services"]
@@ -45,9 +50,12 @@ def create_app(
     activity: ActivityLog,
     health: HealthCheck | None = None,
     metrics: MetricsExposition | None = None,
+    ca_certificate: str | None = None,
 ) -> Flask:
-    """The pages; with `health` and `metrics` also /healthz and /metrics (web/health.py)."""
+    """The pages; with `health` and `metrics` also /healthz and /metrics (web/health.py),
+    with `ca_certificate` (PEM) also /ca.pem (web/ca_certificate.py)."""
     app = Flask(__name__)
+    app.url_map.converters["int"] = SqlIntConverter  # before the routes: ids the database can hold
     app.config.update(
         SECRET_KEY=config.secret_key,
         TESTING=config.testing,
@@ -67,18 +75,24 @@ def create_app(
             accounts=accounts,
             settings=settings,
             activity=activity,
+            household=Household(accounts, activity, links),
             limits=config.limits,
             clock=config.clock,
         ),
     )
     CSRFProtect(app)
+    auth.install_sign_in(app, config)
     timefmt.register(app)
 
     app.register_blueprint(auth.bp)
+    app.register_blueprint(two_factor.bp)
     app.register_blueprint(link.bp)
     app.register_blueprint(devices.bp)
     app.register_blueprint(preferences.bp)
+    app.register_blueprint(household.bp)
+    app.register_blueprint(activity_page.bp)
     install_probes(app, health=health, metrics=metrics)
+    install_ca_certificate(app, ca_certificate)
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -91,7 +105,14 @@ def create_app(
         return response
 
     @app.errorhandler(CSRFError)
-    def csrf_failed(error: CSRFError) -> tuple[str, int]:
+    def csrf_failed(error: CSRFError) -> tuple[str, int] | tuple[Response, int]:
+        if request.path.startswith("/api/"):
+            # A script gets a reason it can read: the token goes in the X-CSRFToken header.
+            return jsonify(
+                error="csrf_failed",
+                message=f"{error.description} Send the csrf_token of a signed-in page "
+                "in the X-CSRFToken header.",
+            ), 400
         return (
             render_template(
                 "error.html",
@@ -117,7 +138,15 @@ def create_app(
         )
 
     @app.errorhandler(404)
-    def not_found(error: Exception) -> tuple[str, int]:
+    def not_found(error: HTTPException) -> tuple[str, int] | JsonReply:
+        if request.path.startswith("/api/"):
+            return http_error(error)
         return render_template("error.html", title="Not found", message="There is no such page."), 404
+
+    @app.errorhandler(HTTPException)
+    def api_refused(error: HTTPException) -> HTTPException | JsonReply:
+        # Scripts on /api/ read JSON whatever Flask refuses (405, 413, ...);
+        # pages keep Flask's own answer.
+        return http_error(error) if request.path.startswith("/api/") else error
 
     return app

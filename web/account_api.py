@@ -15,15 +15,33 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from hub.account_directory import AccountDirectory, AccountView, SettingsChange, VersionedDocument
+from hub.account_directory import (
+    AccountDirectory,
+    AccountSummary,
+    AccountView,
+    SecondFactor,
+    SettingsChange,
+    TwoFactorStatus,
+    VersionedDocument,
+)
 from hub.errors import AccountError, LinkHubError
-from web.json_api import BadRequest, JsonReply, http_error, json_body, json_error
+from web.json_api import (
+    BadRequest,
+    JsonReply,
+    SqlIntConverter,
+    http_error,
+    in_sql_range,
+    json_body,
+    json_error,
+)
+from web.values import non_finite_path
 
 MAX_BODY_BYTES = 64 * 1024
 # One answer to GET /v1/changes holds at most this many; a reader asks again
@@ -52,9 +70,12 @@ def _int_arg(name: str, default: int) -> int:
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadRequest(f"{name!r} must be an integer") from None
+    if not in_sql_range(value):
+        raise BadRequest(f"{name!r} is out of range")
+    return value
 
 
 def _change(body: dict[str, Any]) -> SettingsChange:
@@ -64,8 +85,8 @@ def _change(body: dict[str, Any]) -> SettingsChange:
         raise BadRequest(f"not a settings change: {exc.args[0]!r} is missing") from None
     except (ValueError, TypeError) as exc:
         raise BadRequest(f"not a settings change: {exc}") from None
-    if type(body["account_id"]) is not int:
-        raise BadRequest("account_id must be an integer")
+    if type(body["account_id"]) is not int or not in_sql_range(body["account_id"]):
+        raise BadRequest("account_id must be an integer (a SQL BIGINT)")
     if not isinstance(body["change_id"], str) or not 0 < len(change.change_id) <= _MAX_CHANGE_ID:
         raise BadRequest(f"change_id must be a string of 1-{_MAX_CHANGE_ID} characters")
     if change.device_id is not None and (
@@ -74,11 +95,44 @@ def _change(body: dict[str, Any]) -> SettingsChange:
         raise BadRequest(f"device_id must be a string of at most {_MAX_DEVICE_ID} characters")
     if len(change.origin) > _MAX_ORIGIN:
         raise BadRequest(f"origin must be at most {_MAX_ORIGIN} characters")
+    if not in_sql_range(change.version):
+        raise BadRequest("version must be an integer (a SQL BIGINT)")
+    # Strict JSON only: NaN and Infinity would be stored as text that no
+    # device's parser reads back (Flask's JSON parser lets them in).
+    where = non_finite_path(change.patch, "patch")
+    if where or not math.isfinite(change.made_at_s):
+        raise BadRequest(f"{where or 'made_at_s'}: not a finite JSON number")
     return change
 
 
 def _account(account: AccountView) -> dict[str, Any]:
-    return {"id": account.id, "name": account.name, "is_owner": account.is_owner}
+    return {
+        "id": account.id,
+        "name": account.name,
+        "is_owner": account.is_owner,
+        "two_factor": account.two_factor,
+    }
+
+
+def _summary(account: AccountSummary) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "is_owner": account.is_owner,
+        "created_at_s": account.created_at_s,
+    }
+
+
+def _two_factor_status(status: TwoFactorStatus) -> dict[str, Any]:
+    return {
+        "enabled": status.enabled,
+        "enabled_at_s": status.enabled_at_s,
+        "recovery_codes_left": status.recovery_codes_left,
+    }
+
+
+def _wrong_second_factor() -> JsonReply:
+    return json_error("bad_second_factor", "Wrong or used code.", HTTPStatus.UNAUTHORIZED)
 
 
 def _document(document: VersionedDocument) -> dict[str, Any]:
@@ -99,6 +153,7 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.url_map.converters["int"] = SqlIntConverter  # before the routes: ids the database can hold
 
     @app.before_request
     def require_token() -> JsonReply | None:
@@ -147,6 +202,50 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
     def find_account(name: str) -> JsonReply:
         account = directory.find(name)
         return (jsonify(_account(account)), 200) if account else _no_account()
+
+    # --- the household: the owner's list and removal --------------------------------
+    @app.get("/v1/accounts")
+    def list_accounts() -> JsonReply:
+        return jsonify(accounts=[_summary(account) for account in directory.list_accounts()]), 200
+
+    @app.delete("/v1/accounts/<int(signed=True):account_id>")
+    def remove_account(account_id: int) -> JsonReply:
+        # The owner's account: AccountError, a 400 account_error like any refusal.
+        removed = directory.remove(account_id)
+        return (jsonify(_account(removed)), 200) if removed else _no_account()
+
+    # --- two-factor sign-in: secrets and recovery code hashes never leave ----------
+    @app.get("/v1/accounts/<int(signed=True):account_id>/two-factor")
+    def two_factor_status(account_id: int) -> JsonReply:
+        return jsonify(_two_factor_status(directory.two_factor_status(account_id))), 200
+
+    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/begin")
+    def begin_two_factor(account_id: int) -> JsonReply:
+        enrolment = directory.begin_two_factor(account_id)
+        return jsonify(secret=enrolment.secret, uri=enrolment.uri), 200
+
+    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/confirm")
+    def confirm_two_factor(account_id: int) -> JsonReply:
+        body = json_body()
+        codes = directory.confirm_two_factor(account_id, _string(body, "secret"), _string(body, "code"))
+        return jsonify(recovery_codes=codes), 200
+
+    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/check")
+    def check_second_factor(account_id: int) -> JsonReply:
+        method: SecondFactor | None = directory.check_second_factor(account_id, _string(json_body(), "code"))
+        return (jsonify(method=str(method)), 200) if method else _wrong_second_factor()
+
+    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/disable")
+    def disable_two_factor(account_id: int) -> JsonReply:
+        body = json_body()
+        if directory.disable_two_factor(account_id, _string(body, "password"), _string(body, "code")):
+            return jsonify(enabled=False), 200
+        return json_error("bad_credentials", "Wrong password or code.", HTTPStatus.UNAUTHORIZED)
+
+    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/recovery-codes")
+    def renew_recovery_codes(account_id: int) -> JsonReply:
+        codes = directory.renew_recovery_codes(account_id, _string(json_body(), "code"))
+        return (jsonify(recovery_codes=codes), 200) if codes is not None else _wrong_second_factor()
 
     @app.post("/v1/changes")
     def apply_change() -> JsonReply:

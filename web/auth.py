@@ -2,6 +2,11 @@
 
 The signed-in account's id is all the session holds; the account itself is
 loaded again on every request, so a removed account is signed out at once.
+
+Failed sign-ins are limited per account name and per address
+(web/sign_in_limits.py). With two-factor sign-in on, a right password does not
+sign in: the session gets only a token for "password right, second factor
+owed" (web/pending.py), and web/two_factor.py asks for the code.
 """
 
 from __future__ import annotations
@@ -9,24 +14,111 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.account_directory import AccountView
+from hub.activity import ActivityKind
 from hub.errors import AccountError
+from hub.household import Origin
+from hub.rate_limits import wait_words
+from web.config import WebConfig
+from web.pending import Pending
 from web.services import services
+from web.sign_in_limits import Refused, SignInLimits
 
 bp = Blueprint("auth", __name__)
 
 SESSION_KEY = "account_id"
+# The session's token for a sign-in that is waiting for its second factor.
+AWAITING_KEY = "second_factor_token"
 WRONG_CREDENTIALS = "The name or password is wrong."
+# Long enough to find the phone and open the app, short enough that a session
+# left on a shared screen after the password does not stay half signed in.
+SECOND_FACTOR_LIFETIME_S = 300.0
+# Enough to install an authenticator app and scan the code.
+ENROLMENT_LIFETIME_S = 900.0
 # Two phones opening /setup at once must not both create an "owner".
 _setup_lock = threading.Lock()
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_EXTENSION_KEY = "linkhub.sign_in"
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitingSecondFactor:
+    """A right password for an account with two-factor sign-in on."""
+
+    account_id: int
+    name: str  # the account's name: wrong second factors count against it
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """A TOTP secret shown to a person, not switched on until they confirm it."""
+
+    account_id: int
+    secret: str
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignInState:
+    """What signing in keeps between requests: one per app, so tests start afresh."""
+
+    limits: SignInLimits
+    awaiting_second_factor: Pending[AwaitingSecondFactor]
+    enrolments: Pending[Enrolment]
+
+
+def install_sign_in(app: Flask, config: WebConfig) -> None:
+    app.extensions[_EXTENSION_KEY] = SignInState(
+        limits=SignInLimits(config.limits),
+        awaiting_second_factor=Pending(SECOND_FACTOR_LIFETIME_S, config.clock),
+        enrolments=Pending(ENROLMENT_LIFETIME_S, config.clock),
+    )
+
+
+def sign_in_state() -> SignInState:
+    return cast(SignInState, current_app.extensions[_EXTENSION_KEY])
+
+
+def client_address() -> str | None:
+    """The peer's address as the server saw it. X-Forwarded-For is not read:
+    the hub is served directly (waitress), and anyone can write that header."""
+    return request.remote_addr
+
+
+def throttled_message(retry_after_s: int) -> str:
+    return f"Too many sign-in attempts. Try again in {wait_words(retry_after_s)}."
+
+
+def record(kind: ActivityKind, account_id: int | None, detail: str = "") -> None:
+    services().activity.record(kind, account_id, address=client_address(), detail=detail)
+
+
+def record_failure(typed_name: str, *, limit_reached: bool, detail: str) -> None:
+    """SIGN_IN_FAILED for the account named, or for nobody with the typed name
+    in the detail; SIGN_IN_THROTTLED once, when this failure used a limit up
+    (not for every refusal after it, which would let a flood fill the log).
+
+    Runs after the answer is decided and does the same work whether the name
+    exists or not (one look-up, one or two rows), so it tells the client nothing.
+    """
+    name = typed_name.strip()
+    # No account name is empty or longer than 64 characters: nothing to look up.
+    account = services().accounts.find(name) if 0 < len(name) <= 64 else None
+    account_id = account.id if account else None
+    # repr: what was typed may hold control characters, and `linkhub activity` prints it.
+    who = detail if account else f"{detail}; no account named {name[:64]!r}"
+    record(ActivityKind.SIGN_IN_FAILED, account_id, who)
+    if limit_reached:
+        record(ActivityKind.SIGN_IN_THROTTLED, account_id, who)
 
 
 def safe_next(target: str | None) -> str | None:
@@ -50,11 +142,11 @@ def current_path() -> str:
     return f"{request.path}?{query}" if query else request.path
 
 
-def _after_sign_in() -> BaseResponse:
+def after_sign_in() -> BaseResponse:
     return redirect(safe_next(request.args.get("next")) or url_for("link.link_form"))
 
 
-def _sign_in(account_id: int) -> None:
+def sign_in_as(account_id: int) -> None:
     # A fresh session at sign-in: nothing set before (by anyone) survives it.
     session.clear()
     session.permanent = True
@@ -107,29 +199,65 @@ def setup() -> BaseResponse | str | tuple[str, int]:
         if accounts.has_accounts():
             return redirect(url_for("auth.login"))
         try:
-            owner = accounts.create(name, password)
+            # Through the household, so the new account's activity starts with it.
+            owner = services().household.create_account(
+                name, password, origin=Origin.SETUP, address=request.remote_addr
+            )
         except AccountError as exc:
             return render_template("setup.html", name=name, error=str(exc)), 400
-    _sign_in(owner.id)
-    return _after_sign_in()
+    sign_in_as(owner.id)
+    record(ActivityKind.SIGN_IN, owner.id, "created the owner account")
+    return after_sign_in()
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> BaseResponse | str | tuple[str, int]:
+def login() -> BaseResponse | str | tuple[str, int] | tuple[str, int, dict[str, str]]:
     if g.account is not None:
-        return _after_sign_in()
+        return after_sign_in()
     if request.method != "POST":
         return render_template("login.html", name="")
     name = request.form.get("name", "")
-    account = services().accounts.authenticate(name, request.form.get("password", ""))
+    password = request.form.get("password", "")
+    accounts = services().accounts
+    tried = sign_in_state().limits.attempt(
+        name, client_address(), lambda: accounts.authenticate(name, password)
+    )
+    if isinstance(tried, Refused):
+        # Checked before the password, on the name as typed: the same answer
+        # for an account that exists and one that does not.
+        error = throttled_message(tried.retry_after_s)
+        page = render_template("login.html", name=name, error=error, status="throttled")
+        return refuse(tried.retry_after_s, page)
+    account = tried.result
     if account is None:
+        record_failure(name, limit_reached=tried.limit_reached, detail="wrong password")
         # Same words whether the name exists or not.
         return render_template("login.html", name=name, error=WRONG_CREDENTIALS), 400
-    _sign_in(account.id)
-    return _after_sign_in()
+    if account.two_factor:
+        return _await_second_factor(account)
+    sign_in_as(account.id)
+    record(ActivityKind.SIGN_IN, account.id, "password")
+    return after_sign_in()
+
+
+def _await_second_factor(account: AccountView) -> BaseResponse:
+    """Password right, second factor owed: the session holds a token, not the account."""
+    session.clear()
+    session[AWAITING_KEY] = sign_in_state().awaiting_second_factor.put(
+        AwaitingSecondFactor(account.id, account.name)
+    )
+    return redirect(url_for("two_factor.second_factor", next=safe_next(request.args.get("next"))))
+
+
+def refuse(retry_after_s: int, body: str) -> tuple[str, int, dict[str, str]]:
+    """429 with Retry-After (RFC 6585 §4), for a person and a program alike."""
+    return body, 429, {"Retry-After": str(retry_after_s)}
 
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
+    if g.account is not None:
+        record(ActivityKind.SIGN_OUT, g.account.id)
+    sign_in_state().awaiting_second_factor.discard(session.get(AWAITING_KEY))
     session.clear()
     return redirect(url_for("auth.login"))

@@ -13,17 +13,35 @@ import dataclasses
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from hub.account_directory import AccountDirectory, AccountView
 from hub.activity import ActivityLog
-from hub.errors import AccountError, LinkDecisionError, LinkHubError, SettingsRefused
+from hub.errors import (
+    AccountError,
+    HouseholdRefused,
+    LinkDecisionError,
+    LinkHubError,
+    SettingsRefused,
+    UnlinkRefused,
+)
+from hub.household import Household, Origin, Refusal
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
+from web.activity import what
 from web.json_api import BadRequest, JsonReply, http_error, json_body, json_error
 from web.link import status_for
 from web.values import non_finite_path, view_json
+
+DEFAULT_ACTIVITY_LIMIT = 100
+MAX_ACTIVITY_LIMIT = 10_000
+_HOUSEHOLD_STATUS = {
+    Refusal.UNKNOWN_ACCOUNT: HTTPStatus.NOT_FOUND,
+    Refusal.HAS_DEVICES: HTTPStatus.CONFLICT,
+    Refusal.OWNER: HTTPStatus.BAD_REQUEST,
+    Refusal.NOT_OWNER: HTTPStatus.FORBIDDEN,
+}
 
 
 class _NotFound(Exception):
@@ -52,11 +70,24 @@ def _changes(body: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_ACTIVITY_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest("'limit' must be a whole number") from None
+    if not 1 <= limit <= MAX_ACTIVITY_LIMIT:
+        raise BadRequest(f"'limit' must be 1-{MAX_ACTIVITY_LIMIT}")
+    return limit
+
+
 def create_control_app(
     *, links: LinkService, accounts: AccountDirectory, settings: SettingsService, activity: ActivityLog
 ) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    household = Household(accounts, activity, links)
 
     def account_named(name: str) -> AccountView:
         account = accounts.find(name)
@@ -69,14 +100,14 @@ def create_control_app(
         body = json_body()
         code, account_name = _text(body, "code"), _text(body, "account")
         account = account_named(account_name)
-        device = links.approve(code, account.id)
+        device = links.approve(code, account.id, origin="cli")
         return jsonify(
             device_id=device.device_id, name=device.name, model=device.model, account=account.name
         ), 200
 
     @app.post("/v1/link/deny")
     def deny() -> JsonReply:
-        denied = links.deny(_text(json_body(), "code"), None)
+        denied = links.deny(_text(json_body(), "code"), None, origin="cli")
         return jsonify(
             code=denied.user_code,
             name=denied.device_name,
@@ -93,11 +124,54 @@ def create_control_app(
             names[account_id] = account.name if account else None
         return jsonify(devices=[dataclasses.asdict(d) | {"account": names[d.account_id]} for d in found]), 200
 
+    @app.delete("/v1/devices/<device_id>")
+    def unlink_device(device_id: str) -> JsonReply:
+        # The operator of the hub acts for whichever account holds the device: a
+        # device id names one device, so no --account is asked for (as `link deny`).
+        device = links.unlink(device_id, None, origin="cli")
+        account = accounts.get(device.account_id)
+        return jsonify(dataclasses.asdict(device) | {"account": account.name if account else None}), 200
+
     @app.post("/v1/accounts")
     def create_account() -> JsonReply:
         body = json_body()
-        account = accounts.create(_text(body, "name"), _text(body, "password"))
+        account = household.create_account(_text(body, "name"), _text(body, "password"), origin=Origin.CLI)
         return jsonify(id=account.id, name=account.name, is_owner=account.is_owner), 201
+
+    @app.get("/v1/accounts")
+    def list_accounts() -> JsonReply:
+        members = household.members()
+        return jsonify(
+            accounts=[dataclasses.asdict(member.account) | {"devices": member.devices} for member in members]
+        ), 200
+
+    @app.delete("/v1/accounts/<path:name>")
+    def remove_account(name: str) -> JsonReply:
+        removed = household.remove_member(account_named(name).id, origin=Origin.CLI)
+        return jsonify(id=removed.id, name=removed.name), 200
+
+    @app.get("/v1/activity")
+    def recent_activity() -> JsonReply:
+        limit = _limit(request.args.get("limit"))
+        name = request.args.get("account")
+        if name is None:
+            events = activity.recent_in_household(limit)
+        else:
+            events = activity.recent(account_named(name).id, limit)
+        names: dict[int, str | None] = {}
+        for account_id in {event.account_id for event in events if event.account_id is not None}:
+            account = accounts.get(account_id)
+            names[account_id] = account.name if account else None  # None: removed since
+        return jsonify(
+            events=[
+                dataclasses.asdict(event)
+                | {
+                    "what": what(event.kind),
+                    "account": names.get(event.account_id) if event.account_id is not None else None,
+                }
+                for event in events
+            ]
+        ), 200
 
     @app.get("/v1/settings/account/<path:name>")  # account names may hold a slash
     def account_settings(name: str) -> JsonReply:
@@ -142,6 +216,15 @@ def create_control_app(
     @app.errorhandler(LinkDecisionError)
     def decision_refused(exc: LinkDecisionError) -> JsonReply:
         return json_error(str(exc.reason), str(exc), status_for(exc.reason))
+
+    @app.errorhandler(UnlinkRefused)
+    def unlink_refused(exc: UnlinkRefused) -> JsonReply:
+        status = HTTPStatus.CONFLICT if exc.reason == "already_unlinked" else HTTPStatus.NOT_FOUND
+        return json_error(exc.reason, str(exc), status)
+
+    @app.errorhandler(HouseholdRefused)
+    def household_refused(exc: HouseholdRefused) -> JsonReply:
+        return json_error(exc.reason, str(exc), _HOUSEHOLD_STATUS.get(exc.reason, HTTPStatus.BAD_REQUEST))
 
     @app.errorhandler(AccountError)
     def account_refused(exc: AccountError) -> JsonReply:

@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from hub.errors import SettingsRefused
+from hub.errors import LinkHubError, SettingsRefused, UnlinkRefused
 from hub.link_service import DeviceView
 from hub.settings_service import DeviceSettingsView
 from web.auth import login_required
@@ -130,6 +130,78 @@ def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:
         flash(f"Saved as version {after.desired_version}. {device.name} gets it when it is online.")
     # Redirect after a post: reloading the page must not send the change again.
     return redirect(url_for("devices.device_page", device_id=device_id), HTTPStatus.SEE_OTHER)
+
+
+@bp.get("/devices/<device_id>/unlink")
+@login_required
+def unlink_confirm(device_id: str) -> tuple[str, int]:
+    """The confirm step: unlinking cannot be undone (the device must be linked anew)."""
+    found = own_device(device_id)
+    if found is None:
+        abort(HTTPStatus.NOT_FOUND)
+    return render_template("unlink.html", device=found[0], error=None), 200
+
+
+@bp.post("/devices/<device_id>/unlink")
+@login_required
+def unlink_device(device_id: str) -> BaseResponse | tuple[str, int]:
+    """Unlink once the person confirmed (`confirm=yes`, from the confirm page's form).
+
+    A post without it only shows the confirm step: no single click, and no
+    script (the CSP forbids inline script), ever unlinks a device.
+    """
+    found = own_device(device_id)
+    if found is None:
+        abort(HTTPStatus.NOT_FOUND)
+    device = found[0]
+    if request.form.get("confirm") != "yes":
+        return render_template("unlink.html", device=device, error=None), 200
+    try:
+        services().links.unlink(device_id, g.account.id, origin="web", address=request.remote_addr)
+    except UnlinkRefused as exc:
+        if exc.reason != "already_unlinked":
+            abort(HTTPStatus.NOT_FOUND)
+        flash(f"{device.name} was already unlinked.")  # e.g. from another tab a moment ago
+    except LinkHubError as exc:
+        # The broker did not confirm: nothing changed, the device is still linked.
+        return render_template(
+            "unlink.html",
+            device=device,
+            error=f"{device.name} was not unlinked: the hub could not reach its broker ({exc}). Try again.",
+        ), HTTPStatus.SERVICE_UNAVAILABLE
+    else:
+        flash(
+            f"{device.name} is unlinked: it was disconnected and its broker credentials are deleted. "
+            "Its settings are kept. To use it again, link it again."
+        )
+    return redirect(url_for("devices.device_list"), HTTPStatus.SEE_OTHER)
+
+
+@bp.delete("/api/v1/devices/<device_id>")
+@api_login_required
+def unlink_device_json(device_id: str) -> tuple[BaseResponse, int]:
+    """Unlink for scripts, signed in like the other /api/v1 routes.
+
+    CSRF: Flask-WTF's CSRFProtect checks DELETE as it checks POST
+    (WTF_CSRF_METHODS), so a script must send the session's token in the
+    `X-CSRFToken` header (the `csrf_token` of any form on a signed-in page).
+    It is kept rather than exempted although the cookie is SameSite=Lax: Lax
+    treats every port of the same host as the same site, and a Pi often runs
+    other web apps (Home Assistant, ...) whose pages must not be able to
+    unlink devices. A cross-origin DELETE would also need a CORS preflight,
+    which this app never grants; the token does not rely on that.
+    """
+    try:
+        device = services().links.unlink(device_id, g.account.id, origin="api", address=request.remote_addr)
+    except UnlinkRefused as exc:
+        if exc.reason == "already_unlinked":
+            return jsonify(error="already_unlinked", message=str(exc)), HTTPStatus.CONFLICT
+        return jsonify(error="not_found", message="You have no device with that id."), HTTPStatus.NOT_FOUND
+    except LinkHubError as exc:
+        return jsonify(
+            error="hub_unavailable", message=f"Not unlinked; the device is still linked: {exc}"
+        ), HTTPStatus.SERVICE_UNAVAILABLE
+    return jsonify(device_json(device) | {"unlinked": True}), HTTPStatus.OK
 
 
 @bp.get("/api/v1/devices/<device_id>/settings")

@@ -8,9 +8,14 @@ from typing import Any
 
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
 JsonReply = tuple[BaseResponse, int]
+
+# Ids are SQL BIGINTs; a larger number reaching the database raises
+# (OverflowError in the driver) instead of finding nothing.
+SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
 
 
 class BadRequest(Exception):
@@ -22,10 +27,31 @@ def json_error(reason: str, message: str, status: int) -> JsonReply:
 
 
 def json_body() -> dict[str, Any]:
-    parsed = request.get_json(silent=True)
+    try:
+        parsed = request.get_json(silent=True)
+    except RecursionError:
+        # `silent` covers what json.loads raises as ValueError, not nesting
+        # deep enough to exhaust the parser (tests/test_properties.py).
+        raise BadRequest("the body nests too deeply") from None
     if not isinstance(parsed, dict):
         raise BadRequest("the body must be a JSON object")
     return parsed
+
+
+def in_sql_range(value: int) -> bool:
+    return SQL_INT_MIN <= value <= SQL_INT_MAX
+
+
+class SqlIntConverter(IntegerConverter):
+    """`<int:...>` in URLs, bounded to what a SQL BIGINT holds: a larger id
+    matches no route (404), so it never reaches the database. Installed as the
+    apps' `int` converter before their routes are added."""
+
+    def to_python(self, value: str) -> Any:
+        number = super().to_python(value)
+        if not in_sql_range(number):
+            raise ValidationError()
+        return number
 
 
 def http_error(exc: HTTPException) -> JsonReply:

@@ -11,6 +11,7 @@ from flask import Flask, current_app
 
 from hub.account_directory import AccountDirectory
 from hub.activity import ActivityLog
+from hub.household import Household
 from hub.link_service import LinkService
 from hub.rate_limits import LimitsPolicy
 from hub.settings_service import SettingsService
@@ -24,6 +25,7 @@ class WebServices:
     accounts: AccountDirectory
     settings: SettingsService
     activity: ActivityLog
+    household: Household
     limits: LimitsPolicy
     clock: Callable[[], float]
 

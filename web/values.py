@@ -45,7 +45,9 @@ def parse_value(text: str) -> Any:
     """
     try:
         return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
-    except (json.JSONDecodeError, _NotJson):
+    except ValueError:
+        # Not JSON, not strict JSON (_NotJson), or an integer longer than Python
+        # reads (4300 digits, a plain ValueError): the text itself.
         return text
     except RecursionError:
         raise SettingsRefused("invalid_request", "the value nests too deeply to read") from None

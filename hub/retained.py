@@ -1,0 +1,88 @@
+"""Clearing what the broker retains under one device's topics, when it is unlinked.
+
+An unlinked device must not come back as a ghost (FIELD-NOTES, Zigbee2MQTT 2678,
+Home Assistant 77728): its retained `online` status, and anything else it left
+retained in its subtree, would be handed to every later subscriber. MQTT has no
+"delete retained" command; a retained message is removed by publishing an empty
+retained payload on its topic (MQTT 5 §3.3.1.3, MQTT-3.3.1-6).
+
+The broker does not list retained topics either, so a short-lived connection
+subscribes to the device's subtree and collects what arrives with the retain
+flag. To know when it has all of them without waiting an arbitrary time, it
+then publishes one marker message under the same subtree: messages to one
+subscriber arrive in order, so everything retained came before the marker
+(mosquitto queues retained messages when it handles the SUBSCRIBE).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+
+from hub import protocol
+from hub.errors import BrokerTimeout
+from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
+
+# Under the device's own subtree, so the hub's identity may publish it and no
+# other device can see it; the hub's long-lived subscriptions do not match it.
+MARKER_LEAF = "hub/unlink-sweep"
+
+ConnectionFactory = Callable[[Callable[[InboundMessage], None]], MqttConnection]
+
+
+def topics_to_clear(device_id: str, retained_topics: set[str]) -> list[str]:
+    """Every retained topic found under the device's root, and its status topic
+    always (a status retained while the sweep ran must not survive it)."""
+    root = protocol.device_root(device_id) + "/"
+    found = {topic for topic in retained_topics if topic.startswith(root)}
+    found.add(protocol.device_status_topic(device_id))
+    return sorted(found)
+
+
+def clear_device_retained(connect: ConnectionFactory, device_id: str, *, timeout_s: float = 5.0) -> list[str]:
+    """Empty every retained message under the device's topics; the topics cleared.
+
+    Raises BrokerTimeout or BrokerUnavailable if the broker does not answer: a
+    clearing nobody acknowledged did not happen.
+    """
+    root = protocol.device_root(device_id)
+    marker = f"{root}/{MARKER_LEAF}/{secrets.token_hex(8)}"
+    retained: set[str] = set()
+    marker_seen = threading.Event()
+
+    def collect(message: InboundMessage) -> None:
+        if message.topic == marker:
+            marker_seen.set()
+        elif message.retain and message.payload:
+            retained.add(message.topic)
+
+    connection = connect(collect)
+    connection.start(timeout_s=timeout_s)
+    try:
+        connection.subscribe(f"{root}/#", timeout_s=timeout_s)
+        connection.publish(marker, b"", qos=1, timeout_s=timeout_s)
+        if not marker_seen.wait(timeout_s):
+            raise BrokerTimeout(f"the broker did not list {device_id}'s retained topics within {timeout_s} s")
+        cleared = topics_to_clear(device_id, set(retained))
+        for topic in cleared:
+            connection.publish(topic, b"", qos=1, retain=True, timeout_s=timeout_s)
+        return cleared
+    finally:
+        connection.stop()
+
+
+def sweep_connection_factory(broker: BrokerAddress, username: str, password: str) -> ConnectionFactory:
+    """Connections for `clear_device_retained` on the hub's own identity (which
+    may read and write the whole LinkHub tree), each with a fresh client id."""
+
+    def connect(on_message: Callable[[InboundMessage], None]) -> MqttConnection:
+        return MqttConnection(
+            broker,
+            client_id=f"linkhub-sweep-{secrets.token_hex(4)}",
+            username=username,
+            password=password,
+            on_message=on_message,
+        )
+
+    return connect

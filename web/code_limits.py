@@ -1,0 +1,130 @@
+"""Limits on wrong code entries on /link, per account and per client address
+(RFC 8628 §5.1: a user code is short, so guessing must be rate-limited).
+
+Plain objects over `hub.rate_limits.Throttle`, no Flask: the page asks
+`retry_after_s` before it even looks a code up, and reports each wrong entry
+with `failed`. What the limits allow a guesser is worked out in
+docs/security.md ("Guessing a code").
+
+Which entries count: every well-formed code that does not lead to a code
+waiting for approval (unknown, expired, denied, used). Those are the guesses.
+A malformed entry (seven letters, a vowel) is a typo, not a guess at any
+code: it looks nothing up, so it does not count, though it is refused like
+any other entry while a limit holds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network, ip_address
+from typing import Generic, Protocol, TypeVar
+
+from hub.link_service import CodeStatus
+from hub.rate_limits import LimitsPolicy, Throttle
+
+# Statuses that are a wrong guess at a live code.
+COUNTED: frozenset[str] = frozenset(
+    {
+        CodeStatus.UNKNOWN,
+        CodeStatus.EXPIRED,
+        CodeStatus.DENIED,
+        CodeStatus.USED,
+        CodeStatus.USED_BY_OTHER_ACCOUNT,
+    }
+)
+
+# One IPv6 host can use any address of its /64 (privacy addresses, RFC 8981),
+# so an IPv6 client is counted by its /64, the way an IPv4 client is by its address.
+IPV6_PREFIX_LENGTH = 64
+
+
+def counts(status: str) -> bool:
+    """Whether an entry that ended with `status` is a wrong guess."""
+    return status in COUNTED
+
+
+def address_key(remote_addr: str | None) -> str:
+    """The key a client address is counted under: the IPv4 address, or the
+    IPv6 /64 (an IPv4-mapped IPv6 address counts as its IPv4 address)."""
+    if not remote_addr:
+        return "unknown"
+    try:
+        address = ip_address(remote_addr.split("%", 1)[0])
+    except ValueError:
+        # Not an IP (a unix socket, a test client): count the text as it is.
+        return remote_addr[:64]
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(IPv6Network((address, IPV6_PREFIX_LENGTH), strict=False))
+    return str(address)
+
+
+class Looked(Protocol):
+    """What a code lookup found; only its status matters here."""
+
+    @property
+    def status(self) -> str: ...
+
+
+L = TypeVar("L", bound=Looked)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Over a limit: the code was not looked up."""
+
+    retry_after_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[L]):
+    found: L
+    wrong: bool  # a wrong guess, counted against both limits
+    limit_reached: bool  # ...and it used a limit up: the next entry waits
+
+
+class WrongCodeLimits:
+    """Wrong code entries per account and per address, each in a moving window.
+
+    One instance per web app (kept with the app, not in a module global), so a
+    test's app starts with fresh counts.
+    """
+
+    def __init__(self, policy: LimitsPolicy) -> None:
+        self.per_account = Throttle(policy.code_failures_per_account)
+        self.per_address = Throttle(policy.code_failures_per_address)
+        # Check, look up and count as one step: otherwise a burst of parallel
+        # posts would all pass the check before the first wrong one is counted,
+        # and the limit would bound nothing.
+        self._lock = threading.Lock()
+
+    def enter(
+        self, account_id: int, remote_addr: str | None, look_up: Callable[[], L]
+    ) -> Refused | Checked[L]:
+        """Look a typed code up through `look_up` unless a limit holds, and count
+        the entry if it was a wrong guess."""
+        with self._lock:
+            wait_s = self.retry_after_s(account_id, remote_addr)
+            if wait_s:
+                return Refused(wait_s)
+            found = look_up()
+            if not counts(found.status):
+                return Checked(found, wrong=False, limit_reached=False)
+            return Checked(found, wrong=True, limit_reached=self.failed(account_id, remote_addr))
+
+    def retry_after_s(self, account_id: int, remote_addr: str | None) -> int:
+        """0 if this account at this address may enter a code now, else seconds to wait."""
+        return max(
+            self.per_account.retry_after_s(str(account_id)),
+            self.per_address.retry_after_s(address_key(remote_addr)),
+        )
+
+    def failed(self, account_id: int, remote_addr: str | None) -> bool:
+        """Count one wrong entry against both; True if it used up a limit (the
+        next entry will wait), so the caller can note that once, not per refusal."""
+        self.per_account.hit(str(account_id))
+        self.per_address.hit(address_key(remote_addr))
+        return self.retry_after_s(account_id, remote_addr) > 0

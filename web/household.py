@@ -1,0 +1,107 @@
+"""/household: the owner lists, adds and removes the household's accounts.
+
+Only the owner gets these pages (a member gets 403 on each, GET or POST). For
+devices the owner is an account like any other: a member's devices appear on
+the member's own pages only; the owner sees how many each account has, which
+is what deciding on a removal needs. The rules (who may, what is kept, when a
+removal is refused) are hub.household's; this module only asks and shows.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import ParamSpec, TypeVar
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from hub.errors import AccountError, HouseholdRefused
+from hub.household import Member, Origin, Refusal
+from web.auth import login_required
+from web.services import services
+
+bp = Blueprint("household", __name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+NOT_OWNER = "Only the household's owner manages its accounts."
+
+
+def owner_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse | tuple[str, int]]:
+    """Signed out: to sign in first. Signed in as a member: 403, for GET and POST alike."""
+
+    @login_required
+    @functools.wraps(view)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | BaseResponse | tuple[str, int]:
+        if not g.account.is_owner:
+            return render_template("error.html", title="Owner only", message=NOT_OWNER), HTTPStatus.FORBIDDEN
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _page(*, name: str = "", error: str | None = None, http: int = HTTPStatus.OK) -> tuple[str, int]:
+    members = services().household.members()
+    return render_template("household.html", members=members, name=name, error=error), http
+
+
+def _member(account_id: int) -> Member:
+    found = [member for member in services().household.members() if member.account.id == account_id]
+    if not found:
+        abort(HTTPStatus.NOT_FOUND)
+    return found[0]
+
+
+@bp.get("/household")
+@owner_required
+def household_page() -> tuple[str, int]:
+    return _page()
+
+
+@bp.post("/household/members")
+@owner_required
+def add_member() -> BaseResponse | tuple[str, int]:
+    name = request.form.get("name", "")
+    password = request.form.get("password", "")
+    if password != request.form.get("password2", ""):
+        return _page(name=name, error="The two passwords differ.", http=HTTPStatus.BAD_REQUEST)
+    try:
+        created = services().household.create_account(
+            name, password, origin=Origin.WEB, by=g.account, address=request.remote_addr
+        )
+    except AccountError as exc:
+        return _page(name=name, error=str(exc), http=HTTPStatus.BAD_REQUEST)
+    flash(f"{created.name} can now sign in with the password you chose. Tell them to keep it to themselves.")
+    # Redirect after a post: reloading the page must not post the password again.
+    return redirect(url_for("household.household_page"), HTTPStatus.SEE_OTHER)
+
+
+@bp.get("/household/members/<int:account_id>/remove")
+@owner_required
+def remove_confirm(account_id: int) -> tuple[str, int]:
+    """The confirm step: a removed account cannot sign in again."""
+    return render_template("remove_member.html", member=_member(account_id), error=None), HTTPStatus.OK
+
+
+@bp.post("/household/members/<int:account_id>/remove")
+@owner_required
+def remove_member(account_id: int) -> BaseResponse | tuple[str, int]:
+    """Remove once the owner confirmed (`confirm=yes` from the confirm page's form);
+    a post without it shows the confirm step, so no single click removes anyone."""
+    member = _member(account_id)
+    if request.form.get("confirm") != "yes":
+        return render_template("remove_member.html", member=member, error=None), HTTPStatus.OK
+    try:
+        removed = services().household.remove_member(
+            account_id, origin=Origin.WEB, by=g.account, address=request.remote_addr
+        )
+    except HouseholdRefused as exc:
+        if exc.reason == Refusal.UNKNOWN_ACCOUNT:
+            abort(HTTPStatus.NOT_FOUND)
+        status = HTTPStatus.CONFLICT if exc.reason == Refusal.HAS_DEVICES else HTTPStatus.BAD_REQUEST
+        return render_template("remove_member.html", member=member, error=str(exc)), status
+    flash(f"{removed.name} was removed from the household. Their settings history is kept.")
+    return redirect(url_for("household.household_page"), HTTPStatus.SEE_OTHER)
