@@ -26,11 +26,11 @@ from hub.config import HubConfig
 from hub.dynsec import DynSecAdmin, expands_client_id
 from hub.errors import ConfigError, LinkHubError
 from hub.link_limits import LinkRequestLimits, LogEvery
-from hub.link_service import Clock, LinkPolicy, LinkService, OutboundReply
+from hub.link_service import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
-from hub.protocol import DeviceReply, LinkReply, Rejection, SettingsDesired
+from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
 from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
 from hub.settings_service import SettingsService
 from hub.store import make_engine
@@ -153,7 +153,7 @@ class Hub:
                 client_id=f"linkhub-hub-{secrets.token_hex(4)}",
                 username=hub_username,
                 password=hub_password,
-                on_message=self._on_message,
+                on_batch=self._on_messages,
             )
             self._mqtt.start()
             metrics.of(self.engine).watch_broker(self._mqtt)
@@ -349,30 +349,74 @@ class Hub:
         except LinkHubError as exc:
             log.warning("reply to a link request not delivered (%s); the device will poll again", exc)
 
-    def _on_message(self, message: InboundMessage) -> None:
-        client_id = protocol.link_request_client_id(message.topic)
-        if client_id is not None:
-            parsed = protocol.parse_link_request(
-                message.payload, message.response_topic, message.correlation_data, client_id=client_id
+    def _on_messages(self, batch: list[InboundMessage]) -> None:
+        """Link requests that arrived together are answered together (one
+        transaction, replies published back to back); everything else one by one."""
+        requests: list[InboundRequest] = []
+        for message in batch:
+            client_id = protocol.link_request_client_id(message.topic)
+            parsed = (
+                None
+                if client_id is None
+                else protocol.parse_link_request(
+                    message.payload, message.response_topic, message.correlation_data, client_id=client_id
+                )
             )
-            if isinstance(parsed, Rejection):
-                refused = self._rejections_logged.due(time.monotonic())
-                if refused:  # garbage can come fast: one line a minute at most
-                    log.warning(
-                        "refused %d malformed link request(s) (at most one such line a minute); "
-                        "the latest: %s (%s)",
-                        refused,
-                        parsed.error,
-                        parsed.description,
-                    )
-                correlation = message.correlation_data
-                if correlation is not None and len(correlation) > protocol.MAX_CORRELATION_BYTES:
-                    correlation = None
-                self._send(self.links.handle_rejection(parsed, correlation))
-                return
-            with metrics.of(self.engine).link_request():
-                self._send(self.links.handle_request(parsed, message.correlation_data, client_id))
+            if isinstance(parsed, LinkRequest) and client_id is not None:
+                requests.append(InboundRequest(parsed, message.correlation_data, client_id))
+                continue
+            if requests:
+                self._answer_requests(requests)
+                requests = []
+            try:
+                if isinstance(parsed, Rejection):
+                    self._refuse_request(message, parsed)
+                else:
+                    self._on_message(message)
+            except Exception:
+                # A handler bug must not take the hub down; name the topic, never the payload.
+                log.exception("handler failed for a message on %s", message.topic)
+        if requests:
+            self._answer_requests(requests)
+
+    def _answer_requests(self, requests: list[InboundRequest]) -> None:
+        started = time.perf_counter()
+        try:
+            replies = self.links.handle_requests(requests)
+        except Exception:
+            log.exception("could not answer %d link request(s); the devices will resend", len(requests))
             return
+        self._send_all(replies)
+        # Each request waited for the whole batch: that is its answer time.
+        metrics.of(self.engine).link_requests_answered(len(requests), time.perf_counter() - started)
+
+    def _send_all(self, replies: list[OutboundReply]) -> None:
+        if self._mqtt is None:
+            return
+        failed = self._mqtt.publish_nowait(
+            [(reply.reply_to, protocol.encode(reply.reply), reply.correlation) for reply in replies]
+        )
+        if failed:
+            log.warning("%d link repl(ies) not delivered; the devices will poll again", failed)
+
+    def _refuse_request(self, message: InboundMessage, parsed: Rejection) -> None:
+        """A link request that does not parse: an error reply where one may go."""
+        refused = self._rejections_logged.due(time.monotonic())
+        if refused:  # garbage can come fast: one line a minute at most
+            log.warning(
+                "refused %d malformed link request(s) (at most one such line a minute); "
+                "the latest: %s (%s)",
+                refused,
+                parsed.error,
+                parsed.description,
+            )
+        correlation = message.correlation_data
+        if correlation is not None and len(correlation) > protocol.MAX_CORRELATION_BYTES:
+            correlation = None
+        self._send(self.links.handle_rejection(parsed, correlation))
+
+    def _on_message(self, message: InboundMessage) -> None:
+        """Anything but a link request: device status and settings messages."""
         device_topic = protocol.parse_device_topic(message.topic)
         if device_topic is not None and device_topic[1] == "status":
             if not message.payload:

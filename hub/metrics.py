@@ -99,14 +99,10 @@ class HubMetrics:
             self.devices_online.set_function(lambda: _devices_online(engine_ref()))
 
     # --- hooks the hub's services call -------------------------------------------------
-    @contextmanager
-    def link_request(self) -> Iterator[None]:
-        """Times the answer to one link request message (new or a poll)."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.link_request_seconds.observe(time.perf_counter() - started)
+    def link_requests_answered(self, count: int, seconds: float) -> None:
+        """`count` link request messages (new or polls) answered together in `seconds`."""
+        for _ in range(count):
+            self.link_request_seconds.observe(seconds)
 
     @contextmanager
     def delivery(self, leaf: str) -> Iterator[None]:

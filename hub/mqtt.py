@@ -41,6 +41,10 @@ class InboundMessage:
 
 
 MessageHandler = Callable[[InboundMessage], None]
+# Takes every message that arrived while the last batch was being handled (at
+# most MAX_BATCH), so a burst of link requests shares one database transaction.
+BatchHandler = Callable[[list[InboundMessage]], None]
+MAX_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +77,15 @@ class MqttConnection:
         username: str,
         password: str,
         on_message: MessageHandler | None = None,
+        on_batch: BatchHandler | None = None,
         mqtt5: bool = True,
     ) -> None:
+        """`on_message` gets messages one at a time; `on_batch`, if given instead,
+        gets whatever queued up meanwhile, in arrival order."""
         self.broker = broker
         self.client_id = client_id
         self._on_message = on_message
+        self._on_batch = on_batch
         self._mqtt5 = mqtt5
         self._client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -96,7 +104,9 @@ class MqttConnection:
         self._lock = threading.Lock()
         self._pending: dict[int, Future[ReasonCode | int]] = {}
         self._acks: dict[int, ReasonCode | int] = {}
-        self._unawaited: set[int] = set()  # re-subscriptions made on reconnect
+        # Acknowledgements nobody waits for: re-subscriptions made on reconnect,
+        # and publishes sent with publish_nowait.
+        self._unawaited: set[int] = set()
         self._subscriptions: list[tuple[str, int]] = []
         self._connack: Future[ReasonCode] = Future()
         self.connected = threading.Event()
@@ -179,18 +189,52 @@ class MqttConnection:
         if _failed(reason):
             raise BrokerRefused(f"the broker refused a publish to {topic!r}: {reason}")
 
+    def publish_nowait(self, messages: Sequence[tuple[str, bytes, bytes | None]]) -> int:
+        """QoS 1 publishes whose PUBACK nobody waits for; the number that could not
+        even be handed to the connection.
+
+        For answers the other side asks for again when it hears nothing: link
+        replies (a device resends its request and gets the same answer). The
+        request thread goes on to the next batch instead of idling for a round
+        trip (docs/performance.md, link).
+        """
+        failed = 0
+        for topic, payload, correlation in messages:
+            properties = None
+            if self._mqtt5 and correlation is not None:
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.CorrelationData = correlation
+            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            with self._lock:
+                # The acknowledgement may have come already (it then waits in _acks).
+                if self._acks.pop(info.mid, None) is None and info.rc == paho.MQTT_ERR_SUCCESS:
+                    self._unawaited.add(info.mid)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                failed += 1
+        return failed
+
     def publish_many(
-        self, messages: Sequence[tuple[str, bytes]], *, timeout_s: float = 5.0
+        self,
+        messages: Sequence[tuple[str, bytes] | tuple[str, bytes, bytes | None]],
+        *,
+        timeout_s: float = 5.0,
     ) -> list[BrokerUnavailable | BrokerTimeout | float]:
         """Publish all, then wait for all the acknowledgements: one round trip for
         a fanout to a thousand devices instead of a thousand (docs/performance.md).
 
-        QoS 1, never retained. One result per message, in order: seconds from its
-        send to its PUBACK, or the error that says it was not delivered.
+        QoS 1, never retained; a third item is MQTT 5 correlation data. One result
+        per message, in order: seconds from its send to its PUBACK, or the error
+        that says it was not delivered.
         """
         sent: list[tuple[int, float] | BrokerUnavailable] = []
-        for topic, payload in messages:
-            info = self._client.publish(topic, payload, qos=1)
+        for message in messages:
+            topic, payload = message[0], message[1]
+            correlation = message[2] if len(message) > 2 else None
+            properties = None
+            if self._mqtt5 and correlation is not None:
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.CorrelationData = correlation
+            info = self._client.publish(topic, payload, qos=1, properties=properties)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 with self._lock:
                     self._acks.pop(info.mid, None)
@@ -199,7 +243,8 @@ class MqttConnection:
                 sent.append((info.mid, time.perf_counter()))
         deadline = time.monotonic() + timeout_s
         results: list[BrokerUnavailable | BrokerTimeout | float] = []
-        for (topic, _payload), item in zip(messages, sent, strict=True):
+        for message, item in zip(messages, sent, strict=True):
+            topic = message[0]
             if isinstance(item, BrokerUnavailable):
                 results.append(item)
                 continue
@@ -289,10 +334,33 @@ class MqttConnection:
 
     def _dispatch(self) -> None:
         while (message := self._inbox.get()) is not None:
-            if self._on_message is None:
+            if self._on_batch is None:
+                self._deliver(message)
                 continue
-            try:
-                self._on_message(message)
-            except Exception:
-                # A handler bug must not take the hub down; name the topic, never the payload.
-                log.exception("handler failed for a message on %s", message.topic)
+            batch = [message]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:  # stopping: handle what came before it, then stop
+                    self._deliver_batch(batch)
+                    return
+                batch.append(more)
+            self._deliver_batch(batch)
+
+    def _deliver(self, message: InboundMessage) -> None:
+        if self._on_message is None:
+            return
+        try:
+            self._on_message(message)
+        except Exception:
+            # A handler bug must not take the hub down; name the topic, never the payload.
+            log.exception("handler failed for a message on %s", message.topic)
+
+    def _deliver_batch(self, batch: list[InboundMessage]) -> None:
+        assert self._on_batch is not None
+        try:
+            self._on_batch(batch)
+        except Exception:
+            log.exception("handler failed for %d message(s), the first on %s", len(batch), batch[0].topic)

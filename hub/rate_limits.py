@@ -1,8 +1,14 @@
 """Limits on guessing: failed sign-ins, wrong codes, link requests.
 
-A thin layer over the `limits` library (moving windows, in memory). The hub is
-one process, so memory is the right store; a restart forgets the counts, which
-costs a guesser a restart of someone else's Pi, not something they can cause.
+Limits are written as the `limits` library reads them ("10 per 15 minutes")
+and parsed by it. The counting is a moving-window log per key, here, in
+memory: the library's own in-memory storage starts a timer thread every 10 ms
+while anything is counted and sweeps every key from it, which at hundreds of
+link requests a second cost the hub's request thread a fifth of its time
+(docs/performance.md, link). The hub is one process, so memory is the right
+store; a restart forgets the counts, which costs a guesser a restart of
+someone else's Pi, not something they can cause.
+
 Each `Throttle` counts events per key ("account:alice", "address:192.168.1.7")
 and answers how long a key must wait; the numbers themselves live in
 `LimitsPolicy` so docs/security.md can work out what they allow.
@@ -11,12 +17,13 @@ and answers how long a key must wait; the numbers themselves live in
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,26 +57,62 @@ def parse_rate(text: str) -> RateLimitItem:
 
 
 class Throttle:
-    """Counts events per key in a moving window; a key over the limit waits."""
+    """Counts events per key in a moving window; a key at its limit waits until
+    its oldest counted event is older than the window."""
 
-    def __init__(self, limit: str, *, storage: MemoryStorage | None = None) -> None:
+    # Keys whose events have all left the window are dropped when the table has
+    # doubled since the last sweep, so a flood of names or client ids is forgotten.
+    _SWEEP_FLOOR = 1024
+
+    def __init__(self, limit: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit: RateLimitItem = parse(limit)
-        self._storage = storage or MemoryStorage()
-        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._amount = self.limit.amount
+        self._window_s = float(self.limit.get_expiry())
+        self._clock = clock
+        self._events: dict[str, deque[float]] = {}
+        self._sweep_at = self._SWEEP_FLOOR
+        self._lock = threading.Lock()
 
     def retry_after_s(self, key: str) -> int:
         """0 when `key` may try now, else whole seconds until it may."""
-        if self._limiter.test(self.limit, key):
-            return 0
-        reset_at = self._limiter.get_window_stats(self.limit, key).reset_time
-        return max(1, math.ceil(reset_at - time.time()))
+        with self._lock:
+            now = self._clock()
+            events = self._live(key, now)
+            if len(events) < self._amount:
+                return 0
+            return max(1, math.ceil(events[-self._amount] + self._window_s - now))
 
     def hit(self, key: str) -> bool:
         """Count one event; False if `key` was already at its limit (and is not counted)."""
-        return self._limiter.hit(self.limit, key)
+        with self._lock:
+            now = self._clock()
+            events = self._live(key, now)
+            if len(events) >= self._amount:
+                return False
+            events.append(now)
+            self._events[key] = events
+            if len(self._events) >= self._sweep_at:
+                self._sweep(now)
+            return True
 
     def clear(self, key: str) -> None:
-        self._limiter.clear(self.limit, key)
+        with self._lock:
+            self._events.pop(key, None)
+
+    def _live(self, key: str, now: float) -> deque[float]:
+        events = self._events.get(key)
+        if events is None:
+            return deque()
+        cutoff = now - self._window_s
+        while events and events[0] <= cutoff:
+            events.popleft()
+        return events
+
+    def _sweep(self, now: float) -> None:
+        for key in list(self._events):
+            if not self._live(key, now):
+                del self._events[key]
+        self._sweep_at = max(self._SWEEP_FLOOR, 2 * len(self._events))
 
 
 def wait_words(seconds: int) -> str:

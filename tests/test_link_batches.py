@@ -1,0 +1,126 @@
+"""Link requests that arrive together are answered in one transaction
+(LinkService.handle_requests): each answer must be what the same request would
+get on its own, in arrival order."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Any
+
+import pytest
+from conftest import HubFactory
+from device_doubles import link_request, new_reply_topic
+from sqlmodel import Session, select
+
+from hub import codes
+from hub.daemon import Hub
+from hub.link_service import InboundRequest, OutboundReply
+from hub.models import LinkRequestRecord
+from hub.protocol import DeviceInfo, ErrorCode, ErrorReply, LinkRequest, PendingReply
+from hub.rate_limits import LimitsPolicy
+
+LAMP = DeviceInfo("Kitchen Lamp", "LMP-1", address="127.0.0.1")
+
+
+def new_request(client_id: str = "lamp-1", request_id: str | None = None) -> InboundRequest:
+    request = link_request(request_id or secrets.token_urlsafe(16), new_reply_topic(), LAMP)
+    return InboundRequest(request, secrets.token_bytes(8), client_id)
+
+
+def pending_code(reply: OutboundReply) -> str:
+    assert isinstance(reply.reply, PendingReply), reply.reply
+    return reply.reply.user_code
+
+
+def stored_codes(hub: Hub) -> dict[str, str]:
+    assert hub.engine is not None
+    with Session(hub.engine) as session:
+        return {row.request_id: row.user_code for row in session.exec(select(LinkRequestRecord)).all()}
+
+
+def test_a_batch_gets_one_fresh_code_each_and_stores_them(make_hub: HubFactory) -> None:
+    hub = make_hub()
+    batch = [new_request(client_id=f"lamp-{number}") for number in range(20)]
+    replies = hub.links.handle_requests(batch)
+    assert [reply.reply_to for reply in replies] == [item.request.reply_to for item in batch]
+    assert [reply.correlation for reply in replies] == [item.correlation for item in batch]
+    shown = [pending_code(reply) for reply in replies]
+    assert len(set(shown)) == 20
+    stored = stored_codes(hub)
+    assert {item.request.request_id: codes.display(stored[item.request.request_id]) for item in batch} == {
+        item.request.request_id: code for item, code in zip(batch, shown, strict=True)
+    }
+
+
+def test_a_request_twice_in_one_batch_is_a_request_then_a_poll(make_hub: HubFactory) -> None:
+    hub = make_hub()
+    first = new_request()
+    again = InboundRequest(first.request, secrets.token_bytes(8), first.client_id)
+    replies = hub.links.handle_requests([first, new_request(client_id="other"), again])
+    assert pending_code(replies[0]) == pending_code(replies[2])
+    assert pending_code(replies[1]) != pending_code(replies[0])
+    assert replies[2].correlation == again.correlation  # each answer echoes its own message
+    assert len(stored_codes(hub)) == 2
+
+
+def test_a_known_request_in_a_batch_is_answered_as_a_poll(make_hub: HubFactory) -> None:
+    hub = make_hub()
+    earlier = new_request()
+    code = pending_code(hub.links.handle_request(earlier.request, earlier.correlation, earlier.client_id))
+    replies = hub.links.handle_requests([new_request(client_id="other"), earlier])
+    assert pending_code(replies[1]) == code
+    assert len(stored_codes(hub)) == 2
+
+
+def test_limits_and_bad_keys_refuse_within_a_batch_and_store_nothing_for_them(make_hub: HubFactory) -> None:
+    hub = make_hub(limits=LimitsPolicy(link_requests_per_client="2 per minute", max_pending_requests=4))
+    flood = [new_request(client_id="flooder") for _ in range(3)]
+    small_order_key = base64.b64encode(b"\x01" + bytes(31)).decode()  # parses, but nothing seals to it
+    bad_key = InboundRequest(
+        LinkRequest(secrets.token_urlsafe(16), new_reply_topic(), LAMP, small_order_key), None, "broken"
+    )
+    others = [new_request(client_id=f"lamp-{number}") for number in range(3)]
+    batch = [*flood, bad_key, *others]
+    replies = hub.links.handle_requests(batch)
+    kinds = [reply.reply.error if isinstance(reply.reply, ErrorReply) else "pending" for reply in replies]
+    # Two from the flooder, then slow_down; the bad key is refused whatever the
+    # limits; two others fill the cap of 4, the last is refused.
+    assert kinds == [
+        "pending",
+        "pending",
+        ErrorCode.SLOW_DOWN,
+        ErrorCode.INVALID_REQUEST,
+        "pending",
+        "pending",
+        ErrorCode.TOO_MANY_PENDING,
+    ]
+    taken = {item.request.request_id for item, kind in zip(batch, kinds, strict=True) if kind == "pending"}
+    assert set(stored_codes(hub)) == taken
+
+
+def test_a_request_another_hub_took_meanwhile_is_answered_with_its_code(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hub processes on one database: the batch's insert fails on the
+    request the other stored first, and every request is answered one by one."""
+    hub = make_hub()
+    contested, other = new_request(), new_request(client_id="other")
+    give_codes = hub.links._give_codes
+    taken_by_the_other_hub: list[str] = []
+
+    def racing(session: Session, rows: list[dict[str, Any]], now: float) -> None:
+        give_codes(session, rows, now)
+        if not taken_by_the_other_hub:
+            assert hub.engine is not None
+            with Session(hub.engine) as elsewhere:  # SQLite: waits for nothing, we have not written yet
+                elsewhere.add(LinkRequestRecord(**{**rows[0], "user_code": "BCDFGHJK"}))
+                elsewhere.commit()
+            taken_by_the_other_hub.append(rows[0]["request_id"])
+
+    monkeypatch.setattr(hub.links, "_give_codes", racing)
+    replies = hub.links.handle_requests([contested, other])
+    assert taken_by_the_other_hub == [contested.request.request_id]
+    assert pending_code(replies[0]) == "BCDF-GHJK"
+    assert pending_code(replies[1]) != "BCDF-GHJK"
+    assert len(stored_codes(hub)) == 2
