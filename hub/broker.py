@@ -26,10 +26,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hub.errors import BrokerUnavailable, ConfigError, PortInUse
 from hub.mqtt import BrokerAddress
-from hub.tls import TlsFiles, ensure_tls_files
+
+if TYPE_CHECKING:
+    from hub.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +205,8 @@ class ManagedBroker:
         (per_listener_settings false), so a device has the same identity and the
         same rights on either listener.
         """
+        from hub.tls import ensure_tls_files  # `cryptography` costs 9 MB: only with TLS on
+
         files = ensure_tls_files(self.config.directory / "tls", self.config.tls_names, now=datetime.now(UTC))
         for change in files.changes:
             log.info("TLS: %s (%s)", change, files.directory)

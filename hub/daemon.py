@@ -34,7 +34,6 @@ from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, Setting
 from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
 from hub.settings_service import SettingsService
 from hub.store import make_engine
-from hub.tls import server_names
 
 # hub.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
@@ -234,6 +233,8 @@ class Hub:
         """Every host a device may be told to connect to (the public host, or the
         web page's or broker's address, the LAN addresses, --device-broker's host):
         the TLS certificate must name each, or the device's host-name check fails."""
+        from hub.tls import server_names  # `cryptography` costs 9 MB: only with TLS on
+
         config = self.config
         hosts = [config.public_host, config.http_host, config.mqtt_host, *lan_addresses()]
         if config.device_broker is not None:

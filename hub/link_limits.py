@@ -44,10 +44,7 @@ class Refusal:
 
 
 def _rate(throttle: Throttle) -> str:
-    """'5 per 1 minute' as people say it: '5 a minute'."""
-    limit = throttle.limit
-    per = f"{limit.multiples} {limit.GRANULARITY.name}s" if limit.multiples != 1 else limit.GRANULARITY.name
-    return f"{limit.amount} per {per}"
+    return str(throttle.limit)
 
 
 class LinkRequestLimits:

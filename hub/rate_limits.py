@@ -1,11 +1,11 @@
 """Limits on guessing: failed sign-ins, wrong codes, link requests.
 
-Limits are written as the `limits` library reads them ("10 per 15 minutes")
-and parsed by it. The counting is a moving-window log per key, here, in
-memory: the library's own in-memory storage starts a timer thread every 10 ms
-while anything is counted and sweeps every key from it, which at hundreds of
-link requests a second cost the hub's request thread a fifth of its time
-(docs/performance.md, link). The hub is one process, so memory is the right
+Limits are written "10 per 15 minutes". The counting is a moving-window log
+per key, in memory. (This was the `limits` library at first; its in-memory
+storage starts a timer thread every 10 ms while anything is counted and sweeps
+every key from it, which at hundreds of link requests a second cost the hub's
+request thread a fifth of its time, and importing it cost 1.7 MB of the idle
+hub's 80: docs/performance.md.) The hub is one process, so memory is the right
 store; a restart forgets the counts, which costs a guesser a restart of
 someone else's Pi, not something they can cause.
 
@@ -17,13 +17,12 @@ and answers how long a key must wait; the numbers themselves live in
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from limits import RateLimitItem, parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +41,40 @@ class LimitsPolicy:
     max_pending_requests: int = 100
 
 
-def parse_rate(text: str) -> RateLimitItem:
-    """"5 per minute" as a limit; ValueError if it is not one, or allows nothing
-    (a configuration check: a limit of 0 would refuse everything)."""
-    try:
-        rate = parse(text)
-    except ValueError:
-        raise
-    except Exception as exc:  # the library raises its own errors for some malformed strings
-        raise ValueError(str(exc)) from None
-    if rate.amount < 1 or ";" in text or "," in text:
-        raise ValueError(f"{text!r} is not one rate of at least 1")
-    return rate
+_UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE = re.compile(
+    r"\s*(\d{1,9})\s*(?:\s+per\s+|/)\s*(?:(\d{1,6})\s*)?(second|minute|hour|day)s?\s*", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `amount` events in any `window_s` seconds."""
+
+    amount: int
+    per: int  # how many units: 15 in "10 per 15 minutes"
+    unit: str  # second, minute, hour or day
+
+    @property
+    def window_s(self) -> int:
+        return self.per * _UNIT_S[self.unit]
+
+    def __str__(self) -> str:
+        if self.per == 1:
+            return f"{self.amount} per {self.unit}"
+        return f"{self.amount} per {self.per} {self.unit}s"
+
+
+def parse_rate(text: str) -> Rate:
+    """"5 per minute", "10 per 15 minutes" (or "5/minute") as a limit; ValueError if it is not
+    one, or allows nothing (a limit of 0 would refuse everything)."""
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a rate like '5 per minute' or '10 per 15 minutes'")
+    amount, per, unit = int(match[1]), int(match[2] or 1), match[3].lower()
+    if amount < 1 or per < 1:
+        raise ValueError(f"{text!r} is not a rate of at least 1")
+    return Rate(amount, per, unit)
 
 
 class Throttle:
@@ -65,9 +86,9 @@ class Throttle:
     _SWEEP_FLOOR = 1024
 
     def __init__(self, limit: str, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit: RateLimitItem = parse(limit)
+        self.limit = parse_rate(limit)
         self._amount = self.limit.amount
-        self._window_s = float(self.limit.get_expiry())
+        self._window_s = float(self.limit.window_s)
         self._clock = clock
         self._events: dict[str, deque[float]] = {}
         self._sweep_at = self._SWEEP_FLOOR

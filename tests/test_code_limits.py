@@ -18,7 +18,6 @@ from conftest import RunningBroker
 from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
-from limits import parse
 from werkzeug.test import TestResponse
 
 from hub import codes
@@ -27,7 +26,7 @@ from hub.config import CODE_LIFETIME_RANGE_S, DEFAULT_CODE_LIFETIME_S
 from hub.daemon import Hub
 from hub.link_service import CodeStatus
 from hub.protocol import DeviceInfo
-from hub.rate_limits import LimitsPolicy
+from hub.rate_limits import LimitsPolicy, parse_rate
 from web import WebConfig, create_app
 from web.code_limits import Checked, Refused, WrongCodeLimits, address_key, counts
 from web.control import create_control_app
@@ -287,12 +286,12 @@ YEAR_S = 365 * 24 * 3600
 def guesses_within(limit: str, seconds: int) -> int:
     """Most entries a moving-window limit lets through in any `seconds`.
 
-    `limits` counts an entry while it is at most one window old (both ends
-    included), so any stretch of one window holds at most `amount` entries and
-    a stretch of T seconds at most amount * ceil(T / window).
+    A Throttle counts an entry while it is less than one window old, so any
+    stretch of one window holds at most `amount` entries and a stretch of T
+    seconds at most amount * ceil(T / window).
     """
-    item = parse(limit)
-    return item.amount * math.ceil(seconds / item.get_expiry())
+    rate = parse_rate(limit)
+    return rate.amount * math.ceil(seconds / rate.window_s)
 
 
 def chance(guesses: int, live_codes: int, space: int) -> float:

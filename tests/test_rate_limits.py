@@ -66,7 +66,9 @@ def test_a_flood_of_keys_is_forgotten_once_their_window_passed() -> None:
     assert throttle.retry_after_s("new-3499") == 60
 
 
-@pytest.mark.parametrize("text", ["0 per minute", "1 per minute; 2 per hour", "often", ""])
+@pytest.mark.parametrize(
+    "text", ["0 per minute", "1 per minute; 2 per hour", "often", "", "5 per 0 minutes", "5 per fortnight"]
+)
 def test_a_limit_that_is_not_one_positive_rate_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_rate(text)
