@@ -1,7 +1,7 @@
 """`linkhub-device`: link a simulated device to a hub, then run it.
 
     linkhub-device link --name NAME --model MODEL --state FILE
-                        [--hub mqtt://HOST:PORT | --hub-name NAME]
+                        [--hub mqtt[s]://HOST:PORT | --hub-name NAME]
                         [--discover-timeout S] [--mdns-interface IP]...
                         [--mqtt 5|3.1.1] [--address ADDR] [--timeout S]
                         [--retry-interval S] [--tls --cafile FILE] [--json]
@@ -25,7 +25,8 @@ with the credentials, and `run` and `set` then connect with TLS, checking the
 broker's certificate against that CA (host name included). `--no-tls` connects
 without; `--cafile FILE` trusts that CA instead of the saved one. `link --cafile
 FILE` (the hub's CA, from http://HUB:8080/ca.pem) links over TLS too: `--hub`
-then names the TLS port, and without `--hub` the port comes from mDNS.
+then names the TLS port (mqtts://HOST:PORT, as `linkhub run` prints it, or
+mqtt://HOST:PORT), and without `--hub` the port comes from mDNS.
 
 `set` is a change made on the device itself (a button): VALUE is JSON if it
 parses as JSON (7, true, null, {"a": 1}), a string otherwise; null deletes
@@ -61,7 +62,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from firmware_sim.display import HumanPrinter, JsonPrinter
@@ -73,20 +74,30 @@ from firmware_sim.transport import TlsChoice, read_ca_file
 from hub.protocol import DeviceInfo, ProtocolError
 
 DEFAULT_MQTT_PORT = 1884  # the LinkHub-managed broker's default
+DEFAULT_MQTT_TLS_PORT = 8883  # MQTT over TLS (IANA); the hub's TLS listener is off unless given a port
 # Also firmware_sim.discovery's default; repeated so that --help does not import zeroconf.
 DEFAULT_DISCOVER_TIMEOUT_S = 5.0
 
 
-def parse_hub_url(text: str) -> tuple[str, int]:
-    """`mqtt://HOST[:PORT]` -> (host, port); ValueError with a readable message otherwise."""
-    hint = "expected mqtt://HOST:PORT, e.g. mqtt://linkhub.local:1884"
+class HubUrl(NamedTuple):
+    """Where `--hub` says the hub's broker is; `tls` for an mqtts:// URL."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+
+def parse_hub_url(text: str) -> HubUrl:
+    """`mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]` (TLS, as `linkhub run` prints its TLS
+    listener); ValueError with a readable message otherwise."""
+    hint = "expected mqtt://HOST:PORT (or mqtts:// for TLS), e.g. mqtt://linkhub.local:1884"
     try:
         parts = urlsplit(text.strip())
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"bad hub URL {text!r}: {exc}; {hint}") from exc
-    if parts.scheme != "mqtt":
-        raise ValueError(f"bad hub URL {text!r}: the scheme must be mqtt://; {hint}")
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"bad hub URL {text!r}: the scheme must be mqtt:// or mqtts://; {hint}")
     if not parts.hostname:
         raise ValueError(f"bad hub URL {text!r}: no host; {hint}")
     if parts.username is not None or parts.password is not None:
@@ -95,10 +106,12 @@ def parse_hub_url(text: str) -> tuple[str, int]:
         raise ValueError(f"bad hub URL {text!r}: unexpected path or query; {hint}")
     if port == 0:
         raise ValueError(f"bad hub URL {text!r}: port 0; {hint}")
-    return parts.hostname, port if port is not None else DEFAULT_MQTT_PORT
+    tls = parts.scheme == "mqtts"
+    default_port = DEFAULT_MQTT_TLS_PORT if tls else DEFAULT_MQTT_PORT
+    return HubUrl(parts.hostname, port if port is not None else default_port, tls)
 
 
-def _hub_arg(text: str) -> tuple[str, int]:
+def _hub_arg(text: str) -> HubUrl:
     try:
         return parse_hub_url(text)
     except ValueError as exc:
@@ -194,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     which_hub.add_argument(
         "--hub",
         type=_hub_arg,
-        metavar="mqtt://HOST:PORT",
-        help="the hub's broker (default: look for a hub on the local network over mDNS)",
+        metavar="mqtt[s]://HOST:PORT",
+        help="the hub's broker, mqtts:// for its TLS listener (with --cafile) "
+        "(default: look for a hub on the local network over mDNS)",
     )
     which_hub.add_argument(
         "--hub-name", metavar="NAME", help="of the hubs found over mDNS, use the one with this name"
@@ -405,8 +419,11 @@ def _fleet(args: argparse.Namespace, printer: EventSink, human: HumanPrinter | N
         if found is None:
             return 1
         host, port = found
+    elif args.hub.tls:
+        printer(error("tls_unavailable", "fleet speaks plain MQTT only: give its hub as mqtt://HOST:PORT"))
+        return 2
     else:
-        host, port = args.hub
+        host, port = args.hub.host, args.hub.port
     approver = None
     if args.auto_approve is not None:
         command = args.linkhub_command.split() if args.linkhub_command else fleet.default_linkhub_command()
@@ -470,10 +487,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             print(f"linkhub-device: error: {exc.description}", file=sys.stderr)
             return 2
-        if args.tls and ca_pem is None:
+        hub_tls = args.hub is not None and args.hub.tls
+        if (args.tls or hub_tls) and ca_pem is None:
             parser.print_usage(sys.stderr)
+            asked = "--hub mqtts://..." if hub_tls else "--tls"
             print(
-                "linkhub-device: error: --tls needs --cafile FILE, the hub's CA certificate "
+                f"linkhub-device: error: {asked} needs --cafile FILE, the hub's CA certificate "
                 "(from its web page: http://HUB:8080/ca.pem)",
                 file=sys.stderr,
             )
@@ -485,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             host, port = found
         else:
-            host, port = args.hub
+            host, port = args.hub.host, args.hub.port
         if human is not None:
             over = " over TLS" if ca_pem is not None else ""
             human.say(f"Asking the hub at {host}:{port}{over} to link {args.name!r}...")

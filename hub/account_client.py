@@ -230,6 +230,14 @@ class RemoteAccountService:
             return None
         return self._codes(self._expect(reply, HTTPStatus.OK), path)
 
+    def reset_two_factor(self, account_id: int) -> bool:
+        path = f"/v1/accounts/{int(account_id)}/two-factor/reset"
+        body = self._expect(self._refusable(self._call("POST", path, {})), HTTPStatus.OK)
+        try:
+            return bool(_exact(body["was_on"], bool))
+        except (KeyError, TypeError):
+            raise self._garbled(path) from None
+
     # --- helpers ------------------------------------------------------------------
     def _refusable(self, reply: _Reply) -> _Reply:
         """A 400 account_error is the service's answer for the person: raise it as AccountError."""

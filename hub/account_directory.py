@@ -208,3 +208,9 @@ class AccountDirectory(Protocol):
     def renew_recovery_codes(self, account_id: int, code: str) -> list[str] | None:
         """Ten new recovery codes replacing the old ones, for a right second factor; else None."""
         ...
+
+    def reset_two_factor(self, account_id: int) -> bool:
+        """Two-factor off without password or code, for someone who lost phone and
+        recovery codes (hub.household checks who may ask). True if it was on, False
+        if it was off already; AccountError if there is no such account."""
+        ...

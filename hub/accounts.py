@@ -46,6 +46,9 @@ MIN_PASSWORD_LENGTH = 8
 _NO_SUCH_ACCOUNT = "There is no such account."
 _ALREADY_ON = "Two-factor sign-in is already on for this account."
 _hasher = PasswordHasher()
+# Two-factor sign-in switched off: no secret, and no record of the last step used
+# (a new secret starts afresh; a removed account keeps nothing that signs in).
+_TWO_FACTOR_OFF: dict[str, None] = {"totp_secret": None, "totp_enabled_at_s": None, "totp_last_step": None}
 
 
 # Verifying against this when the name is unknown costs the same time as a real
@@ -143,12 +146,14 @@ class AccountService:
             if account.is_owner:
                 raise AccountError("The owner's account cannot be removed.")
             removed = _view(account)  # as it was, like get() would have answered
-            # The row stays (its id is never reused); what signs in goes with it.
+            # The row stays (its id is never reused); everything that signs in goes
+            # with it: the password, the TOTP secret and its state, the recovery codes.
             account.removed_at_s = self._clock()
             account.password_hash = ""
-            account.totp_secret = None
+            for field, value in _TWO_FACTOR_OFF.items():
+                setattr(account, field, value)
             session.add(account)
-            session.exec(delete(RecoveryCode).where(col(RecoveryCode.account_id) == account_id))
+            self._replace_recovery_codes(session, account_id, [])
             return removed
 
     # --- two-factor sign-in (hub/two_factor.py has the rules) ----------------------
@@ -242,11 +247,29 @@ class AccountService:
         if self.check_second_factor(account_id, code) is None:
             return False
         with session_scope(self._engine) as session:
-            session.exec(
+            session.exec(update(Account).where(col(Account.id) == account_id).values(**_TWO_FACTOR_OFF))
+            self._replace_recovery_codes(session, account_id, [])
+        return True
+
+    def reset_two_factor(self, account_id: int) -> bool:
+        """Two-factor sign-in off without the password or a code: for a person who
+        lost both the phone and the recovery codes. Only the household's owner (for
+        a member) or the hub's operator may ask; hub.household decides who.
+
+        True if it was on; False if it was off already. AccountError if there is
+        no such account in use.
+        """
+        with session_scope(self._engine) as session:
+            if _in_use(session, account_id) is None:
+                raise AccountError(_NO_SUCH_ACCOUNT)
+            # Conditional, so two resets racing each other report one change.
+            switched = session.exec(
                 update(Account)
-                .where(col(Account.id) == account_id)
-                .values(totp_secret=None, totp_enabled_at_s=None, totp_last_step=None)
+                .where(col(Account.id) == account_id, col(Account.totp_secret).is_not(None))
+                .values(**_TWO_FACTOR_OFF)
             )
+            if switched.rowcount != 1:
+                return False
             self._replace_recovery_codes(session, account_id, [])
         return True
 

@@ -13,6 +13,9 @@ that need both are here, on the hub side:
   refusal says how to unlink them.
 - A removed account keeps its id and its history (preferences, settings change
   log, activity); the account service never gives that id to anyone else.
+- A member who lost both the phone and the recovery codes gets two-factor
+  sign-in turned off by the owner (or by the hub's operator, for the owner too);
+  without that the only way back would be removing the account.
 - Each change leaves an activity event on the account it concerns and on the
   owner's, so the owner sees every account that comes or goes, whoever did it
   (the household page or the hub's command line).
@@ -44,6 +47,8 @@ class Refusal(StrEnum):
     UNKNOWN_ACCOUNT = "unknown_account"
     OWNER = "owner"  # the owner's own account stays
     HAS_DEVICES = "has_devices"  # the member's devices must be unlinked first
+    OWN_ACCOUNT = "own_account"  # the owner turns their own two-factor off with password and code
+    TWO_FACTOR_OFF = "two_factor_off"  # two-factor sign-in is not on: nothing to turn off
 
 
 class Origin(StrEnum):
@@ -51,7 +56,7 @@ class Origin(StrEnum):
 
     SETUP = "setup"  # the first-run page that makes the owner
     WEB = "web"  # the owner's household page
-    CLI = "cli"  # `linkhub account add/remove`: the hub's operator
+    CLI = "cli"  # `linkhub account add/remove/two-factor-off`: the hub's operator
 
 
 class LinkedDevices(Protocol):
@@ -69,6 +74,7 @@ class Member:
 
     account: AccountSummary
     devices: int
+    two_factor: bool = False  # so the owner can turn it off for a member who lost their phone
 
 
 def _plural(n: int, word: str) -> str:
@@ -113,7 +119,13 @@ class Household:
     def members(self) -> list[Member]:
         """Every account in use, the owner first, each with its number of linked devices."""
         counts = Counter(device.account_id for device in self._devices.list_devices())
-        return [Member(account, counts[account.id]) for account in self._accounts.list_accounts()]
+        members = []
+        for account in self._accounts.list_accounts():
+            # One look-up per account (a household is a handful): the list itself
+            # does not say whether two-factor sign-in is on.
+            view = self._accounts.get(account.id)
+            members.append(Member(account, counts[account.id], two_factor=bool(view and view.two_factor)))
+        return members
 
     def create_account(
         self,
@@ -186,6 +198,57 @@ class Household:
                 detail=f"member {removed.name!r} removed {how}",
             )
         return removed
+
+    def reset_two_factor(
+        self,
+        account_id: int,
+        *,
+        origin: Origin,
+        by: AccountView | None = None,
+        address: str | None = None,
+    ) -> AccountView:
+        """Turn a member's two-factor sign-in off without a code, for someone who lost
+        both the phone and the recovery codes: their password alone signs them in
+        again, and they can turn it on anew with their new phone.
+
+        On the household page the owner may do this for a member, not for their own
+        account: a signed-in session alone must not weaken the owner's sign-in (the
+        owner turns it off under Settings, with password and code). The hub's
+        operator (`linkhub account two-factor-off`) may do it for any account, the
+        owner's included: that is the way back for an owner who lost both.
+        Recorded on the account and on the owner's. HouseholdRefused says why not.
+        """
+        _check(origin, by)
+        account = self._accounts.get(account_id)
+        if account is None:
+            raise HouseholdRefused(Refusal.UNKNOWN_ACCOUNT, "There is no such account.")
+        if by is not None and by.id == account.id:
+            raise HouseholdRefused(
+                Refusal.OWN_ACCOUNT,
+                "Turn your own two-factor sign-in off under Settings > Two-factor sign-in, "
+                "with your password and a code.",
+            )
+        if not account.two_factor or not self._accounts.reset_two_factor(account_id):
+            raise HouseholdRefused(
+                Refusal.TWO_FACTOR_OFF,
+                f"{account.name} does not use two-factor sign-in: nothing to turn off.",
+            )
+        how = _how(origin, by, "two-factor-off")
+        self._activity.record(
+            ActivityKind.TWO_FACTOR_DISABLED,
+            account.id,
+            address=address,
+            detail=f"turned off without a code {how}; the password alone signs in now",
+        )
+        owner_id = by.id if by is not None else self._owner_id()
+        if owner_id is not None and owner_id != account.id:
+            self._activity.record(
+                ActivityKind.TWO_FACTOR_DISABLED,
+                owner_id,
+                address=address,
+                detail=f"for {account.name!r}, turned off without a code {how}",
+            )
+        return account
 
     def _owner_id(self) -> int | None:
         return next((account.id for account in self._accounts.list_accounts() if account.is_owner), None)

@@ -317,13 +317,20 @@ def ensure_tls_files(directory: Path, names: Sequence[str], *, now: datetime) ->
 
 def _load_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None:
     key_path, cert_path = directory / CA_KEY, directory / CA_CERT
-    if not key_path.exists() and not cert_path.exists():
+    if not cert_path.exists():
+        if key_path.exists():
+            # A crash between the two writes (the key is written first): no device
+            # can have trusted a CA whose certificate was never written.
+            log.warning("TLS: %s holds a CA key without its certificate; making a new CA", directory)
         return None
-    if not key_path.exists() or not cert_path.exists():
-        # Half a CA (a crash while it was first written): nothing can have trusted
-        # a CA whose certificate was never written; one without its key cannot sign.
-        log.warning("TLS: %s holds only half a CA; making a new one", directory)
-        return None
+    if not key_path.exists():
+        # The certificate was written, so devices may trust it: a new CA would cut
+        # them all off without a word. Only a person can say where the key went.
+        raise TlsError(
+            f"the hub's CA certificate {cert_path} is there but its key {key_path} is missing. "
+            "Restore both from a backup, or delete the certificate to make a new CA "
+            "(devices must then get the new /ca.pem or be linked again)"
+        )
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())

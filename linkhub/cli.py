@@ -10,6 +10,7 @@ linkhub run [--data-dir DIR] [--http-host H] [--http-port N] [--mqtt-port N]
 linkhub account add NAME --password-stdin
 linkhub account list [--json]
 linkhub account remove NAME
+linkhub account two-factor-off NAME
 linkhub activity [--account NAME] [--limit N] [--json]
 linkhub link approve CODE --account NAME
 linkhub link deny CODE
@@ -101,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(`linkhub devices` lists them, `linkhub devices unlink ID` unlinks one).",
     )
     remove.add_argument("name")
+    two_factor_off = account_commands.add_parser(
+        "two-factor-off",
+        parents=[common],
+        help="turn an account's two-factor sign-in off, for someone who lost phone and recovery codes",
+        description="Turn two-factor sign-in off for an account whose person lost both the phone "
+        "and the recovery codes: the password alone signs in again, and they can turn it on anew "
+        "under Settings. For the owner's account too. Recorded in the account's activity.",
+    )
+    two_factor_off.add_argument("name")
 
     activity = commands.add_parser(
         "activity",
@@ -184,9 +194,9 @@ def _settings_target(parser: argparse.ArgumentParser) -> None:
 
 
 def _assignment(text: str) -> tuple[str, Any]:
+    """KEY=VALUE from the command line; split at the first `=`, so values may hold `=`."""
     from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
 
-    """KEY=VALUE from the command line; split at the first `=`, so values may hold `=`."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -262,6 +272,8 @@ def _account(args: argparse.Namespace) -> int:
             return _account_list(args)
         case "remove":
             return _account_remove(args)
+        case "two-factor-off":
+            return _account_two_factor_off(args)
     return _account_add(args)
 
 
@@ -311,6 +323,22 @@ def _account_remove(args: argparse.Namespace) -> int:
         print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
         return 1
     print(f"account {removed['name']!r} removed: it cannot sign in any more; its history is kept")
+    return 0
+
+
+def _account_two_factor_off(args: argparse.Namespace) -> int:
+    """Only through the running hub, like `remove`: the event goes in its activity log."""
+    try:
+        account = control_client.call(
+            _data_dir(args) / "hub.sock", "POST", "/v1/two-factor/off", {"account": args.name}
+        )
+    except control_client.ControlError as exc:
+        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
+        return 1
+    print(
+        f"two-factor sign-in is off for {account['name']!r}: the password alone signs in now; "
+        "they can turn it on again under Settings > Two-factor sign-in"
+    )
     return 0
 
 
@@ -483,10 +511,6 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _settings(args: argparse.Namespace) -> int:
     socket_path = _data_dir(args) / "hub.sock"
     try:
@@ -510,13 +534,13 @@ _ABSENT = object()
 
 
 def _changed_lines(changes: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
-
     """One line per key asked for: what it was and what it is now.
 
     Read back from the hub's answer rather than echoed from the command line: a
     merge patch merges objects, so the new value may be more than what was typed.
     """
+    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
+
     lines = []
     for key in changes:
         before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
@@ -614,3 +638,7 @@ def _show_device_settings(socket_path: Path, device_id: str, *, as_json: bool) -
 def _quote(segment: str) -> str:
     """A name as one URL path segment: account names may hold spaces or slashes."""
     return urllib.parse.quote(segment, safe="")
+
+
+if __name__ == "__main__":  # last: main() needs every function above
+    raise SystemExit(main())

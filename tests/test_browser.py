@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyotp
 import pytest
 from conftest import FakeClock, HubFactory, RunningBroker
 from device_doubles import BootstrapDevice
@@ -222,14 +223,17 @@ _UNLABELLED_JS = """
 """
 
 
-def check_phone_page(phone: Phone, name: str) -> None:
-    """What every page owes a person on a 360 px phone; then a screenshot to look at."""
+def check_phone_page(phone: Phone, name: str, *, primaries: int = 1) -> None:
+    """What every page owes a person on a 360 px phone; then a screenshot to look at.
+
+    `primaries`: 0 for a page with nothing to do but read (/activity).
+    """
     page = phone.page
     page.wait_for_load_state()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], f"{name} scrolls sideways"
     assert page.evaluate(_UNLABELLED_JS) == [], f"{name} has inputs without a label"
-    primaries = page.locator(".primary:visible")
-    assert primaries.count() == 1, f"{name} should have one primary action, has {primaries.count()}"
+    found = page.locator(".primary:visible").count()
+    assert found == primaries, f"{name} should have {primaries} primary action(s), has {found}"
     assert page.evaluate(_LOW_CONTRAST_JS) == [], f"{name} has text that is hard to read"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
@@ -640,9 +644,101 @@ def test_household_and_activity_pages_on_a_phone(make_hub: HubFactory, phone_for
     expect(page.locator(".event-detail").first).to_have_text(
         "member 'bob' removed by alice on the household page"
     )
-    # No action of its own, so not check_phone_page's one primary button; the rest holds.
-    page.wait_for_load_state()
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    assert page.evaluate(_LOW_CONTRAST_JS) == []
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "19-activity.png", full_page=True)
+    check_phone_page(phone, "19-activity", primaries=0)  # nothing to do there but read
+
+
+# A name as long as a device may send (64 printable characters), with nowhere to break it.
+LONG_NAME = "Hallway-Motion-Sensor-With-A-Name-Much-Longer-Than-Any-Phone-Row"
+
+
+def test_unlink_a_device_on_a_phone(
+    make_hub: HubFactory, phone_for: PhoneFactory, devices: Callable[..., BootstrapDevice]
+) -> None:
+    hub = owner_hub(make_hub)
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None and len(LONG_NAME) == 64
+    lamp = hub.links.approve(devices().request().user_code, owner.id)
+    sensor_info = DeviceInfo(name=LONG_NAME, model="LH-Motion 1", address="192.168.1.43")
+    sensor = hub.links.approve(devices(sensor_info).request().user_code, owner.id)
+    phone = phone_for(hub)
+    page = phone.page
+    sign_in(phone)
+
+    # The longest name a device may send wraps; nothing scrolls sideways.
+    phone.go(f"/devices/{sensor.device_id}/unlink")
+    expect(page.locator("h1")).to_have_text(f"Unlink {LONG_NAME}?")
+    check_phone_page(phone, "20-unlink-confirm-long-name")
+
+    phone.go(f"/devices/{lamp.device_id}")
+    page.get_by_role("button", name=f"Unlink {LAMP.name}…").click()
+    expect(page).to_have_url(re.compile(rf"/devices/{lamp.device_id}/unlink\??$"))  # a GET form
+    expect(page.locator("h1")).to_have_text(f"Unlink {LAMP.name}?")
+    expect(page.get_by_role("link", name="Keep it linked")).to_be_visible()
+    above_the_fold(phone, "button.primary")
+    check_phone_page(phone, "20-unlink-confirm")
+    assert len(hub.links.list_devices()) == 2  # asking changed nothing
+
+    page.get_by_role("link", name="Keep it linked").click()
+    expect(page).to_have_url(phone.url(f"/devices/{lamp.device_id}"))
+    page.get_by_role("button", name=f"Unlink {LAMP.name}…").click()
+    page.get_by_role("button", name=f"Unlink {LAMP.name}", exact=True).click()
+    expect(page).to_have_url(phone.url("/devices"))
+    status, text = message(page)
+    assert status == "ok" and text.startswith(f"{LAMP.name} is unlinked: it was disconnected")
+    check_phone_page(phone, "21-unlinked")
+    assert [d.device_id for d in hub.links.list_devices()] == [sensor.device_id]
+
+
+def test_the_activity_page_on_a_phone(
+    make_hub: HubFactory, phone_for: PhoneFactory, devices: Callable[..., BootstrapDevice]
+) -> None:
+    """Each kind of event in words, with the device and the address; long names wrap."""
+    hub = owner_hub(make_hub)
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None
+    device = devices(DeviceInfo(name=LONG_NAME, model="LH-Motion 1", address="192.168.1.43"))
+    approved = hub.links.approve(device.request().user_code, owner.id)
+    phone = phone_for(hub)
+    page = phone.page
+    submit_sign_in(phone, OWNER, "not the password")
+    sign_in(phone)
+    hub.links.unlink(approved.device_id, owner.id, origin="web", address="192.168.1.20")
+
+    page.get_by_role("link", name="Activity").click()
+    expect(page.locator("h1")).to_have_text("Recent activity")
+    events = page.locator("li.event")
+    expect(events.locator(".event-what")).to_have_text(
+        ["Device unlinked", "Signed in", "Sign-in failed", "Device linked"]
+    )
+    unlinked = events.nth(0)
+    expect(unlinked.locator(".event-device")).to_have_text(f"{LONG_NAME} ({approved.device_id})")
+    expect(unlinked.locator(".event-address")).to_have_text("192.168.1.20")
+    failed = events.nth(2)
+    expect(failed.locator(".event-address")).to_have_text("127.0.0.1")
+    expect(failed.locator(".event-detail")).to_have_text("wrong password")
+    check_phone_page(phone, "22-activity-events", primaries=0)
+
+
+def test_the_owner_turns_off_a_members_two_factor_on_a_phone(
+    make_hub: HubFactory, phone_for: PhoneFactory
+) -> None:
+    hub = owner_hub(make_hub)
+    bob = hub.accounts.create("bob", PASSWORD)
+    new = hub.accounts.begin_two_factor(bob.id)
+    hub.accounts.confirm_two_factor(bob.id, new.secret, pyotp.TOTP(new.secret).now())
+    phone = phone_for(hub)
+    page = phone.page
+    sign_in(phone)
+
+    phone.go("/household")
+    expect(page.locator(".member-two-factor")).to_have_text(["Off", "On"])
+    page.get_by_role("button", name="Turn off two-factor for bob…").click()
+    expect(page.locator("h1")).to_have_text("Turn off two-factor sign-in for bob?")
+    above_the_fold(phone, "button.primary")
+    check_phone_page(phone, "23-two-factor-off-confirm")
+    page.get_by_role("button", name="Turn it off for bob").click()
+    expect(page).to_have_url(phone.url("/household"))
+    status, text = message(page)
+    assert status == "ok" and text.startswith("Two-factor sign-in is off for bob")
+    expect(page.locator(".member-two-factor")).to_have_text(["Off", "Off"])
+    assert not hub.accounts.two_factor_status(bob.id).enabled

@@ -102,14 +102,17 @@ def test_state_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883)),
-        ("mqtt://linkhub.local:18830", ("linkhub.local", 18830)),
-        ("mqtt://linkhub.local", ("linkhub.local", 1884)),  # the hub's own broker by default
-        ("mqtt://[::1]:1884", ("::1", 1884)),
-        ("mqtt://hub:1883/", ("hub", 1883)),
+        ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883, False)),
+        ("mqtt://linkhub.local:18830", ("linkhub.local", 18830, False)),
+        ("mqtt://linkhub.local", ("linkhub.local", 1884, False)),  # the hub's own broker by default
+        ("mqtt://[::1]:1884", ("::1", 1884, False)),
+        ("mqtt://hub:1883/", ("hub", 1883, False)),
+        # As `linkhub run --mqtt-tls-port` prints its TLS listener.
+        ("mqtts://127.0.0.1:18883", ("127.0.0.1", 18883, True)),
+        ("mqtts://linkhub.local", ("linkhub.local", 8883, True)),
     ],
 )
-def test_parse_hub_url(url: str, expected: tuple[str, int]) -> None:
+def test_parse_hub_url(url: str, expected: tuple[str, int, bool]) -> None:
     assert parse_hub_url(url) == expected
 
 
@@ -118,7 +121,7 @@ def test_parse_hub_url(url: str, expected: tuple[str, int]) -> None:
     [
         "127.0.0.1:1883",
         "http://hub:1883",
-        "mqtts://hub:8883",
+        "ssl://hub:8883",
         "mqtt://:1883",
         "mqtt://hub:99999",
         "mqtt://hub:port",
@@ -141,6 +144,17 @@ def test_cli_bad_hub_url_is_a_usage_error(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "--hub" in err and "mqtt://" in err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_an_mqtts_hub_url_needs_the_hubs_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["link", "--name", "n", "--model", "m", "--state", str(tmp_path / "s.json")]
+    assert main([*argv, "--hub", "mqtts://127.0.0.1:8883"]) == 2
+    err = capsys.readouterr().err
+    assert "--hub mqtts://... needs --cafile FILE" in err and "/ca.pem" in err
+    assert not (tmp_path / "s.json").exists()
+    fleet = ["fleet", "--count", "1", "--state-dir", str(tmp_path / "fleet"), "--json"]
+    assert main([*fleet, "--hub", "mqtts://127.0.0.1:8883"]) == 2
+    assert "plain MQTT only" in capsys.readouterr().out
 
 
 # --- link without a broker ----------------------------------------------------------

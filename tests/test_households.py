@@ -12,10 +12,12 @@ import html
 import json
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyotp
 import pytest
 from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import DeviceThread
@@ -38,6 +40,7 @@ from hub.household import Household, Origin, Refusal
 from hub.protocol import SettingsSet
 from hub.store import make_engine
 from web.account_api import create_account_api
+from web.activity import WHAT
 from web.auth import WRONG_CREDENTIALS
 
 MEMBERS = ("bob", "carol")
@@ -322,6 +325,103 @@ def test_the_household_service_checks_who_asks(hub: Hub) -> None:
     with pytest.raises(HouseholdRefused) as refused:
         household.remove_member(bob.id, origin=Origin.CLI)
     assert refused.value.reason == Refusal.UNKNOWN_ACCOUNT
+
+
+# --- two-factor sign-in off, for a member who lost phone and recovery codes ---------------------
+
+
+def enrol_two_factor(hub: Hub, account_id: int) -> list[str]:
+    """Two-factor on for the account, as its person did it (the recovery codes)."""
+    new = hub.accounts.begin_two_factor(account_id)
+    return hub.accounts.confirm_two_factor(account_id, new.secret, pyotp.TOTP(new.secret).now())
+
+
+def two_factor_off(client: FlaskClient, account_id: int, *, confirm: bool = True) -> TestResponse:
+    data = {"csrf_token": form_token(client)} | ({"confirm": "yes"} if confirm else {})
+    return client.post(f"/household/members/{account_id}/two-factor-off", data=data)
+
+
+def test_the_owner_turns_off_a_members_two_factor(hub: Hub) -> None:
+    alice = hub.accounts.create(OWNER, PASSWORD)
+    bob = hub.accounts.create("bob", PASSWORD)
+    carol = hub.accounts.create("carol", PASSWORD)
+    owner = client_for(hub)
+    enrol_two_factor(hub, bob.id)
+    enrol_two_factor(hub, carol.id)
+    shown = page(owner.get("/household"))
+    assert re.findall(r'<dd class="member-two-factor">(\w+)</dd>', shown) == ["Off", "On", "On"]
+    assert "Turn off two-factor for bob" in shown and "Turn off two-factor for alice" not in shown
+
+    # A member may not, for anyone; a form without the token does nothing.
+    hub.accounts.create("dave", PASSWORD)
+    dave = client_for(hub, "dave")
+    assert dave.get(f"/household/members/{bob.id}/two-factor-off").status_code == 403
+    assert two_factor_off(dave, bob.id).status_code == 403
+    forged = owner.post(f"/household/members/{bob.id}/two-factor-off", data={"confirm": "yes"})
+    assert forged.status_code == 400
+    assert hub.accounts.two_factor_status(bob.id).enabled
+
+    confirm = owner.get(f"/household/members/{bob.id}/two-factor-off")
+    assert confirm.status_code == 200 and "Turn off two-factor sign-in for bob?" in text(confirm)
+    assert two_factor_off(owner, bob.id, confirm=False).status_code == 200  # the confirm step again
+    assert hub.accounts.two_factor_status(bob.id).enabled
+    done = two_factor_off(owner, bob.id)
+    assert done.status_code == 303 and done.headers["Location"] == "/household"
+    assert "Two-factor sign-in is off for bob" in text(owner.get("/household"))
+    assert not hub.accounts.two_factor_status(bob.id).enabled
+    assert hub.accounts.two_factor_status(carol.id).enabled  # only bob's
+
+    # bob signs in with his password alone, and sees why in his activity; so does the owner.
+    bob_client = web_app(hub).test_client()
+    signed_in = sign_in(bob_client, "bob")
+    assert signed_in.status_code == 302 and "/login/two-factor" not in signed_in.headers["Location"]
+    (bobs,) = [e for e in hub.activity.recent(bob.id) if e.kind is ActivityKind.TWO_FACTOR_DISABLED]
+    assert bobs.detail.startswith("turned off without a code by alice on the household page")
+    assert bobs.address is not None
+    (alices,) = [e for e in hub.activity.recent(alice.id) if e.kind is ActivityKind.TWO_FACTOR_DISABLED]
+    assert alices.detail == "for 'bob', turned off without a code by alice on the household page"
+    assert "two_factor_disabled" in kinds_on_page(bob_client.get("/activity"))
+
+    # Nothing to turn off now; the owner's own goes through Settings; nobody is 404.
+    again = two_factor_off(owner, bob.id)
+    assert again.status_code == 409 and "bob does not use two-factor sign-in" in text(again)
+    enrol_two_factor(hub, alice.id)
+    own = two_factor_off(owner, alice.id)
+    assert own.status_code == 400 and "under Settings > Two-factor sign-in" in text(own)
+    assert hub.accounts.two_factor_status(alice.id).enabled
+    assert two_factor_off(owner, 999).status_code == 404
+
+
+def test_the_operator_turns_off_anyones_two_factor(hub: Hub) -> None:
+    """`linkhub account two-factor-off NAME` (the control API): the owner's too, the way back
+    for an owner who lost both."""
+    control = control_app(hub).test_client()
+    alice = hub.accounts.create(OWNER, PASSWORD)
+    bob = hub.accounts.create("bob", PASSWORD)
+    enrol_two_factor(hub, alice.id)
+    enrol_two_factor(hub, bob.id)
+    for account in (alice, bob):
+        done = control.post("/v1/two-factor/off", json={"account": account.name})
+        assert done.status_code == 200, done.get_json()
+        assert done.get_json() == {"id": account.id, "name": account.name, "two_factor": False}
+        assert not hub.accounts.two_factor_status(account.id).enabled
+    (event,) = [e for e in hub.activity.recent(bob.id) if e.kind is ActivityKind.TWO_FACTOR_DISABLED]
+    assert event.detail.startswith(
+        "turned off without a code with `linkhub account two-factor-off` on the hub"
+    )
+    owners = [e.detail for e in hub.activity.recent(alice.id) if e.kind is ActivityKind.TWO_FACTOR_DISABLED]
+    assert owners == [
+        "for 'bob', turned off without a code with `linkhub account two-factor-off` on the hub",
+        "turned off without a code with `linkhub account two-factor-off` on the hub; "
+        "the password alone signs in now",
+    ]
+    for body, status, error in (
+        ({"account": "bob"}, 409, "two_factor_off"),
+        ({"account": "nobody"}, 404, "unknown_account"),
+        ({}, 400, "bad_request"),
+    ):
+        refused = control.post("/v1/two-factor/off", json=body)
+        assert (refused.status_code, refused.get_json()["error"]) == (status, error), body
 
 
 # --- recent activity --------------------------------------------------------------------------
@@ -676,3 +776,64 @@ def test_the_household_page_over_a_separate_account_service(make_hub: HubFactory
             "removed from the household by alice on the household page",
             "added to the household by alice on the household page",
         ]
+
+
+def test_two_factor_off_from_the_shell(tmp_path: Path) -> None:
+    """`linkhub account two-factor-off NAME`, against a running hub."""
+    with started_hub(tmp_path / "data") as running:
+        for name in (OWNER, "bob"):
+            added = running.cli("account", "add", name, "--password-stdin", stdin=PASSWORD + "\n")
+            assert added.returncode == 0, added.stderr
+        # bob turns it on (the hub's account service is its database: enrol straight in it).
+        engine = make_engine(f"sqlite:///{running.data_dir / 'linkhub.db'}")
+        try:
+            accounts = AccountService(engine, time.time)
+            bob = accounts.find("bob")
+            assert bob is not None
+            new = accounts.begin_two_factor(bob.id)
+            accounts.confirm_two_factor(bob.id, new.secret, pyotp.TOTP(new.secret).now())
+
+            off = running.cli("account", "two-factor-off", "bob")
+            assert off.returncode == 0, off.stderr
+            assert "two-factor sign-in is off for 'bob'" in off.stdout
+            assert not accounts.two_factor_status(bob.id).enabled
+        finally:
+            engine.dispose()
+        again = running.cli("account", "two-factor-off", "bob")
+        assert again.returncode == 1 and "[two_factor_off]" in again.stderr
+        nobody = running.cli("account", "two-factor-off", "nobody")
+        assert nobody.returncode == 1 and "[unknown_account]" in nobody.stderr
+        (latest,) = [
+            json.loads(line)
+            for line in running.cli(
+                "activity", "--account", "bob", "--json", "--limit", "1"
+            ).stdout.splitlines()
+        ]
+        assert (latest["kind"], latest["what"]) == ("two_factor_disabled", "Two-factor sign-in turned off")
+
+
+def test_python_m_linkhub_cli_knows_every_command(tmp_path: Path) -> None:
+    """`python -m linkhub.cli` runs main() only once every command's function exists."""
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "linkhub.cli",
+            "settings",
+            "show",
+            "--account",
+            OWNER,
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in shown.stderr, shown.stderr
+    assert shown.returncode == 1 and "no hub is running" in shown.stderr
+
+
+def test_every_kind_of_event_has_words_of_its_own() -> None:
+    """The page and `linkhub activity` say what happened in words, not "Code entry throttled"."""
+    assert set(ActivityKind) - set(WHAT) == set()

@@ -152,6 +152,29 @@ def test_a_damaged_ca_is_refused_not_replaced(tmp_path: Path) -> None:
     assert (directory / tls.CA_KEY).read_text() == "not a key\n"
 
 
+def test_a_ca_certificate_without_its_key_is_refused_not_replaced(tmp_path: Path) -> None:
+    """Devices may trust that certificate: a silent new CA would cut every one of them off."""
+    directory = tmp_path / "tls"
+    tls.ensure_tls_files(directory, NAMES, now=NOW)
+    trusted = (directory / tls.CA_CERT).read_bytes()
+    (directory / tls.CA_KEY).unlink()
+    with pytest.raises(tls.TlsError, match=r"its key .* is missing") as info:
+        tls.ensure_tls_files(directory, NAMES, now=NOW)
+    assert "backup" in str(info.value)
+    assert (directory / tls.CA_CERT).read_bytes() == trusted
+    assert not (directory / tls.CA_KEY).exists()
+
+
+def test_a_ca_key_without_its_certificate_is_a_crash_mid_write_and_made_again(tmp_path: Path) -> None:
+    """The key is written first: a key alone means the certificate never reached anyone."""
+    directory = tmp_path / "tls"
+    tls.ensure_tls_files(directory, NAMES, now=NOW)
+    (directory / tls.CA_CERT).unlink()
+    again = tls.ensure_tls_files(directory, NAMES, now=NOW)
+    assert again.changes[0] == "made a new CA: there was none"
+    load_cert(again.cert).verify_directly_issued_by(load_cert(again.ca_cert))
+
+
 def test_a_ca_with_someone_else_s_key_is_refused(tmp_path: Path) -> None:
     tls.ensure_tls_files(tmp_path / "a", NAMES, now=NOW)
     tls.ensure_tls_files(tmp_path / "b", NAMES, now=NOW)
@@ -425,7 +448,8 @@ def test_a_device_links_over_tls_with_the_ca_from_the_web_page(make_hub: HubFact
     assert len(re.findall(rf"on port {hub.config.mqtt_tls_port}\.", log)) >= 2
 
 
-def test_the_cli_links_and_runs_over_tls(make_hub: HubFactory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["mqtt", "mqtts"])  # mqtts://: as `linkhub run` prints its TLS listener
+def test_the_cli_links_and_runs_over_tls(make_hub: HubFactory, tmp_path: Path, scheme: str) -> None:
     hub = make_hub(tls=True)
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(hub.ca_certificate or "")
@@ -433,7 +457,7 @@ def test_the_cli_links_and_runs_over_tls(make_hub: HubFactory, tmp_path: Path) -
     linking = subprocess.Popen(
         [
             DEVICE, "link", "--name", "Lamp", "--model", "LMP-1", "--state", str(state),
-            "--hub", f"mqtt://127.0.0.1:{hub.config.mqtt_tls_port}", "--cafile", str(ca_file), "--json",
+            "--hub", f"{scheme}://127.0.0.1:{hub.config.mqtt_tls_port}", "--cafile", str(ca_file), "--json",
         ],
         stdout=subprocess.PIPE,
         text=True,

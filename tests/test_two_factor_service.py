@@ -201,6 +201,7 @@ TWO_FACTOR_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/v1/accounts/1/two-factor/check", {"code": "123456"}),
     ("POST", "/v1/accounts/1/two-factor/disable", {"password": PASSWORD, "code": "123456"}),
     ("POST", "/v1/accounts/1/two-factor/recovery-codes", {"code": "123456"}),
+    ("POST", "/v1/accounts/1/two-factor/reset", {}),
 ]
 
 
@@ -225,6 +226,7 @@ def two_factor_calls(client: RemoteAccountService) -> list[Callable[[], Any]]:
         lambda: client.two_factor_status(1),
         lambda: client.disable_two_factor(1, PASSWORD, "123456"),
         lambda: client.renew_recovery_codes(1, "123456"),
+        lambda: client.reset_two_factor(1),
     ]
 
 
@@ -330,3 +332,44 @@ def test_any_typed_text_is_a_code_or_nothing(typed: str) -> None:
         "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", typed, 1_800_000_000.0, after_step=None
     )
     assert step is None or (two_factor.looks_like_totp(typed) and abs(step - 60_000_000) <= 1)
+
+
+# --- turned off for someone else, and removal ---------------------------------------------
+def test_reset_turns_it_off_without_a_code(directory: AccountDirectory, clock: FakeClock) -> None:
+    """For a person who lost phone and recovery codes: who may ask is hub.household's rule."""
+    bob = directory.create("bob", PASSWORD)
+    secret, codes = enrol(directory, bob.id, clock)
+    assert directory.reset_two_factor(bob.id) is True
+    assert directory.two_factor_status(bob.id) == TwoFactorStatus(enabled=False)
+    assert directory.authenticate("bob", PASSWORD) == bob  # two_factor False: the password alone
+    clock.advance(30)
+    assert directory.check_second_factor(bob.id, pyotp.TOTP(secret).at(clock())) is None
+    assert directory.check_second_factor(bob.id, codes[0]) is None
+    assert directory.reset_two_factor(bob.id) is False  # off already
+    with pytest.raises(AccountError, match="no such account"):
+        directory.reset_two_factor(bob.id + 1000)
+    # On again with a new phone, from scratch.
+    new_secret, _ = enrol(directory, bob.id, clock)
+    assert new_secret != secret and directory.two_factor_status(bob.id).enabled
+
+
+def test_a_removed_account_keeps_nothing_that_signs_in(tmp_path: Path, clock: FakeClock) -> None:
+    service = service_at(tmp_path / "removed.db", clock)
+    service.create("alice", PASSWORD)
+    bob = service.create("bob", PASSWORD)
+    secret, codes = enrol(service, bob.id, clock)
+    clock.advance(30)
+    assert service.check_second_factor(bob.id, pyotp.TOTP(secret).at(clock())) is SecondFactor.TOTP
+    removed = service.remove(bob.id)
+    assert removed is not None and removed.id == bob.id and service.get(bob.id) is None
+    with Session(service._engine) as session:  # what the database keeps is the point
+        row = session.get(Account, bob.id)
+        assert row is not None and row.removed_at_s is not None
+        assert (row.password_hash, row.totp_secret, row.totp_enabled_at_s, row.totp_last_step) == (
+            "",
+            None,
+            None,
+            None,
+        )
+        assert session.exec(select(RecoveryCode).where(RecoveryCode.account_id == bob.id)).all() == []
+    assert service.check_second_factor(bob.id, codes[1]) is None

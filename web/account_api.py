@@ -247,6 +247,11 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
         codes = directory.renew_recovery_codes(account_id, _string(json_body(), "code"))
         return (jsonify(recovery_codes=codes), 200) if codes is not None else _wrong_second_factor()
 
+    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/reset")
+    def reset_two_factor(account_id: int) -> JsonReply:
+        # No password or code: the hub asks only for its owner or operator (hub.household).
+        return jsonify(was_on=directory.reset_two_factor(account_id)), 200
+
     @app.post("/v1/changes")
     def apply_change() -> JsonReply:
         return jsonify(applied=directory.apply_change(_change(json_body()))), 200

@@ -41,6 +41,7 @@ _HOUSEHOLD_STATUS = {
     Refusal.HAS_DEVICES: HTTPStatus.CONFLICT,
     Refusal.OWNER: HTTPStatus.BAD_REQUEST,
     Refusal.NOT_OWNER: HTTPStatus.FORBIDDEN,
+    Refusal.TWO_FACTOR_OFF: HTTPStatus.CONFLICT,
 }
 
 
@@ -149,6 +150,14 @@ def create_control_app(
     def remove_account(name: str) -> JsonReply:
         removed = household.remove_member(account_named(name).id, origin=Origin.CLI)
         return jsonify(id=removed.id, name=removed.name), 200
+
+    @app.post("/v1/two-factor/off")
+    def turn_off_two_factor() -> JsonReply:
+        # The name in the body: `/v1/accounts/<path:name>` already means the account itself.
+        account = household.reset_two_factor(
+            account_named(_text(json_body(), "account")).id, origin=Origin.CLI
+        )
+        return jsonify(id=account.id, name=account.name, two_factor=False), 200
 
     @app.get("/v1/activity")
     def recent_activity() -> JsonReply:

@@ -1,6 +1,8 @@
 """/household: the owner lists, adds and removes the household's accounts.
 
-Only the owner gets these pages (a member gets 403 on each, GET or POST). For
+Only the owner gets these pages (a member gets 403 on each, GET or POST). The
+owner can also turn a member's two-factor sign-in off, for someone who lost both
+the phone and the recovery codes. For
 devices the owner is an account like any other: a member's devices appear on
 the member's own pages only; the owner sees how many each account has, which
 is what deciding on a removal needs. The rules (who may, what is kept, when a
@@ -104,4 +106,35 @@ def remove_member(account_id: int) -> BaseResponse | tuple[str, int]:
         status = HTTPStatus.CONFLICT if exc.reason == Refusal.HAS_DEVICES else HTTPStatus.BAD_REQUEST
         return render_template("remove_member.html", member=member, error=str(exc)), status
     flash(f"{removed.name} was removed from the household. Their settings history is kept.")
+    return redirect(url_for("household.household_page"), HTTPStatus.SEE_OTHER)
+
+
+@bp.get("/household/members/<int:account_id>/two-factor-off")
+@owner_required
+def two_factor_off_confirm(account_id: int) -> tuple[str, int]:
+    """The confirm step: the member's password alone signs in from then on."""
+    return render_template("two_factor_off.html", member=_member(account_id), error=None), HTTPStatus.OK
+
+
+@bp.post("/household/members/<int:account_id>/two-factor-off")
+@owner_required
+def two_factor_off(account_id: int) -> BaseResponse | tuple[str, int]:
+    """For a member who lost both the phone and the recovery codes; only with
+    `confirm=yes` from the confirm page's form, like a removal."""
+    member = _member(account_id)
+    if request.form.get("confirm") != "yes":
+        return render_template("two_factor_off.html", member=member, error=None), HTTPStatus.OK
+    try:
+        account = services().household.reset_two_factor(
+            account_id, origin=Origin.WEB, by=g.account, address=request.remote_addr
+        )
+    except HouseholdRefused as exc:
+        if exc.reason == Refusal.UNKNOWN_ACCOUNT:
+            abort(HTTPStatus.NOT_FOUND)
+        status = HTTPStatus.CONFLICT if exc.reason == Refusal.TWO_FACTOR_OFF else HTTPStatus.BAD_REQUEST
+        return render_template("two_factor_off.html", member=member, error=str(exc)), status
+    flash(
+        f"Two-factor sign-in is off for {account.name}: their password alone signs them in now. "
+        "They can turn it on again with their new phone under Settings."
+    )
     return redirect(url_for("household.household_page"), HTTPStatus.SEE_OTHER)
