@@ -189,7 +189,7 @@ def _database_url(value: object) -> str:
 
 
 def _rate(value: object) -> str:
-    """A rate such as "5 per minute" (the `limits` library's notation)."""
+    """A rate such as "5 per minute" or "10 per 15 minutes" (hub.rate_limits.parse_rate)."""
     text = _text(value)
     try:
         parse_rate(text)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class LimitsPolicy:
-    """Every limit, as `limits` strings ("10 per 15 minutes")."""
+    """Every limit, as rates ("10 per 15 minutes", see `parse_rate`)."""
 
     sign_in_failures_per_account: str = "10 per 15 minutes"
     sign_in_failures_per_address: str = "30 per 15 minutes"
