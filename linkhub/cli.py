@@ -212,6 +212,11 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Everything LinkHub writes is for its own user only: the database holds
+    # password hashes, TOTP secrets and device passwords until first use, the
+    # data directory the broker's and the hub's secrets. (The systemd unit sets
+    # UMask=0077 too; this covers `linkhub run` and `account add` by hand.)
+    os.umask(0o077)
     try:
         match args.command:
             case "account-service":

@@ -240,3 +240,21 @@ def test_a_hub_killed_outright_leaves_no_broker_behind(tmp_path: Path) -> None:
         time.sleep(0.1)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", mqtt_port)) != 0, "mosquitto outlived its hub"
+
+
+def test_linkhub_run_keeps_its_data_to_its_own_user(tmp_path: Path) -> None:
+    """The database holds password hashes and TOTP secrets: not for other users of the Pi."""
+    data_dir = tmp_path / "data"
+    add = subprocess.run(
+        [LINKHUB, "account", "add", "alice", "--data-dir", str(data_dir), "--password-stdin"],
+        input="correct horse battery\n",
+        capture_output=True,
+        text=True,
+    )
+    assert add.returncode == 0, add.stderr
+    with started_hub(data_dir) as hub:
+        assert hub is not None
+        for path in [data_dir, *data_dir.rglob("*")]:
+            if path.is_symlink() or path.is_socket():
+                continue
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is open to others: {oct(path.stat().st_mode)}"
