@@ -492,51 +492,68 @@ class LinkService:
         """
         with self._decision_lock:
             now = self._clock()
-            with session_scope(self._engine) as session:
-                record = self._decidable(session, typed, now)
-                outputs = self._apply(record, LinkEvent.APPROVE, now)
-                assert LinkOutput.ISSUE_CREDENTIALS in outputs
-                if record.device_public_key is None:
-                    # Asked before credentials were sealed (an older hub stored it): nothing to seal to.
-                    raise LinkDecisionError(
-                        CodeStatus.EXPIRED,
-                        "This device asked in a way that cannot receive sealed credentials. "
-                        "Ask the device for a new code.",
+            issued: str | None = None
+            try:
+                with session_scope(self._engine) as session:
+                    record = self._decidable(session, typed, now)
+                    outputs = self._apply(record, LinkEvent.APPROVE, now)
+                    assert LinkOutput.ISSUE_CREDENTIALS in outputs
+                    if record.device_public_key is None:
+                        # Asked before credentials were sealed (an older hub stored it): nothing to seal to.
+                        raise LinkDecisionError(
+                            CodeStatus.EXPIRED,
+                            "This device asked in a way that cannot receive sealed credentials. "
+                            "Ask the device for a new code.",
+                        )
+                    device_id = f"dev-{secrets.token_hex(6)}"
+                    password = secrets.token_urlsafe(24)
+                    record.device_id = device_id
+                    record.issued_password = password
+                    record.account_id = account_id
+                    record.decided_at_s = now
+                    # Sealed before the broker hears of it, so nothing is issued that cannot be sent.
+                    reply = self._reply(record, outputs, now)
+                    # The broker learns the credentials before anyone can be told them;
+                    # if it does not confirm, nothing is stored and the code stays pending.
+                    self._issuer.issue_device(device_id, password)
+                    issued = device_id
+                    device = Device(
+                        device_id=device_id,
+                        account_id=account_id,
+                        name=record.device_name,
+                        model=record.device_model,
+                        address=record.device_address,
+                        request_id=record.request_id,
+                        linked_at_s=now,
                     )
-                device_id = f"dev-{secrets.token_hex(6)}"
-                password = secrets.token_urlsafe(24)
-                record.device_id = device_id
-                record.issued_password = password
-                record.account_id = account_id
-                record.decided_at_s = now
-                # Sealed before the broker hears of it, so nothing is issued that cannot be sent.
-                reply = self._reply(record, outputs, now)
-                # The broker learns the credentials before anyone can be told them;
-                # if it does not confirm, nothing is stored and the code stays pending.
-                self._issuer.issue_device(device_id, password)
-                device = Device(
-                    device_id=device_id,
-                    account_id=account_id,
-                    name=record.device_name,
-                    model=record.device_model,
-                    address=record.device_address,
-                    request_id=record.request_id,
-                    linked_at_s=now,
-                )
-                session.add(record)
-                session.add(device)
-                self._activity.add(
-                    session,
-                    ActivityKind.LINK_APPROVED,
-                    account_id,
-                    address=address,
-                    device_id=device_id,
-                    detail=_decision_detail(record, origin),
-                )
-                view = _device_view(device)
+                    session.add(record)
+                    session.add(device)
+                    self._activity.add(
+                        session,
+                        ActivityKind.LINK_APPROVED,
+                        account_id,
+                        address=address,
+                        device_id=device_id,
+                        detail=_decision_detail(record, origin),
+                    )
+                    view = _device_view(device)
+            except BaseException:
+                if issued is not None:
+                    # Stored nothing after all (the commit failed): the broker must not
+                    # keep an identity no device row names, which nothing could unlink.
+                    self._revoke_quietly(issued)
+                raise
         metrics.of(self._engine).link_approvals.inc()
         self._push(reply)
         return view
+
+    def _revoke_quietly(self, device_id: str) -> None:
+        try:
+            self._issuer.revoke_device(device_id)
+        except LinkHubError as exc:
+            log.error(
+                "device %s: approval failed and its broker identity could not be removed (%s)", device_id, exc
+            )
 
     def deny(
         self, typed: str, account_id: int | None, *, origin: str | None = None, address: str | None = None

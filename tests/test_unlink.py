@@ -522,3 +522,39 @@ def test_the_human_output_of_run_says_it_was_unlinked(shell_hub: RunningHub, tmp
             runner.wait()
     assert runner.returncode == EXIT_UNLINKED
     assert f"The hub unlinked this device ({device_id})" in out and "linkhub-device link" in out
+
+
+def test_an_approval_that_is_not_stored_leaves_no_broker_identity(
+    hub: Hub, broker: RunningBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker learns a device's credentials inside the approval's transaction;
+    if that transaction then fails, the identity is removed again: otherwise the
+    broker would keep credentials no device row names, which nothing could unlink."""
+    alice, _ = accounts(hub)
+    device = DeviceThread(broker.port, tmp_path / "lamp.json").start()
+    code = device.wait_code()
+    issued: list[tuple[str, str]] = []
+    issue_device = hub.links._issuer.issue_device
+
+    def issue_and_remember(device_id: str, password: str) -> None:
+        issue_device(device_id, password)
+        issued.append((device_id, password))
+
+    def failing_record(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(hub.links._issuer, "issue_device", issue_and_remember)
+    monkeypatch.setattr(hub.links._activity, "add", failing_record)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        hub.links.approve(code, alice)
+    [(device_id, password)] = issued
+    client = RawClient(broker.port, device_id, password, client_id=device_id)
+    try:
+        assert client.connack_reason.is_failure  # the identity is gone
+    finally:
+        client.close()
+    assert hub.links.list_devices(alice) == []
+    monkeypatch.undo()
+    # Nothing was stored, so the same code can still be approved.
+    assert hub.links.approve(code, alice).account_id == alice
+    assert device.join() == 0
