@@ -380,7 +380,7 @@ def test_link_a_device_on_a_phone(
     page.get_by_role("button", name="Approve").click()
     assert message(page) == (
         "linked",
-        "Kitchen Lamp is linked to your account. It will show as online in a moment.",
+        "Kitchen Lamp is linked to the account alice. It will show as online in a moment.",
     )
     check_phone_page(phone, "05-linked")
     approved = device.wait_reply()

@@ -243,6 +243,8 @@ def test_approve_by_form_posts_gives_the_device_its_credentials(
         "192.168.1.42",
         pending.user_code,
         "Check that this code matches the one on your device",
+        "Links to the account",
+        '<dd class="account-name">alice</dd>',
         "2 minutes ago",
         "expires in 12 min",
     ):
@@ -251,7 +253,7 @@ def test_approve_by_form_posts_gives_the_device_its_credentials(
 
     done = decide(client, pending.user_code, "approve")
     assert done.status_code == 200
-    assert "Kitchen Lamp is linked to your account. It will show as online in a moment." in page(done)
+    assert "Kitchen Lamp is linked to the account alice. It will show as online in a moment." in page(done)
 
     approved = device.wait_reply()
     assert isinstance(approved, ApprovedReply)
