@@ -22,6 +22,7 @@ from sqlalchemy import Table, func, insert, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, col, select
 
 from hub import codes, metrics, protocol, sealing
@@ -621,6 +622,9 @@ class LinkService:
                     )
                 device.unlinked_at_s = now
                 device.online = False
+                # Written even if it was False when read: a status ("online") the hub
+                # handled since would otherwise survive, as the ORM writes changes only.
+                flag_modified(device, "online")
                 session.add(device)
                 record = session.get(LinkRequestRecord, device.request_id)
                 if record is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import BootstrapDevice, DeviceThread, RawClient
+from sqlalchemy import event, update
 from sqlmodel import Session, select
 from test_shell_path import DEVICE, RunningHub, device_link, events, read_lines_until, started_hub
 from test_web import PASSWORD, page, sign_in, token, web_app
@@ -558,3 +559,32 @@ def test_an_approval_that_is_not_stored_leaves_no_broker_identity(
     # Nothing was stored, so the same code can still be approved.
     assert hub.links.approve(code, alice).account_id == alice
     assert device.join() == 0
+
+
+def test_a_status_handled_during_the_unlink_does_not_leave_the_device_online(
+    hub: Hub, broker: RunningBroker, tmp_path: Path
+) -> None:
+    """The device's "online" status committed between the unlink's read and its
+    write (the hub handles statuses on another thread) must not survive it."""
+    alice, _ = accounts(hub)
+    device_id = link_device(hub, broker, tmp_path / "lamp.json", alice)
+    assert hub.engine is not None
+    with Session(hub.engine) as session:  # the device went offline when its link procedure ended
+        session.execute(update(Device).where(Device.device_id == device_id).values(online=False))
+        session.commit()
+    raced: list[bool] = []
+
+    def status_arrives_meanwhile(session: Session, _context: Any, _instances: Any) -> None:
+        if raced or not any(isinstance(obj, Device) and obj.unlinked_at_s for obj in session.dirty):
+            return
+        with hub.engine.begin() as elsewhere:  # type: ignore[union-attr]
+            elsewhere.execute(update(Device).where(Device.device_id == device_id).values(online=True))
+        raced.append(True)
+
+    event.listen(Session, "before_flush", status_arrives_meanwhile)
+    try:
+        hub.links.unlink(device_id, alice, origin="web")
+    finally:
+        event.remove(Session, "before_flush", status_arrives_meanwhile)
+    assert raced == [True]
+    assert rows(hub, Device, device_id)[0]["online"] is False
