@@ -81,6 +81,23 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _record_on_both(
+    activity: ActivityLog,
+    kind: ActivityKind,
+    *,
+    member_id: int,
+    owner_id: int | None,
+    address: str | None,
+    member_detail: str,
+    owner_detail: str,
+) -> None:
+    """An account event goes on that account's log and on the owner's, so the
+    owner sees every account that comes, goes or loses its second factor."""
+    activity.record(kind, member_id, address=address, detail=member_detail)
+    if owner_id is not None and owner_id != member_id:
+        activity.record(kind, owner_id, address=address, detail=owner_detail)
+
+
 def record_created(
     activity: ActivityLog,
     created: AccountView,
@@ -100,14 +117,15 @@ def record_created(
         detail = f"the household's owner account, made {how}"
     else:
         detail = f"added to the household {how}"
-    activity.record(ActivityKind.ACCOUNT_CREATED, created.id, address=address, detail=detail)
-    if owner_id is not None and owner_id != created.id:
-        activity.record(
-            ActivityKind.ACCOUNT_CREATED,
-            owner_id,
-            address=address,
-            detail=f"member {created.name!r} added {how}",
-        )
+    _record_on_both(
+        activity,
+        ActivityKind.ACCOUNT_CREATED,
+        member_id=created.id,
+        owner_id=owner_id,
+        address=address,
+        member_detail=detail,
+        owner_detail=f"member {created.name!r} added {how}",
+    )
 
 
 class Household:
@@ -183,20 +201,15 @@ class Household:
         if removed is None:  # removed by someone else a moment ago
             raise HouseholdRefused(Refusal.UNKNOWN_ACCOUNT, "There is no such account.")
         how = _how(origin, by, "remove")
-        self._activity.record(
+        _record_on_both(
+            self._activity,
             ActivityKind.ACCOUNT_REMOVED,
-            removed.id,
+            member_id=removed.id,
+            owner_id=by.id if by is not None else self._owner_id(),
             address=address,
-            detail=f"removed from the household {how}",
+            member_detail=f"removed from the household {how}",
+            owner_detail=f"member {removed.name!r} removed {how}",
         )
-        owner_id = by.id if by is not None else self._owner_id()
-        if owner_id is not None:
-            self._activity.record(
-                ActivityKind.ACCOUNT_REMOVED,
-                owner_id,
-                address=address,
-                detail=f"member {removed.name!r} removed {how}",
-            )
         return removed
 
     def reset_two_factor(
@@ -234,20 +247,15 @@ class Household:
                 f"{account.name} does not use two-factor sign-in: nothing to turn off.",
             )
         how = _how(origin, by, "two-factor-off")
-        self._activity.record(
+        _record_on_both(
+            self._activity,
             ActivityKind.TWO_FACTOR_DISABLED,
-            account.id,
+            member_id=account.id,
+            owner_id=by.id if by is not None else self._owner_id(),
             address=address,
-            detail=f"turned off without a code {how}; the password alone signs in now",
+            member_detail=f"turned off without a code {how}; the password alone signs in now",
+            owner_detail=f"for {account.name!r}, turned off without a code {how}",
         )
-        owner_id = by.id if by is not None else self._owner_id()
-        if owner_id is not None and owner_id != account.id:
-            self._activity.record(
-                ActivityKind.TWO_FACTOR_DISABLED,
-                owner_id,
-                address=address,
-                detail=f"for {account.name!r}, turned off without a code {how}",
-            )
         return account
 
     def _owner_id(self) -> int | None:
