@@ -286,6 +286,7 @@ class RemoteAccountService:
                 _exact(body["name"], str),
                 _exact(body["is_owner"], bool),
                 two_factor=_exact(body["two_factor"], bool),
+                two_factor_since_s=_optional_time(body.get("two_factor_since_s")),
             )
         except (KeyError, TypeError):
             raise self._garbled(path) from None
@@ -350,6 +351,15 @@ def _exact(value: Any, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kinds):
         raise TypeError(f"unexpected {type(value).__name__}")
     return value
+
+
+def _optional_time(value: Any) -> float | None:
+    """A time in seconds, or None; an older account service does not send it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("expected a number of seconds")
+    return float(value)
 
 
 def _describe(exc: BaseException) -> str:

@@ -22,6 +22,9 @@ class AccountView:
     # Whether sign-in needs a second factor. Part of the view (not a separate
     # call) so a sign-in decides on the same answer that checked the password.
     two_factor: bool = False
+    # When it was switched on: sessions signed in before that (with the password
+    # alone) end then (web/auth.py).
+    two_factor_since_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

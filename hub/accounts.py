@@ -71,7 +71,14 @@ def _in_use(session: Session, account_id: int) -> Account | None:
 
 def _view(account: Account) -> AccountView:
     assert account.id is not None
-    return AccountView(account.id, account.name, account.is_owner, two_factor=account.totp_secret is not None)
+    two_factor = account.totp_secret is not None
+    return AccountView(
+        account.id,
+        account.name,
+        account.is_owner,
+        two_factor=two_factor,
+        two_factor_since_s=account.totp_enabled_at_s if two_factor else None,
+    )
 
 
 class AccountService:

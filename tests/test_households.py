@@ -385,7 +385,15 @@ def test_the_owner_turns_off_a_members_two_factor(hub: Hub) -> None:
     # Nothing to turn off now; the owner's own goes through Settings; nobody is 404.
     again = two_factor_off(owner, bob.id)
     assert again.status_code == 409 and "bob does not use two-factor sign-in" in text(again)
-    enrol_two_factor(hub, alice.id)
+    codes = enrol_two_factor(hub, alice.id)
+    # Switching two-factor on ends the sessions signed in with the password alone,
+    # the owner's too: she signs in again, with a recovery code as her second factor.
+    assert owner.get("/household").status_code == 302
+    owner = web_app(hub).test_client()
+    assert sign_in(owner, OWNER).headers["Location"].startswith("/login/two-factor")
+    form = owner.get("/login/two-factor")
+    second = owner.post("/login/two-factor", data={"csrf_token": token(form), "code": codes[0]})
+    assert second.status_code == 303 and owner.get("/household").status_code == 200
     own = two_factor_off(owner, alice.id)
     assert own.status_code == 400 and "under Settings > Two-factor sign-in" in text(own)
     assert hub.accounts.two_factor_status(alice.id).enabled

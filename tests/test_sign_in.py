@@ -555,3 +555,27 @@ def test_two_factor_through_a_separate_account_service(remote_hub: Hub, clock: F
     sign_in(client)
     assert second_factor(client, codes[0]).status_code == 303
     assert "9 recovery codes" in page(client.get("/account/two-factor"))
+
+
+@pytest.mark.parametrize("where", ["in the hub", "separate"])
+def test_switching_two_factor_on_ends_the_other_sessions(
+    request: pytest.FixtureRequest, clock: FakeClock, where: str
+) -> None:
+    """A phone left signed in, or a session someone else took, signed in with the
+    password alone: once two-factor is on, it must sign in again with a code. The
+    session that switched it on goes on."""
+    the_hub: Hub = request.getfixturevalue("hub" if where == "in the hub" else "remote_hub")
+    app = web_app(the_hub, clock)
+    left_signed_in, enrolling = client_at(app), client_at(app)
+    sign_in(left_signed_in)
+    sign_in(enrolling)
+    clock.advance(5)
+    secret, _ = enrol(enrolling, clock)
+    assert signed_in(enrolling)
+    assert not signed_in(left_signed_in)
+    assert left_signed_in.get("/devices").headers["Location"].startswith("/login")
+    # Signing in again, now with the second factor, works as before.
+    clock.advance(30)
+    assert sign_in(left_signed_in).headers["Location"] == "/login/two-factor"
+    assert second_factor(left_signed_in, pyotp.TOTP(secret).at(clock())).status_code == 302
+    assert signed_in(left_signed_in) and signed_in(enrolling)

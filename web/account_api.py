@@ -111,6 +111,7 @@ def _account(account: AccountView) -> dict[str, Any]:
         "name": account.name,
         "is_owner": account.is_owner,
         "two_factor": account.two_factor,
+        "two_factor_since_s": account.two_factor_since_s,
     }
 
 

@@ -34,6 +34,7 @@ from web.sign_in_limits import Refused, SignInLimits
 bp = Blueprint("auth", __name__)
 
 SESSION_KEY = "account_id"
+SIGNED_IN_AT_KEY = "signed_in_at_s"
 # The session's token for a sign-in that is waiting for its second factor.
 AWAITING_KEY = "second_factor_token"
 WRONG_CREDENTIALS = "The name or password is wrong."
@@ -146,11 +147,28 @@ def after_sign_in() -> BaseResponse:
     return redirect(safe_next(request.args.get("next")) or url_for("link.link_form"))
 
 
-def sign_in_as(account_id: int) -> None:
+def sign_in_as(account: AccountView) -> None:
     # A fresh session at sign-in: nothing set before (by anyone) survives it.
     session.clear()
     session.permanent = True
-    session[SESSION_KEY] = account_id
+    session[SESSION_KEY] = account.id
+    stamp_session(account)
+
+
+def stamp_session(account: AccountView) -> None:
+    """When this session was signed in, as `load_account` compares it with the
+    time two-factor was switched on (never before it: the account service and
+    the web may not share a clock)."""
+    session[SIGNED_IN_AT_KEY] = max(services().clock(), account.two_factor_since_s or 0.0)
+
+
+def _from_before_two_factor(account: AccountView) -> bool:
+    """Signed in with the password alone before two-factor was switched on: such
+    a session (a phone left signed in, a session someone else took) ends then."""
+    if account.two_factor_since_s is None:
+        return False
+    signed_in_at = session.get(SIGNED_IN_AT_KEY)
+    return not isinstance(signed_in_at, int | float) or signed_in_at < account.two_factor_since_s
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse]:
@@ -174,6 +192,9 @@ def load_account() -> BaseResponse | None:
     account_id = session.get(SESSION_KEY)
     if isinstance(account_id, int):
         g.account = accounts.get(account_id)
+        if g.account is not None and _from_before_two_factor(g.account):
+            g.account = None
+            session.clear()
         if g.account is None:
             session.pop(SESSION_KEY, None)
     if g.account is None and request.endpoint != "auth.setup" and not accounts.has_accounts():
@@ -205,7 +226,7 @@ def setup() -> BaseResponse | str | tuple[str, int]:
             )
         except AccountError as exc:
             return render_template("setup.html", name=name, error=str(exc)), 400
-    sign_in_as(owner.id)
+    sign_in_as(owner)
     record(ActivityKind.SIGN_IN, owner.id, "created the owner account")
     return after_sign_in()
 
@@ -235,7 +256,7 @@ def login() -> BaseResponse | str | tuple[str, int] | tuple[str, int, dict[str, 
         return render_template("login.html", name=name, error=WRONG_CREDENTIALS), 400
     if account.two_factor:
         return _await_second_factor(account)
-    sign_in_as(account.id)
+    sign_in_as(account)
     record(ActivityKind.SIGN_IN, account.id, "password")
     return after_sign_in()
 

@@ -34,6 +34,7 @@ from web.auth import (
     safe_next,
     sign_in_as,
     sign_in_state,
+    stamp_session,
     throttled_message,
 )
 from web.qr import qr_svg
@@ -82,7 +83,10 @@ def second_factor() -> BaseResponse | Page:
         return page, HTTPStatus.BAD_REQUEST
     if state.awaiting_second_factor.take(token) is None:
         return redirect(url_for("auth.login"))  # the same sign-in finished in another tab just now
-    sign_in_as(waiting.account_id)
+    account = accounts.get(waiting.account_id)
+    if account is None:
+        return redirect(url_for("auth.login"))  # removed from the household meanwhile
+    sign_in_as(account)
     if tried.result is SecondFactor.RECOVERY_CODE:
         record(ActivityKind.SIGN_IN, waiting.account_id, "password and a recovery code")
         record(ActivityKind.RECOVERY_CODE_USED, waiting.account_id)
@@ -131,6 +135,10 @@ def confirm() -> BaseResponse | Page:
     except AccountError as exc:
         return _page(error=str(exc), http=HTTPStatus.BAD_REQUEST)
     sign_in_state().enrolments.discard(session.pop(ENROLMENT_KEY, None))
+    # Every other session of this account ends now (web/auth.py); this one goes on.
+    now_on = services().accounts.get(g.account.id)
+    if now_on is not None:
+        stamp_session(now_on)
     record(ActivityKind.TWO_FACTOR_ENABLED, g.account.id)
     return render_template("recovery_codes.html", codes=codes, first=True), HTTPStatus.OK
 
