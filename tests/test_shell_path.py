@@ -79,8 +79,14 @@ def started_hub(data_dir: Path) -> Iterator[RunningHub]:
         text=True,
     )
     assert process.stdout is not None
-    banner = read_lines_until(process.stdout, lambda line: line.startswith("Stop with"))
-    yield RunningHub(process, data_dir, http_port, mqtt_port, banner)
+    try:
+        banner = read_lines_until(process.stdout, lambda line: line.startswith("Stop with"))
+        yield RunningHub(process, data_dir, http_port, mqtt_port, banner)
+    except BaseException:
+        # A failing test must not leave a hub (and its mosquitto) running.
+        process.kill()
+        process.wait(timeout=20)
+        raise
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
 
