@@ -63,6 +63,14 @@ def _named(name: str) -> SelectOfScalar[Account]:
     return select(Account).where(Account.name == name.strip(), col(Account.removed_at_s).is_(None))
 
 
+def _required(session: Session, account_id: int) -> Account:
+    """The account in use, or AccountError: for the calls that name an account to change."""
+    account = _in_use(session, account_id)
+    if account is None:
+        raise AccountError(_NO_SUCH_ACCOUNT)
+    return account
+
+
 def _in_use(session: Session, account_id: int) -> Account | None:
     """The account, unless there is none or it was removed from the household."""
     account = session.get(Account, account_id)
@@ -166,9 +174,7 @@ class AccountService:
     # --- two-factor sign-in (hub/two_factor.py has the rules) ----------------------
     def begin_two_factor(self, account_id: int) -> TotpEnrolment:
         with session_scope(self._engine) as session:
-            account = _in_use(session, account_id)
-            if account is None:
-                raise AccountError(_NO_SUCH_ACCOUNT)
+            account = _required(session, account_id)
             if account.totp_secret is not None:
                 raise AccountError(_ALREADY_ON)
             return two_factor.new_enrolment(account.name)
@@ -184,8 +190,7 @@ class AccountService:
         codes = two_factor.new_recovery_codes()
         hashes = [two_factor.hash_recovery_code(code) for code in codes]  # slow: outside the transaction
         with session_scope(self._engine) as session:
-            if _in_use(session, account_id) is None:
-                raise AccountError(_NO_SUCH_ACCOUNT)
+            _required(session, account_id)
             # Conditional, so two confirmations racing each other switch it on once.
             switched = session.exec(
                 update(Account)
@@ -226,9 +231,7 @@ class AccountService:
 
     def two_factor_status(self, account_id: int) -> TwoFactorStatus:
         with session_scope(self._engine) as session:
-            account = _in_use(session, account_id)
-            if account is None:
-                raise AccountError(_NO_SUCH_ACCOUNT)
+            account = _required(session, account_id)
             if account.totp_secret is None:
                 return TwoFactorStatus(enabled=False)
             left = session.exec(
@@ -267,8 +270,7 @@ class AccountService:
         no such account in use.
         """
         with session_scope(self._engine) as session:
-            if _in_use(session, account_id) is None:
-                raise AccountError(_NO_SUCH_ACCOUNT)
+            _required(session, account_id)
             # Conditional, so two resets racing each other report one change.
             switched = session.exec(
                 update(Account)

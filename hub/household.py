@@ -164,7 +164,7 @@ class Household:
         record_created(
             self._activity,
             created,
-            owner_id=by.id if by is not None else self._owner_id(),
+            owner_id=self._owner_id(by),
             origin=origin,
             by=by,
             address=address,
@@ -183,9 +183,7 @@ class Household:
         it has open ends on its next request) and its history stays.
         HouseholdRefused says why not."""
         _check(origin, by)
-        account = self._accounts.get(account_id)
-        if account is None:
-            raise HouseholdRefused(Refusal.UNKNOWN_ACCOUNT, "There is no such account.")
+        account = self._known(account_id)
         if account.is_owner:
             raise HouseholdRefused(Refusal.OWNER, "The owner's account cannot be removed.")
         devices = self._devices.list_devices(account_id)
@@ -205,7 +203,7 @@ class Household:
             self._activity,
             ActivityKind.ACCOUNT_REMOVED,
             member_id=removed.id,
-            owner_id=by.id if by is not None else self._owner_id(),
+            owner_id=self._owner_id(by),
             address=address,
             member_detail=f"removed from the household {how}",
             owner_detail=f"member {removed.name!r} removed {how}",
@@ -232,9 +230,7 @@ class Household:
         Recorded on the account and on the owner's. HouseholdRefused says why not.
         """
         _check(origin, by)
-        account = self._accounts.get(account_id)
-        if account is None:
-            raise HouseholdRefused(Refusal.UNKNOWN_ACCOUNT, "There is no such account.")
+        account = self._known(account_id)
         if by is not None and by.id == account.id:
             raise HouseholdRefused(
                 Refusal.OWN_ACCOUNT,
@@ -251,15 +247,25 @@ class Household:
             self._activity,
             ActivityKind.TWO_FACTOR_DISABLED,
             member_id=account.id,
-            owner_id=by.id if by is not None else self._owner_id(),
+            owner_id=self._owner_id(by),
             address=address,
             member_detail=f"turned off without a code {how}; the password alone signs in now",
             owner_detail=f"for {account.name!r}, turned off without a code {how}",
         )
         return account
 
-    def _owner_id(self) -> int | None:
+    def _owner_id(self, by: AccountView | None) -> int | None:
+        """The owner's id: the person asking on the household page is the owner;
+        from the command line it is looked up."""
+        if by is not None:
+            return by.id
         return next((account.id for account in self._accounts.list_accounts() if account.is_owner), None)
+
+    def _known(self, account_id: int) -> AccountView:
+        account = self._accounts.get(account_id)
+        if account is None:
+            raise HouseholdRefused(Refusal.UNKNOWN_ACCOUNT, "There is no such account.")
+        return account
 
 
 def _check(origin: Origin, by: AccountView | None) -> None:

@@ -738,7 +738,7 @@ def api_calls(app: Flask, prefix: str) -> st.SearchStrategy[tuple[str, str]]:
     return st.integers(0, 9).flatmap(lambda n: nowhere if n == 0 else calls())
 
 
-def check_json_answer(response: TestResponse, what: str) -> dict[str, Any] | None:
+def assert_json_answer(response: TestResponse, what: str) -> dict[str, Any] | None:
     """No 5xx but 503 (the broker did not answer), and every 4xx is a JSON error."""
     assert response.status_code < 500 or response.status_code == 503, (what, response.status_code)
     if response.status_code < 400:
@@ -792,7 +792,7 @@ def test_the_control_api_answers_any_body_with_a_json_error(
     query: dict[str, str],
 ) -> None:
     method, path = data.draw(api_calls(control.application, "/v1/"))
-    answer = check_json_answer(send(control, method, path, body, query), f"{method} {path}")
+    answer = assert_json_answer(send(control, method, path, body, query), f"{method} {path}")
     if answer is not None and method == "POST" and path in ("/v1/settings/account", "/v1/settings/device"):
         # A refused settings change says which protocol rule it broke.
         assert answer["error"] in SETTINGS_ERRORS, answer
@@ -824,7 +824,7 @@ def test_the_account_service_api_answers_any_body_with_a_json_error(
     method, path = data.draw(api_calls(client.application, "/v1/"))
     headers = {"Authorization": f"Bearer {token}"} if with_token else {}
     response = send(client, method, path, body, query, headers=headers)
-    check_json_answer(response, f"{method} {path}")
+    assert_json_answer(response, f"{method} {path}")
     if not with_token and path != "/v1/health":
         assert response.status_code == 401
     for account_id in range(4):
@@ -853,7 +853,7 @@ def test_bodies_that_break_json_parsers_are_a_bad_request(
     rules = [r for r in client.application.url_map.iter_rules() if "POST" in r.methods and "<" not in r.rule]
     path = data.draw(st.sampled_from(sorted(r.rule for r in rules)))
     response = client.post(path, data=body, content_type="application/json", headers=headers)
-    assert check_json_answer(response, f"POST {path}") is not None
+    assert assert_json_answer(response, f"POST {path}") is not None
     assert response.status_code in (400, 413), response.get_json()
 
 
@@ -902,7 +902,7 @@ def test_the_pages_api_answers_any_body_with_a_json_error(
         client = client.application.test_client()
     method, path = data.draw(api_calls(client.application, "/api/v1/"))
     headers = {"X-CSRFToken": csrf} if with_csrf else {}
-    check_json_answer(send(client, method, path, body, query, headers=headers), f"{method} {path}")
+    assert_json_answer(send(client, method, path, body, query, headers=headers), f"{method} {path}")
 
 
 @API_SETTINGS
@@ -912,7 +912,7 @@ def test_the_account_service_stores_only_sound_changes(
 ) -> None:
     client, token, service = account_api
     response = client.post("/v1/changes", json=change, headers={"Authorization": f"Bearer {token}"})
-    check_json_answer(response, "POST /v1/changes")
+    assert_json_answer(response, "POST /v1/changes")
     assert response.status_code in (200, 400), response.get_json()
     for account_id in range(4):
         assert_strict_json(service.preferences(account_id).document)
@@ -932,7 +932,7 @@ def test_the_control_api_stores_only_sound_settings(
     if patch is not None:
         body = body | {"account": "alice", "changes": patch}
     response = control.post(route, json=body)
-    answer = check_json_answer(response, f"POST {route}")
+    answer = assert_json_answer(response, f"POST {route}")
     if answer is not None:
         assert answer["error"] in SETTINGS_ERRORS, answer
     alice = hub.accounts.find("alice")

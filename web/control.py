@@ -26,23 +26,17 @@ from hub.errors import (
     SettingsRefused,
     UnlinkRefused,
 )
-from hub.household import Household, Origin, Refusal
+from hub.household import Household, Origin
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
 from web.activity import what
+from web.household import status_for_refusal
 from web.json_api import BadRequest, JsonReply, http_error, json_body, json_error
 from web.link import status_for
 from web.values import non_finite_path, view_json
 
 DEFAULT_ACTIVITY_LIMIT = 100
 MAX_ACTIVITY_LIMIT = 10_000
-_HOUSEHOLD_STATUS = {
-    Refusal.UNKNOWN_ACCOUNT: HTTPStatus.NOT_FOUND,
-    Refusal.HAS_DEVICES: HTTPStatus.CONFLICT,
-    Refusal.OWNER: HTTPStatus.BAD_REQUEST,
-    Refusal.NOT_OWNER: HTTPStatus.FORBIDDEN,
-    Refusal.TWO_FACTOR_OFF: HTTPStatus.CONFLICT,
-}
 
 
 class _NotFound(Exception):
@@ -233,7 +227,7 @@ def create_control_app(
 
     @app.errorhandler(HouseholdRefused)
     def household_refused(exc: HouseholdRefused) -> JsonReply:
-        return json_error(exc.reason, str(exc), _HOUSEHOLD_STATUS.get(exc.reason, HTTPStatus.BAD_REQUEST))
+        return json_error(exc.reason, str(exc), status_for_refusal(exc.reason))
 
     @app.errorhandler(AccountError)
     def account_refused(exc: AccountError) -> JsonReply:

@@ -19,6 +19,7 @@ from typing import ParamSpec, TypeVar
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.account_directory import AccountView
 from hub.errors import AccountError, HouseholdRefused
 from hub.household import Member, Origin, Refusal
 from web.auth import login_required
@@ -30,6 +31,19 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 NOT_OWNER = "Only the household's owner manages its accounts."
+
+# How each refusal reads as HTTP, for the pages here and the control API (web/control.py).
+_REFUSAL_STATUS = {
+    Refusal.UNKNOWN_ACCOUNT: HTTPStatus.NOT_FOUND,
+    Refusal.HAS_DEVICES: HTTPStatus.CONFLICT,
+    Refusal.OWNER: HTTPStatus.BAD_REQUEST,
+    Refusal.NOT_OWNER: HTTPStatus.FORBIDDEN,
+    Refusal.TWO_FACTOR_OFF: HTTPStatus.CONFLICT,
+}
+
+
+def status_for_refusal(reason: str) -> int:
+    return _REFUSAL_STATUS.get(reason, HTTPStatus.BAD_REQUEST)
 
 
 def owner_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse | tuple[str, int]]:
@@ -93,20 +107,14 @@ def remove_confirm(account_id: int) -> tuple[str, int]:
 def remove_member(account_id: int) -> BaseResponse | tuple[str, int]:
     """Remove once the owner confirmed (`confirm=yes` from the confirm page's form);
     a post without it shows the confirm step, so no single click removes anyone."""
-    member = _member(account_id)
-    if request.form.get("confirm") != "yes":
-        return render_template("remove_member.html", member=member, error=None), HTTPStatus.OK
-    try:
-        removed = services().household.remove_member(
+    return _confirmed(
+        "remove_member.html",
+        account_id,
+        lambda: services().household.remove_member(
             account_id, origin=Origin.WEB, by=g.account, address=request.remote_addr
-        )
-    except HouseholdRefused as exc:
-        if exc.reason == Refusal.UNKNOWN_ACCOUNT:
-            abort(HTTPStatus.NOT_FOUND)
-        status = HTTPStatus.CONFLICT if exc.reason == Refusal.HAS_DEVICES else HTTPStatus.BAD_REQUEST
-        return render_template("remove_member.html", member=member, error=str(exc)), status
-    flash(f"{removed.name} was removed from the household. Their settings history is kept.")
-    return redirect(url_for("household.household_page"), HTTPStatus.SEE_OTHER)
+        ),
+        lambda removed: f"{removed.name} was removed from the household. Their settings history is kept.",
+    )
 
 
 @bp.get("/household/members/<int:account_id>/two-factor-off")
@@ -121,20 +129,36 @@ def two_factor_off_confirm(account_id: int) -> tuple[str, int]:
 def two_factor_off(account_id: int) -> BaseResponse | tuple[str, int]:
     """For a member who lost both the phone and the recovery codes; only with
     `confirm=yes` from the confirm page's form, like a removal."""
+    return _confirmed(
+        "two_factor_off.html",
+        account_id,
+        lambda: services().household.reset_two_factor(
+            account_id, origin=Origin.WEB, by=g.account, address=request.remote_addr
+        ),
+        lambda account: (
+            f"Two-factor sign-in is off for {account.name}: their password alone signs them in now. "
+            "They can turn it on again with their new phone under Settings."
+        ),
+    )
+
+
+def _confirmed(
+    template: str,
+    account_id: int,
+    act: Callable[[], AccountView],
+    done: Callable[[AccountView], str],
+) -> BaseResponse | tuple[str, int]:
+    """An owner's action on a member that needs the confirm step: without
+    `confirm=yes` the step is shown (again); a refusal is shown on it."""
     member = _member(account_id)
     if request.form.get("confirm") != "yes":
-        return render_template("two_factor_off.html", member=member, error=None), HTTPStatus.OK
+        return render_template(template, member=member, error=None), HTTPStatus.OK
     try:
-        account = services().household.reset_two_factor(
-            account_id, origin=Origin.WEB, by=g.account, address=request.remote_addr
-        )
+        account = act()
     except HouseholdRefused as exc:
-        if exc.reason == Refusal.UNKNOWN_ACCOUNT:
+        status = status_for_refusal(exc.reason)
+        if status == HTTPStatus.NOT_FOUND:
             abort(HTTPStatus.NOT_FOUND)
-        status = HTTPStatus.CONFLICT if exc.reason == Refusal.TWO_FACTOR_OFF else HTTPStatus.BAD_REQUEST
-        return render_template("two_factor_off.html", member=member, error=str(exc)), status
-    flash(
-        f"Two-factor sign-in is off for {account.name}: their password alone signs them in now. "
-        "They can turn it on again with their new phone under Settings."
-    )
+        return render_template(template, member=member, error=str(exc)), status
+    flash(done(account))
     return redirect(url_for("household.household_page"), HTTPStatus.SEE_OTHER)
