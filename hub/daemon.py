@@ -329,7 +329,7 @@ class Hub:
         return list(
             self._mqtt.publish_many(
                 [
-                    (protocol.device_topic(device_id, leaf), protocol.encode(message))
+                    (protocol.device_topic(device_id, leaf), protocol.encode(message), None)
                     for device_id, leaf, message in messages
                 ]
             )
@@ -414,7 +414,10 @@ class Hub:
         correlation = message.correlation_data
         if correlation is not None and len(correlation) > protocol.MAX_CORRELATION_BYTES:
             correlation = None
-        self._send(self.links.handle_rejection(parsed, correlation))
+        reply = self.links.handle_rejection(parsed, correlation)
+        if reply is not None:
+            # Not waited for, like every answer to a request: garbage can come fast.
+            self._send_all([reply])
 
     def _on_message(self, message: InboundMessage) -> None:
         """Anything but a link request: device status and settings messages."""

@@ -172,11 +172,9 @@ class MqttConnection:
         correlation_data: bytes | None = None,
         timeout_s: float = 5.0,
     ) -> None:
-        properties = None
-        if self._mqtt5 and correlation_data is not None:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.CorrelationData = correlation_data
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        info = self._client.publish(
+            topic, payload, qos=qos, retain=retain, properties=self._correlation(correlation_data)
+        )
         if qos == 0:
             with self._lock:
                 self._acks.pop(info.mid, None)
@@ -200,11 +198,7 @@ class MqttConnection:
         """
         failed = 0
         for topic, payload, correlation in messages:
-            properties = None
-            if self._mqtt5 and correlation is not None:
-                properties = Properties(PacketTypes.PUBLISH)
-                properties.CorrelationData = correlation
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            info = self._client.publish(topic, payload, qos=1, properties=self._correlation(correlation))
             with self._lock:
                 # The acknowledgement may have come already (it then waits in _acks).
                 if self._acks.pop(info.mid, None) is None and info.rc == paho.MQTT_ERR_SUCCESS:
@@ -215,26 +209,20 @@ class MqttConnection:
 
     def publish_many(
         self,
-        messages: Sequence[tuple[str, bytes] | tuple[str, bytes, bytes | None]],
+        messages: Sequence[tuple[str, bytes, bytes | None]],
         *,
         timeout_s: float = 5.0,
     ) -> list[BrokerUnavailable | BrokerTimeout | float]:
         """Publish all, then wait for all the acknowledgements: one round trip for
         a fanout to a thousand devices instead of a thousand (docs/performance.md).
 
-        QoS 1, never retained; a third item is MQTT 5 correlation data. One result
-        per message, in order: seconds from its send to its PUBACK, or the error
-        that says it was not delivered.
+        QoS 1, never retained; each message is (topic, payload, MQTT 5 correlation
+        data or None). One result per message, in order: seconds from its send to
+        its PUBACK, or the error that says it was not delivered.
         """
         sent: list[tuple[int, float] | BrokerUnavailable] = []
-        for message in messages:
-            topic, payload = message[0], message[1]
-            correlation = message[2] if len(message) > 2 else None
-            properties = None
-            if self._mqtt5 and correlation is not None:
-                properties = Properties(PacketTypes.PUBLISH)
-                properties.CorrelationData = correlation
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
+        for topic, payload, correlation in messages:
+            info = self._client.publish(topic, payload, qos=1, properties=self._correlation(correlation))
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 with self._lock:
                     self._acks.pop(info.mid, None)
@@ -243,8 +231,7 @@ class MqttConnection:
                 sent.append((info.mid, time.perf_counter()))
         deadline = time.monotonic() + timeout_s
         results: list[BrokerUnavailable | BrokerTimeout | float] = []
-        for message, item in zip(messages, sent, strict=True):
-            topic = message[0]
+        for (topic, _payload, _correlation), item in zip(messages, sent, strict=True):
             if isinstance(item, BrokerUnavailable):
                 results.append(item)
                 continue
@@ -259,6 +246,14 @@ class MqttConnection:
             else:
                 results.append(time.perf_counter() - started)
         return results
+
+    def _correlation(self, correlation: bytes | None) -> Properties | None:
+        """MQTT 5 Correlation Data for a publish (MQTT 3.1.1 has no properties)."""
+        if not self._mqtt5 or correlation is None:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.CorrelationData = correlation
+        return properties
 
     # --- correlation table --------------------------------------------------
     # Never hold self._lock while calling into paho: paho calls on_publish with
