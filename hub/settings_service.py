@@ -126,11 +126,7 @@ class SettingsService:
 
     def list_views(self, account_id: int) -> list[DeviceSettingsView]:
         with self._lock, session_scope(self._engine) as session:
-            devices = session.exec(
-                select(Device).where(Device.account_id == account_id, col(Device.unlinked_at_s).is_(None))
-            ).all()
-            shadows = [self._shadow(session, device.device_id) for device in devices]
-            return [self._view(shadow) for shadow in shadows if shadow]
+            return [self._view(shadow) for _device, shadow in self._linked_shadows(session, account_id)]
 
     # --- a person's changes (web page, CLI) -----------------------------------
     def set_preferences(self, account_id: int, patch: JsonObject, *, origin: str) -> VersionedDocument:
@@ -149,23 +145,9 @@ class SettingsService:
                 change = diff(old, new)
                 self._queue(session, ChangeKind.PREFERENCES, account_id, None, change, cache.version, origin)
                 self._record_change(session, account_id, None, change, origin)
-                devices = session.exec(
-                    select(Device).where(Device.account_id == account_id, col(Device.unlinked_at_s).is_(None))
-                ).all()
-                # One query for every shadow, and no flush per device: this loop
-                # runs once per device of the account (docs/performance.md, fanout).
-                shadows = {
-                    shadow.device_id: shadow
-                    for shadow in session.exec(
-                        select(DeviceShadow).where(DeviceShadow.account_id == account_id)
-                    ).all()
-                }
+                linked = self._linked_shadows(session, account_id, preferences=old)
                 with session.no_autoflush:
-                    for device in devices:
-                        shadow = shadows.get(device.device_id) or self._shadow(
-                            session, device.device_id, preferences=old
-                        )
-                        assert shadow is not None
+                    for device, shadow in linked:
                         settings = _load(shadow.settings_json)
                         # Refuse the whole change (nothing stored) rather than leave one
                         # device with a document it may not hold.
@@ -351,6 +333,26 @@ class SettingsService:
                 SettingsDesired(shadow.desired_version, change, full=False),
             )
         ]
+
+    def _linked_shadows(
+        self, session: Session, account_id: int, *, preferences: JsonObject | None = None
+    ) -> list[tuple[Device, DeviceShadow]]:
+        """Every linked device of the account with its shadow: one query for all the
+        shadows, not one per device (docs/performance.md, fanout); a missing one is
+        made as `_shadow` makes it."""
+        devices = session.exec(
+            select(Device).where(Device.account_id == account_id, col(Device.unlinked_at_s).is_(None))
+        ).all()
+        stored = session.exec(select(DeviceShadow).where(DeviceShadow.account_id == account_id)).all()
+        shadows = {shadow.device_id: shadow for shadow in stored}
+        linked = []
+        for device in devices:
+            shadow = shadows.get(device.device_id) or self._shadow(
+                session, device.device_id, preferences=preferences
+            )
+            assert shadow is not None  # the device is linked: its shadow exists or was just made
+            linked.append((device, shadow))
+        return linked
 
     def _shadow(
         self, session: Session, device_id: str, *, preferences: JsonObject | None = None
