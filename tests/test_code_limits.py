@@ -26,9 +26,9 @@ from hub.config import CODE_LIFETIME_RANGE_S, DEFAULT_CODE_LIFETIME_S
 from hub.daemon import Hub
 from hub.link_service import CodeStatus
 from hub.protocol import DeviceInfo
-from hub.rate_limits import LimitsPolicy, parse_rate
+from hub.rate_limits import LimitsPolicy, address_key, parse_rate
 from web import WebConfig, create_app
-from web.code_limits import Checked, Refused, WrongCodeLimits, address_key, counts
+from web.code_limits import Checked, Refused, WrongCodeLimits, counts
 from web.control import create_control_app
 
 PASSWORD = "correct horse battery"

@@ -18,11 +18,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv6Address, IPv6Network, ip_address
 from typing import Generic, Protocol, TypeVar
 
 from hub.link_service import CodeStatus
-from hub.rate_limits import LimitsPolicy, Throttle
+from hub.rate_limits import LimitsPolicy, Throttle, address_key
 
 # Statuses that are a wrong guess at a live code.
 COUNTED: frozenset[str] = frozenset(
@@ -35,31 +34,11 @@ COUNTED: frozenset[str] = frozenset(
     }
 )
 
-# One IPv6 host can use any address of its /64 (privacy addresses, RFC 8981),
-# so an IPv6 client is counted by its /64, the way an IPv4 client is by its address.
-IPV6_PREFIX_LENGTH = 64
 
 
 def counts(status: str) -> bool:
     """Whether an entry that ended with `status` is a wrong guess."""
     return status in COUNTED
-
-
-def address_key(remote_addr: str | None) -> str:
-    """The key a client address is counted under: the IPv4 address, or the
-    IPv6 /64 (an IPv4-mapped IPv6 address counts as its IPv4 address)."""
-    if not remote_addr:
-        return "unknown"
-    try:
-        address = ip_address(remote_addr.split("%", 1)[0])
-    except ValueError:
-        # Not an IP (a unix socket, a test client): count the text as it is.
-        return remote_addr[:64]
-    if isinstance(address, IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(IPv6Network((address, IPV6_PREFIX_LENGTH), strict=False))
-    return str(address)
 
 
 class Looked(Protocol):

@@ -33,8 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from hub.rate_limits import LimitsPolicy, Throttle
-from web.code_limits import address_key
+from hub.rate_limits import LimitsPolicy, Throttle, address_key
 
 T = TypeVar("T")
 
