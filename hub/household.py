@@ -77,6 +77,8 @@ class Member:
     two_factor: bool = False  # so the owner can turn it off for a member who lost their phone
 
 
+NOT_OWNER_MESSAGE = "Only the household's owner manages its accounts."
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -274,7 +276,7 @@ def _check(origin: Origin, by: AccountView | None) -> None:
     if (origin is Origin.WEB) != (by is not None):
         raise ValueError("the household page names who asks, and only the household page does")
     if by is not None and not by.is_owner:
-        raise HouseholdRefused(Refusal.NOT_OWNER, "Only the household's owner manages its accounts.")
+        raise HouseholdRefused(Refusal.NOT_OWNER, NOT_OWNER_MESSAGE)
 
 
 def _how(origin: Origin, by: AccountView | None, command: str) -> str:

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from hub.account_directory import AccountView
 from hub.errors import AccountError, HouseholdRefused
-from hub.household import Member, Origin, Refusal
+from hub.household import NOT_OWNER_MESSAGE, Member, Origin, Refusal
 from web.auth import login_required
 from web.services import services
 
@@ -30,7 +30,6 @@ bp = Blueprint("household", __name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-NOT_OWNER = "Only the household's owner manages its accounts."
 
 # How each refusal reads as HTTP, for the pages here and the control API (web/control.py).
 _REFUSAL_STATUS = {
@@ -53,7 +52,8 @@ def owner_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse | tuple
     @functools.wraps(view)
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | BaseResponse | tuple[str, int]:
         if not g.account.is_owner:
-            return render_template("error.html", title="Owner only", message=NOT_OWNER), HTTPStatus.FORBIDDEN
+            page = render_template("error.html", title="Owner only", message=NOT_OWNER_MESSAGE)
+            return page, HTTPStatus.FORBIDDEN
         return view(*args, **kwargs)
 
     return wrapped
