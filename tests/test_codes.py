@@ -32,3 +32,11 @@ def test_typing_is_forgiven(typed: str) -> None:
 @pytest.mark.parametrize("typed", ["", "BCDF-GHJ", "BCDF-GHJKL", "ABCD-EFGH", "BCDF-GHJ1", "\u0392CDF-GHJK"])
 def test_what_cannot_be_a_code_is_refused(typed: str) -> None:
     assert codes.normalise(typed) is None
+
+
+def test_every_letter_is_drawn_at_every_position() -> None:
+    """One draw from the whole code space reaches every letter in every place."""
+    rng = random.Random(3)
+    drawn = [codes.generate(rng) for _ in range(2000)]
+    for position in range(codes.CODE_LENGTH):
+        assert {code[position] for code in drawn} == set(codes.ALPHABET)
