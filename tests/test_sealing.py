@@ -107,6 +107,35 @@ def test_small_order_keys_are_not_usable(raw: bytes) -> None:
         sealing.seal(key, b"secret")
 
 
+def _seals(key: str) -> bool:
+    try:
+        sealing.seal(key, b"secret")
+    except (sealing.UnusablePublicKey, protocol.ProtocolError):
+        return False
+    return True
+
+
+_P = 2**255 - 19
+# The small-order points, also spelled past p (0 as p, 1 as p + 1) and with the
+# top bit set (X25519 ignores it); their neighbours; ordinary keys.
+_SPELLINGS = [*SMALL_ORDER, (_P).to_bytes(32, "little"), (_P + 1).to_bytes(32, "little")]
+KEYS_TO_COMPARE = [
+    *_SPELLINGS,
+    *(raw[:31] + bytes([raw[31] | 0x80]) for raw in _SPELLINGS),
+    *(((int.from_bytes(raw, "little") + 1) % 2**256).to_bytes(32, "little") for raw in _SPELLINGS),
+    (_P - 2).to_bytes(32, "little"),
+    *(secrets.token_bytes(32) for _ in range(50)),
+]
+
+
+@pytest.mark.parametrize("raw", KEYS_TO_COMPARE)
+def test_the_quick_key_check_agrees_with_sealing(raw: bytes) -> None:
+    """is_usable compares with the list of small-order points: it must refuse
+    exactly the keys that sealing (libsodium) refuses."""
+    key = base64.b64encode(raw).decode()
+    assert sealing.is_usable(key) == _seals(key)
+
+
 @pytest.mark.parametrize("key", ["", "AAAA", "x" * 44, base64.b64encode(secrets.token_bytes(31)).decode()])
 def test_malformed_keys_are_refused(key: str) -> None:
     assert not sealing.is_usable(key)
