@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import Table, func, insert, update
+from sqlalchemy import Table, bindparam, func, insert, or_, update
 from sqlalchemy import select as sql_select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, col, select
@@ -47,6 +47,23 @@ from hub.store import session_scope
 
 log = logging.getLogger(__name__)
 _REQUESTS: Table = LinkRequestRecord.__table__  # type: ignore[attr-defined]
+
+# The request path's statements, built once (building them per batch was a tenth
+# of the request thread's time). Codes are matched on `user_code` alone and the
+# rest checked in Python: asked for the state too, SQLite walked the index of
+# every pending row instead (docs/performance.md).
+_TAKEN = sql_select(_REQUESTS.c.user_code, _REQUESTS.c.state, _REQUESTS.c.expires_at_s).where(
+    _REQUESTS.c.user_code.in_(bindparam("user_codes", expanding=True))
+)
+_KNOWN_OR_TAKEN = sql_select(
+    _REQUESTS.c.request_id, _REQUESTS.c.user_code, _REQUESTS.c.state, _REQUESTS.c.expires_at_s
+).where(
+    or_(
+        _REQUESTS.c.request_id.in_(bindparam("request_ids", expanding=True)),
+        _REQUESTS.c.user_code.in_(bindparam("user_codes", expanding=True)),
+    )
+)
+_INSERT_REQUESTS = insert(_REQUESTS)
 
 Clock = Callable[[], float]
 
@@ -210,15 +227,15 @@ class LinkService:
         """
         now = self._clock()
         try:
-            with session_scope(self._engine) as session:
-                return self._answer_batch(session, batch, now)
+            with self._engine.begin() as connection:
+                return self._answer_batch(connection, batch, now)
         except IntegrityError:
             # Another hub process on this database stored one of these requests a
             # moment ago. One at a time, that one is known now and answered as a poll.
             if len(batch) > 1:
                 return [reply for item in batch for reply in self.handle_requests([item])]
-            with session_scope(self._engine) as session:
-                return self._answer_batch(session, batch, now)
+            with self._engine.begin() as connection:
+                return self._answer_batch(connection, batch, now)
 
     def handle_request(
         self, request: LinkRequest, correlation: bytes | None, client_id: str
@@ -226,38 +243,48 @@ class LinkService:
         """One request; `client_id` is the one in the request topic."""
         return self.handle_requests([InboundRequest(request, correlation, client_id)])[0]
 
-    def _answer_batch(self, session: Session, batch: list[InboundRequest], now: float) -> list[OutboundReply]:
-        known = {
-            record.request_id: record
-            for record in session.exec(
-                select(LinkRequestRecord).where(
-                    col(LinkRequestRecord.request_id).in_({item.request.request_id for item in batch})
-                )
-            ).all()
-        }
-        # New requests as plain rows (SQLAlchemy Core): building and flushing an ORM
-        # object per request cost a fifth of the request thread's time.
+    def _answer_batch(
+        self, connection: Connection, batch: list[InboundRequest], now: float
+    ) -> list[OutboundReply]:
+        """The batch on SQLAlchemy Core, with statements built once (_KNOWN_OR_TAKEN,
+        _INSERT_REQUESTS): one query for the known request_ids and the codes drawn for
+        the new ones, one INSERT. Building statements and ORM objects per batch was
+        most of the request thread's time (docs/performance.md). Polls, the rare
+        case here, go through the ORM and the state machine."""
+        drawn = [codes.generate(self._rng) for _ in batch]
+        asked = {item.request.request_id for item in batch}
+        known_ids: set[str] = set()
+        taken: set[str] = set()
+        for request_id, user_code, state, expires_at_s in connection.execute(
+            _KNOWN_OR_TAKEN, {"request_ids": list(asked), "user_codes": drawn}
+        ):
+            if request_id in asked:
+                known_ids.add(request_id)
+            if state == LinkState.PENDING and expires_at_s > now:
+                taken.add(user_code)
+        polls = self._polls(connection, batch, known_ids, now) if known_ids else {}
+        # New requests as plain rows: building and flushing an ORM object per
+        # request cost a fifth of the request thread's time.
         new_rows: dict[str, dict[str, Any]] = {}
         # A ready answer, or a new request to answer once the rows have their codes.
         answers: list[OutboundReply | InboundRequest] = []
         pending: _PendingCount | None = None
         counted_afresh = False
-        for item in batch:
+        for index, item in enumerate(batch):
             request, correlation = item.request, item.correlation
             if request.request_id in new_rows:
                 answers.append(item)  # twice in this batch
                 continue
-            record = known.get(request.request_id)
-            if record is not None:
-                answers.append(self._poll(record, request, correlation, now))
+            if request.request_id in known_ids:
+                answers.append(polls[index])
                 continue
             if pending is None:
-                pending = self._pending_count(session, now)
+                pending = self._pending_count(connection, now)
             refused = self._refuse_new(request, item.client_id, pending, now)
             at_cap = refused is not None and refused.error is ErrorCode.TOO_MANY_PENDING
             if at_cap and not counted_afresh:
                 # The cap decides: count exactly (codes may have been decided since).
-                pending = self._pending_count(session, now, afresh=True)
+                pending = self._pending_count(connection, now, afresh=True)
                 pending.waiting += len(new_rows)  # taken in this batch, not stored yet
                 counted_afresh = True
                 refused = self._refuse_new(request, item.client_id, pending, now)
@@ -266,11 +293,17 @@ class LinkService:
                 answers.append(OutboundReply(request.reply_to, refused, correlation))
                 continue
             pending.waiting += 1
-            new_rows[request.request_id] = self._new_row(request, correlation, item.client_id, now)
+            row = self._new_row(request, correlation, item.client_id, now)
+            if drawn[index] not in taken:
+                row["user_code"] = drawn[index]
+                taken.add(drawn[index])
+            new_rows[request.request_id] = row
             answers.append(item)
         if new_rows:
-            self._give_codes(session, list(new_rows.values()), now)
-            session.connection().execute(insert(_REQUESTS), list(new_rows.values()))
+            clashed = [row for row in new_rows.values() if not row["user_code"]]
+            if clashed:
+                self._give_codes(connection, clashed, taken, now)
+            connection.execute(_INSERT_REQUESTS, list(new_rows.values()))
             metrics.of(self._engine).link_requests.inc(len(new_rows))
         return [
             answer
@@ -278,6 +311,26 @@ class LinkService:
             else self._answer_new(new_rows[answer.request.request_id], answer, now)
             for answer in answers
         ]
+
+    def _polls(
+        self, connection: Connection, batch: list[InboundRequest], known_ids: set[str], now: float
+    ) -> dict[int, OutboundReply]:
+        """The answers to the batch's requests the hub already knows (by position),
+        each applied to its record in this transaction."""
+        answers: dict[int, OutboundReply] = {}
+        with Session(bind=connection, expire_on_commit=False) as session:
+            known = {
+                record.request_id: record
+                for record in session.exec(
+                    select(LinkRequestRecord).where(col(LinkRequestRecord.request_id).in_(known_ids))
+                ).all()
+            }
+            for index, item in enumerate(batch):
+                record = known.get(item.request.request_id)
+                if record is not None:
+                    answers[index] = self._poll(record, item.request, item.correlation, now)
+            session.flush()
+        return answers
 
     def _answer_new(self, row: dict[str, Any], item: InboundRequest, now: float) -> OutboundReply:
         """The answer to a request stored in this batch (or repeated in it)."""
@@ -310,7 +363,7 @@ class LinkService:
         outputs = self._apply(record, LinkEvent.POLL, now)
         return self._reply(record, outputs, now)
 
-    def _pending_count(self, session: Session, now: float, *, afresh: bool = False) -> _PendingCount:
+    def _pending_count(self, connection: Connection, now: float, *, afresh: bool = False) -> _PendingCount:
         """How many codes wait now: read from the database at most once a second,
         and counted on in between as this process takes new ones (a COUNT over
         every pending row for every batch cost a tenth of the request thread's
@@ -320,15 +373,11 @@ class LinkService:
         cached = self._pending_cache
         if not afresh and cached is not None and now - cached.read_at_s < 1.0:
             return cached
-        waiting, first_expiry_s = (
-            session.connection()
-            .execute(
-                sql_select(func.count(), func.min(_REQUESTS.c.expires_at_s)).where(
-                    _REQUESTS.c.state == LinkState.PENDING, _REQUESTS.c.expires_at_s > now
-                )
+        waiting, first_expiry_s = connection.execute(
+            sql_select(func.count(), func.min(_REQUESTS.c.expires_at_s)).where(
+                _REQUESTS.c.state == LinkState.PENDING, _REQUESTS.c.expires_at_s > now
             )
-            .one()
-        )
+        ).one()
         self._pending_cache = _PendingCount(waiting, first_expiry_s, now)
         return self._pending_cache
 
@@ -385,23 +434,20 @@ class LinkService:
             "issued_password": None,
         }
 
-    def _give_codes(self, session: Session, rows: list[dict[str, Any]], now: float) -> None:
-        """A user code for each new row, none the same as a live one or each other."""
+    def _give_codes(
+        self, connection: Connection, rows: list[dict[str, Any]], taken: set[str], now: float
+    ) -> None:
+        """A user code for each row whose first draw clashed with a live code (rare:
+        see docs/security.md for the odds), none the same as a live one or as one
+        `taken` in this batch; adds the codes given to `taken`."""
         needing = rows
         for _ in range(20):
             fresh = [codes.generate(self._rng) for _ in needing]
-            # Only `user_code IN (...)` in SQL, the rest here: given the state too,
-            # SQLite walked the index of every pending row instead (docs/performance.md).
-            live = {
+            live = taken | {
                 code
-                for code, state, expires_at_s in session.connection().execute(
-                    sql_select(_REQUESTS.c.user_code, _REQUESTS.c.state, _REQUESTS.c.expires_at_s).where(
-                        _REQUESTS.c.user_code.in_(set(fresh))
-                    )
-                )
+                for code, state, expires_at_s in connection.execute(_TAKEN, {"user_codes": fresh})
                 if state == LinkState.PENDING and expires_at_s > now
             }
-            live |= {row["user_code"] for row in rows if row["user_code"]}
             clashing = []
             for row, code in zip(needing, fresh, strict=True):
                 if code in live:
@@ -409,6 +455,7 @@ class LinkService:
                 else:
                     row["user_code"] = code
                     live.add(code)
+                    taken.add(code)
             if not clashing:
                 return
             needing = clashing

@@ -106,21 +106,61 @@ def test_a_request_another_hub_took_meanwhile_is_answered_with_its_code(
     request the other stored first, and every request is answered one by one."""
     hub = make_hub()
     contested, other = new_request(), new_request(client_id="other")
-    give_codes = hub.links._give_codes
+    new_row = hub.links._new_row
     taken_by_the_other_hub: list[str] = []
 
-    def racing(session: Session, rows: list[dict[str, Any]], now: float) -> None:
-        give_codes(session, rows, now)
-        if not taken_by_the_other_hub:
+    def racing(*args: Any) -> dict[str, Any]:
+        row = new_row(*args)
+        if not taken_by_the_other_hub:  # between the batch's read and its insert
             assert hub.engine is not None
             with Session(hub.engine) as elsewhere:  # SQLite: waits for nothing, we have not written yet
-                elsewhere.add(LinkRequestRecord(**{**rows[0], "user_code": "BCDFGHJK"}))
+                elsewhere.add(LinkRequestRecord(**{**row, "user_code": "BCDFGHJK"}))
                 elsewhere.commit()
-            taken_by_the_other_hub.append(rows[0]["request_id"])
+            taken_by_the_other_hub.append(row["request_id"])
+        return row
 
-    monkeypatch.setattr(hub.links, "_give_codes", racing)
+    monkeypatch.setattr(hub.links, "_new_row", racing)
     replies = hub.links.handle_requests([contested, other])
     assert taken_by_the_other_hub == [contested.request.request_id]
     assert pending_code(replies[0]) == "BCDF-GHJK"
     assert pending_code(replies[1]) != "BCDF-GHJK"
     assert len(stored_codes(hub)) == 2
+
+
+def scripted_codes(monkeypatch: pytest.MonkeyPatch, *drawn: str) -> None:
+    """The hub draws these codes, in this order."""
+    script = iter(drawn)
+    monkeypatch.setattr(codes, "generate", lambda _rng: next(script))
+
+
+def test_a_drawn_code_that_is_live_is_drawn_again(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = make_hub()
+    scripted_codes(monkeypatch, "BCDFGHJK")
+    assert pending_code(hub.links.handle_requests([new_request()])[0]) == "BCDF-GHJK"
+    # Both draw the live code first; the second also draws the first's second draw.
+    scripted_codes(monkeypatch, "BCDFGHJK", "BCDFGHJK", "LMNPQRST", "LMNPQRST", "VWXZBCDF")
+    replies = hub.links.handle_requests([new_request(client_id="two"), new_request(client_id="three")])
+    assert [pending_code(reply) for reply in replies] == ["LMNP-QRST", "VWXZ-BCDF"]
+    assert sorted(stored_codes(hub).values()) == ["BCDFGHJK", "LMNPQRST", "VWXZBCDF"]
+
+
+def test_two_requests_of_a_batch_never_share_a_code(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = make_hub()
+    scripted_codes(monkeypatch, "BCDFGHJK", "BCDFGHJK", "LMNPQRST")
+    replies = hub.links.handle_requests([new_request(), new_request(client_id="two")])
+    assert [pending_code(reply) for reply in replies] == ["BCDF-GHJK", "LMNP-QRST"]
+
+
+def test_the_code_of_an_ended_request_may_be_drawn_again(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = make_hub()
+    scripted_codes(monkeypatch, "BCDFGHJK")
+    first = hub.links.handle_requests([new_request()])[0]
+    hub.links.deny(pending_code(first), None)
+    scripted_codes(monkeypatch, "BCDFGHJK")
+    assert pending_code(hub.links.handle_requests([new_request(client_id="two")])[0]) == "BCDF-GHJK"
