@@ -27,7 +27,7 @@ from hub.dynsec import DynSecAdmin, expands_client_id
 from hub.errors import ConfigError, LinkHubError
 from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.link_service import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
-from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
+from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection, MqttResponder, Outbound
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
@@ -83,6 +83,7 @@ class Hub:
         self.managed_broker: ManagedBroker | None = None
         self._admin: DynSecAdmin | None = None
         self._mqtt: MqttConnection | None = None
+        self._link_responder: MqttResponder | None = None
         self._retained_sweep: ConnectionFactory | None = None
         self._links: LinkService | None = None
         self._accounts: AccountDirectory | None = None
@@ -147,12 +148,13 @@ class Hub:
                 rng=self._rng,
                 request_limits=LinkRequestLimits(config.limits),
             )
+            client_id = f"linkhub-hub-{secrets.token_hex(4)}"
             self._mqtt = MqttConnection(
                 broker,
-                client_id=f"linkhub-hub-{secrets.token_hex(4)}",
+                client_id=client_id,
                 username=hub_username,
                 password=hub_password,
-                on_batch=self._on_messages,
+                on_message=self._on_message,
             )
             self._mqtt.start()
             metrics.of(self.engine).watch_broker(self._mqtt)
@@ -161,7 +163,16 @@ class Hub:
             # longer than for the subscription below.
             self.broker_expands_client_id = expands_client_id(self._mqtt)
             self._admin.ensure_bootstrap(per_client=self.broker_expands_client_id)
-            self._mqtt.subscribe(protocol.link_request_subscription())
+            # Link requests on a connection of their own, answered where they are read.
+            self._link_responder = MqttResponder(
+                broker,
+                client_id=f"{client_id}-links",
+                username=hub_username,
+                password=hub_password,
+                topic_filter=protocol.link_request_subscription(),
+                respond=self._answer_link_requests,
+            )
+            self._link_responder.start()
             self._mqtt.subscribe(protocol.device_status_subscription())
             for topic_filter in protocol.device_inbound_subscriptions():
                 self._mqtt.subscribe(topic_filter)
@@ -193,7 +204,7 @@ class Hub:
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
-        for part in (self._outbox, self._mqtt, self._admin):
+        for part in (self._outbox, self._link_responder, self._mqtt, self._admin):
             if part is not None:
                 try:
                     part.stop()
@@ -350,10 +361,11 @@ class Hub:
         except LinkHubError as exc:
             log.warning("reply to a link request not delivered (%s); the device will poll again", exc)
 
-    def _on_messages(self, batch: list[InboundMessage]) -> None:
-        """Link requests that arrived together are answered together (one
-        transaction, replies published back to back); everything else one by one."""
+    def _answer_link_requests(self, batch: list[InboundMessage]) -> list[Outbound]:
+        """Link requests that arrived together, answered together: one transaction,
+        the answers in arrival order (MqttResponder publishes them)."""
         requests: list[InboundRequest] = []
+        answers: list[OutboundReply] = []
         for message in batch:
             client_id = protocol.link_request_client_id(message.topic)
             parsed = (
@@ -366,42 +378,32 @@ class Hub:
             if isinstance(parsed, LinkRequest) and client_id is not None:
                 requests.append(InboundRequest(parsed, message.correlation_data, client_id))
                 continue
-            if requests:
-                self._answer_requests(requests)
-                requests = []
-            try:
-                if isinstance(parsed, Rejection):
-                    self._refuse_request(message, parsed)
-                else:
-                    self._on_message(message)
-            except Exception:
-                # A handler bug must not take the hub down; name the topic, never the payload.
-                log.exception("handler failed for a message on %s", message.topic)
-        if requests:
-            self._answer_requests(requests)
+            answers.extend(self._answer_requests(requests))
+            requests = []
+            refusal = self._refuse_request(message, parsed)
+            if refusal is not None:
+                answers.append(refusal)
+        answers.extend(self._answer_requests(requests))
+        return [(answer.reply_to, protocol.encode(answer.reply), answer.correlation) for answer in answers]
 
-    def _answer_requests(self, requests: list[InboundRequest]) -> None:
+    def _answer_requests(self, requests: list[InboundRequest]) -> list[OutboundReply]:
+        if not requests:
+            return []
         started = time.perf_counter()
         try:
             replies = self.links.handle_requests(requests)
         except Exception:
             log.exception("could not answer %d link request(s); the devices will resend", len(requests))
-            return
-        self._send_all(replies)
+            return []
         # Each request waited for the whole batch: that is its answer time.
         metrics.of(self.engine).link_requests_answered(len(requests), time.perf_counter() - started)
+        return replies
 
-    def _send_all(self, replies: list[OutboundReply]) -> None:
-        if self._mqtt is None:
-            return
-        failed = self._mqtt.publish_nowait(
-            [(reply.reply_to, protocol.encode(reply.reply), reply.correlation) for reply in replies]
-        )
-        if failed:
-            log.warning("%d link repl(ies) not delivered; the devices will poll again", failed)
-
-    def _refuse_request(self, message: InboundMessage, parsed: Rejection) -> None:
+    def _refuse_request(self, message: InboundMessage, parsed: Rejection | None) -> OutboundReply | None:
         """A link request that does not parse: an error reply where one may go."""
+        if parsed is None:
+            log.warning("dropped a message on unexpected topic %s", message.topic)
+            return None
         refused = self._rejections_logged.due(time.monotonic())
         if refused:  # garbage can come fast: one line a minute at most
             log.warning(
@@ -414,10 +416,7 @@ class Hub:
         correlation = message.correlation_data
         if correlation is not None and len(correlation) > protocol.MAX_CORRELATION_BYTES:
             correlation = None
-        reply = self.links.handle_rejection(parsed, correlation)
-        if reply is not None:
-            # Not waited for, like every answer to a request: garbage can come fast.
-            self._send_all([reply])
+        return self.links.handle_rejection(parsed, correlation)
 
     def _on_message(self, message: InboundMessage) -> None:
         """Anything but a link request: device status and settings messages."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import socket
 import threading
 import time
@@ -41,9 +42,11 @@ class InboundMessage:
 
 
 MessageHandler = Callable[[InboundMessage], None]
-# Takes every message that arrived while the last batch was being handled (at
-# most MAX_BATCH), so a burst of link requests shares one database transaction.
-BatchHandler = Callable[[list[InboundMessage]], None]
+# An outgoing message: topic, payload, MQTT 5 correlation data or None.
+Outbound = tuple[str, bytes, bytes | None]
+# Takes every request that arrived together (at most MAX_BATCH), so a burst of
+# link requests shares one database transaction; returns the answers to send.
+BatchResponder = Callable[[list[InboundMessage]], Sequence[Outbound]]
 MAX_BATCH = 64
 
 
@@ -86,6 +89,24 @@ class CorrelationData(Properties):
     __repr__ = __str__
 
 
+def _inbound(msg: paho.MQTTMessage) -> InboundMessage:
+    props = getattr(msg, "properties", None)
+    return InboundMessage(
+        topic=msg.topic,
+        payload=bytes(msg.payload),
+        retain=bool(msg.retain),
+        response_topic=getattr(props, "ResponseTopic", None),
+        correlation_data=getattr(props, "CorrelationData", None),
+    )
+
+
+def _correlation_properties(mqtt5: bool, correlation: bytes | None) -> Properties | None:
+    """MQTT 5 Correlation Data for a publish (MQTT 3.1.1 has no properties)."""
+    if not mqtt5 or correlation is None:
+        return None
+    return CorrelationData(correlation)
+
+
 def _failed(reason: ReasonCode | int) -> bool:
     if isinstance(reason, ReasonCode):
         return reason.is_failure
@@ -103,15 +124,11 @@ class MqttConnection:
         username: str,
         password: str,
         on_message: MessageHandler | None = None,
-        on_batch: BatchHandler | None = None,
         mqtt5: bool = True,
     ) -> None:
-        """`on_message` gets messages one at a time; `on_batch`, if given instead,
-        gets whatever queued up meanwhile, in arrival order."""
         self.broker = broker
         self.client_id = client_id
         self._on_message = on_message
-        self._on_batch = on_batch
         self._mqtt5 = mqtt5
         self._client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -130,8 +147,7 @@ class MqttConnection:
         self._lock = threading.Lock()
         self._pending: dict[int, Future[ReasonCode | int]] = {}
         self._acks: dict[int, ReasonCode | int] = {}
-        # Acknowledgements nobody waits for: re-subscriptions made on reconnect,
-        # and publishes sent with publish_nowait.
+        # Acknowledgements nobody waits for: re-subscriptions made on reconnect.
         self._unawaited: set[int] = set()
         self._subscriptions: list[tuple[str, int]] = []
         self._connack: Future[ReasonCode] = Future()
@@ -198,9 +214,8 @@ class MqttConnection:
         correlation_data: bytes | None = None,
         timeout_s: float = 5.0,
     ) -> None:
-        info = self._client.publish(
-            topic, payload, qos=qos, retain=retain, properties=self._correlation(correlation_data)
-        )
+        properties = _correlation_properties(self._mqtt5, correlation_data)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if qos == 0:
             with self._lock:
                 self._acks.pop(info.mid, None)
@@ -213,29 +228,9 @@ class MqttConnection:
         if _failed(reason):
             raise BrokerRefused(f"the broker refused a publish to {topic!r}: {reason}")
 
-    def publish_nowait(self, messages: Sequence[tuple[str, bytes, bytes | None]]) -> int:
-        """QoS 1 publishes whose PUBACK nobody waits for; the number that could not
-        even be handed to the connection.
-
-        For answers the other side asks for again when it hears nothing: link
-        replies (a device resends its request and gets the same answer). The
-        request thread goes on to the next batch instead of idling for a round
-        trip (docs/performance.md, link).
-        """
-        failed = 0
-        for topic, payload, correlation in messages:
-            info = self._client.publish(topic, payload, qos=1, properties=self._correlation(correlation))
-            with self._lock:
-                # The acknowledgement may have come already (it then waits in _acks).
-                if self._acks.pop(info.mid, None) is None and info.rc == paho.MQTT_ERR_SUCCESS:
-                    self._unawaited.add(info.mid)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                failed += 1
-        return failed
-
     def publish_many(
         self,
-        messages: Sequence[tuple[str, bytes, bytes | None]],
+        messages: Sequence[Outbound],
         *,
         timeout_s: float = 5.0,
     ) -> list[BrokerUnavailable | BrokerTimeout | float]:
@@ -248,7 +243,8 @@ class MqttConnection:
         """
         sent: list[tuple[int, float] | BrokerUnavailable] = []
         for topic, payload, correlation in messages:
-            info = self._client.publish(topic, payload, qos=1, properties=self._correlation(correlation))
+            properties = _correlation_properties(self._mqtt5, correlation)
+            info = self._client.publish(topic, payload, qos=1, properties=properties)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 with self._lock:
                     self._acks.pop(info.mid, None)
@@ -272,12 +268,6 @@ class MqttConnection:
             else:
                 results.append(time.perf_counter() - started)
         return results
-
-    def _correlation(self, correlation: bytes | None) -> Properties | None:
-        """MQTT 5 Correlation Data for a publish (MQTT 3.1.1 has no properties)."""
-        if not self._mqtt5 or correlation is None:
-            return None
-        return CorrelationData(correlation)
 
     # --- correlation table --------------------------------------------------
     # Never hold self._lock while calling into paho: paho calls on_publish with
@@ -340,46 +330,160 @@ class MqttConnection:
         self._resolve(mid, reason)
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        props = getattr(msg, "properties", None)
-        self._inbox.put(
-            InboundMessage(
-                topic=msg.topic,
-                payload=bytes(msg.payload),
-                retain=bool(msg.retain),
-                response_topic=getattr(props, "ResponseTopic", None),
-                correlation_data=getattr(props, "CorrelationData", None),
-            )
-        )
+        self._inbox.put(_inbound(msg))
 
     def _dispatch(self) -> None:
         while (message := self._inbox.get()) is not None:
-            if self._on_batch is None:
-                self._deliver(message)
+            if self._on_message is None:
                 continue
-            batch = [message]
-            while len(batch) < MAX_BATCH:
-                try:
-                    more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:  # stopping: handle what came before it, then stop
-                    self._deliver_batch(batch)
-                    return
-                batch.append(more)
-            self._deliver_batch(batch)
+            try:
+                self._on_message(message)
+            except Exception:
+                # A handler bug must not take the hub down; name the topic, never the payload.
+                log.exception("handler failed for a message on %s", message.topic)
 
-    def _deliver(self, message: InboundMessage) -> None:
-        if self._on_message is None:
+
+class MqttResponder:
+    """A connection of its own for requests answered at once (link requests): one
+    thread reads whatever has arrived, hands it to `respond` in one call, writes
+    the answers it returns, and reads again. The echo floor of bench/link.py has
+    the same shape; handing each request to a second thread through a queue, and
+    every answer back to paho's, cost the hub most of its distance to that floor
+    (docs/performance.md).
+
+    Nothing else publishes on this connection, so paho is driven from this one
+    thread (its external-loop API) and never from two at once. Answers are QoS 1
+    and not waited for: a device that hears nothing asks again and gets the same
+    answer. `respond` must not wait on the broker, since nothing reads from it
+    meanwhile; it may take the database's time, during which requests queue up
+    into the next batch.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        *,
+        client_id: str,
+        username: str,
+        password: str,
+        topic_filter: str,
+        respond: BatchResponder,
+        mqtt5: bool = True,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self._topic_filter = topic_filter
+        self._respond = respond
+        self._mqtt5 = mqtt5
+        self._client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
+        )
+        self._client.username_pw_set(username, password)
+        self._client.max_inflight_messages_set(0)  # answers are never held back waiting for PUBACKs
+        self._client.on_socket_open = _set_nodelay
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_subscribe = self._handle_subscribe
+        self._client.on_message = self._handle_message
+        self._arrived: list[InboundMessage] = []  # touched by the serving thread only
+        self._stopping = threading.Event()
+        self._connack: Future[ReasonCode] = Future()
+        self.subscribed = threading.Event()
+        self.connected = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connected and subscribed, or BrokerUnavailable."""
+        try:
+            self._client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except OSError as exc:
+            raise BrokerUnavailable(
+                f"cannot reach the MQTT broker at {self.broker.host}:{self.broker.port}: {exc}"
+            ) from exc
+        self._thread = threading.Thread(target=self._serve, name=f"mqtt-serve-{self.client_id}", daemon=True)
+        self._thread.start()
+        if not self.subscribed.wait(timeout_s):
+            reason = self._connack.result() if self._connack.done() else "no answer"
+            self.stop()
+            raise BrokerUnavailable(
+                f"the MQTT broker at {self.broker.host}:{self.broker.port} did not take "
+                f"{self.client_id!r} and its subscription to {self._topic_filter!r}: {reason}"
+            )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    # --- the serving thread ---------------------------------------------------
+    def _serve(self) -> None:
+        delay_s = 0.2
+        while not self._stopping.is_set():
+            rc = self._client.loop(timeout=0.5)
+            if rc == paho.MQTT_ERR_SUCCESS:
+                delay_s = 0.2
+                self._read_what_is_waiting()
+                if self._arrived:
+                    batch, self._arrived = self._arrived, []
+                    self._answer(batch)
+                continue
+            # Lost (or never had) the broker: try again, waiting longer each time.
+            self._arrived.clear()  # unanswered requests: their devices ask again
+            if self._stopping.wait(delay_s):
+                break
+            delay_s = min(delay_s * 2, 5.0)
+            try:
+                self._client.reconnect()
+            except OSError as exc:
+                log.debug("%s: reconnecting failed (%s)", self.client_id, exc)
+        with contextlib.suppress(Exception):  # from this thread too: paho is never driven from two
+            self._client.disconnect()
+
+    def _read_what_is_waiting(self) -> None:
+        """Read on while requests are already in the socket: one loop() reads as few
+        as one packet, and a batch of one pays a whole transaction."""
+        sock = self._client.socket()
+        while sock is not None and len(self._arrived) < MAX_BATCH:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable or self._client.loop_read() != paho.MQTT_ERR_SUCCESS:
+                return
+
+    def _answer(self, batch: list[InboundMessage]) -> None:
+        try:
+            answers = self._respond(batch)
+        except Exception:
+            log.exception("could not answer %d request(s), the first on %s", len(batch), batch[0].topic)
             return
-        try:
-            self._on_message(message)
-        except Exception:
-            # A handler bug must not take the hub down; name the topic, never the payload.
-            log.exception("handler failed for a message on %s", message.topic)
+        for topic, payload, correlation in answers:
+            properties = _correlation_properties(self._mqtt5, correlation)
+            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                log.warning("an answer on %s was not sent (%s); the device will ask again", topic, info.rc)
 
-    def _deliver_batch(self, batch: list[InboundMessage]) -> None:
-        assert self._on_batch is not None
-        try:
-            self._on_batch(batch)
-        except Exception:
-            log.exception("handler failed for %d message(s), the first on %s", len(batch), batch[0].topic)
+    # --- paho callbacks (on the serving thread) ---------------------------------
+    def _handle_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
+        if not self._connack.done():
+            self._connack.set_result(reason)
+        if reason.is_failure:
+            log.warning("broker refused %s: %s", self.client_id, reason)
+            return
+        self.connected.set()
+        client.subscribe(self._topic_filter, qos=1)
+
+    def _handle_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
+        self.connected.clear()
+        if reason.is_failure and not self._stopping.is_set():
+            log.warning("%s lost the broker (%s); reconnecting", self.client_id, reason)
+
+    def _handle_subscribe(
+        self, _c: paho.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        if reasons and not any(_failed(reason) for reason in reasons):
+            self.subscribed.set()
+        else:
+            log.error("broker refused %s %r: %s", self.client_id, self._topic_filter, reasons)
+
+    def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        self._arrived.append(_inbound(msg))
