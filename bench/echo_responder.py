@@ -52,7 +52,8 @@ def main() -> int:
 
     client.on_message = on_message
     client.on_subscribe = on_subscribe
-    client.on_connect = lambda c, *_a: c.subscribe(args.topic, qos=1)
+    # QoS 0, as the hub subscribes to link requests (hub/mqtt.py, MqttResponder).
+    client.on_connect = lambda c, *_a: c.subscribe(args.topic, qos=0)
     stop = [False]
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
