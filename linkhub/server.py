@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -201,6 +202,10 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         print(f"  Scan to open {phone_url} on a phone:", flush=True)
         print(terminal_qr(phone_url), end="", flush=True)
         print("Stop with Ctrl-C.", flush=True)
+        # Everything made so far lives as long as the hub: out of the garbage
+        # collector's sight, a full collection no longer walks ~90,000 objects
+        # (50 ms on a slow core, in the middle of some request; docs/performance.md).
+        gc.freeze()
         stop.wait()
         name = signal.Signals(received[0]).name if received else "a signal"
         log.info("stopping on %s: finishing requests in flight, then the hub", name)
