@@ -157,7 +157,6 @@ class Hub:
                 on_message=self._on_message,
             )
             self._mqtt.start()
-            metrics.of(self.engine).watch_broker(self._mqtt)
             # The bootstrap role needs to know whether this broker expands %c, which
             # takes the hub's own connection to find out; devices wait for it no
             # longer than for the subscription below.
@@ -173,6 +172,7 @@ class Hub:
                 respond=self._answer_link_requests,
             )
             self._link_responder.start()
+            metrics.of(self.engine).watch_broker(self._mqtt, self._link_responder)
             self._mqtt.subscribe(protocol.device_status_subscription())
             for topic_filter in protocol.device_inbound_subscriptions():
                 self._mqtt.subscribe(topic_filter)

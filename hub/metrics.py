@@ -90,7 +90,7 @@ class HubMetrics:
         self.broker_connected = Gauge(
             "linkhub_broker_connected", "1 while the hub is connected to its MQTT broker", registry=registry
         )
-        self._connection: Callable[[], BrokerConnection | None] = lambda: None
+        self._connections: list[Callable[[], BrokerConnection | None]] = []
         self.broker_connected.set_function(lambda: 1.0 if self.broker_is_connected() else 0.0)
         if engine is not None:
             # Counted at scrape time from the database: right after a restart, and
@@ -117,17 +117,19 @@ class HubMetrics:
             self.settings_delivery_seconds.observe(seconds)
             self.settings_deliveries.inc()
 
-    def watch_broker(self, connection: BrokerConnection) -> None:
-        """The hub's MQTT connection, whose state health and `linkhub_broker_connected` report."""
-        self._connection = weakref.ref(connection)  # type: ignore[assignment]
+    def watch_broker(self, *connections: BrokerConnection) -> None:
+        """The hub's MQTT connections (its main one, the one link requests come in
+        on), whose state health and `linkhub_broker_connected` report: connected
+        only while all of them are."""
+        self._connections = [weakref.ref(connection) for connection in connections]  # type: ignore[misc]
 
     # --- reading -------------------------------------------------------------------------
     def broker_is_connected(self) -> bool:
-        connection = self._connection()
-        return connection is not None and connection.connected.is_set()
+        connections = [reference() for reference in self._connections]
+        return bool(connections) and all(c is not None and c.connected.is_set() for c in connections)
 
     def broker_address(self) -> str | None:
-        connection = self._connection()
+        connection = self._connections[0]() if self._connections else None
         if connection is None:
             return None
         return f"{connection.broker.host}:{connection.broker.port}"

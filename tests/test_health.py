@@ -221,6 +221,12 @@ def test_a_lost_broker_makes_healthz_degraded_until_it_is_back(
     recovered = client.get("/healthz").get_json()
     assert recovered["status"] == "ok" and recovered["database"]["ok"] is True
     assert recovered["broker"] == {"ok": True, "address": f"127.0.0.1:{own_broker.port}"}
+    # Both of the hub's connections are back, the one link requests come in on too.
+    device = BootstrapDevice(own_broker.port, LAMP)
+    try:
+        assert device.request().user_code
+    finally:
+        device.close()
 
 
 class _FailingEngine:
@@ -429,3 +435,24 @@ def test_linkhub_run_probes_counts_and_stops_cleanly_on_sigterm(tmp_path: Path) 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert not _port_open(mqtt_port)
+
+
+class _Connection:
+    def __init__(self, connected: bool) -> None:
+        self.connected = threading.Event()
+        if connected:
+            self.connected.set()
+        self.broker = type("Broker", (), {"host": "127.0.0.1", "port": 1884})()
+
+
+def test_the_broker_counts_as_connected_only_while_every_connection_is() -> None:
+    """The hub's main connection and the one link requests come in on."""
+    hub_metrics = metrics.of(create_engine("sqlite://"))
+    main, links = _Connection(True), _Connection(False)
+    hub_metrics.watch_broker(main, links)
+    assert not hub_metrics.broker_is_connected()
+    links.connected.set()
+    assert hub_metrics.broker_is_connected()
+    assert hub_metrics.broker_address() == "127.0.0.1:1884"
+    main.connected.clear()
+    assert not hub_metrics.broker_is_connected()
