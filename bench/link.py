@@ -11,11 +11,11 @@ responder (bench/echo_responder.py, its own process like the hub) that only
 echoes each request to its Response Topic: no hub can answer faster than
 that.
 
-The two take turns: R rounds of N/R requests each, the floor first in even
-rounds and the hub first in odd ones, so that a few seconds of other work on a
-shared machine land on both rather than on one (docs/performance.md). Each
-figure is over all rounds: answers over the time spent answering them, and the
-percentiles of every latency.
+The two take turns: R rounds of N/R requests each, the floor first in rounds
+1, 3, 5, ... and the hub first in the others, so that a few seconds of other
+work on a shared machine land on both rather than on one (docs/performance.md).
+Each figure is over all rounds: answers over the time spent answering them, and
+the percentiles of every latency.
 
 Goal: the hub's throughput at least 70% of the floor's, its p99 at most twice
 the floor's. The last line says how it went.

@@ -1,10 +1,14 @@
 """The one module that owns paho-mqtt on the hub side (aiomqtt's shape, threaded).
 
-Callbacks only convert and hand off: inbound messages go to a queue that one
+Two kinds of connection. MqttConnection, for everything but link requests:
+callbacks only convert and hand off, inbound messages go to a queue that one
 dispatcher thread drains, so a handler may publish and wait for its PUBACK
 without blocking paho's network loop. Every subscribe and publish waits for
 its acknowledgement in a table keyed by message id; a missing or refused
 acknowledgement raises, because a publish nobody acknowledged did not happen.
+MqttResponder, for link requests: answered in batches on the thread that reads
+them, their answers not waited for (a device asks again), because that hand-off
+was most of the hub's cost per request (docs/performance.md).
 """
 
 from __future__ import annotations
