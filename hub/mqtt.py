@@ -93,6 +93,25 @@ class CorrelationData(Properties):
     __repr__ = __str__
 
 
+def _new_client(client_id: str, username: str, password: str, mqtt5: bool) -> paho.Client:
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
+    )
+    client.username_pw_set(username, password)
+    client.on_socket_open = _set_nodelay
+    return client
+
+
+def _connect(client: paho.Client, broker: BrokerAddress) -> None:
+    try:
+        client.connect(broker.host, broker.port, keepalive=30)
+    except OSError as exc:
+        where = f"{broker.host}:{broker.port}"
+        raise BrokerUnavailable(f"cannot reach the MQTT broker at {where}: {exc}") from exc
+
+
 def _inbound(msg: paho.MQTTMessage) -> InboundMessage:
     props = getattr(msg, "properties", None)
     return InboundMessage(
@@ -134,15 +153,9 @@ class MqttConnection:
         self.client_id = client_id
         self._on_message = on_message
         self._mqtt5 = mqtt5
-        self._client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-        )
-        self._client.username_pw_set(username, password)
+        self._client = _new_client(client_id, username, password, mqtt5)
         self._client.reconnect_delay_set(min_delay=0.2, max_delay=5)
         self._client.max_inflight_messages_set(100)
-        self._client.on_socket_open = _set_nodelay
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_subscribe = self._handle_subscribe
@@ -165,12 +178,7 @@ class MqttConnection:
             target=self._dispatch, name=f"mqtt-dispatch-{self.client_id}", daemon=True
         )
         self._dispatcher.start()
-        try:
-            self._client.connect(self.broker.host, self.broker.port, keepalive=30)
-        except OSError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach the MQTT broker at {self.broker.host}:{self.broker.port}: {exc}"
-            ) from exc
+        _connect(self._client, self.broker)
         self._client.loop_start()
         try:
             reason = self._connack.result(timeout=timeout_s)
@@ -379,14 +387,8 @@ class MqttResponder:
         self._topic_filter = topic_filter
         self._respond = respond
         self._mqtt5 = mqtt5
-        self._client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
-        )
-        self._client.username_pw_set(username, password)
+        self._client = _new_client(client_id, username, password, mqtt5)
         self._client.max_inflight_messages_set(0)  # answers are never held back waiting for PUBACKs
-        self._client.on_socket_open = _set_nodelay
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_subscribe = self._handle_subscribe
@@ -400,12 +402,7 @@ class MqttResponder:
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connected and subscribed, or BrokerUnavailable."""
-        try:
-            self._client.connect(self.broker.host, self.broker.port, keepalive=30)
-        except OSError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach the MQTT broker at {self.broker.host}:{self.broker.port}: {exc}"
-            ) from exc
+        _connect(self._client, self.broker)
         self._thread = threading.Thread(target=self._serve, name=f"mqtt-serve-{self.client_id}", daemon=True)
         self._thread.start()
         if not self.subscribed.wait(timeout_s):
