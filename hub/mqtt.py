@@ -471,9 +471,10 @@ class MqttResponder:
             log.warning("broker refused %s: %s", self.client_id, reason)
             return
         self.connected.set()
-        # QoS 0 from the broker to us: the session is clean, so a request in flight
-        # when the connection drops is gone whatever the QoS, and its device asks
-        # again. QoS 1 would only add a PUBACK to write for every request.
+        # QoS 0 from the broker to us: our session ends with the connection (no
+        # Session Expiry Interval), so a request in flight when the connection
+        # drops is gone whatever the QoS, and its device asks again. QoS 1 would
+        # only add a PUBACK to write for every request.
         client.subscribe(self._topic_filter, qos=0)
 
     def _handle_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
