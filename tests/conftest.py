@@ -11,13 +11,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
 
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import ExternalBroker, HubConfig
 from hub.daemon import Hub
 from hub.rate_limits import LimitsPolicy
+from web import WebConfig, create_app
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "LINKHUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -163,3 +166,11 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
 @pytest.fixture
 def hub(make_hub: HubFactory) -> Hub:
     return make_hub()
+
+
+def hub_pages(hub: Hub, config: WebConfig, **extra: Any) -> Flask:
+    """The web pages on `hub`'s own services, wired as `linkhub run` wires them;
+    `extra` for the optional parts (health, metrics, ca_certificate)."""
+    return create_app(
+        config, links=hub.links, accounts=hub.accounts, settings=hub.settings, activity=hub.activity, **extra
+    )

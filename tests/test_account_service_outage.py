@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HubFactory, RunningBroker, free_port, wait_until
+from conftest import HubFactory, RunningBroker, free_port, hub_pages, wait_until
 from device_doubles import DeviceThread
 
 from hub.account_client import RemoteAccountService
@@ -122,14 +122,10 @@ def test_changes_survive_an_account_service_outage_and_a_hub_restart(
 
 
 def test_sign_in_says_plainly_when_the_account_service_is_away(make_hub: HubFactory) -> None:
-    from web import create_app
     from web.config import WebConfig
 
     hub = make_hub(account_service_url=f"http://127.0.0.1:{free_port()}", account_service_token="t" * 32)
-    app = create_app(
-        WebConfig(secret_key="test"), links=hub.links, accounts=hub.accounts, settings=hub.settings,
-        activity=hub.activity,
-    )
+    app = hub_pages(hub, WebConfig(secret_key="test"))
     response = app.test_client().get("/login")
     assert response.status_code == 503
     assert b"account service is not answering" in response.data

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import pyotp
 import pytest
-from conftest import FakeClock, HubFactory, RunningBroker
+from conftest import FakeClock, HubFactory, RunningBroker, hub_pages
 from device_doubles import BootstrapDevice
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -38,7 +38,7 @@ from waitress.server import create_server
 from hub.daemon import Hub
 from hub.link_service import DECISION_MESSAGES, CodeStatus
 from hub.protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply, PendingReply
-from web import WebConfig, create_app
+from web import WebConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium tries to reach Google and is refused.
@@ -131,13 +131,7 @@ def phone_for(browser: Browser) -> Iterator[PhoneFactory]:
     with ExitStack() as stack:
 
         def open_phone(hub: Hub, clock: Callable[[], float] = time.time) -> Phone:
-            app = create_app(
-                WebConfig(secret_key=secrets.token_hex(16), clock=clock),
-                links=hub.links,
-                accounts=hub.accounts,
-                settings=hub.settings,
-                activity=hub.activity,
-            )
+            app = hub_pages(hub, WebConfig(secret_key=secrets.token_hex(16), clock=clock))
             origin = stack.enter_context(serving(app))
             context = browser.new_context(
                 viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import RunningBroker
+from conftest import RunningBroker, hub_pages
 from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
@@ -27,7 +27,7 @@ from hub.daemon import Hub
 from hub.link_service import CodeStatus
 from hub.protocol import DeviceInfo
 from hub.rate_limits import LimitsPolicy, address_key, parse_rate
-from web import WebConfig, create_app
+from web import WebConfig
 from web.code_limits import Checked, Refused, WrongCodeLimits, counts
 from web.control import create_control_app
 
@@ -136,13 +136,7 @@ def devices(broker: RunningBroker) -> Iterator[Callable[[], BootstrapDevice]]:
 
 
 def web_app(hub: Hub, policy: LimitsPolicy = SMALL) -> Flask:
-    return create_app(
-        WebConfig(secret_key="test", testing=True, limits=policy),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
-    )
+    return hub_pages(hub, WebConfig(secret_key="test", testing=True, limits=policy))
 
 
 def client_for(app: Flask, hub: Hub, name: str, address: str = HOME) -> FlaskClient:

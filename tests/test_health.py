@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, HubFactory, RunningBroker, free_port, wait_until
+from conftest import FakeClock, HubFactory, RunningBroker, free_port, hub_pages, wait_until
 from device_doubles import BootstrapDevice, DeviceThread
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,7 +37,7 @@ from hub.daemon import Hub
 from hub.metrics import ComponentHealth, HealthProbe, HealthReport, HubMetrics
 from hub.protocol import DeviceInfo, ErrorCode, ErrorReply
 from linkhub.server import JsonFormatter, close_gracefully
-from web import WebConfig, create_app
+from web import WebConfig
 
 LAMP = DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2", address="192.168.1.42", firmware="1.0.3")
 COUNTERS = (
@@ -77,12 +77,9 @@ def probes() -> Iterator[Callable[[Hub], Flask]]:
         assert hub.engine is not None
         probe = HealthProbe(hub.engine)
         made.append(probe)
-        return create_app(
+        return hub_pages(
+            hub,
             WebConfig(secret_key="test", testing=True),
-            links=hub.links,
-            accounts=hub.accounts,
-            settings=hub.settings,
-            activity=hub.activity,
             health=probe,
             metrics=metrics.of(hub.engine).exposition,
         )
@@ -117,13 +114,7 @@ def test_healthz_is_ok_without_signing_in(hub: Hub, probes: Callable[[Hub], Flas
 
 
 def test_without_probes_the_paths_are_plain_404s(hub: Hub) -> None:
-    app = create_app(
-        WebConfig(secret_key="test", testing=True),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
-    )
+    app = hub_pages(hub, WebConfig(secret_key="test", testing=True))
     hub.accounts.create("alice", "correct horse battery")  # else every path redirects to /setup
     assert app.test_client().get("/healthz").status_code == 404
     assert app.test_client().get("/metrics").status_code == 404
@@ -277,14 +268,8 @@ def test_a_broken_health_check_is_a_503(hub: Hub) -> None:
     def broken() -> HealthReport:
         raise RuntimeError("bug")
 
-    app = create_app(
-        WebConfig(secret_key="test", testing=True),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
-        health=broken,
-        metrics=HubMetrics().exposition,
+    app = hub_pages(
+        hub, WebConfig(secret_key="test", testing=True), health=broken, metrics=HubMetrics().exposition
     )
     response = app.test_client().get("/healthz")
     assert response.status_code == 503 and response.get_json()["status"] == "degraded"

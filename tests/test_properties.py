@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import RunningBroker
+from conftest import RunningBroker, hub_pages
 from device_doubles import BootstrapDevice, RawClient, bootstrap_client, new_reply_topic
 from flask import Flask
 from flask.testing import FlaskClient
@@ -69,7 +69,7 @@ from hub.settings_merge import (
     validate_document,
 )
 from hub.store import make_engine
-from web import WebConfig, create_app
+from web import WebConfig
 from web.account_api import create_account_api
 from web.control import create_control_app
 from web.values import non_finite_path, parse_value, show_value, typed_change
@@ -862,13 +862,7 @@ def pages(hub: Hub) -> tuple[FlaskClient, str]:
     """A signed-in client of the pages, and its CSRF token for the X-CSRFToken header."""
     if hub.accounts.find("alice") is None:
         hub.accounts.create("alice", "correct horse battery")
-    app = create_app(
-        WebConfig(secret_key="test", testing=True),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
-    )
+    app = hub_pages(hub, WebConfig(secret_key="test", testing=True))
     client = app.test_client()
     form = client.get("/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.get_data(as_text=True))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from conftest import FakeClock, HubFactory
+from conftest import FakeClock, HubFactory, hub_pages
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlmodel import Session, col, select
@@ -32,7 +32,7 @@ from hub.daemon import Hub
 from hub.models import ActivityEvent
 from hub.rate_limits import LimitsPolicy
 from hub.store import make_engine
-from web import WebConfig, create_app
+from web import WebConfig
 from web.account_api import create_account_api
 from web.auth import AWAITING_KEY, SESSION_KEY, WRONG_CREDENTIALS
 from web.qr import qr_svg
@@ -64,12 +64,8 @@ def hub(make_hub: HubFactory, clock: FakeClock) -> Hub:
 
 
 def web_app(hub: Hub, clock: Callable[[], float], **limits: str) -> Flask:
-    return create_app(
-        WebConfig(secret_key="test", testing=True, clock=clock, limits=LimitsPolicy(**limits)),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
+    return hub_pages(
+        hub, WebConfig(secret_key="test", testing=True, clock=clock, limits=LimitsPolicy(**limits))
     )
 
 

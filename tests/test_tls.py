@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HubFactory, free_port, wait_until
+from conftest import HubFactory, free_port, hub_pages, wait_until
 from cryptography import x509
 
 from firmware_sim import state as state_file
@@ -45,7 +45,7 @@ from hub.protocol import (
     parse_link_credentials,
 )
 from linkhub import cli
-from web import WebConfig, create_app
+from web import WebConfig
 
 NOW = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
 NAMES = ("192.168.1.20", "linkhub.local", "localhost", "127.0.0.1")
@@ -509,14 +509,7 @@ def test_a_hub_without_tls_sends_no_tls_fields(make_hub: HubFactory) -> None:
 
 
 def web_app(hub: Hub) -> Any:
-    return create_app(
-        WebConfig(secret_key="test", testing=True),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
-        ca_certificate=hub.ca_certificate,
-    )
+    return hub_pages(hub, WebConfig(secret_key="test", testing=True), ca_certificate=hub.ca_certificate)
 
 
 def test_ca_pem_is_public_even_before_the_first_account(make_hub: HubFactory) -> None:

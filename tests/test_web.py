@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import FakeClock, HubFactory, RunningBroker
+from conftest import FakeClock, HubFactory, RunningBroker, hub_pages
 from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
@@ -26,7 +26,7 @@ from hub.protocol import (
     ErrorCode,
     ErrorReply,
 )
-from web import WebConfig, create_app
+from web import WebConfig
 from web.auth import WRONG_CREDENTIALS, safe_next
 from web.control import create_control_app
 from web.timefmt import ago, remaining
@@ -56,13 +56,7 @@ def devices(broker: RunningBroker) -> Iterator[Callable[..., BootstrapDevice]]:
 
 
 def web_app(hub: Hub, clock: Callable[[], float] = time.time) -> Flask:
-    return create_app(
-        WebConfig(secret_key="test", testing=True, clock=clock),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
-    )
+    return hub_pages(hub, WebConfig(secret_key="test", testing=True, clock=clock))
 
 
 def control_app(hub: Hub) -> Flask:

@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HubFactory
+from conftest import HubFactory, hub_pages
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 from werkzeug.test import TestResponse
 
 from hub.daemon import Hub
-from web import WebConfig, create_app
+from web import WebConfig
 from web.auth import safe_next
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
@@ -37,13 +37,7 @@ def hub(make_hub: HubFactory) -> Hub:
 
 
 def web_app(hub: Hub) -> Flask:
-    return create_app(
-        WebConfig(secret_key="test", testing=True, clock=time.time),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        activity=hub.activity,
-    )
+    return hub_pages(hub, WebConfig(secret_key="test", testing=True, clock=time.time))
 
 
 def token(response: TestResponse) -> str:
