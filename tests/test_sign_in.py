@@ -138,6 +138,14 @@ def enrol(client: FlaskClient, clock: FakeClock) -> tuple[str, list[str]]:
     return secret, recovery_codes_on(confirmed)
 
 
+def enrolled(client: FlaskClient, clock: FakeClock) -> str:
+    """Sign in, turn two-factor on, sign out: the key, for making codes."""
+    sign_in(client)
+    secret, _ = enrol(client, clock)
+    sign_out(client)
+    return secret
+
+
 def wrong_code(secret: str, now_s: float, n: int = 0) -> str:
     """A well-formed code that is none of the live ones (a fixed guess could be, once in a million)."""
     live = {pyotp.TOTP(secret).at(now_s + 30 * k) for k in range(-2, 3)}
@@ -359,9 +367,7 @@ def test_enrol_then_sign_in_with_a_code(hub: Hub, clock: FakeClock, who: str) ->
 
 def test_a_code_from_the_next_or_last_step_works_but_not_two_steps_off(hub: Hub, clock: FakeClock) -> None:
     client = client_at(web_app(hub, clock))
-    sign_in(client)
-    secret, _ = enrol(client, clock)
-    sign_out(client)
+    secret = enrolled(client, clock)
     totp = pyotp.TOTP(secret)
     sign_in(client)
     clock.advance(60)
@@ -401,9 +407,7 @@ def test_a_recovery_code_works_once(hub: Hub, clock: FakeClock) -> None:
 def test_wrong_second_factors_count_against_the_sign_in_limits(hub: Hub, clock: FakeClock) -> None:
     app = web_app(hub, clock, sign_in_failures_per_account="3 per 15 minutes")
     client = client_at(app)
-    sign_in(client)
-    secret, _ = enrol(client, clock)
-    sign_out(client)
+    secret = enrolled(client, clock)
     clock.advance(30)
 
     assert sign_in(client).status_code == 302
@@ -420,9 +424,7 @@ def test_wrong_second_factors_count_against_the_sign_in_limits(hub: Hub, clock: 
 def test_wrong_second_factors_have_a_daily_limit_of_their_own(hub: Hub, clock: FakeClock) -> None:
     app = web_app(hub, clock, second_factor_failures_per_account="2 per day")
     client = client_at(app)
-    sign_in(client)
-    secret, _ = enrol(client, clock)
-    sign_out(client)
+    secret = enrolled(client, clock)
     clock.advance(30)
     assert sign_in(client).status_code == 302
     for n in range(2):
@@ -436,9 +438,7 @@ def test_wrong_second_factors_have_a_daily_limit_of_their_own(hub: Hub, clock: F
 
 def test_the_second_step_expires(hub: Hub, clock: FakeClock) -> None:
     client = client_at(web_app(hub, clock))
-    sign_in(client)
-    secret, _ = enrol(client, clock)
-    sign_out(client)
+    secret = enrolled(client, clock)
     assert sign_in(client).status_code == 302
     clock.advance(301)
     late = client.get("/login/two-factor")
@@ -456,9 +456,7 @@ def test_the_second_step_expires(hub: Hub, clock: FakeClock) -> None:
 
 def test_the_second_step_keeps_a_safe_next(hub: Hub, clock: FakeClock) -> None:
     client = client_at(web_app(hub, clock))
-    sign_in(client)
-    secret, _ = enrol(client, clock)
-    sign_out(client)
+    secret = enrolled(client, clock)
     clock.advance(30)
     for target, expected in (("/devices?x=1", "/devices?x=1"), ("//evil.example/", "/link")):
         form = client.get("/login")
