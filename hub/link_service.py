@@ -708,6 +708,15 @@ class LinkService:
                 query = query.where(Device.account_id == account_id)
             return [_device_view(d) for d in session.exec(query).all()]
 
+    def linked_device(self, device_id: str, account_id: int) -> DeviceView | None:
+        """The account's linked device with this id, or None: one row, where
+        listing the account's devices to pick one read them all."""
+        with session_scope(self._engine) as session:
+            device = session.get(Device, device_id)
+            if device is None or device.unlinked_at_s is not None or device.account_id != account_id:
+                return None
+            return _device_view(device)
+
     # --- internals ------------------------------------------------------------
     def _decidable(self, session: Session, typed: str, now: float) -> LinkRequestRecord:
         code = codes.normalise(typed)

@@ -51,11 +51,19 @@ def own_device(device_id: str) -> tuple[DeviceView, DeviceSettingsView] | None:
     Ownership is checked before the settings service is asked, so looking at
     someone else's device id never even creates its settings record.
     """
-    found = [d for d in services().links.list_devices(g.account.id) if d.device_id == device_id]
-    if not found:
+    device = services().links.linked_device(device_id, g.account.id)
+    if device is None:
         return None
     view = services().settings.device_view(device_id)
-    return (found[0], view) if view is not None and view.account_id == g.account.id else None
+    return (device, view) if view is not None and view.account_id == g.account.id else None
+
+
+def own_device_or_404(device_id: str) -> tuple[DeviceView, DeviceSettingsView]:
+    """own_device for the pages: another account's device is the same 404 as no device."""
+    found = own_device(device_id)
+    if found is None:
+        abort(HTTPStatus.NOT_FOUND)
+    return found
 
 
 @bp.get("/devices")
@@ -100,19 +108,13 @@ def _device_page(
 @bp.get("/devices/<device_id>")
 @login_required
 def device_page(device_id: str) -> tuple[str, int]:
-    found = own_device(device_id)
-    if found is None:
-        abort(HTTPStatus.NOT_FOUND)
-    return _device_page(*found)
+    return _device_page(*own_device_or_404(device_id))
 
 
 @bp.post("/devices/<device_id>/settings")
 @login_required
 def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:
-    found = own_device(device_id)
-    if found is None:
-        abort(HTTPStatus.NOT_FOUND)
-    device, before = found
+    device, before = own_device_or_404(device_id)
     try:
         after = services().settings.set_device_settings(device_id, typed_change(request.form), origin="web")
     except SettingsRefused as exc:
@@ -136,10 +138,8 @@ def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:
 @login_required
 def unlink_confirm(device_id: str) -> tuple[str, int]:
     """The confirm step: unlinking cannot be undone (the device must be linked anew)."""
-    found = own_device(device_id)
-    if found is None:
-        abort(HTTPStatus.NOT_FOUND)
-    return render_template("unlink.html", device=found[0], error=None), 200
+    device, _ = own_device_or_404(device_id)
+    return render_template("unlink.html", device=device, error=None), 200
 
 
 @bp.post("/devices/<device_id>/unlink")
@@ -150,10 +150,7 @@ def unlink_device(device_id: str) -> BaseResponse | tuple[str, int]:
     A post without it only shows the confirm step: no single click, and no
     script (the CSP forbids inline script), ever unlinks a device.
     """
-    found = own_device(device_id)
-    if found is None:
-        abort(HTTPStatus.NOT_FOUND)
-    device = found[0]
+    device, _ = own_device_or_404(device_id)
     if request.form.get("confirm") != "yes":
         return render_template("unlink.html", device=device, error=None), 200
     try:
