@@ -33,7 +33,7 @@ from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
 from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
 from hub.settings_service import SettingsService
-from hub.store import make_engine
+from hub.store import SingleHubLock, make_engine
 
 # hub.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class Hub:
         self._settings: SettingsService | None = None
         self._activity: ActivityLog | None = None
         self._outbox: Outbox | None = None
+        self._single_hub: SingleHubLock | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._advertiser: HubAdvertiser | None = None
@@ -106,7 +107,15 @@ class Hub:
 
             check_interfaces(config.mdns_interfaces)  # a typo fails before anything starts
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(config.database_url)
+        # Several hubs may share a PostgreSQL database, never a SQLite file (hub/store.py).
+        self._single_hub = SingleHubLock.for_url(config.database_url)
+        if self._single_hub is not None:
+            self._single_hub.acquire()
+        try:
+            self.engine = make_engine(config.database_url)
+        except BaseException:
+            self.stop()
+            raise
         self._accounts = self._account_directory()
         self._activity = ActivityLog(self.engine, self._clock)
         self._outbox = Outbox(self.engine, self._accounts, clock=self._clock)
@@ -214,6 +223,8 @@ class Hub:
             self.managed_broker.stop()
         if self.engine is not None:
             self.engine.dispose()
+        if self._single_hub is not None:
+            self._single_hub.release()
 
     def _account_directory(self) -> AccountDirectory:
         assert self.engine is not None

@@ -82,6 +82,9 @@ def hub_acls() -> list[Acl]:
         Acl("publishClientSend", tree, True),
         Acl("publishClientReceive", tree, True),
         Acl("subscribePattern", tree, True),
+        # The shared subscriptions to what devices send (protocol.device_inbound_subscriptions):
+        # mosquitto checks a `$share/...` filter whole, group prefix included.
+        Acl("subscribePattern", protocol.shared_subscription(tree), True),
         Acl("subscribePattern", protocol.link_request_subscription(), True),
         Acl("subscribeLiteral", protocol.link_request_subscription(), True),
         Acl("publishClientSend", f"{PROBE_ROOT}/%c", False, priority=10),

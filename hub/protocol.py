@@ -31,9 +31,10 @@ TOPIC_ROOT = "linkhub/v1"
 LINK_REQUEST_ROOT = f"{TOPIC_ROOT}/link/request"
 LINK_REPLY_ROOT = f"{TOPIC_ROOT}/link/reply"
 DEVICES_ROOT = f"{TOPIC_ROOT}/devices"
-# Hubs take link requests through a shared subscription so several hub
-# processes can serve one broker (MQTT 5 §4.8.2; mosquitto supports it for
-# 3.1.1 clients too).
+# Hubs take link requests and devices' settings messages through shared
+# subscriptions so several hub processes can serve one broker, each message
+# handled by one of them (MQTT 5 §4.8.2; mosquitto supports it for 3.1.1
+# clients too).
 LINK_REQUEST_SHARE_GROUP = "linkhub-hubs"
 
 # DNS-SD service type under which a hub advertises its broker over mDNS
@@ -73,7 +74,7 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 def link_request_subscription() -> str:
     """The filter a hub subscribes with: `$share/<group>/<request root>/+`."""
-    return f"$share/{LINK_REQUEST_SHARE_GROUP}/{LINK_REQUEST_ROOT}/+"
+    return shared_subscription(f"{LINK_REQUEST_ROOT}/+")
 
 
 def is_valid_client_id(client_id: str) -> bool:
@@ -153,7 +154,19 @@ def device_status_topic(device_id: str) -> str:
 
 
 def device_status_subscription() -> str:
+    """Every hub subscribes to every device's status itself, not through the
+    shared group: status is retained, and a broker sends no retained message to
+    a new shared subscription (MQTT 5 §4.8.2; mosquitto 2.0 likewise), so a hub
+    subscribing after a restart would never learn who is online. Handling a
+    status twice is harmless: each hub writes the same `online` and confirms an
+    already confirmed link again, which changes nothing (hub/linking.py)."""
     return f"{DEVICES_ROOT}/+/status"
+
+
+def shared_subscription(topic_filter: str) -> str:
+    """`topic_filter` as a shared subscription of the hubs' group: with several
+    hubs on one broker, each message goes to one of them (MQTT 5 §4.8.2)."""
+    return f"$share/{LINK_REQUEST_SHARE_GROUP}/{topic_filter}"
 
 
 # Settings topics below a device's root (docs/protocol.md, "Settings").
@@ -170,8 +183,12 @@ def device_topic(device_id: str, leaf: str) -> str:
 
 
 def device_inbound_subscriptions() -> list[str]:
-    """What the hub subscribes to for every device (never its own outbound topics)."""
-    return [f"{DEVICES_ROOT}/+/{leaf}" for leaf in DEVICE_INBOUND]
+    """What the hub subscribes to for every device (never its own outbound topics).
+
+    Shared: a settings message must be handled once, by one hub, or two hubs on
+    one database would each apply the same change (issue 18, section 5).
+    """
+    return [shared_subscription(f"{DEVICES_ROOT}/+/{leaf}") for leaf in DEVICE_INBOUND]
 
 
 def parse_device_topic(topic: str) -> tuple[str, str] | None:
