@@ -6,6 +6,13 @@ account service is down, not when the hub restarts. Delivery stops at the
 first entry that fails and retries it with exponential backoff, so the
 service sees changes in the order they were made; `change_id` makes a
 repeated delivery harmless (the service applies each id once).
+
+Several hubs on one PostgreSQL database each run an outbox over the same
+table: the entry being delivered is claimed with `SELECT ... FOR UPDATE` for
+the length of its delivery (see `deliver_pending`), so one hub delivers it and
+the next is taken only once it is marked delivered. A hub killed mid-delivery
+releases its claim with its connection, and another hub delivers the entry
+again (harmless, by `change_id`).
 """
 
 from __future__ import annotations
@@ -83,7 +90,19 @@ class Outbox:
                 self._back_off()
 
     def deliver_pending(self) -> int:
-        """Deliver queued entries in order until none is left or one fails."""
+        """Deliver queued entries in order until none is left or one fails.
+
+        The oldest entry is claimed with FOR UPDATE, not SKIP LOCKED: a second
+        hub must wait for it, never go on to a later one, or the account service
+        could get a subject's version N+1 before N and drop N as old. Once the
+        first hub commits, PostgreSQL re-checks the row the second one waited
+        for, finds it delivered and passes over it (PostgreSQL docs, SELECT,
+        "The Locking Clause"; READ COMMITTED): whatever the second hub takes
+        then comes after an entry already delivered, so the service still sees
+        each subject's changes in order. Entries of one subject get their `seq`
+        in version order, under the account's lock (hub.store.lock_account_settings).
+        SQLite has no FOR UPDATE (SQLAlchemy leaves it out); it has one hub per file.
+        """
         delivered = 0
         while not self._stop.is_set():
             with session_scope(self._engine) as session:
@@ -92,6 +111,7 @@ class Outbox:
                     .where(col(OutboxEntry.delivered_at_s).is_(None))
                     .order_by(col(OutboxEntry.seq))
                     .limit(1)
+                    .with_for_update()
                 ).first()
                 if entry is None:
                     self._failures = 0

@@ -11,6 +11,7 @@ The rules themselves are in hub/settings_merge.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -27,7 +28,15 @@ from hub.account_directory import ChangeKind, VersionedDocument
 from hub.activity import ActivityKind, ActivityLog
 from hub.errors import LinkHubError, SettingsRefused
 from hub.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
-from hub.protocol import DeviceReply, ErrorCode, Rejection, SettingsDesired, SettingsGet, SettingsReported
+from hub.protocol import (
+    DeviceReply,
+    ErrorCode,
+    Rejection,
+    SettingsDesired,
+    SettingsGet,
+    SettingsReported,
+    SettingsSet,
+)
 from hub.settings_merge import (
     JsonObject,
     SettingsError,
@@ -39,7 +48,7 @@ from hub.settings_merge import (
     not_owned_by_device,
     validate_document,
 )
-from hub.store import session_scope
+from hub.store import lock_account_settings, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,16 @@ def _dump(document: JsonObject) -> str:
     return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
+def device_change_id(device_id: str, request_id: str) -> str:
+    """The outbox `change_id` of a device's `settings_set`: the same for every
+    resend of one request, so the hub applies it once (the outbox's unique
+    change_id, looked up before applying) and so does the account service,
+    which applies each change_id once. A digest, since a request_id may be
+    longer than the column. The random ids of other changes never start so."""
+    digest = hashlib.sha256(f"{device_id}\0{request_id}".encode()).hexdigest()[:32]
+    return f"device-{digest}"
+
+
 class SettingsService:
     def __init__(
         self,
@@ -108,7 +127,9 @@ class SettingsService:
         self._publisher = publisher
         self._clock = clock
         self._outbox_changed = outbox_changed
-        # One writer at a time per hub: versions must not interleave.
+        # One writer at a time per hub: versions must not interleave. Across hubs
+        # on one database, each transaction also holds its account's database
+        # lock (hub.store.lock_account_settings).
         self._lock = threading.Lock()
 
     # --- reading ------------------------------------------------------------
@@ -121,11 +142,13 @@ class SettingsService:
 
     def device_view(self, device_id: str) -> DeviceSettingsView | None:
         with session_scope(self._engine) as session:
+            self._lock_device(session, device_id)  # its shadow may be made here
             shadow = self._shadow(session, device_id)
             return self._view(shadow) if shadow else None
 
     def list_views(self, account_id: int) -> list[DeviceSettingsView]:
         with self._lock, session_scope(self._engine) as session:
+            lock_account_settings(session, account_id)  # shadows may be made here
             return [self._view(shadow) for _device, shadow in self._linked_shadows(session, account_id)]
 
     # --- a person's changes (web page, CLI) -----------------------------------
@@ -135,6 +158,7 @@ class SettingsService:
         with self._lock:
             outbound: list[Outbound] = []
             with session_scope(self._engine) as session:
+                lock_account_settings(session, account_id)
                 cache = session.get(PreferencesCache, account_id) or PreferencesCache(account_id=account_id)
                 old = _load(cache.document_json)
                 new = self._checked_document(merge_patch(old, patch), "preferences")
@@ -165,6 +189,7 @@ class SettingsService:
         patch = self._checked_patch(patch)
         with self._lock:
             with session_scope(self._engine) as session:
+                self._lock_device(session, device_id)
                 shadow = self._shadow(session, device_id)
                 if shadow is None:
                     raise SettingsRefused("unknown_device", f"no linked device {device_id!r}")
@@ -194,6 +219,7 @@ class SettingsService:
         if isinstance(parsed, Rejection):
             return [self._refusal(device_id, parsed.request_id, parsed.error, parsed.description)]
         with session_scope(self._engine) as session:
+            self._lock_device(session, device_id)
             shadow = self._shadow(session, device_id)
             if shadow is None:
                 return [
@@ -208,13 +234,49 @@ class SettingsService:
                     return self._record_report(session, shadow, parsed)
                 case _:
                     pass
+            change_id = device_change_id(device_id, parsed.request_id)
+            repeated = self._repeated(session, shadow, parsed, change_id)
+            if repeated is not None:
+                return repeated
             try:
                 self._check_device_change(shadow, parsed.changes, parsed.base_version, session)
-                outbound = self._apply_device_change(session, shadow, parsed.changes, "device")
+                outbound = self._apply_device_change(
+                    session, shadow, parsed.changes, "device", change_id=change_id
+                )
             except SettingsRefused as exc:
                 return [self._refusal(device_id, parsed.request_id, ErrorCode(exc.code), str(exc))]
             reply = DeviceReply(parsed.request_id, ok=True, version=shadow.desired_version)
         return [*outbound, Outbound(device_id, protocol.DEVICE_REPLY, reply)]
+
+    def _repeated(
+        self, session: Session, shadow: DeviceShadow, change: SettingsSet, change_id: str
+    ) -> list[Outbound] | None:
+        """The answer to a `settings_set` this device sent before and the hub
+        accepted (say, resent after the hub that took it died before answering):
+        ok with the version it got, and nothing applied again. None if it is new.
+
+        The whole desired document goes first, since the hub that accepted the
+        change may have died before sending it; a device takes a full document
+        whenever it comes (docs/protocol.md §12.4). Found through the outbox row
+        the change left, so a repeat is known for as long as that row is kept.
+        """
+        version = session.exec(select(OutboxEntry.version).where(OutboxEntry.change_id == change_id)).first()
+        if version is None:
+            return None
+        log.info(
+            "device %s resent settings_set %r: answered, not applied again",
+            shadow.device_id,
+            change.request_id,
+        )
+        full = SettingsDesired(shadow.desired_version, _load(shadow.desired_json), full=True)
+        return [
+            Outbound(shadow.device_id, protocol.SETTINGS_DESIRED, full),
+            Outbound(
+                shadow.device_id,
+                protocol.DEVICE_REPLY,
+                DeviceReply(change.request_id, ok=True, version=version),
+            ),
+        ]
 
     def _record_report(
         self, session: Session, shadow: DeviceShadow, report: SettingsReported
@@ -259,7 +321,13 @@ class SettingsService:
 
     # --- internals ----------------------------------------------------------------
     def _apply_device_change(
-        self, session: Session, shadow: DeviceShadow, patch: JsonObject, origin: str
+        self,
+        session: Session,
+        shadow: DeviceShadow,
+        patch: JsonObject,
+        origin: str,
+        *,
+        change_id: str | None = None,
     ) -> list[Outbound]:
         patch = self._checked_patch(patch)
         old_settings = _load(shadow.settings_json)
@@ -278,6 +346,7 @@ class SettingsService:
             change,
             shadow.desired_version,
             origin,
+            change_id=change_id,
         )
         self._record_change(session, shadow.account_id, shadow.device_id, change, origin)
         return outbound
@@ -387,6 +456,14 @@ class SettingsService:
         return shadow
 
     @staticmethod
+    def _lock_device(session: Session, device_id: str) -> None:
+        """Lock the settings of the device's account (hub.store.lock_account_settings)
+        before anything of the device is read; an unknown device locks nothing."""
+        account_id = session.exec(select(Device.account_id).where(Device.device_id == device_id)).first()
+        if account_id is not None:
+            lock_account_settings(session, account_id)
+
+    @staticmethod
     def _preferences_in(session: Session, account_id: int) -> JsonObject:
         cache = session.get(PreferencesCache, account_id)
         return _load(cache.document_json) if cache else {}
@@ -400,10 +477,12 @@ class SettingsService:
         patch: JsonObject,
         version: int,
         origin: str,
+        *,
+        change_id: str | None = None,
     ) -> None:
         session.add(
             OutboxEntry(
-                change_id=secrets.token_hex(16),
+                change_id=change_id or secrets.token_hex(16),
                 kind=str(kind),
                 account_id=account_id,
                 device_id=device_id,

@@ -12,7 +12,10 @@ memory for the life of the process (docs/performance.md), and a Pi Zero has
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -22,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from hub import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from hub.errors import LinkHubError
+from hub.errors import ConfigError, LinkHubError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -57,6 +60,8 @@ BASELINE_TABLES = frozenset(
 _PG_MIGRATION_LOCK = 0x4C494E4B485542  # "LINKHUB"
 # Alembic's `context` and `op` are module globals: one migration at a time per process.
 _MIGRATING = threading.Lock()
+# The first key of the two-key advisory locks on an account's settings (`lock_account_settings`).
+_PG_SETTINGS_LOCK = 0x4C48_5353  # "LHSS"
 
 
 def make_engine(database_url: str) -> Engine:
@@ -209,3 +214,82 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def lock_account_settings(session: Session, account_id: int) -> None:
+    """Hold an account's settings (its preferences and every device shadow of it)
+    until the session's transaction ends, across every hub on this database.
+
+    One lock per account, not per row: a preference change rewrites the desired
+    document of each of the account's devices, and a device's change reads the
+    preferences. An advisory lock also covers rows not made yet (a shadow made on
+    first use, the first preferences). PostgreSQL's transaction-level advisory
+    lock is released by the commit or rollback, or when a killed hub's connection
+    drops (PostgreSQL docs, "Advisory Locks"). Take it before reading what the
+    change depends on: under READ COMMITTED every later statement then sees what
+    the previous holder committed.
+
+    SQLite needs nothing here: only one hub may use a SQLite file
+    (`SingleHubLock`), and within a hub the settings service's own lock
+    serialises writers.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": _PG_SETTINGS_LOCK, "key": account_id},
+        )
+
+
+class SingleHubLock:
+    """One hub per SQLite database file, held for the life of the hub.
+
+    Two hubs on one SQLite file are refused rather than supported: hubs that
+    share a database coordinate through PostgreSQL's row and advisory locks
+    (`lock_account_settings`, the outbox's `FOR UPDATE`), which SQLite has no
+    equivalent of short of taking its one write lock for every read-modify-write.
+    The lock is an flock on `<database>.hub-lock`: the kernel drops it when the
+    holder dies, so a killed hub never leaves a stale lock behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @classmethod
+    def for_url(cls, database_url: str) -> SingleHubLock | None:
+        """The lock for a SQLite file database; None for PostgreSQL or an in-memory one."""
+        url = make_url(database_url)
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return cls(Path(f"{url.database}.hub-lock"))
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ConfigError saying which hub holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            database = self.path.with_suffix("")
+            raise ConfigError(
+                f"another hub (process {holder}) is already running on the SQLite database {database}; "
+                "only one hub may use a SQLite database. Stop the other hub, give this one its own "
+                "--data-dir, or run several hubs on one PostgreSQL database (--database-url)"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go; the file stays, since removing a locked file races with the next taker."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the only descriptor releases the flock
