@@ -231,10 +231,12 @@ def test_unlink_clears_every_retained_topic_of_the_device(
     assert rows(hub, Device, device_id)[0]["online"] is False
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # two hubs: PostgreSQL only
 def test_a_retained_status_of_an_unlinked_device_is_cleared_when_seen(
-    hub: Hub, make_hub: HubFactory, broker: RunningBroker, tmp_path: Path
+    make_hub: HubFactory, database_url: str, broker: RunningBroker, tmp_path: Path
 ) -> None:
     """A ghost left behind (say, the broker was away while unlinking) is cleared by the hub."""
+    hub = make_hub(database_url=database_url)
     alice, _ = accounts(hub)
     device_id = link_device(hub, broker, tmp_path / "lamp.json", alice)
     hub.links.unlink(device_id, alice, origin="web")
