@@ -155,11 +155,16 @@ def device_status_topic(device_id: str) -> str:
 
 def device_status_subscription() -> str:
     """Every hub subscribes to every device's status itself, not through the
-    shared group: status is retained, and a broker sends no retained message to
-    a new shared subscription (MQTT 5 §4.8.2; mosquitto 2.0 likewise), so a hub
-    subscribing after a restart would never learn who is online. Handling a
-    status twice is harmless: each hub writes the same `online` and confirms an
-    already confirmed link again, which changes nothing (hub/linking.py)."""
+    shared group, for two reasons. Order: shared out, a device's `online` could
+    go to one hub and its later `offline` (its will) to another, and the slower
+    hub would write the older one last; when every hub handles every status in
+    order, the last write is always of the newest. Retained status: MQTT 5 sends
+    retained messages to new non-shared subscriptions only (§3.3.1.3, §4.8.2), so
+    a hub starting beside another would not learn who is online (mosquitto
+    2.0.11 does send them to a shared one, as tried, but that is not the spec).
+    Handling a status twice is harmless: each hub writes the same `online` and
+    confirms an already confirmed link again, which changes nothing
+    (hub/linking.py)."""
     return f"{DEVICES_ROOT}/+/status"
 
 

@@ -275,8 +275,9 @@ class SingleHubLock:
             database = self.path.with_suffix("")
             raise ConfigError(
                 f"another hub (process {holder}) is already running on the SQLite database {database}; "
-                "only one hub may use a SQLite database. Stop the other hub, give this one its own "
-                "--data-dir, or run several hubs on one PostgreSQL database (--database-url)"
+                "only one hub may use a SQLite database. Stop the other hub first, or give this one "
+                "a database of its own (--data-dir, --database-url); several hubs can share a "
+                "PostgreSQL database"
             ) from None
         except BaseException:
             os.close(fd)
