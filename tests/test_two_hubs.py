@@ -35,12 +35,14 @@ from test_shell_path import LINKHUB
 from test_web import OWNER, PASSWORD, control_app, sign_in, token, web_app
 
 from hub import protocol
-from hub.account_directory import ChangeKind
+from hub.account_directory import ChangeKind, SettingsChange
 from hub.activity import ActivityKind
 from hub.daemon import Hub
 from hub.errors import ConfigError, HubNotRunning
 from hub.models import ActivityEvent, ChangeLogEntry, DeviceShadow, OutboxEntry, PreferencesCache
+from hub.outbox import Outbox
 from hub.protocol import DeviceReply, SettingsDesired, SettingsGet, SettingsSet
+from hub.store import make_engine
 from linkhub import control_client
 
 DEVICES = 3
@@ -429,3 +431,50 @@ def test_a_second_hub_on_one_sqlite_file_is_refused_with_a_reason(
     first.stop()  # the lock goes with the hub (or its process): the next one starts
     second = make_hub(data_dir=tmp_path / "b", database_url=database_url)
     assert second.accounts.create(OWNER, PASSWORD).id is not None
+
+
+class CountingService:
+    """An account service that records every delivery it gets."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.delivered: list[str] = []
+
+    def apply_change(self, change: SettingsChange) -> bool:
+        with self.lock:
+            self.delivered.append(change.change_id)
+        return True
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_outboxes_on_one_database_deliver_each_change_once_in_order(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            for n in range(60):
+                session.add(
+                    OutboxEntry(
+                        change_id=f"change-{n:03}",
+                        kind=str(ChangeKind.PREFERENCES),
+                        account_id=1,
+                        patch_json=json.dumps({"n": n}),
+                        version=n + 1,
+                        origin="test",
+                        made_at_s=0.0,
+                    )
+                )
+            session.commit()
+        service = CountingService()
+        outboxes = [Outbox(engine, service, clock=time.time) for _ in range(2)]  # type: ignore[arg-type]
+        start = threading.Barrier(len(outboxes))
+
+        def deliver(outbox: Outbox) -> None:
+            start.wait(timeout=10)
+            outbox.deliver_pending()
+
+        run_all([partial(deliver, outbox) for outbox in outboxes])
+        run_all([partial(deliver, outbox) for outbox in outboxes])  # whatever one left to the other
+        assert service.delivered == [f"change-{n:03}" for n in range(60)]
+        assert outboxes[0].pending() == 0
+    finally:
+        engine.dispose()
