@@ -231,7 +231,9 @@ def cli_stream(
         try:
             answer = control_client.call(hub_b.socket, "POST", path, body)
         except HubNotRunning:
-            answer = fallback.post(path, json=body).get_json()
+            response = fallback.post(path, json=body)
+            assert response.status_code == 200, response.get_json()
+            answer = response.get_json()
         except (OSError, http.client.HTTPException):
             seen.unknown[subject].add(value)  # hub B died with it: applied or not, nobody knows
             continue
