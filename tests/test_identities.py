@@ -7,6 +7,8 @@ a device approved but never connected loses its credentials after a while."""
 from __future__ import annotations
 
 import secrets
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from hub.errors import LinkHubError, UnlinkRefused
 from hub.link_service import APPROVAL_GRACE_S, CredentialIssuer, RevokedReason
 from hub.models import BrokerIdentity, LinkRequestRecord
 from hub.protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply
+from linkhub import cli
 
 LAMP = DeviceInfo(name="Desk Lamp", model="LMP-3")
 
@@ -216,3 +219,41 @@ def test_a_device_approved_but_never_connected_loses_its_credentials(
         assert "never connected" in event.detail and "24 h" in event.detail
     finally:
         device.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["link", "approve", "BCDF-GHJK", "--account", "alice"], "approve the code again"),
+        (["devices", "unlink", "dev-0a1b2c3d4e5f"], "linkhub devices unlink dev-0a1b2c3d4e5f` again is safe"),
+    ],
+    ids=["approve", "unlink"],
+)
+def test_the_command_says_what_to_do_when_the_hub_dies_mid_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    """A hub that dies while it handles the command closes the control socket
+    without an answer: the command says so and what to check, no traceback."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(data_dir / "hub.sock"))
+    listener.listen(1)
+
+    def die_mid_request() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)  # the request arrived...
+        connection.close()  # ...and the hub was gone before it answered
+
+    dying = threading.Thread(target=die_mid_request, daemon=True)
+    dying.start()
+    try:
+        exit_code = cli.main([*argv, "--data-dir", str(data_dir)])
+    finally:
+        dying.join(timeout=10)
+        listener.close()
+    err = capsys.readouterr().err
+    assert exit_code == 1
+    assert "Traceback" not in err and "RemoteDisconnected" not in err
+    assert err.startswith("linkhub: the hub stopped answering while ")
+    assert "may or may not have been done" in err and says in err
