@@ -289,6 +289,7 @@ class DynsecFileGuard:
                     os.replace(self.live, self.live.with_name(f"{DYNSEC_FILE}.broken"))
             write_atomically(self.live, copy)
             self._kept = copy
+            self.problem = None
             log.warning(
                 "the broker's logins file %s was %s (a full disk?): restored the last good copy %s",
                 self.live,
