@@ -570,6 +570,11 @@ class LinkService:
     ) -> DeviceView:
         """Issue the device's broker identity, then tell the device. Raises LinkDecisionError.
 
+        In three steps, since the broker and the database cannot commit together:
+        the identity is recorded (broker_identity, committed), the broker makes it,
+        and the device row commits with the record marked linked. A hub killed
+        between the last two leaves a record the reconciler acts on.
+
         `origin` ("web", "cli") and `address` (the person's) go to the activity log.
         """
         with self._decision_lock:
@@ -747,20 +752,28 @@ class LinkService:
         }
 
     def _claim_orphan(self, device_id: str, now: float) -> bool:
-        """Mark the identity revoked, checking again in one transaction that no
-        linked device names it; False if one does now."""
-        with session_scope(self._engine) as session:
-            row = session.exec(
-                select(BrokerIdentity).where(BrokerIdentity.device_id == device_id).with_for_update()
-            ).first()
-            device = session.get(Device, device_id)
-            if row is None or (device is not None and device.unlinked_at_s is None):
-                return False
-            if row.revoked_at_s is None:
-                row.revoked_at_s = now
-                row.revoked_reason = str(RevokedReason.ORPHAN)
-                session.add(row)
-        return True
+        """Mark the identity revoked in one conditional statement, so that it holds
+        against an approval committing at the same moment (on PostgreSQL the
+        statement waits for that approval's row lock and then sees linked_at_s set;
+        on SQLite writes are serial). True if the broker's login may be deleted:
+        claimed now, or revoked before (an unlinked device, a failed approval),
+        which no approval can link any more."""
+        with self._engine.begin() as connection:
+            claimed = connection.execute(
+                update(BrokerIdentity)
+                .where(
+                    col(BrokerIdentity.device_id) == device_id,
+                    col(BrokerIdentity.revoked_at_s).is_(None),
+                    col(BrokerIdentity.linked_at_s).is_(None),
+                )
+                .values(revoked_at_s=now, revoked_reason=str(RevokedReason.ORPHAN))
+            ).rowcount
+            if claimed:
+                return True
+            revoked_at_s = connection.execute(
+                sql_select(col(BrokerIdentity.revoked_at_s)).where(col(BrokerIdentity.device_id) == device_id)
+            ).scalar()
+            return revoked_at_s is not None
 
     def _close_unissued(self, on_broker: set[str], now: float) -> None:
         """Recorded identities the broker never made (the hub died before asking, or
@@ -830,6 +843,10 @@ class LinkService:
         and the person can simply try again. Its settings (the shadow here, the
         account service's records and change log) stay as history; the device
         is no longer listed, and a new link gives it a new id.
+
+        The operator (`account_id` None) may also unlink a device identity that
+        only the broker holds (no linked device row names it), e.g. one left by a
+        hub killed mid-approval before identities were recorded first.
         """
         with self._decision_lock:
             now = self._clock()
