@@ -15,7 +15,7 @@ import pytest
 from conftest import FakeClock, HubFactory, RunningBroker, wait_until
 from device_doubles import BootstrapDevice, RawClient
 from sqlmodel import Session, select
-from test_web import PASSWORD, page, signed_in_client
+from test_web import PASSWORD, control_app, page, signed_in_client
 
 from hub import metrics
 from hub.activity import ActivityKind
@@ -161,8 +161,10 @@ def test_unlink_removes_a_login_only_the_broker_holds(
         assert refused.value.reason == "unknown_device"
         assert can_connect(broker, stray, password)
 
-        removed = hub.links.unlink(stray, None, origin="cli")
-        assert removed.device_id == stray
+        # What `linkhub devices unlink ID` asks of the control socket.
+        removed = control_app(hub).test_client().delete(f"/v1/devices/{stray}")
+        assert removed.status_code == 200, removed.get_json()
+        assert removed.get_json()["device_id"] == stray and removed.get_json()["account"] is None
         assert not can_connect(broker, stray, password)
         with pytest.raises(UnlinkRefused) as gone:  # and now it is unknown everywhere
             hub.links.unlink(stray, None, origin="cli")
