@@ -6,11 +6,11 @@ it each request/response waits ~40 ms). With a TLS port it also listens with
 TLS there, on a certificate of the hub's own CA (hub/tls.py, kept in `tls/`).
 
 Every broker login lives in one file, `dynamic-security.json`, which mosquitto
-2.0.11 rewrites in place (open with truncate, then write: plugins/dynamic-
-security/plugin.c `dynsec__config_save`, fixed to write-and-rename only in
-later releases). A full disk cuts it short, and the next start loses every
-login. `DynsecFileGuard` keeps a last good copy, written atomically, and puts
-it back at start when the live file does not parse.
+2.0.11 (Debian 12's) rewrites in place: plugins/dynamic-security/plugin.c
+`dynsec__config_save` opens it with truncate, then writes (2.0.18 writes a
+`.new` file and renames it, mosquitto issue 2967). A full disk cuts it short,
+and the next start loses every login. `DynsecFileGuard` keeps a last good copy,
+written atomically, and puts it back at start when the live file does not parse.
 """
 
 from __future__ import annotations
