@@ -4,6 +4,13 @@ It writes its own config and dynamic-security file under the data directory,
 listens where it is told, and turns on `set_tcp_nodelay` (FIELD-NOTES: without
 it each request/response waits ~40 ms). With a TLS port it also listens with
 TLS there, on a certificate of the hub's own CA (hub/tls.py, kept in `tls/`).
+
+Every broker login lives in one file, `dynamic-security.json`, which mosquitto
+2.0.11 (Debian 12's) rewrites in place: plugins/dynamic-security/plugin.c
+`dynsec__config_save` opens it with truncate, then writes (2.0.18 writes a
+`.new` file and renames it, mosquitto issue 2967). A full disk cuts it short,
+and the next start loses every login. `DynsecFileGuard` keeps a last good copy,
+written atomically, and puts it back at start when the live file does not parse.
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hub.errors import BrokerUnavailable, ConfigError, PortInUse
+from hub.errors import BrokerAdminError, BrokerUnavailable, ConfigError, PortInUse
 from hub.mqtt import BrokerAddress
 
 if TYPE_CHECKING:
@@ -140,11 +148,180 @@ class ManagedBrokerConfig:
             raise ConfigError(f"the TLS port cannot be the plain MQTT port ({self.port})")
 
 
+DYNSEC_FILE = "dynamic-security.json"
+DYNSEC_LAST_GOOD_FILE = "dynamic-security.last-good.json"
+# Free space below which /healthz calls the broker's storage low: room for the
+# broker to write its file again several times over, and at least this much.
+LOW_SPACE_FLOOR_BYTES = 1024 * 1024
+LOW_SPACE_FILE_MULTIPLE = 4
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash or a full disk leaves either the old
+    file or the new one, never a cut one: a temporary file in the same directory,
+    fsync, rename over `path`, then fsync of the directory so that the rename
+    itself is on disk (rename(2) is atomic; durability needs the directory's fsync)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    directory_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def _parse_dynsec(data: bytes) -> str | None:
+    """Why these bytes are not a dynamic-security file mosquitto can load, or None."""
+    try:
+        document = json.loads(data)
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
+        return f"not valid JSON ({exc}; {len(data)} bytes)"
+    if not isinstance(document, dict) or not isinstance(document.get("clients"), list):
+        return "valid JSON, but without the list of clients"
+    return None
+
+
+class DynsecFileGuard:
+    """The managed mosquitto's dynamic-security file: checked after each identity
+    change, a last good copy kept beside it, and put back at start if need be.
+
+    Only for the hub's own mosquitto: the file of a broker run elsewhere
+    (`--broker`) is not the hub's to read.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.live = directory / DYNSEC_FILE
+        self.last_good = directory / DYNSEC_LAST_GOOD_FILE
+        self._lock = threading.Lock()
+        self._kept: bytes | None = None  # what the last good copy holds, once read or written
+        # What went wrong with the file the last time it was checked (None: nothing).
+        self.problem: str | None = None
+
+    def check(self) -> None:
+        """After an identity change: the live file must parse (raises BrokerAdminError
+        if not: the change is in the broker's memory only, and the next start would
+        not have it); then it becomes the last good copy. A copy that cannot be
+        written is recorded for /healthz, not raised: the live file is whole."""
+        with self._lock:
+            try:
+                data = self.live.read_bytes()
+            except OSError as exc:
+                self.problem = f"cannot read {self.live}: {exc.strerror}"
+                raise BrokerAdminError(
+                    f"the broker's logins file {self.live} cannot be read ({exc.strerror})"
+                ) from exc
+            broken = _parse_dynsec(data)
+            if broken is not None:
+                self.problem = (
+                    f"mosquitto could not save its logins file {self.live} ({broken}); "
+                    f"free space in {self.live.parent}"
+                )
+                log.error("%s: the last good copy %s is kept", self.problem, self.last_good)
+                raise BrokerAdminError(
+                    f"the broker could not save the change: its logins file is {broken}, "
+                    f"probably because {self.live.parent} is full. Free space there; "
+                    f"the hub restores the last good copy at its next start"
+                )
+            self._keep(data)
+
+    def _keep(self, data: bytes) -> None:
+        if data == self._kept:
+            self.problem = None
+            return
+        try:
+            write_atomically(self.last_good, data)
+        except OSError as exc:
+            self.problem = f"cannot write the last good copy {self.last_good}: {exc.strerror}"
+            log.error("%s; the previous copy is kept", self.problem)
+            return
+        self._kept = data
+        self.problem = None
+
+    def restore_if_broken(self) -> None:
+        """At start, before mosquitto reads the file: a live file that is missing or
+        does not parse is replaced by the last good copy (logged); with no usable
+        copy, raises BrokerUnavailable saying what happened and what to do."""
+        with self._lock:
+            try:
+                live = self.live.read_bytes()
+            except FileNotFoundError:
+                live, broken = None, "missing"
+            else:
+                broken = _parse_dynsec(live)
+            if broken is None:
+                assert live is not None
+                self._keep(live)
+                return
+            try:
+                copy: bytes | None = self.last_good.read_bytes()
+            except FileNotFoundError:
+                copy = None
+            if copy is None or _parse_dynsec(copy) is not None:
+                why = (
+                    "there is no last good copy"
+                    if copy is None
+                    else f"its last good copy {self.last_good} is damaged too"
+                )
+                raise BrokerUnavailable(
+                    f"the broker's logins file {self.live} is {broken} (mosquitto rewrites it in place, "
+                    f"so a full disk cuts it short), and {why}: every broker login (the hub's admin, its "
+                    f"own, the devices' bootstrap and every linked device) is in that file. Free space in "
+                    f"{self.live.parent}, then restore a backup (`linkhub restore FILE`); or, to start over, "
+                    f"move {self.live} and {self.live.parent / 'admin-password'} away: the hub then "
+                    f"makes new ones and every device must be linked again."
+                )
+            if live is not None:
+                # Kept for whoever wants to look at what was left of it.
+                with contextlib.suppress(OSError):
+                    os.replace(self.live, self.live.with_name(f"{DYNSEC_FILE}.broken"))
+            write_atomically(self.live, copy)
+            self._kept = copy
+            self.problem = None
+            log.warning(
+                "the broker's logins file %s was %s (a full disk?): restored the last good copy %s",
+                self.live,
+                broken,
+                self.last_good,
+            )
+
+    def storage_problem(self) -> str | None:
+        """For /healthz: the last failed check or copy, or too little free space."""
+        if self.problem is not None:
+            return self.problem
+        try:
+            stats = os.statvfs(self.live.parent)
+            size = self.live.stat().st_size
+        except OSError as exc:
+            return f"cannot check {self.live.parent}: {exc.strerror}"
+        free = stats.f_bavail * stats.f_frsize
+        needed = max(LOW_SPACE_FLOOR_BYTES, LOW_SPACE_FILE_MULTIPLE * size)
+        if free < needed:
+            return (
+                f"low space: {free} bytes free in {self.live.parent}, below {needed}; "
+                "the broker may not be able to save its logins"
+            )
+        return None
+
+
 class ManagedBroker:
     def __init__(self, config: ManagedBrokerConfig) -> None:
         self.config = config
         self._process: subprocess.Popen[bytes] | None = None
         self.tls_files: TlsFiles | None = None  # once prepared, with a TLS listener
+        self.dynsec_file = DynsecFileGuard(config.directory)
 
     @property
     def address(self) -> BrokerAddress:
@@ -166,12 +343,14 @@ class ManagedBroker:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         secret_file = directory / "admin-password"
-        dynsec_file = directory / "dynamic-security.json"
-        if not secret_file.exists() or not dynsec_file.exists():
+        dynsec_file = self.dynsec_file.live
+        if not secret_file.exists():
             password = secrets.token_urlsafe(24)
-            dynsec_file.write_text(json.dumps(initial_dynsec_config(password), indent=2))
+            write_atomically(dynsec_file, json.dumps(initial_dynsec_config(password), indent=2).encode())
             secret_file.touch(mode=0o600)
             secret_file.write_text(password + "\n")
+        # A file cut short by a full disk is put back from its last good copy.
+        self.dynsec_file.restore_if_broken()
         conf = directory / "mosquitto.conf"
         lines = [
             "# Written by LinkHub at every start; edits are overwritten.",

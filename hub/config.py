@@ -24,6 +24,9 @@ DEFAULT_MQTT_PORT = 1884
 SUGGESTED_MQTT_TLS_PORT = 8883
 DEFAULT_CODE_LIFETIME_S = 900  # RFC 8628 examples and Microsoft's /link use 15 minutes
 DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
+# A device approved but never connected keeps working credentials this long (issue 19 item 17).
+DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S = 86400
+UNCONFIRMED_DEVICE_LIFETIME_RANGE_S = (300, 30 * 86400)
 # Limits, shared with hub.config_file so that its messages name the same ranges.
 PORT_RANGE = (0, 65535)
 CODE_LIFETIME_RANGE_S = (60, 86400)
@@ -63,6 +66,7 @@ class HubConfig:
     device_broker: str | None = None
     code_lifetime_s: int = DEFAULT_CODE_LIFETIME_S
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
+    unconfirmed_device_lifetime_s: int = DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S
     mdns: bool = True
     # The mDNS host label: the hub is `<mdns_name>.local.` (see mdns_host_label).
     mdns_name: str = DEFAULT_MDNS_NAME
@@ -96,6 +100,9 @@ class HubConfig:
             raise ConfigError("the code lifetime must be between 60 s and 24 h")
         if not POLL_INTERVAL_RANGE_S[0] <= self.poll_interval_s <= POLL_INTERVAL_RANGE_S[1]:
             raise ConfigError("the poll interval must be between 1 and 60 s")
+        low, high = UNCONFIRMED_DEVICE_LIFETIME_RANGE_S
+        if not low <= self.unconfirmed_device_lifetime_s <= high:
+            raise ConfigError("the unconfirmed device lifetime must be between 300 s and 30 days")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"the log format must be text or json, not {self.log_format!r}")
         if not _MDNS_LABEL.fullmatch(self.mdns_name):

@@ -23,7 +23,7 @@ from hub.accounts import AccountService
 from hub.activity import ActivityLog
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import HubConfig
-from hub.dynsec import DynSecAdmin, expands_client_id
+from hub.dynsec import CheckedIssuer, DynSecAdmin, expands_client_id
 from hub.errors import ConfigError, LinkHubError
 from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.link_service import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HUB_USERNAME_PREFIX = "linkhub-hub-"
+# How often the broker's device identities are reconciled with the database.
+MAINTENANCE_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ class Hub:
             hub_password = _read_or_create_secret(config.data_dir / "hub-password")
             self._admin.ensure_hub_identity(hub_username, hub_password)
             self._retained_sweep = sweep_connection_factory(broker, hub_username, hub_password)
+            issuer = CheckedIssuer(self._admin, self._check_broker_file)
             endpoints = self._endpoints(broker)
             self._links = LinkService(
                 self.engine,
@@ -148,8 +151,9 @@ class Hub:
                     device_broker_port=endpoints.device_broker.port,
                     device_broker_tls_port=endpoints.device_tls_port,
                     device_broker_ca_cert=self.ca_certificate,
+                    unconfirmed_lifetime_s=config.unconfirmed_device_lifetime_s,
                 ),
-                issuer=self._admin,
+                issuer=issuer,
                 sender=self,
                 clock=self._clock,
                 activity=self._activity,
@@ -171,6 +175,7 @@ class Hub:
             # longer than for the subscription below.
             self.broker_expands_client_id = expands_client_id(self._mqtt)
             self._admin.ensure_bootstrap(per_client=self.broker_expands_client_id)
+            self._check_broker_file()
             # Link requests on a connection of their own, answered where they are read.
             self._link_responder = MqttResponder(
                 broker,
@@ -186,6 +191,7 @@ class Hub:
             for topic_filter in protocol.device_inbound_subscriptions():
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
+            self._maintain()  # identities left by a hub that died mid-approval, expired ones
             if config.mdns:
                 from hub.mdns import advertise_hub
 
@@ -249,6 +255,8 @@ class Hub:
             )
         )
         self.managed_broker.start()
+        assert self.engine is not None
+        metrics.of(self.engine).broker_storage_problem = self.managed_broker.dynsec_file.storage_problem
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
 
     def _tls_names(self) -> tuple[str, ...]:
@@ -418,8 +426,7 @@ class Hub:
         refused = self._rejections_logged.due(time.monotonic())
         if refused:  # garbage can come fast: one line a minute at most
             log.warning(
-                "refused %d malformed link request(s) (at most one such line a minute); "
-                "the latest: %s (%s)",
+                "refused %d malformed link request(s) (at most one such line a minute); the latest: %s (%s)",
                 refused,
                 parsed.error,
                 parsed.description,
@@ -459,11 +466,30 @@ class Hub:
         except LinkHubError as exc:
             log.warning("could not clear the retained %s of an unlinked device (%s)", topic, exc)
 
+    def _check_broker_file(self) -> None:
+        """After an identity change: the hub's own mosquitto saved it whole (hub/broker.py)."""
+        if self.managed_broker is not None:
+            self.managed_broker.dynsec_file.check()
+
+    def _maintain(self) -> None:
+        """Broker identities no linked device names are removed; devices approved but
+        never connected lose their credentials (LinkService)."""
+        try:
+            self.links.reconcile_identities()
+            self.links.expire_unconfirmed()
+        except Exception:
+            log.exception("reconciling the broker's device identities failed; trying again later")
+
     def _sweep(self) -> None:
-        """Tell devices their code expired when it does, not only when they poll."""
+        """Tell devices their code expired when it does, not only when they poll;
+        every MAINTENANCE_INTERVAL_S (on the hub's clock), `_maintain`."""
+        maintained_at_s = self._clock()
         while not self._stop.wait(1.0):
             try:
                 for outbound in self.links.expire_due():
                     self._send(outbound)
             except Exception:
                 log.exception("expiry sweep failed; trying again in a second")
+            if self._clock() - maintained_at_s >= MAINTENANCE_INTERVAL_S:
+                maintained_at_s = self._clock()
+                self._maintain()

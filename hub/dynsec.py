@@ -17,9 +17,11 @@ Facts this is built on (FIELD-NOTES, mosquitto 2.0.x):
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from typing import Any
 from hub import protocol
 from hub.errors import BrokerAdminError, BrokerRefused, BrokerTimeout, BrokerUnavailable
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
+
+log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
@@ -291,6 +295,9 @@ class DynSecAdmin:
         if responses[-1].get("error"):  # it existed (an approval retried): bring it to this password
             self.ensure_client(device_id, password, role, client_id=device_id)
 
+    def device_clients(self) -> set[str]:
+        return device_clients(self)
+
     def revoke_device(self, device_id: str) -> None:
         """Delete the client (which disconnects it at once) and its role."""
         for command in (
@@ -302,3 +309,56 @@ class DynSecAdmin:
             except BrokerAdminError as exc:
                 if "not found" not in str(exc):
                     raise
+
+
+# --- the broker's device identities, for the reconciler (issue 18 §4) ---------------
+def device_clients(admin: DynSecAdmin) -> set[str]:
+    """The usernames of the broker's device identities: clients holding their own
+    device role (`device_role(username)`), the shape `issue_device` gives them.
+    Other clients (the admin, the hub's, the bootstrap, anyone else's) never match.
+
+    `listClients` with `verbose` lists each client with its roles
+    (mosquitto plugins/dynamic-security/README.md, "List Clients").
+    """
+    (response,) = admin.call_with_retry(
+        [{"command": "listClients", "verbose": True, "count": -1, "offset": 0}]
+    )
+    found: set[str] = set()
+    for client in response.get("data", {}).get("clients", []):
+        if not isinstance(client, dict):
+            continue
+        username = str(client.get("username", ""))
+        roles = {str(role.get("rolename")) for role in client.get("roles", []) if isinstance(role, dict)}
+        if username and device_role(username) in roles:
+            found.add(username)
+    return found
+
+
+class CheckedIssuer:
+    """The link service's credential issuer: DynSecAdmin, with `after_change` run
+    after each identity change. With the hub's own mosquitto it checks that the
+    broker's file still parses and keeps a copy (hub/broker.py DynsecFileGuard).
+
+    A device issued but not saved must fail its approval: after a restart the
+    broker would not know it, and the device would be locked out for good. A
+    revocation not saved only brings the identity back after a restart, where
+    the reconciler removes it again; it is logged, not raised.
+    """
+
+    def __init__(self, admin: DynSecAdmin, after_change: Callable[[], None]) -> None:
+        self._admin = admin
+        self._after_change = after_change
+
+    def issue_device(self, device_id: str, password: str) -> None:
+        self._admin.issue_device(device_id, password)
+        self._after_change()
+
+    def revoke_device(self, device_id: str) -> None:
+        self._admin.revoke_device(device_id)
+        try:
+            self._after_change()
+        except BrokerAdminError as exc:
+            log.error("%s removed on the broker but not saved (%s)", device_id, exc)
+
+    def device_clients(self) -> set[str]:
+        return device_clients(self._admin)

@@ -27,10 +27,11 @@ from sqlmodel import Session, col, select
 
 from hub import codes, metrics, protocol, sealing
 from hub.activity import ActivityKind, ActivityLog
+from hub.config import DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S
 from hub.errors import LinkDecisionError, LinkHubError, UnlinkRefused
 from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.linking import InvalidTransition, LinkEvent, LinkOutput, LinkState, is_expired, step
-from hub.models import Device, LinkRequestRecord
+from hub.models import BrokerIdentity, Device, LinkRequestRecord
 from hub.protocol import (
     ERROR_DESCRIPTIONS,
     ApprovedReply,
@@ -67,10 +68,30 @@ _INSERT_REQUESTS = insert(_REQUESTS)
 
 Clock = Callable[[], float]
 
+# An approval records its device's broker identity, asks the broker for it, then
+# commits its device row: seconds, or ~20 s when the broker is slow to answer
+# (hub/dynsec.py: three tries of 5 s). The reconciler leaves a recorded identity
+# this young alone, so that it never removes one whose approval is still under way.
+APPROVAL_GRACE_S = 120.0
+# How long the devices page tells of a device whose credentials expired unused.
+EXPIRED_SHOWN_FOR_S = 7 * 86400.0
+
 
 class CredentialIssuer(Protocol):
     def issue_device(self, device_id: str, password: str) -> None: ...
     def revoke_device(self, device_id: str) -> None: ...
+    def device_clients(self) -> set[str]:
+        """The device identities the broker holds now (their usernames)."""
+        ...
+
+
+class RevokedReason(StrEnum):
+    """Why a broker identity was removed (broker_identity.revoked_reason)."""
+
+    UNLINKED = "unlinked"  # a person unlinked the device
+    APPROVAL_FAILED = "approval_failed"  # its approval did not commit
+    ORPHAN = "orphan"  # found on the broker with no linked device (a hub died mid-approval)
+    NEVER_CONNECTED = "never_connected"  # approved, but the device never came (issue 19 item 17)
 
 
 class ReplySender(Protocol):
@@ -95,6 +116,8 @@ class LinkPolicy:
     # or neither. Sent with the credentials so the device connects with TLS.
     device_broker_tls_port: int | None = None
     device_broker_ca_cert: str | None = field(default=None, repr=False)
+    # A device approved but never connected loses its credentials after this long.
+    unconfirmed_lifetime_s: int = DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S
 
 
 class CodeStatus(StrEnum):
@@ -139,6 +162,17 @@ class DeviceView:
     confirmed: bool
     online: bool
     last_seen_at_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredDeviceView:
+    """A device approved but never connected, whose credentials expired."""
+
+    device_id: str
+    name: str
+    model: str
+    linked_at_s: float
+    expired_at_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,6 +570,11 @@ class LinkService:
     ) -> DeviceView:
         """Issue the device's broker identity, then tell the device. Raises LinkDecisionError.
 
+        In three steps, since the broker and the database cannot commit together:
+        the identity is recorded (broker_identity, committed), the broker makes it,
+        and the device row commits with the record marked linked. A hub killed
+        between the last two leaves a record the reconciler acts on.
+
         `origin` ("web", "cli") and `address` (the person's) go to the activity log.
         """
         with self._decision_lock:
@@ -561,10 +600,15 @@ class LinkService:
                     record.decided_at_s = now
                     # Sealed before the broker hears of it, so nothing is issued that cannot be sent.
                     reply = self._reply(record, outputs, now)
+                    # The intent is committed first, in a transaction of its own: a hub that
+                    # dies after the broker made the identity leaves a row that names it,
+                    # and the reconciler removes it (reconcile_identities).
+                    self._record_identity(device_id, record.request_id, now)
+                    issued = device_id
                     # The broker learns the credentials before anyone can be told them;
                     # if it does not confirm, nothing is stored and the code stays pending.
                     self._issuer.issue_device(device_id, password)
-                    issued = device_id
+                    self._mark_identity_linked(session, device_id, now)
                     device = Device(
                         device_id=device_id,
                         account_id=account_id,
@@ -588,7 +632,8 @@ class LinkService:
             except BaseException:
                 if issued is not None:
                     # Stored nothing after all (the commit failed): the broker must not
-                    # keep an identity no device row names, which nothing could unlink.
+                    # keep an identity no device row names. If this fails too, the
+                    # reconciler finds it from its broker_identity row.
                     self._revoke_quietly(issued)
                 raise
         metrics.of(self._engine).link_approvals.inc()
@@ -596,11 +641,153 @@ class LinkService:
         return view
 
     def _revoke_quietly(self, device_id: str) -> None:
+        """After a failed approval. Nothing can link this identity any more (its
+        approval did not commit), so the broker goes first; if either step fails
+        the reconciler finishes it from the broker_identity row."""
         try:
             self._issuer.revoke_device(device_id)
         except LinkHubError as exc:
             log.error(
-                "device %s: approval failed and its broker identity could not be removed (%s)", device_id, exc
+                "device %s: approval failed and its broker identity could not be removed now (%s); "
+                "the hub removes it when it next reconciles the broker's identities",
+                device_id,
+                exc,
+            )
+            return
+        try:
+            self._mark_identity_revoked(device_id, RevokedReason.APPROVAL_FAILED, self._clock())
+        except Exception as exc:  # the database failed the approval too, say a full disk
+            log.warning("device %s: broker identity removed, but not recorded as such (%s)", device_id, exc)
+
+    # --- broker identities: recorded first, reconciled with the broker -------------
+    def _record_identity(self, device_id: str, request_id: str, now: float) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(
+                insert(BrokerIdentity.__table__),  # type: ignore[attr-defined]
+                {"device_id": device_id, "request_id": request_id, "issued_at_s": now},
+            )
+
+    @staticmethod
+    def _mark_identity_linked(session: Session, device_id: str, now: float) -> None:
+        """In the approval's transaction: it commits with the device row, unless the
+        reconciler claimed the identity meanwhile (the approval then fails)."""
+        done = session.execute(
+            update(BrokerIdentity)
+            .where(col(BrokerIdentity.device_id) == device_id, col(BrokerIdentity.revoked_at_s).is_(None))
+            .values(linked_at_s=now)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise LinkHubError(
+                f"the approval of {device_id} took so long that the hub removed its broker identity; "
+                "approve the code again"
+            )
+
+    def _mark_identity_revoked(self, device_id: str, reason: RevokedReason, now: float) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(BrokerIdentity)
+                .where(col(BrokerIdentity.device_id) == device_id, col(BrokerIdentity.revoked_at_s).is_(None))
+                .values(revoked_at_s=now, revoked_reason=str(reason))
+            )
+
+    def reconcile_identities(self) -> list[str]:
+        """Remove the device identities the broker holds that no linked device names:
+        those this hub recorded (broker_identity) whose approval never committed
+        (a hub killed between the broker and the database), and those of devices
+        unlinked since (e.g. brought back by a restored copy of the broker's file).
+
+        An identity this database never recorded is left alone: hubs with separate
+        databases may share a broker, and another hub's devices are not ours
+        (`linkhub devices unlink ID` removes one by hand). One younger than
+        APPROVAL_GRACE_S whose approval has not committed is left for next time.
+        Each removal is claimed in the database before the broker is asked, so an
+        approval that commits meanwhile fails instead of naming a removed identity.
+        Returns the identities removed (logged, and counted in /metrics).
+        """
+        on_broker = self._issuer.device_clients()
+        now = self._clock()
+        removed: list[str] = []
+        with self._decision_lock:
+            for device_id in sorted(self._orphans(on_broker, now)):
+                if not self._claim_orphan(device_id, now):
+                    continue
+                try:
+                    self._issuer.revoke_device(device_id)
+                except LinkHubError as exc:
+                    log.error("could not remove the orphaned broker identity %s (%s)", device_id, exc)
+                    continue
+                removed.append(device_id)
+                metrics.of(self._engine).orphan_identities_revoked.inc()
+                log.warning(
+                    "removed broker identity %s: no linked device names it (its approval never "
+                    "committed, or the device was unlinked)",
+                    device_id,
+                )
+            self._close_unissued(on_broker, now)
+        return removed
+
+    def _orphans(self, on_broker: set[str], now: float) -> set[str]:
+        if not on_broker:
+            return set()
+        with session_scope(self._engine) as session:
+            recorded = session.exec(
+                select(BrokerIdentity).where(col(BrokerIdentity.device_id).in_(on_broker))
+            ).all()
+            linked = set(
+                session.exec(
+                    select(Device.device_id).where(
+                        col(Device.device_id).in_(on_broker), col(Device.unlinked_at_s).is_(None)
+                    )
+                ).all()
+            )
+        return {
+            row.device_id
+            for row in recorded
+            if row.device_id not in linked
+            and not (
+                row.linked_at_s is None
+                and row.revoked_at_s is None
+                and row.issued_at_s > now - APPROVAL_GRACE_S
+            )
+        }
+
+    def _claim_orphan(self, device_id: str, now: float) -> bool:
+        """Mark the identity revoked in one conditional statement, so that it holds
+        against an approval committing at the same moment (on PostgreSQL the
+        statement waits for that approval's row lock and then sees linked_at_s set;
+        on SQLite writes are serial). True if the broker's login may be deleted:
+        claimed now, or revoked before (an unlinked device, a failed approval),
+        which no approval can link any more."""
+        with self._engine.begin() as connection:
+            claimed = connection.execute(
+                update(BrokerIdentity)
+                .where(
+                    col(BrokerIdentity.device_id) == device_id,
+                    col(BrokerIdentity.revoked_at_s).is_(None),
+                    col(BrokerIdentity.linked_at_s).is_(None),
+                )
+                .values(revoked_at_s=now, revoked_reason=str(RevokedReason.ORPHAN))
+            ).rowcount
+            if claimed:
+                return True
+            revoked_at_s = connection.execute(
+                sql_select(col(BrokerIdentity.revoked_at_s)).where(col(BrokerIdentity.device_id) == device_id)
+            ).scalar()
+            return revoked_at_s is not None
+
+    def _close_unissued(self, on_broker: set[str], now: float) -> None:
+        """Recorded identities the broker never made (the hub died before asking, or
+        the broker refused): closed, so they are not looked at again."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(BrokerIdentity)
+                .where(
+                    col(BrokerIdentity.linked_at_s).is_(None),
+                    col(BrokerIdentity.revoked_at_s).is_(None),
+                    col(BrokerIdentity.issued_at_s) <= now - APPROVAL_GRACE_S,
+                    col(BrokerIdentity.device_id).not_in(on_broker),
+                )
+                .values(revoked_at_s=now, revoked_reason=str(RevokedReason.APPROVAL_FAILED))
             )
 
     def deny(
@@ -656,47 +843,165 @@ class LinkService:
         and the person can simply try again. Its settings (the shadow here, the
         account service's records and change log) stay as history; the device
         is no longer listed, and a new link gives it a new id.
+
+        The operator (`account_id` None) may also unlink a device identity that
+        only the broker holds (no linked device row names it), e.g. one left by a
+        hub killed mid-approval before identities were recorded first.
         """
         with self._decision_lock:
             now = self._clock()
             with session_scope(self._engine) as session:
                 device = session.get(Device, device_id)
+                if device is None and account_id is None:
+                    return self._unlink_broker_only(session, device_id, now)
                 if device is None or (account_id is not None and device.account_id != account_id):
                     raise UnlinkRefused("unknown_device", f"There is no linked device {device_id!r}.")
                 if device.unlinked_at_s is not None:
+                    if account_id is None and device_id in self._issuer.device_clients():
+                        # Unlinked here, yet back on the broker (say, from a restored copy of its file).
+                        return self._unlink_broker_only(session, device_id, now)
                     raise UnlinkRefused(
                         "already_unlinked", f"{device.name} ({device_id}) is already unlinked."
                     )
-                device.unlinked_at_s = now
-                device.online = False
-                # Written even if it was False when read: a status ("online") the hub
-                # handled since would otherwise survive, as the ORM writes changes only.
-                flag_modified(device, "online")
-                session.add(device)
-                record = session.get(LinkRequestRecord, device.request_id)
-                if record is not None:
-                    # A device approved but never connected: its poll must not hand out dead credentials.
-                    self._apply(record, LinkEvent.UNLINK, now)
-                    session.add(record)
-                view = _device_view(device)
-                self._activity.add(
-                    session,
-                    ActivityKind.DEVICE_UNLINKED,
-                    device.account_id,
-                    address=address,
-                    device_id=device_id,
-                    detail=f"{device.name} ({device.model}), unlinked {_ORIGINS.get(origin, 'by ' + origin)}",
-                )
-                # Last before the commit: if the broker does not confirm, nothing is stored.
-                # (Retrying is safe: revoking a client that is already gone succeeds.)
-                self._issuer.revoke_device(device_id)
+                detail = f"{device.name} ({device.model}), unlinked {_ORIGINS.get(origin, 'by ' + origin)}"
+                view = self._take_off(session, device, now, RevokedReason.UNLINKED, detail, address)
+        self._clear_retained(device_id)
+        return view
+
+    def _take_off(
+        self,
+        session: Session,
+        device: Device,
+        now: float,
+        reason: RevokedReason,
+        detail: str,
+        address: str | None = None,
+    ) -> DeviceView:
+        """Unlink `device` in the caller's transaction; the broker's client is
+        deleted last, so that nothing is stored if the broker does not confirm."""
+        device_id = device.device_id
+        device.unlinked_at_s = now
+        device.online = False
+        # Written even if it was False when read: a status ("online") the hub
+        # handled since would otherwise survive, as the ORM writes changes only.
+        flag_modified(device, "online")
+        session.add(device)
+        record = session.get(LinkRequestRecord, device.request_id)
+        if record is not None:
+            # A device approved but never connected: its poll must not hand out dead credentials.
+            self._apply(record, LinkEvent.UNLINK, now)
+            session.add(record)
+        session.execute(
+            update(BrokerIdentity)
+            .where(col(BrokerIdentity.device_id) == device_id, col(BrokerIdentity.revoked_at_s).is_(None))
+            .values(revoked_at_s=now, revoked_reason=str(reason))
+        )
+        view = _device_view(device)
+        self._activity.add(
+            session,
+            ActivityKind.DEVICE_UNLINKED,
+            device.account_id,
+            address=address,
+            device_id=device_id,
+            detail=detail,
+        )
+        # Last before the commit: if the broker does not confirm, nothing is stored.
+        # (Retrying is safe: revoking a client that is already gone succeeds.)
+        self._issuer.revoke_device(device_id)
+        return view
+
+    def _clear_retained(self, device_id: str) -> None:
         try:
             cleared = self._retained.clear_device_topics(device_id)
             log.info("unlinked %s; cleared retained %s", device_id, ", ".join(cleared))
         except LinkHubError as exc:
             # Unlinked all the same: the hub clears a leftover retained status when it sees it.
             log.warning("unlinked %s, but its retained topics were not cleared now (%s)", device_id, exc)
-        return view
+
+    def _unlink_broker_only(self, session: Session, device_id: str, now: float) -> DeviceView:
+        """The operator's unlink of an identity the broker holds and no linked device
+        row names (left by a hub that died mid-approval before this hub recorded
+        identities first, or by another hub): deleted from the broker."""
+        if device_id not in self._issuer.device_clients():
+            raise UnlinkRefused("unknown_device", f"There is no linked device {device_id!r}.")
+        row = session.get(BrokerIdentity, device_id)
+        record = session.get(LinkRequestRecord, row.request_id) if row is not None else None
+        if row is not None and row.revoked_at_s is None:
+            row.revoked_at_s = now
+            row.revoked_reason = str(RevokedReason.UNLINKED)
+            session.add(row)
+        self._issuer.revoke_device(device_id)
+        log.warning(
+            "removed broker identity %s, which no linked device names (linkhub devices unlink)", device_id
+        )
+        return DeviceView(
+            device_id=device_id,
+            account_id=record.account_id if record is not None and record.account_id is not None else 0,
+            name=record.device_name if record is not None else "(no device row)",
+            model=record.device_model if record is not None else "broker identity only",
+            address=record.device_address if record is not None else None,
+            linked_at_s=row.issued_at_s if row is not None else now,
+            confirmed=False,
+            online=False,
+            last_seen_at_s=None,
+        )
+
+    # --- devices approved that never came (issue 19 item 17) ------------------------
+    def expire_unconfirmed(self) -> list[str]:
+        """Devices approved longer than `unconfirmed_lifetime_s` ago that never
+        connected: unlinked, their broker identity deleted and the password held
+        for them forgotten. Credentials that were never used should not stay valid
+        for ever: whoever read them (the device's reply topic, a backup) could
+        use them at any later time."""
+        now = self._clock()
+        cutoff = now - self._policy.unconfirmed_lifetime_s
+        with session_scope(self._engine) as session:
+            due = session.exec(
+                select(Device.device_id).where(
+                    col(Device.confirmed).is_(False),
+                    col(Device.unlinked_at_s).is_(None),
+                    col(Device.linked_at_s) <= cutoff,
+                )
+            ).all()
+        expired: list[str] = []
+        lifetime = _duration(self._policy.unconfirmed_lifetime_s)
+        for device_id in due:
+            with self._decision_lock, session_scope(self._engine) as session:
+                device = session.get(Device, device_id)
+                if device is None or device.confirmed or device.unlinked_at_s is not None:
+                    continue  # it came, or was unlinked, meanwhile
+                detail = (
+                    f"{device.name} ({device.model}) never connected: its credentials expired "
+                    f"{lifetime} after it was approved"
+                )
+                self._take_off(session, device, now, RevokedReason.NEVER_CONNECTED, detail)
+            metrics.of(self._engine).unconfirmed_devices_expired.inc()
+            log.info("device %s never connected in %s: its credentials expired", device_id, lifetime)
+            expired.append(device_id)
+        return expired
+
+    def expired_unconfirmed(self, account_id: int) -> list[ExpiredDeviceView]:
+        """The account's devices whose credentials expired unused lately, newest first."""
+        since = self._clock() - EXPIRED_SHOWN_FOR_S
+        with session_scope(self._engine) as session:
+            found = session.exec(
+                select(Device, BrokerIdentity)
+                .join(BrokerIdentity, col(BrokerIdentity.device_id) == col(Device.device_id))
+                .where(
+                    Device.account_id == account_id,
+                    BrokerIdentity.revoked_reason == str(RevokedReason.NEVER_CONNECTED),
+                    col(BrokerIdentity.revoked_at_s) >= since,
+                )
+                .order_by(col(BrokerIdentity.revoked_at_s).desc())
+            ).all()
+            return [
+                ExpiredDeviceView(d.device_id, d.name, d.model, d.linked_at_s, b.revoked_at_s or 0.0)
+                for d, b in found
+            ]
+
+    @property
+    def unconfirmed_lifetime_s(self) -> int:
+        return self._policy.unconfirmed_lifetime_s
 
     def list_devices(self, account_id: int | None = None) -> list[DeviceView]:
         """Linked devices; unlinked ones are history, kept but not listed."""
@@ -819,6 +1124,15 @@ class LinkService:
 
 
 _ORIGINS = {"web": "on the web page", "api": "through the web API", "cli": "with the linkhub command"}
+
+
+def _duration(seconds: float) -> str:
+    """`86400` -> "24 h", `600` -> "10 min": for the activity log and the page."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds)} s"
 
 
 def _decision_detail(record: LinkRequestRecord, origin: str | None) -> str:

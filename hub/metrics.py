@@ -67,6 +67,16 @@ class HubMetrics:
         self.link_expiries = Counter(
             "linkhub_link_expiries", "Link requests whose code expired undecided", registry=registry
         )
+        self.orphan_identities_revoked = Counter(
+            "linkhub_orphan_identities_revoked",
+            "Device identities removed from the broker because no linked device names them",
+            registry=registry,
+        )
+        self.unconfirmed_devices_expired = Counter(
+            "linkhub_unconfirmed_devices_expired",
+            "Devices approved but never connected whose credentials expired",
+            registry=registry,
+        )
         self.settings_deliveries = Counter(
             "linkhub_settings_deliveries",
             "Desired-settings messages sent to devices (acknowledged by the broker)",
@@ -91,6 +101,8 @@ class HubMetrics:
             "linkhub_broker_connected", "1 while the hub is connected to its MQTT broker", registry=registry
         )
         self._connections: list[Callable[[], BrokerConnection | None]] = []
+        # Says what is wrong with where the broker keeps its logins, or None (hub/broker.py).
+        self.broker_storage_problem: Callable[[], str | None] = lambda: None
         self.broker_connected.set_function(lambda: 1.0 if self.broker_is_connected() else 0.0)
         if engine is not None:
             # Counted at scrape time from the database: right after a restart, and
@@ -215,8 +227,11 @@ class HealthProbe:
     def _broker(self) -> ComponentHealth:
         address = self._metrics.broker_address()
         detail: dict[str, Any] = {"address": address} if address else {}
+        storage = self._metrics.broker_storage_problem()
+        if storage is not None:
+            detail["storage_error"] = storage
         if self._metrics.broker_is_connected():
-            return ComponentHealth(True, detail)
+            return ComponentHealth(storage is None, detail)
         return ComponentHealth(False, {**detail, "error": "the hub is not connected to its MQTT broker"})
 
     def _database(self) -> ComponentHealth:

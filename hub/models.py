@@ -95,6 +95,29 @@ class Device(SQLModel, table=True):
     unlinked_at_s: float | None = Field(default=None, index=True)
 
 
+class BrokerIdentity(SQLModel, table=True):
+    """A device's broker identity, recorded before the broker is asked to create it.
+
+    The broker and the database cannot commit together: a hub that dies between
+    creating a device's broker login and committing its device row would leave a
+    login that no row names. Recording the intent first means every login this hub
+    made is known here, and the reconciler (LinkService.reconcile_identities)
+    removes the ones whose approval never committed. (revision 0007)
+    """
+
+    __tablename__ = "broker_identity"
+
+    device_id: str = Field(primary_key=True, max_length=40)
+    request_id: str = Field(max_length=64)
+    issued_at_s: float
+    # Set in the approval's own transaction, with the device row: the approval committed.
+    linked_at_s: float | None = None
+    # Set before the broker is asked to delete the login, so that an approval still
+    # under way cannot commit a device whose login is being removed.
+    revoked_at_s: float | None = Field(default=None, index=True)
+    revoked_reason: str | None = Field(default=None, max_length=32)
+
+
 # --- the settings bridge, hub side ---------------------------------------------
 class PreferencesCache(SQLModel, table=True):
     """The hub's copy of an account's preferences: devices get them even while

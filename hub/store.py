@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from hub import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # The newest revision in hub/migrations/versions, known without importing Alembic
 # (tests/test_migrations.py checks that it is Alembic's head).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0007"
 # The revision that is the schema as create_all made it before migrations, and its tables.
 BASELINE_REVISION = "0001"
 BASELINE_TABLES = frozenset(
@@ -73,23 +73,75 @@ def make_engine(database_url: str) -> Engine:
     else:
         engine = create_engine(database_url, pool_pre_ping=True)
     if _stored_revision(engine) != HEAD_REVISION:
-        migrate(engine)
+        try:
+            migrate(engine)
+        except Exception as exc:
+            engine.dispose()
+            raise LinkHubError(_upgrade_failed(engine.dialect.name, exc)) from exc
     return engine
+
+
+def _upgrade_failed(backend: str, exc: BaseException) -> str:
+    """What a person reads when the upgrade at start fails: the error itself, then what to do."""
+    return (
+        f"upgrading the {backend} database to schema revision {HEAD_REVISION} failed: "
+        f"{describe_database_error(exc)}. Nothing was changed (the upgrade runs in one transaction). "
+        "Check that the database answers and that its user may create and alter tables "
+        "(`linkhub config check` shows which database the hub uses), then start the hub again."
+    )
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """The error in the driver's own words, on one line. SQLAlchemy wraps it with
+    the statement it ran and a last line "(Background on this error at:
+    https://sqlalche.me/...)", which is all a person saw when only the last line
+    of the error was shown."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text_ = str(exc.orig)
+    elif isinstance(exc, SQLAlchemyError):
+        text_ = str(exc).split("\n[SQL:", 1)[0]
+    else:
+        text_ = str(exc)
+    lines = [
+        line.strip()
+        for line in text_.splitlines()
+        if line.strip() and not line.strip().startswith("(Background on this error at")
+    ]
+    return "; ".join(lines) or type(exc).__name__
 
 
 def migrate_in_child(database_url: str) -> None:
     """Upgrade the database from a short-lived child process, so that this
     process never imports Alembic (see the module docstring)."""
-    script = "import sys; from hub.store import make_engine; make_engine(sys.argv[1]).dispose()"
+    script = "import sys; from hub.store import _upgrade_main; sys.exit(_upgrade_main(sys.argv[1]))"
     result = subprocess.run(
         [sys.executable, "-c", script, database_url],
         capture_output=True,
         text=True,
         check=False,
     )
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
+    if result.returncode == _UPGRADE_FAILED:
+        raise LinkHubError(result.stderr.strip())
+    if result.returncode != 0:  # something unforeseen: its last words, not a help link
+        lines = [
+            line
+            for line in result.stderr.strip().splitlines()
+            if not line.strip().startswith("(Background on this error at")
+        ]
         raise LinkHubError(f"upgrading the database failed: {lines[-1] if lines else 'no message'}")
+
+
+_UPGRADE_FAILED = 3
+
+
+def _upgrade_main(database_url: str) -> int:
+    """The child process of `migrate_in_child`: the message on stderr, and its own exit code."""
+    try:
+        make_engine(database_url).dispose()
+    except LinkHubError as exc:
+        print(exc, file=sys.stderr)
+        return _UPGRADE_FAILED
+    return 0
 
 
 def _stored_revision(engine: Engine) -> str | None:

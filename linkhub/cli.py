@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.client
 import json
 import os
 import sys
@@ -431,6 +432,20 @@ def _account_add(args: argparse.Namespace) -> int:
     return 0
 
 
+# The hub closed the control connection or stopped answering mid-request (it died,
+# or was stopped): http.client.RemoteDisconnected, a reset, the 30 s timeout.
+_HUB_WENT_AWAY = (http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+def _hub_went_away(doing: str, what_to_do: str) -> int:
+    print(
+        f"linkhub: the hub stopped answering while {doing}, so it may or may not have been done. "
+        f"Once the hub runs again: {what_to_do}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _link_decision(args: argparse.Namespace) -> int:
     socket_path = _data_dir(args) / "hub.sock"
     try:
@@ -448,6 +463,16 @@ def _link_decision(args: argparse.Namespace) -> int:
     except control_client.ControlError as exc:
         print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
         return 1
+    except _HUB_WENT_AWAY:
+        if args.link_command == "approve":
+            # A broker login left by an approval cut short is removed by the hub
+            # itself (LinkService.reconcile_identities); the code stays usable.
+            return _hub_went_away(
+                f"approving {args.code}",
+                "`linkhub devices` lists the device if it was linked; if not, approve the code again "
+                "(it works until it expires).",
+            )
+        return _hub_went_away(f"denying {args.code}", "`linkhub activity` shows whether it was denied.")
     return 0
 
 
@@ -474,6 +499,11 @@ def _unlink(args: argparse.Namespace) -> int:
     except control_client.ControlError as exc:
         print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
         return 1
+    except _HUB_WENT_AWAY:
+        return _hub_went_away(
+            f"unlinking {args.device_id}",
+            f"`linkhub devices unlink {args.device_id}` again is safe (it says if it was already done).",
+        )
     owner = f" from {device['account']}" if device.get("account") else ""
     print(
         f"unlinked: {device['name']} ({device['model']}) {device['device_id']}{owner}; "

@@ -101,6 +101,7 @@ def test_every_key_comes_from_each_source() -> None:
         "device_broker": ("hub.lan:1999", "hub.lan:1999", "hub.lan:1999"),
         "code_lifetime_s": (120, "120", 120),
         "poll_interval_s": (2, "2", 2),
+        "unconfirmed_device_lifetime_s": (3600, "3600", 3600),
         "mdns": (False, "off", False),
         "mdns_name": ("Kitchen.local", "Kitchen.local", "kitchen"),
         "mdns_interfaces": (["wlan0", "eth0"], "wlan0, eth0", ("wlan0", "eth0")),

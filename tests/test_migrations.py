@@ -7,6 +7,7 @@ before migrations existed is adopted; the models and the revisions agree.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from hub.linking import LinkState
 from hub.models import (
     Account,
     AccountPreferences,
+    BrokerIdentity,
     ChangeLogEntry,
     Device,
     DeviceSettingsRecord,
@@ -212,7 +214,7 @@ MODELS: dict[str, type[SQLModel]] = {
     "account_change_log": ChangeLogEntry,
 }
 GENERATED_KEYS = {"account": "id", "settings_outbox": "seq", "account_change_log": "seq"}
-LATER_TABLES = {"recovery_code", "activity"}  # 0003
+LATER_TABLES = {"recovery_code", "activity", "broker_identity"}  # 0003, 0007
 # Columns later revisions added to first-schema tables, and what an upgraded row holds in them.
 ADDED_COLUMNS: dict[str, dict[str, Any]] = {
     "account": {
@@ -295,6 +297,9 @@ class _NoBroker:
     def revoke_device(self, device_id: str) -> None:
         raise AssertionError("nothing is revoked in this test")
 
+    def device_clients(self) -> set[str]:
+        raise AssertionError("the broker is not asked in this test")
+
     def send_reply(self, reply_to: str, reply: Any, correlation: bytes | None) -> None:
         raise AssertionError("no device is answered in this test")
 
@@ -359,6 +364,17 @@ def test_an_upgrade_from_the_first_schema_finds_every_row(
         assert lamp is not None and lamp.synced and lamp.settings == {"brightness": 40}
         assert lamp.desired == {"brightness": 40, "theme": "dark"}
         assert outbox.pending() == 1
+
+        # The devices' broker identities are known from the devices already linked (0007).
+        with Session(engine) as session:
+            identities = {
+                row.device_id: (row.request_id, row.linked_at_s, row.revoked_at_s)
+                for row in session.exec(select(BrokerIdentity)).all()
+            }
+        assert identities == {
+            "dev-000000000001": ("req-linked", NOW_S - 650, None),
+            "dev-000000000002": ("req-gone", NOW_S - 300, None),
+        }
 
         # New rows still get new keys (PostgreSQL's sequences were not left behind).
         carol = accounts.create("carol", PASSWORD)
@@ -492,5 +508,33 @@ def test_an_up_to_date_database_opens_without_importing_alembic(database_url: st
 def test_migrate_in_child_upgrades_and_reports_failure(raw_engine: Engine, database_url: str) -> None:
     migrate_in_child(database_url)
     assert revision_of(raw_engine) == head_revision()
-    with pytest.raises(LinkHubError, match="upgrading the database failed"):
-        migrate_in_child("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(LinkHubError) as failed:
+        migrate_in_child(f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/none")
+    message = str(failed.value)
+    # The error itself and what to do, not SQLAlchemy's help link (issue 18 §6).
+    assert "sqlalche.me" not in message and "Background on this error" not in message
+    assert message.startswith("upgrading the postgresql database to schema revision")
+    assert "Connection refused" in message
+    assert "Check that the database answers" in message and "Nothing was changed" in message
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_migration_that_fails_says_why_and_changes_nothing(raw_engine: Engine, database_url: str) -> None:
+    """A revision that fails half-way (here: its table is in the way) names the
+    database's own error, and the database stays at the revision it was."""
+    upgrade_to(raw_engine, "0004")
+    with raw_engine.begin() as connection:
+        connection.execute(text("CREATE TABLE broker_identity (in_the_way INTEGER)"))
+    with pytest.raises(LinkHubError) as failed:
+        migrate_in_child(database_url)
+    message = str(failed.value)
+    assert "sqlalche.me" not in message and "[SQL:" not in message
+    assert "broker_identity" in message and "already exists" in message
+    assert "Nothing was changed" in message
+    assert revision_of(raw_engine) == "0004"

@@ -71,7 +71,15 @@ def own_device_or_404(device_id: str) -> tuple[DeviceView, DeviceSettingsView]:
 def device_list() -> str:
     account_id = g.account.id
     views = {view.device_id: view for view in services().settings.list_views(account_id)}
-    return render_template("devices.html", devices=services().links.list_devices(account_id), views=views)
+    links = services().links
+    return render_template(
+        "devices.html",
+        devices=links.list_devices(account_id),
+        views=views,
+        # Approved devices that never came lose their credentials (issue 19 item 17).
+        credentials_lifetime_s=links.unconfirmed_lifetime_s,
+        expired=links.expired_unconfirmed(account_id),
+    )
 
 
 @bp.get("/api/v1/devices")
