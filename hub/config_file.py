@@ -364,6 +364,23 @@ KEYS: tuple[Key, ...] = (
         f"codes that may wait for a person at once (default {LimitsPolicy().max_pending_requests})",
         "N",
     ),
+    # What one linked device may send (DeviceLimits, docs/protocol.md section 11).
+    *(
+        Key(
+            f"device_{name}",
+            f"--device-{name.replace('_', '-')}",
+            _rate,
+            getattr(LimitsPolicy(), f"device_{name}"),
+            f"{what} one linked device may send (default '{getattr(LimitsPolicy(), f'device_{name}')}')",
+            "RATE",
+        )
+        for name, what in (
+            ("settings_sets", "settings_set messages"),
+            ("reports", "reported messages"),
+            ("settings_gets", "settings_get messages"),
+            ("status", "status messages"),
+        )
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -572,6 +589,10 @@ def resolve(
                     link_requests_per_client=values["link_requests_per_client"],
                     link_requests_total=values["link_requests_total"],
                     max_pending_requests=values["max_pending_requests"],
+                    device_settings_sets=values["device_settings_sets"],
+                    device_reports=values["device_reports"],
+                    device_settings_gets=values["device_settings_gets"],
+                    device_status=values["device_status"],
                 ),
             )
         except ConfigError as exc:  # a rule only HubConfig knows; every key was checked above

@@ -31,6 +31,7 @@ from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection, MqttResponde
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
+from hub.rate_limits import DeviceLimits
 from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
 from hub.settings_service import SettingsService
 from hub.store import make_engine
@@ -116,6 +117,7 @@ class Hub:
             clock=self._clock,
             activity=self._activity,
             outbox_changed=self._outbox.notify,
+            limits=DeviceLimits(config.limits.device_rates()),
         )
         broker, admin_user, admin_password = self._start_broker()
         try:
@@ -429,9 +431,8 @@ class Hub:
                 # while it was unlinked: clear it rather than hand it to every subscriber.
                 self._clear_ghost(message.topic)
                 return
-            status = protocol.parse_device_status(message.payload)
-            if isinstance(status, Rejection):
-                log.warning("dropped a bad status on %s: %s", message.topic, status.description)
+            status = self.settings.checked_status(device_topic[0], message.payload)
+            if status is None:
                 return
             self.links.device_status(device_topic[0], status.online)
             return
