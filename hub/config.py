@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from hub.errors import ConfigError
 from hub.rate_limits import LimitsPolicy
+from hub.retention import RetentionPolicy
 
 DEFAULT_HTTP_PORT = 8080
 # 1883 is usually taken on a home-lab Pi (Home Assistant's mosquitto); the
@@ -75,6 +76,8 @@ class HubConfig:
     log_format: str = "text"
     # Limits on guessing and flooding (hub/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
+    # What is kept how long (hub/retention.py, docs/security.md).
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad

@@ -45,6 +45,7 @@ from hub.config import (
 )
 from hub.errors import ConfigError
 from hub.rate_limits import LimitsPolicy, parse_rate
+from hub.retention import DAYS_RANGE, PER_ACCOUNT_RANGE, RetentionPolicy
 
 FILE_NAME = "linkhub.toml"  # looked for in the data directory when no file is named
 CONFIG_ENV = "LINKHUB_CONFIG"
@@ -381,6 +382,42 @@ KEYS: tuple[Key, ...] = (
             ("status", "status messages"),
         )
     ),
+    # What the hub keeps how long (hub/retention.py, docs/security.md).
+    Key(
+        "history_days",
+        "--history-days",
+        _whole_number(*DAYS_RANGE),
+        RetentionPolicy().history_days,
+        f"days the activity and settings change history are kept (default {RetentionPolicy().history_days})",
+        "DAYS",
+    ),
+    Key(
+        "history_per_account",
+        "--history-per-account",
+        _whole_number(*PER_ACCOUNT_RANGE),
+        RetentionPolicy().history_per_account,
+        "entries of activity and of settings changes kept per account, the newest "
+        f"(default {RetentionPolicy().history_per_account})",
+        "N",
+    ),
+    Key(
+        "delivered_outbox_days",
+        "--delivered-outbox-days",
+        _whole_number(*DAYS_RANGE),
+        RetentionPolicy().delivered_outbox_days,
+        "days a settings change is kept after the account service took it "
+        f"(default {RetentionPolicy().delivered_outbox_days})",
+        "DAYS",
+    ),
+    Key(
+        "ended_link_requests_days",
+        "--ended-link-requests-days",
+        _whole_number(*DAYS_RANGE),
+        RetentionPolicy().ended_link_requests_days,
+        "days a denied or expired link request is kept after its code expired "
+        f"(default {RetentionPolicy().ended_link_requests_days})",
+        "DAYS",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -593,6 +630,12 @@ def resolve(
                     device_reports=values["device_reports"],
                     device_settings_gets=values["device_settings_gets"],
                     device_status=values["device_status"],
+                ),
+                retention=RetentionPolicy(
+                    history_days=values["history_days"],
+                    history_per_account=values["history_per_account"],
+                    delivered_outbox_days=values["delivered_outbox_days"],
+                    ended_link_requests_days=values["ended_link_requests_days"],
                 ),
             )
         except ConfigError as exc:  # a rule only HubConfig knows; every key was checked above

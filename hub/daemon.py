@@ -33,6 +33,7 @@ from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
 from hub.rate_limits import DeviceLimits
 from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
+from hub.retention import Pruner
 from hub.settings_service import SettingsService
 from hub.store import make_engine
 
@@ -91,6 +92,7 @@ class Hub:
         self._settings: SettingsService | None = None
         self._activity: ActivityLog | None = None
         self._outbox: Outbox | None = None
+        self._pruner: Pruner | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._advertiser: HubAdvertiser | None = None
@@ -179,6 +181,8 @@ class Hub:
             for topic_filter in protocol.device_inbound_subscriptions():
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
+            self._pruner = Pruner(self.engine, config.retention, clock=self._clock)
+            self._pruner.start()
             if config.mdns:
                 from hub.mdns import advertise_hub
 
@@ -206,7 +210,7 @@ class Hub:
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
-        for part in (self._outbox, self._link_responder, self._mqtt, self._admin):
+        for part in (self._pruner, self._outbox, self._link_responder, self._mqtt, self._admin):
             if part is not None:
                 try:
                     part.stop()

@@ -115,6 +115,10 @@ def test_every_key_comes_from_each_source() -> None:
         "device_reports": ("6 per minute", "6 per minute", "6 per minute"),
         "device_settings_gets": ("7 per hour", "7 per hour", "7 per hour"),
         "device_status": ("8/minute", "8/minute", "8/minute"),
+        "history_days": (30, "30", 30),
+        "history_per_account": (200, "200", 200),
+        "delivered_outbox_days": (2, "2", 2),
+        "ended_link_requests_days": (7, "7", 7),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
