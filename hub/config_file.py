@@ -32,9 +32,11 @@ from hub.config import (
     DEFAULT_CODE_LIFETIME_S,
     DEFAULT_HTTP_PORT,
     DEFAULT_MDNS_NAME,
+    DEFAULT_MIN_FREE_SPACE_MB,
     DEFAULT_MQTT_PORT,
     DEFAULT_POLL_INTERVAL_S,
     LOG_FORMATS,
+    MIN_FREE_SPACE_RANGE_MB,
     POLL_INTERVAL_RANGE_S,
     PORT_RANGE,
     SUGGESTED_MQTT_TLS_PORT,
@@ -382,6 +384,15 @@ KEYS: tuple[Key, ...] = (
             ("status", "status messages"),
         )
     ),
+    Key(
+        "min_free_space_mb",
+        "--min-free-space-mb",
+        _whole_number(*MIN_FREE_SPACE_RANGE_MB),
+        DEFAULT_MIN_FREE_SPACE_MB,
+        "below this much free space (MB) in the data directory the hub stores nothing new "
+        f"(default {DEFAULT_MIN_FREE_SPACE_MB}; 0: no check)",
+        "MB",
+    ),
     # What the hub keeps how long (hub/retention.py, docs/security.md).
     Key(
         "history_days",
@@ -631,6 +642,7 @@ def resolve(
                     device_settings_gets=values["device_settings_gets"],
                     device_status=values["device_status"],
                 ),
+                min_free_space_mb=values["min_free_space_mb"],
                 retention=RetentionPolicy(
                     history_days=values["history_days"],
                     history_per_account=values["history_per_account"],

@@ -35,7 +35,7 @@ from hub.rate_limits import DeviceLimits
 from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
 from hub.retention import Pruner
 from hub.settings_service import SettingsService
-from hub.store import make_engine
+from hub.store import MB, SpaceGuard, guard_writes, make_engine
 
 # hub.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class Hub:
         self._clock = clock
         self._rng = rng
         self.engine: Engine | None = None
+        self.space: SpaceGuard | None = None
         self.managed_broker: ManagedBroker | None = None
         self._admin: DynSecAdmin | None = None
         self._mqtt: MqttConnection | None = None
@@ -110,6 +111,8 @@ class Hub:
             check_interfaces(config.mdns_interfaces)  # a typo fails before anything starts
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(config.database_url)
+        self.space = SpaceGuard(config.data_dir, config.min_free_space_mb * MB)
+        guard_writes(self.engine, self.space)
         self._accounts = self._account_directory()
         self._activity = ActivityLog(self.engine, self._clock)
         self._outbox = Outbox(self.engine, self._accounts, clock=self._clock)

@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from hub import metrics, protocol
 from hub.account_directory import ChangeKind, VersionedDocument
 from hub.activity import ActivityKind, ActivityLog
-from hub.errors import LinkHubError, SettingsRefused
+from hub.errors import LinkHubError, SettingsRefused, StorageFull
 from hub.link_limits import LogEvery
 from hub.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
 from hub.protocol import (
@@ -227,6 +227,15 @@ class SettingsService:
         with self._lock:
             try:
                 outbound = self._decide(device_id, parsed)  # committed when it returns
+            except StorageFull as exc:
+                outbound = [
+                    self._refusal(
+                        device_id,
+                        request_id,
+                        ErrorCode.INSUFFICIENT_STORAGE,
+                        f"Nothing was changed: {exc}. Send it again later.",
+                    )
+                ]
             except Exception as exc:
                 # Rolled back by session_scope: nothing was stored, so the device may resend.
                 outbound = [

@@ -115,6 +115,7 @@ def test_every_key_comes_from_each_source() -> None:
         "device_reports": ("6 per minute", "6 per minute", "6 per minute"),
         "device_settings_gets": ("7 per hour", "7 per hour", "7 per hour"),
         "device_status": ("8/minute", "8/minute", "8/minute"),
+        "min_free_space_mb": (128, "128", 128),
         "history_days": (30, "30", 30),
         "history_per_account": (200, "200", 200),
         "delivered_outbox_days": (2, "2", 2),
