@@ -11,9 +11,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import FakeClock
+from conftest import FakeClock, HubFactory, RunningBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
+from test_settings_bridge import DeviceClient, link_devices
 
 from hub import protocol
 from hub.activity import ActivityLog
@@ -231,3 +232,45 @@ def test_one_devices_refusals_are_logged_once_a_minute_with_a_count(
     # The 999 held back in the minute, and this one.
     assert line.startswith(f"refused 1000 message(s) from device {DEVICE}")
     assert "payload must be a JSON object" in line
+
+
+# --- on a real hub and broker -------------------------------------------------------------------
+
+
+def test_a_device_looping_settings_set_at_full_speed_is_held_to_its_limit_and_others_are_answered(
+    make_hub: HubFactory, broker: RunningBroker, tmp_path: Path
+) -> None:
+    """Issue 18 §2: 598 changes in 10 s were all accepted before; now at most the
+    per-minute limit is stored, every message is answered, and another device of
+    the same account is served in the middle of the flood."""
+    hub = make_hub()
+    account_id = hub.accounts.create("alice", "correct horse battery").id
+    flooder_state, other_state = link_devices(hub, broker, tmp_path, account_id, 2)
+    flooder, other = DeviceClient(broker, flooder_state), DeviceClient(broker, other_state)
+    limit = LimitsPolicy().device_settings_sets
+    allowed = int(limit.split()[0])
+    sent = 600
+    assert hub.engine is not None
+    try:
+        base = flooder.get().version
+        topic = protocol.device_topic(flooder.device_id, protocol.SETTINGS_SET)
+        for n in range(sent):  # pipelined, not waiting for acknowledgements: full speed
+            message = SettingsSet(f"flood-{n:012d}", base + min(n, allowed), {"brightness": n})
+            flooder.client.client.publish(topic, protocol.encode(message), qos=1)
+            if n == sent // 2:
+                assert other.get().full  # answered while the flood goes on
+        replies = [flooder.reply() for _ in range(sent)]
+        accepted = [r for r in replies if r.ok]
+        refused = [r for r in replies if not r.ok]
+        assert len(accepted) == allowed
+        assert {r.error for r in refused} == {ErrorCode.SLOW_DOWN}
+        assert all(r.retry_after and 0 < r.retry_after <= 60 for r in refused)
+        assert count(hub.engine, OutboxEntry) == allowed
+        with session_scope(hub.engine) as session:
+            changes = session.exec(select(func.count()).where(ActivityEvent.kind == "settings_changed")).one()
+        assert changes == allowed
+        view = hub.settings.device_view(flooder.device_id)
+        assert view is not None and view.desired_version == base + allowed
+    finally:
+        flooder.close()
+        other.close()
