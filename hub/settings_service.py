@@ -65,6 +65,9 @@ _KIND_OF_LEAF = {
 # Refusals are logged per device at most once per interval, with a count: one
 # device sending garbage in a loop must not fill the SD card the log is on.
 REFUSAL_LOG_INTERVAL_S = 60.0
+# Over its limit, a device hears slow_down at most this often per kind of message;
+# the rest of a flood is dropped unanswered (docs/protocol.md section 12.5).
+SLOW_DOWN_REPLY_INTERVAL_S = 1.0
 # Devices whose refusals are being counted; past this the table starts over
 # (a few lines logged early), so made-up device ids cannot grow it.
 _MAX_REFUSAL_COUNTERS = 4096
@@ -111,6 +114,14 @@ class Outbound:
     message: SettingsDesired | DeviceReply
 
 
+def _request_id_in(leaf: str, payload: bytes) -> str | None:
+    """The request_id to answer a refused message with, read only when answering."""
+    parsed = protocol.parse_settings_message(leaf, payload)
+    if isinstance(parsed, Rejection):
+        return parsed.request_id
+    return None if isinstance(parsed, SettingsReported) else parsed.request_id
+
+
 def _load(text: str | None) -> JsonObject:
     return json.loads(text) if text else {}
 
@@ -133,6 +144,7 @@ class SettingsService:
         self._engine = engine
         self.limits = limits or DeviceLimits(LimitsPolicy().device_rates(), clock=clock)
         self._refusals_logged: dict[str, LogEvery] = {}
+        self._slow_down_sent_at: dict[tuple[str, str], float] = {}
         self._activity = activity
         self._publisher = publisher
         self._clock = clock
@@ -214,16 +226,15 @@ class SettingsService:
         same lock), so a device never sees a full document older than a change
         it already got.
         """
+        # First, before parsing, the lock or the database: every message counts,
+        # well-formed or not, and one over the limit costs next to nothing.
+        if self._over_limit(device_id, _KIND_OF_LEAF[leaf], lambda: _request_id_in(leaf, payload)):
+            return
         parsed = protocol.parse_settings_message(leaf, payload)
         if isinstance(parsed, Rejection):
             self._send([self._refusal(device_id, parsed.request_id, parsed.error, parsed.description)])
             return
         request_id = None if isinstance(parsed, SettingsReported) else parsed.request_id
-        # Before the lock and the database: an over-limit message costs no write.
-        slow_down = self._over_limit(device_id, _KIND_OF_LEAF[leaf], request_id)
-        if slow_down is not None:
-            self._send([slow_down])
-            return
         with self._lock:
             try:
                 outbound = self._decide(device_id, parsed)  # committed when it returns
@@ -253,29 +264,39 @@ class SettingsService:
     def checked_status(self, device_id: str, payload: bytes) -> DeviceStatus | None:
         """A device's status message if it is to be recorded; None if it is not
         (malformed: logged; over the device's limit: slow_down on its reply topic)."""
+        if self._over_limit(device_id, "status", lambda: None):
+            return None
         status = protocol.parse_device_status(payload)
         if isinstance(status, Rejection):
             self._note_refusal(device_id, status.error, status.description)
             return None
-        slow_down = self._over_limit(device_id, "status", None)
-        if slow_down is not None:
-            self._send([slow_down])
-            return None
         return status
 
-    def _over_limit(self, device_id: str, kind: str, request_id: str | None) -> Outbound | None:
-        """The slow_down reply if `device_id` sent more `kind` messages than its limit."""
+    def _over_limit(self, device_id: str, kind: str, request_id: Callable[[], str | None]) -> bool:
+        """True if `device_id` sent more `kind` messages than its limit: the message
+        is dropped, and answered with slow_down unless one was sent for this device
+        and kind in the last SLOW_DOWN_REPLY_INTERVAL_S. Replying to every message
+        of a flood would make the hub's work grow with the flood (each reply waits
+        for its PUBACK) and queue other devices' messages behind it."""
         wait_s = self.limits.admit(device_id, kind)
         if not wait_s:
-            return None
-        return self._refusal(
-            device_id,
-            request_id,
-            ErrorCode.SLOW_DOWN,
+            return False
+        description = (
             f"Too many {kind} messages from this device (at most {self.limits.rate(kind)}); "
-            f"nothing was changed: send it again in {wait_words(wait_s)}.",
-            retry_after_s=wait_s,
+            f"nothing was changed: send it again in {wait_words(wait_s)}."
         )
+        now, key = self._clock(), (device_id, kind)
+        last = self._slow_down_sent_at.get(key)
+        if last is not None and 0 <= now - last < SLOW_DOWN_REPLY_INTERVAL_S:
+            self._note_refusal(device_id, ErrorCode.SLOW_DOWN, description)
+            return True
+        if len(self._slow_down_sent_at) >= _MAX_REFUSAL_COUNTERS:
+            self._slow_down_sent_at.clear()
+        self._slow_down_sent_at[key] = now
+        self._send(
+            [self._refusal(device_id, request_id(), ErrorCode.SLOW_DOWN, description, retry_after_s=wait_s)]
+        )
+        return True
 
     def _decide(self, device_id: str, parsed: SettingsMessage) -> list[Outbound]:
         with session_scope(self._engine) as session:

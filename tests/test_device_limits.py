@@ -7,6 +7,7 @@ injected clock; no broker (tests/test_settings_bridge.py has the real one)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def test_a_device_over_its_settings_set_limit_is_told_to_wait_and_nothing_change
     after = settings.device_view(DEVICE)
     assert after == before  # nothing stored: no version, no document, no report
     assert (count(engine, OutboxEntry), count(engine, ActivityEvent)) == (3, 3)
+    send_set(settings, 99, base_version=4)  # a flood is answered once a second, the rest dropped
+    assert len(recorder.replies()) == 4
 
     # Another device, and another kind of message from this one, are not held back.
     send_set(settings, 0, base_version=1, device_id=OTHER)
@@ -158,7 +161,7 @@ def test_status_over_its_limit_is_not_recorded_and_the_device_is_told(
     assert settings.checked_status(DEVICE, online) is not None
     assert settings.checked_status(DEVICE, online) is None
     assert recorder.replies()[-1].error == ErrorCode.SLOW_DOWN
-    assert settings.checked_status(DEVICE, b"not json") is None  # malformed: dropped, as before
+    assert settings.checked_status(DEVICE, b"not json") is None  # still over: dropped, not answered again
     assert len(recorder.replies()) == 1
 
 
@@ -214,7 +217,7 @@ def test_an_oversized_settings_message_gets_its_own_text(
 def test_one_devices_refusals_are_logged_once_a_minute_with_a_count(
     engine: Engine, recorder: Recorder, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = service(engine, recorder, clock)
+    settings = service(engine, recorder, clock, device_settings_sets="100000 per minute")
     caplog.set_level(logging.WARNING, logger="hub.settings_service")
     for _ in range(1000):
         settings.handle_device_message(DEVICE, protocol.SETTINGS_SET, b"not json")
@@ -254,15 +257,21 @@ def test_a_device_looping_settings_set_at_full_speed_is_held_to_its_limit_and_ot
     try:
         base = flooder.get().version
         topic = protocol.device_topic(flooder.device_id, protocol.SETTINGS_SET)
+        began = time.monotonic()
         for n in range(sent):  # pipelined, not waiting for acknowledgements: full speed
             message = SettingsSet(f"flood-{n:012d}", base + min(n, allowed), {"brightness": n})
             flooder.client.client.publish(topic, protocol.encode(message), qos=1)
             if n == sent // 2:
                 assert other.get().full  # answered while the flood goes on
-        replies = [flooder.reply() for _ in range(sent)]
+        # A message after the flood, answered once everything before it was handled.
+        flooder.send(protocol.SETTINGS_GET, protocol.encode(SettingsGet("after-the-flood")))
+        replies = replies_until_full_document(flooder)
+        elapsed_s = time.monotonic() - began
         accepted = [r for r in replies if r.ok]
         refused = [r for r in replies if not r.ok]
         assert len(accepted) == allowed
+        # Over the limit: one slow_down a second at most, the rest dropped unanswered.
+        assert 1 <= len(refused) <= elapsed_s + 1
         assert {r.error for r in refused} == {ErrorCode.SLOW_DOWN}
         assert all(r.retry_after and 0 < r.retry_after <= 60 for r in refused)
         assert count(hub.engine, OutboxEntry) == allowed
@@ -274,3 +283,20 @@ def test_a_device_looping_settings_set_at_full_speed_is_held_to_its_limit_and_ot
     finally:
         flooder.close()
         other.close()
+
+
+def replies_until_full_document(device: DeviceClient, timeout_s: float = 30) -> list[DeviceReply]:
+    """The replies the device receives until a full desired document arrives."""
+    replies = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        message = device.client.next_message(max(0.01, deadline - time.monotonic()))
+        leaf = message.topic.removeprefix(protocol.device_root(device.device_id) + "/")
+        if leaf == protocol.DEVICE_REPLY:
+            parsed = protocol.parse_device_reply(message.payload)
+            assert isinstance(parsed, DeviceReply), parsed
+            replies.append(parsed)
+        elif leaf == protocol.SETTINGS_DESIRED:
+            desired = protocol.parse_settings_desired(message.payload)
+            if isinstance(desired, SettingsDesired) and desired.full:
+                return replies
