@@ -168,6 +168,7 @@ class DeviceLimits:
     """
 
     def __init__(self, rates: dict[str, str], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # also what the caller spaces its answers and log lines by
         self._throttles = {kind: Throttle(rate, clock=clock) for kind, rate in rates.items()}
 
     def rate(self, kind: str) -> Rate:

@@ -285,7 +285,7 @@ class SettingsService:
             f"Too many {kind} messages from this device (at most {self.limits.rate(kind)}); "
             f"nothing was changed: send it again in {wait_words(wait_s)}."
         )
-        now, key = self._clock(), (device_id, kind)
+        now, key = self.limits.clock(), (device_id, kind)
         last = self._slow_down_sent_at.get(key)
         if last is not None and 0 <= now - last < SLOW_DOWN_REPLY_INTERVAL_S:
             self._note_refusal(device_id, ErrorCode.SLOW_DOWN, description)
@@ -587,7 +587,7 @@ class SettingsService:
             if len(self._refusals_logged) >= _MAX_REFUSAL_COUNTERS:
                 self._refusals_logged.clear()
             counter = self._refusals_logged.setdefault(device_id, LogEvery(REFUSAL_LOG_INTERVAL_S))
-        count = counter.due(self._clock())
+        count = counter.due(self.limits.clock())
         if count:
             log.warning(
                 "refused %d message(s) from device %s since the last such line (at most one a minute "
