@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,14 @@ import pytest
 from conftest import FakeClock, HubFactory, RunningBroker
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from test_device_limits import DEVICE, Recorder, count, send_set, service
 from test_device_limits import engine as engine  # the fixture
 from test_settings_bridge import DeviceClient, link_devices
 from test_web import signed_in_client, token
 
 from hub import metrics, protocol
+from hub.daemon import Hub
 from hub.errors import StorageFull
 from hub.models import ActivityEvent, OutboxEntry
 from hub.protocol import ErrorCode, SettingsSet
@@ -158,3 +161,20 @@ def test_on_a_nearly_full_tmpfs_the_hub_refuses_new_writes_and_keeps_what_it_has
     finally:
         health.close()
         lamp.close()
+
+
+def test_a_database_that_cannot_write_is_a_503_with_its_cause_not_a_500(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web = signed_in_client(hub)
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError(
+            "UPDATE preferences_cache", {}, sqlite3.OperationalError("database or disk is full")
+        )
+
+    monkeypatch.setattr(hub.settings, "set_preferences", full)
+    form = web.get("/settings")
+    answer = web.post("/settings", data={"csrf_token": token(form), "key": "theme", "value": "dark"})
+    assert answer.status_code == 503
+    assert "database or disk is full" in answer.get_data(as_text=True)
