@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError, UnboundExecutionError
 from sqlmodel import Session, create_engine
 
 from hub import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -281,7 +281,10 @@ def guard_writes(engine: Engine, guard: SpaceGuard) -> None:
 
 @event.listens_for(Session, "before_flush")
 def _refuse_when_full(session: Session, _context: Any, _instances: Any) -> None:
-    bind = session.get_bind()
+    try:
+        bind = session.get_bind()
+    except UnboundExecutionError:  # a session on no engine: nothing of ours to guard
+        return
     guard = _GUARDS.get(bind.engine if isinstance(bind, Connection) else bind)
     if guard is not None:
         guard.check()
