@@ -581,7 +581,7 @@ class SettingsService:
         self, device_id: str, error: ErrorCode, description: str, cause: BaseException | None = None
     ) -> None:
         """One log line per device a minute at most, counting what it stands for
-        (issue: 10,000 malformed messages had made 10,003 lines)."""
+        (issue 19, item 8: 10,000 malformed messages had made 10,003 lines)."""
         counter = self._refusals_logged.get(device_id)
         if counter is None:
             if len(self._refusals_logged) >= _MAX_REFUSAL_COUNTERS:
