@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from hub.errors import ConfigError
 from hub.rate_limits import LimitsPolicy
+from hub.retention import RetentionPolicy
 
 DEFAULT_HTTP_PORT = 8080
 # 1883 is usually taken on a home-lab Pi (Home Assistant's mosquitto); the
@@ -32,6 +33,10 @@ PORT_RANGE = (0, 65535)
 CODE_LIFETIME_RANGE_S = (60, 86400)
 POLL_INTERVAL_RANGE_S = (1, 60)
 LOG_FORMATS = ("text", "json")
+# Room for what is still written while new writes are refused (broker files, WAL
+# checkpoints, logs); a Pi's SD card has gigabytes, so this costs nothing.
+DEFAULT_MIN_FREE_SPACE_MB = 64
+MIN_FREE_SPACE_RANGE_MB = (0, 1_000_000)
 # The hub is `linkhub.local.` on the LAN unless told otherwise (--mdns-name).
 DEFAULT_MDNS_NAME = "linkhub"
 # One DNS label (RFC 1123 host name rules): what goes before `.local.`.
@@ -79,6 +84,10 @@ class HubConfig:
     log_format: str = "text"
     # Limits on guessing and flooding (hub/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
+    # What is kept how long (hub/retention.py, docs/security.md).
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    # Below this much free space in data_dir the hub stores nothing new (hub.store.SpaceGuard); 0: off.
+    min_free_space_mb: int = DEFAULT_MIN_FREE_SPACE_MB
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad

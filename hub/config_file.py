@@ -32,10 +32,12 @@ from hub.config import (
     DEFAULT_CODE_LIFETIME_S,
     DEFAULT_HTTP_PORT,
     DEFAULT_MDNS_NAME,
+    DEFAULT_MIN_FREE_SPACE_MB,
     DEFAULT_MQTT_PORT,
     DEFAULT_POLL_INTERVAL_S,
     DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S,
     LOG_FORMATS,
+    MIN_FREE_SPACE_RANGE_MB,
     POLL_INTERVAL_RANGE_S,
     PORT_RANGE,
     SUGGESTED_MQTT_TLS_PORT,
@@ -47,6 +49,7 @@ from hub.config import (
 )
 from hub.errors import ConfigError
 from hub.rate_limits import LimitsPolicy, parse_rate
+from hub.retention import DAYS_RANGE, PER_ACCOUNT_RANGE, RetentionPolicy
 
 FILE_NAME = "linkhub.toml"  # looked for in the data directory when no file is named
 CONFIG_ENV = "LINKHUB_CONFIG"
@@ -375,6 +378,68 @@ KEYS: tuple[Key, ...] = (
         f"codes that may wait for a person at once (default {LimitsPolicy().max_pending_requests})",
         "N",
     ),
+    # What one linked device may send (DeviceLimits, docs/protocol.md section 11).
+    *(
+        Key(
+            f"device_{name}",
+            f"--device-{name.replace('_', '-')}",
+            _rate,
+            getattr(LimitsPolicy(), f"device_{name}"),
+            f"{what} one linked device may send (default '{getattr(LimitsPolicy(), f'device_{name}')}')",
+            "RATE",
+        )
+        for name, what in (
+            ("settings_sets", "settings_set messages"),
+            ("reports", "reported messages"),
+            ("settings_gets", "settings_get messages"),
+            ("status", "status messages"),
+        )
+    ),
+    Key(
+        "min_free_space_mb",
+        "--min-free-space-mb",
+        _whole_number(*MIN_FREE_SPACE_RANGE_MB),
+        DEFAULT_MIN_FREE_SPACE_MB,
+        "below this much free space (MB) in the data directory the hub stores nothing new "
+        f"(default {DEFAULT_MIN_FREE_SPACE_MB}; 0: no check)",
+        "MB",
+    ),
+    # What the hub keeps how long (hub/retention.py, docs/security.md).
+    Key(
+        "history_days",
+        "--history-days",
+        _whole_number(*DAYS_RANGE),
+        RetentionPolicy().history_days,
+        f"days the activity and settings change history are kept (default {RetentionPolicy().history_days})",
+        "DAYS",
+    ),
+    Key(
+        "history_per_account",
+        "--history-per-account",
+        _whole_number(*PER_ACCOUNT_RANGE),
+        RetentionPolicy().history_per_account,
+        "entries of activity and of settings changes kept per account, the newest "
+        f"(default {RetentionPolicy().history_per_account})",
+        "N",
+    ),
+    Key(
+        "delivered_outbox_days",
+        "--delivered-outbox-days",
+        _whole_number(*DAYS_RANGE),
+        RetentionPolicy().delivered_outbox_days,
+        "days a settings change is kept after the account service took it "
+        f"(default {RetentionPolicy().delivered_outbox_days})",
+        "DAYS",
+    ),
+    Key(
+        "ended_link_requests_days",
+        "--ended-link-requests-days",
+        _whole_number(*DAYS_RANGE),
+        RetentionPolicy().ended_link_requests_days,
+        "days a denied or expired link request is kept after its code expired "
+        f"(default {RetentionPolicy().ended_link_requests_days})",
+        "DAYS",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -584,6 +649,17 @@ def resolve(
                     link_requests_per_client=values["link_requests_per_client"],
                     link_requests_total=values["link_requests_total"],
                     max_pending_requests=values["max_pending_requests"],
+                    device_settings_sets=values["device_settings_sets"],
+                    device_reports=values["device_reports"],
+                    device_settings_gets=values["device_settings_gets"],
+                    device_status=values["device_status"],
+                ),
+                min_free_space_mb=values["min_free_space_mb"],
+                retention=RetentionPolicy(
+                    history_days=values["history_days"],
+                    history_per_account=values["history_per_account"],
+                    delivered_outbox_days=values["delivered_outbox_days"],
+                    ended_link_requests_days=values["ended_link_requests_days"],
                 ),
             )
         except ConfigError as exc:  # a rule only HubConfig knows; every key was checked above

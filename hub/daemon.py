@@ -31,9 +31,11 @@ from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection, MqttResponde
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
+from hub.rate_limits import DeviceLimits
 from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
+from hub.retention import Pruner
 from hub.settings_service import SettingsService
-from hub.store import SingleHubLock, make_engine
+from hub.store import MB, SingleHubLock, SpaceGuard, guard_writes, make_engine
 
 # hub.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ class Hub:
         self._clock = clock
         self._rng = rng
         self.engine: Engine | None = None
+        self.space: SpaceGuard | None = None
         self.managed_broker: ManagedBroker | None = None
         self._admin: DynSecAdmin | None = None
         self._mqtt: MqttConnection | None = None
@@ -93,6 +96,7 @@ class Hub:
         self._activity: ActivityLog | None = None
         self._outbox: Outbox | None = None
         self._single_hub: SingleHubLock | None = None
+        self._pruner: Pruner | None = None
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._advertiser: HubAdvertiser | None = None
@@ -118,6 +122,8 @@ class Hub:
         except BaseException:
             self.stop()
             raise
+        self.space = SpaceGuard(config.data_dir, config.min_free_space_mb * MB)
+        guard_writes(self.engine, self.space)
         self._accounts = self._account_directory()
         self._activity = ActivityLog(self.engine, self._clock)
         self._outbox = Outbox(self.engine, self._accounts, clock=self._clock)
@@ -127,6 +133,7 @@ class Hub:
             clock=self._clock,
             activity=self._activity,
             outbox_changed=self._outbox.notify,
+            limits=DeviceLimits(config.limits.device_rates()),
         )
         broker, admin_user, admin_password = self._start_broker()
         try:
@@ -192,6 +199,8 @@ class Hub:
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
             self._maintain()  # identities left by a hub that died mid-approval, expired ones
+            self._pruner = Pruner(self.engine, config.retention, clock=self._clock)
+            self._pruner.start()
             if config.mdns:
                 from hub.mdns import advertise_hub
 
@@ -219,7 +228,7 @@ class Hub:
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
-        for part in (self._outbox, self._link_responder, self._mqtt, self._admin):
+        for part in (self._pruner, self._outbox, self._link_responder, self._mqtt, self._admin):
             if part is not None:
                 try:
                     part.stop()
@@ -447,9 +456,8 @@ class Hub:
                 # while it was unlinked: clear it rather than hand it to every subscriber.
                 self._clear_ghost(message.topic)
                 return
-            status = protocol.parse_device_status(message.payload)
-            if isinstance(status, Rejection):
-                log.warning("dropped a bad status on %s: %s", message.topic, status.description)
+            status = self.settings.checked_status(device_topic[0], message.payload)
+            if status is None:
                 return
             self.links.device_status(device_topic[0], status.online)
             return

@@ -82,3 +82,8 @@ class SettingsRefused(LinkHubError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class StorageFull(LinkHubError):
+    """The data directory is below its free-space threshold: nothing new is
+    written until space is freed (hub.store.SpaceGuard); the message says so."""

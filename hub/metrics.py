@@ -215,8 +215,17 @@ class HealthProbe:
     than piling up threads).
     """
 
-    def __init__(self, engine: Engine, *, timeout_s: float = DATABASE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        timeout_s: float = DATABASE_TIMEOUT_S,
+        space: Callable[[], str | None] | None = None,
+    ) -> None:
         self._engine = engine
+        # Why nothing can be written now (hub.store.SpaceGuard.shortage): a database
+        # that answers SELECT 1 but takes no writes is not healthy.
+        self._space = space
         self._metrics = of(engine)
         self._timeout_s = timeout_s
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-db")
@@ -245,6 +254,9 @@ class HealthProbe:
         except Exception as exc:  # the class name only: driver messages may name hosts and users
             return ComponentHealth(False, {**detail, "error": f"SELECT 1 failed ({type(exc).__name__})"})
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        shortage = self._space() if self._space is not None else None
+        if shortage is not None:
+            return ComponentHealth(False, {**detail, "latency_ms": latency_ms, "error": shortage})
         return ComponentHealth(True, {**detail, "latency_ms": latency_ms})
 
     def _select_one(self) -> None:

@@ -223,6 +223,8 @@ class ErrorCode(StrEnum):
     SERVER_ERROR = "server_error"
     NOT_OWNED = "not_owned"
     VERSION_CONFLICT = "version_conflict"
+    # The hub's data directory is almost full: it takes no new writes (docs/protocol.md §11).
+    INSUFFICIENT_STORAGE = "insufficient_storage"
 
 
 ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -237,7 +239,12 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.SERVER_ERROR: "The hub could not handle the request; try again later.",
     ErrorCode.NOT_OWNED: "The change touches settings this device does not own.",
     ErrorCode.VERSION_CONFLICT: "A newer change to the same setting was made first; the newer value stands.",
+    ErrorCode.INSUFFICIENT_STORAGE: "The hub is almost out of disk space and takes no changes now; "
+    "try again later.",
 }
+# PAYLOAD_TOO_LARGE's text for each kind of message: each has its own limit.
+SETTINGS_TOO_LARGE = f"The settings message is larger than {MAX_SETTINGS_MESSAGE_BYTES} bytes."
+STATUS_TOO_LARGE = f"The status message is larger than {MAX_STATUS_BYTES} bytes."
 
 
 class ProtocolError(ValueError):
@@ -477,6 +484,8 @@ class DeviceReply:
     version: int | None = None
     error: ErrorCode | None = None
     error_description: str | None = None
+    # Seconds the device waits before it sends that kind of message again (slow_down).
+    retry_after: int | None = None
 
 
 SettingsMessage = SettingsGet | SettingsReported | SettingsSet
@@ -588,12 +597,16 @@ def encode(
             if message.error is not None:
                 body["error"] = str(message.error)
                 body["error_description"] = message.error_description or ""
+            if message.retry_after is not None:
+                body["retry_after"] = message.retry_after
         case _:
             raise TypeError(f"not a protocol message: {message!r}")
     return _dump(body)
 
 
-def _load_object(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejection:
+def _load_object(
+    payload: bytes, max_bytes: int, too_large: str = ERROR_DESCRIPTIONS[ErrorCode.PAYLOAD_TOO_LARGE]
+) -> dict[str, Any] | Rejection:
     # Parse oversized payloads too (the broker caps packet size) so that we can
     # still find where to send the error.
     try:
@@ -607,7 +620,7 @@ def _load_object(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejection:
     if len(payload) > max_bytes:
         return Rejection(
             ErrorCode.PAYLOAD_TOO_LARGE,
-            ERROR_DESCRIPTIONS[ErrorCode.PAYLOAD_TOO_LARGE],
+            too_large,
             request_id=_str_or_none(obj.get("request_id")),
             reply_to=_str_or_none(obj.get("reply_to")),
         )
@@ -768,7 +781,7 @@ def approved_credentials(reply: ApprovedReply, plaintext: bytes) -> MqttCredenti
 
 
 def parse_device_status(payload: bytes) -> DeviceStatus | Rejection:
-    obj = _load_object(payload, MAX_STATUS_BYTES)
+    obj = _load_object(payload, MAX_STATUS_BYTES, STATUS_TOO_LARGE)
     if isinstance(obj, Rejection):
         return obj
     if not _is_v1(obj) or obj.get("type") != "status":
@@ -789,7 +802,7 @@ def parse_settings_message(leaf: str, payload: bytes) -> SettingsMessage | Rejec
     Only the envelope is checked here; the settings rules (size, depth,
     ownership, versions) are hub.settings_merge's.
     """
-    obj = _load_object(payload, MAX_SETTINGS_MESSAGE_BYTES)
+    obj = _load_object(payload, MAX_SETTINGS_MESSAGE_BYTES, SETTINGS_TOO_LARGE)
     if isinstance(obj, Rejection):
         return obj
     request_id = _str_or_none(obj.get("request_id"))
@@ -847,10 +860,12 @@ def parse_device_reply(payload: bytes) -> DeviceReply | Rejection:
             error = ErrorCode(obj.get("error"))
         except ValueError:
             error = ErrorCode.SERVER_ERROR
+    retry_after = obj.get("retry_after")
     return DeviceReply(
         request_id=_str_or_none(obj.get("request_id")),
         ok=obj["status"] == "ok",
         version=_version(obj.get("version")),
         error=error,
         error_description=obj.get("error_description") if error else None,
+        retry_after=retry_after if type(retry_after) is int and 0 <= retry_after < 2**31 else None,
     )

@@ -40,6 +40,25 @@ class LimitsPolicy:
     link_requests_per_client: str = "5 per minute"
     link_requests_total: str = "60 per minute"
     max_pending_requests: int = 100
+    # What one linked device may send, per kind of message (DeviceLimits). Each
+    # accepted settings_set writes a change, an activity entry and an outbox row,
+    # so its limit bounds how fast one device can grow the database
+    # (docs/protocol.md section 11, docs/performance.md).
+    device_settings_sets: str = "30 per minute"
+    device_reports: str = "60 per minute"
+    device_settings_gets: str = "12 per minute"
+    device_status: str = "12 per minute"
+
+    def device_rates(self) -> dict[str, str]:
+        """Rate per kind of device message: the keys are the `type` a device
+        sends. A new kind of message (state, commands) adds its field and its
+        entry here; DeviceLimits refuses to count a kind it has no limit for."""
+        return {
+            "settings_set": self.device_settings_sets,
+            "reported": self.device_reports,
+            "settings_get": self.device_settings_gets,
+            "status": self.device_status,
+        }
 
 
 _UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -135,6 +154,39 @@ class Throttle:
             if not self._live(key, now):
                 del self._events[key]
         self._sweep_at = max(self._SWEEP_FLOOR, 2 * len(self._events))
+
+
+class DeviceLimits:
+    """Per-device limits on what a linked device sends, one moving window per
+    kind of message and device.
+
+    A linked device has its own broker identity, so the device id in the topic
+    is who sent it (the broker's ACL keeps it inside its subtree, hub/dynsec.py):
+    unlike link requests there is nothing to count in total. An over-limit
+    message changes nothing and is not counted; the device is told when to send
+    again, as a link request is with slow_down.
+    """
+
+    def __init__(self, rates: dict[str, str], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # also what the caller spaces its answers and log lines by
+        self._throttles = {kind: Throttle(rate, clock=clock) for kind, rate in rates.items()}
+
+    def rate(self, kind: str) -> Rate:
+        return self._throttles[kind].limit
+
+    def admit(self, device_id: str, kind: str) -> int:
+        """0, and the message is counted, if `device_id` may send a `kind` now;
+        else whole seconds until it may. KeyError for a kind without a limit:
+        a new kind of message must be given one (LimitsPolicy.device_rates)."""
+        throttle = self._throttles[kind]
+        if throttle.hit(device_id):
+            return 0
+        return max(1, throttle.retry_after_s(device_id))
+
+    def forget(self, device_id: str) -> None:
+        """An unlinked device's counts (its id is never used again)."""
+        for throttle in self._throttles.values():
+            throttle.clear(device_id)
 
 
 # One IPv6 host can use any address of its /64 (privacy addresses, RFC 8981),

@@ -26,17 +26,21 @@ from sqlmodel import Session, col, select
 from hub import metrics, protocol
 from hub.account_directory import ChangeKind, VersionedDocument
 from hub.activity import ActivityKind, ActivityLog
-from hub.errors import LinkHubError, SettingsRefused
+from hub.errors import LinkHubError, SettingsRefused, StorageFull
+from hub.link_limits import LogEvery
 from hub.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
 from hub.protocol import (
     DeviceReply,
+    DeviceStatus,
     ErrorCode,
     Rejection,
     SettingsDesired,
     SettingsGet,
+    SettingsMessage,
     SettingsReported,
     SettingsSet,
 )
+from hub.rate_limits import DeviceLimits, LimitsPolicy, wait_words
 from hub.settings_merge import (
     JsonObject,
     SettingsError,
@@ -51,6 +55,24 @@ from hub.settings_merge import (
 from hub.store import lock_account_settings, session_scope
 
 log = logging.getLogger(__name__)
+
+ERROR_SERVER_TEXT = "The hub failed to handle this message; nothing was changed. Send it again later."
+# The kind DeviceLimits counts each inbound device topic under (the message's `type`).
+_KIND_OF_LEAF = {
+    protocol.SETTINGS_SET: "settings_set",
+    protocol.SETTINGS_REPORTED: "reported",
+    protocol.SETTINGS_GET: "settings_get",
+    "status": "status",
+}
+# Refusals are logged per device at most once per interval, with a count: one
+# device sending garbage in a loop must not fill the SD card the log is on.
+REFUSAL_LOG_INTERVAL_S = 60.0
+# Over its limit, a device hears slow_down at most this often per kind of message;
+# the rest of a flood is dropped unanswered (docs/protocol.md section 12.6).
+SLOW_DOWN_REPLY_INTERVAL_S = 1.0
+# Devices whose refusals are being counted; past this the table starts over
+# (a few lines logged early), so made-up device ids cannot grow it.
+_MAX_REFUSAL_COUNTERS = 4096
 
 # How the activity log says where a settings change was made (SettingsChange.origin).
 _CHANGE_ORIGINS = {
@@ -94,6 +116,14 @@ class Outbound:
     message: SettingsDesired | DeviceReply
 
 
+def _request_id_in(leaf: str, payload: bytes) -> str | None:
+    """The request_id to answer a refused message with, read only when answering."""
+    parsed = protocol.parse_settings_message(leaf, payload)
+    if isinstance(parsed, Rejection):
+        return parsed.request_id
+    return None if isinstance(parsed, SettingsReported) else parsed.request_id
+
+
 def _load(text: str | None) -> JsonObject:
     return json.loads(text) if text else {}
 
@@ -121,8 +151,12 @@ class SettingsService:
         clock: Callable[[], float],
         activity: ActivityLog,
         outbox_changed: Callable[[], None] = lambda: None,
+        limits: DeviceLimits | None = None,
     ) -> None:
         self._engine = engine
+        self.limits = limits or DeviceLimits(LimitsPolicy().device_rates(), clock=clock)
+        self._refusals_logged: dict[str, LogEvery] = {}
+        self._slow_down_sent_at: dict[tuple[str, str], float] = {}
         self._activity = activity
         self._publisher = publisher
         self._clock = clock
@@ -202,22 +236,87 @@ class SettingsService:
 
     # --- what devices send ------------------------------------------------------
     def handle_device_message(self, device_id: str, leaf: str, payload: bytes) -> None:
-        """Answer one inbound device message. Never raises for bad input: a refusal
-        is a reply on the device's reply topic.
+        """Answer one inbound device message. Never raises: a refusal, or
+        server_error when the hub itself failed, is a reply on the device's reply
+        topic.
 
         The answer is published before the next change can be decided (under the
         same lock), so a device never sees a full document older than a change
         it already got.
         """
+        # First, before parsing, the lock or the database: every message counts,
+        # well-formed or not, and one over the limit costs next to nothing.
+        if self._over_limit(device_id, _KIND_OF_LEAF[leaf], lambda: _request_id_in(leaf, payload)):
+            return
+        parsed = protocol.parse_settings_message(leaf, payload)
+        if isinstance(parsed, Rejection):
+            self._send([self._refusal(device_id, parsed.request_id, parsed.error, parsed.description)])
+            return
+        request_id = None if isinstance(parsed, SettingsReported) else parsed.request_id
         with self._lock:
-            outbound = self._decide(device_id, leaf, payload)  # committed when it returns
+            try:
+                outbound = self._decide(device_id, parsed)  # committed when it returns
+            except StorageFull as exc:
+                outbound = [
+                    self._refusal(
+                        device_id,
+                        request_id,
+                        ErrorCode.INSUFFICIENT_STORAGE,
+                        f"Nothing was changed: {exc}. Send it again later.",
+                    )
+                ]
+            except Exception as exc:
+                # Rolled back by session_scope: nothing was stored, so the device may resend.
+                outbound = [
+                    self._refusal(
+                        device_id,
+                        request_id,
+                        ErrorCode.SERVER_ERROR,
+                        ERROR_SERVER_TEXT,
+                        cause=exc,
+                    )
+                ]
             self._send(outbound)
         self._outbox_changed()
 
-    def _decide(self, device_id: str, leaf: str, payload: bytes) -> list[Outbound]:
-        parsed = protocol.parse_settings_message(leaf, payload)
-        if isinstance(parsed, Rejection):
-            return [self._refusal(device_id, parsed.request_id, parsed.error, parsed.description)]
+    def checked_status(self, device_id: str, payload: bytes) -> DeviceStatus | None:
+        """A device's status message if it is to be recorded; None if it is not
+        (malformed: logged; over the device's limit: slow_down on its reply topic)."""
+        if self._over_limit(device_id, "status", lambda: None):
+            return None
+        status = protocol.parse_device_status(payload)
+        if isinstance(status, Rejection):
+            self._note_refusal(device_id, status.error, status.description)
+            return None
+        return status
+
+    def _over_limit(self, device_id: str, kind: str, request_id: Callable[[], str | None]) -> bool:
+        """True if `device_id` sent more `kind` messages than its limit: the message
+        is dropped, and answered with slow_down unless one was sent for this device
+        and kind in the last SLOW_DOWN_REPLY_INTERVAL_S. Replying to every message
+        of a flood would make the hub's work grow with the flood (each reply waits
+        for its PUBACK) and queue other devices' messages behind it."""
+        wait_s = self.limits.admit(device_id, kind)
+        if not wait_s:
+            return False
+        description = (
+            f"Too many {kind} messages from this device (at most {self.limits.rate(kind)}); "
+            f"nothing was changed: send it again in {wait_words(wait_s)}."
+        )
+        now, key = self.limits.clock(), (device_id, kind)
+        last = self._slow_down_sent_at.get(key)
+        if last is not None and 0 <= now - last < SLOW_DOWN_REPLY_INTERVAL_S:
+            self._note_refusal(device_id, ErrorCode.SLOW_DOWN, description)
+            return True
+        if len(self._slow_down_sent_at) >= _MAX_REFUSAL_COUNTERS:
+            self._slow_down_sent_at.clear()
+        self._slow_down_sent_at[key] = now
+        self._send(
+            [self._refusal(device_id, request_id(), ErrorCode.SLOW_DOWN, description, retry_after_s=wait_s)]
+        )
+        return True
+
+    def _decide(self, device_id: str, parsed: SettingsMessage) -> list[Outbound]:
         with session_scope(self._engine) as session:
             self._lock_device(session, device_id)
             shadow = self._shadow(session, device_id)
@@ -310,6 +409,14 @@ class SettingsService:
             raise SettingsRefused(
                 ErrorCode.NOT_OWNED,
                 f"{', '.join(foreign)}: account-wide preferences; change them on the hub's page",
+            )
+        if base_version > shadow.desired_version:
+            # A version the hub never gave out: the device's state is not the hub's
+            # (restored from elsewhere, or a bug); it must fetch the document again.
+            raise SettingsRefused(
+                ErrorCode.INVALID_REQUEST,
+                f"base_version {base_version} is newer than the hub's version {shadow.desired_version}; "
+                "send settings_get for the current document",
             )
         stale = conflicting_keys(changes, _load(shadow.key_versions_json), base_version)
         if stale:
@@ -523,14 +630,46 @@ class SettingsService:
             changed_at_s=shadow.changed_at_s,
         )
 
-    @staticmethod
-    def _refusal(device_id: str, request_id: str | None, error: ErrorCode, description: str) -> Outbound:
-        log.warning("refused a settings message from %s: %s (%s)", device_id, error, description)
+    def _refusal(
+        self,
+        device_id: str,
+        request_id: str | None,
+        error: ErrorCode,
+        description: str,
+        *,
+        retry_after_s: int | None = None,
+        cause: BaseException | None = None,
+    ) -> Outbound:
+        self._note_refusal(device_id, error, description, cause)
         return Outbound(
             device_id,
             protocol.DEVICE_REPLY,
-            DeviceReply(request_id, ok=False, error=error, error_description=description),
+            DeviceReply(
+                request_id, ok=False, error=error, error_description=description, retry_after=retry_after_s
+            ),
         )
+
+    def _note_refusal(
+        self, device_id: str, error: ErrorCode, description: str, cause: BaseException | None = None
+    ) -> None:
+        """One log line per device a minute at most, counting what it stands for
+        (issue 19, item 8: 10,000 malformed messages had made 10,003 lines)."""
+        counter = self._refusals_logged.get(device_id)
+        if counter is None:
+            if len(self._refusals_logged) >= _MAX_REFUSAL_COUNTERS:
+                self._refusals_logged.clear()
+            counter = self._refusals_logged.setdefault(device_id, LogEvery(REFUSAL_LOG_INTERVAL_S))
+        count = counter.due(self.limits.clock())
+        if count:
+            log.warning(
+                "refused %d message(s) from device %s since the last such line (at most one a minute "
+                "per device); the latest: %s (%s)",
+                count,
+                device_id,
+                error,
+                description,
+                exc_info=cause,
+            )
 
     def _send(self, outbound: list[Outbound]) -> None:
         if not outbound:

@@ -19,18 +19,19 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, UnboundExecutionError
 from sqlmodel import Session, create_engine
 
 from hub import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from hub.errors import ConfigError, LinkHubError
+from hub.errors import ConfigError, LinkHubError, StorageFull
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -346,3 +347,78 @@ class SingleHubLock:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # closing the only descriptor releases the flock
+# --- free space in the data directory ------------------------------------------------
+MB = 1024 * 1024
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on `path`'s file system
+    (statvfs f_bavail: root's reserve does not count, the hub should not need it)."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+class SpaceGuard:
+    """Refuses new writes while the data directory has less than `min_free_bytes`.
+
+    A full disk half-way through a write is what damages files (issue 18 §3:
+    mosquitto's dynamic-security file cut short); SQLite itself survives
+    SQLITE_FULL, but the hub must stop growing well before that, say why, and
+    keep serving what is stored. The threshold leaves room for what is still
+    written while refused: the broker's files, logs, SQLite's WAL checkpoints.
+    `probe` is injected in tests; 0 bytes disables the guard.
+    """
+
+    def __init__(
+        self, directory: Path, min_free_bytes: int, *, probe: Callable[[Path], int] = free_bytes
+    ) -> None:
+        self.directory = directory
+        self.min_free_bytes = min_free_bytes
+        self.probe = probe
+
+    def shortage(self) -> str | None:
+        """Why writes are refused now, or None when there is room."""
+        if self.min_free_bytes <= 0:
+            return None
+        try:
+            free = self.probe(self.directory)
+        except OSError as exc:  # the directory went away or cannot be read: not a place to write
+            return f"the data directory {self.directory} cannot be checked ({exc.strerror or exc})"
+        if free >= self.min_free_bytes:
+            return None
+        return (
+            f"the data directory {self.directory} has {free / MB:.1f} MB free, less than the "
+            f"{self.min_free_bytes / MB:g} MB the hub keeps free; it stores nothing new until "
+            "space is freed (what is stored is kept and still served)"
+        )
+
+    def check(self) -> None:
+        reason = self.shortage()
+        if reason is not None:
+            raise StorageFull(reason)
+
+
+# The guard of each engine: every session flush on it is checked (_refuse_when_full).
+_GUARDS: weakref.WeakKeyDictionary[Engine, SpaceGuard] = weakref.WeakKeyDictionary()
+
+
+def guard_writes(engine: Engine, guard: SpaceGuard) -> None:
+    """From now on, a session on `engine` that would write raises StorageFull
+    (before anything reaches the database) while `guard` reports a shortage.
+
+    Checked at the flush, the one place every ORM write goes through, so the
+    settings path, links, accounts and activity are all covered; deletes made
+    by retention (hub/retention.py) run outside sessions and go on freeing rows.
+    """
+    _GUARDS[engine] = guard
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_when_full(session: Session, _context: Any, _instances: Any) -> None:
+    try:
+        bind = session.get_bind()
+    except UnboundExecutionError:  # a session on no engine: nothing of ours to guard
+        return
+    guard = _GUARDS.get(bind.engine if isinstance(bind, Connection) else bind)
+    if guard is not None:
+        guard.check()

@@ -149,7 +149,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     hub = Hub(config)
     endpoints = hub.start()
     assert hub.engine is not None  # started
-    health = metrics.HealthProbe(hub.engine)
+    health = metrics.HealthProbe(hub.engine, space=hub.space.shortage if hub.space else None)
     servers: list[tuple[Any, threading.Thread]] = []
     try:
         web_app = create_app(

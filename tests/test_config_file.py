@@ -112,6 +112,15 @@ def test_every_key_comes_from_each_source() -> None:
         "link_requests_per_client": ("2 per minute", "2 per minute", "2 per minute"),
         "link_requests_total": ("1000/hour", "1000/hour", "1000/hour"),
         "max_pending_requests": (7, "7", 7),
+        "device_settings_sets": ("5 per minute", "5 per minute", "5 per minute"),
+        "device_reports": ("6 per minute", "6 per minute", "6 per minute"),
+        "device_settings_gets": ("7 per hour", "7 per hour", "7 per hour"),
+        "device_status": ("8/minute", "8/minute", "8/minute"),
+        "min_free_space_mb": (128, "128", 128),
+        "history_days": (30, "30", 30),
+        "history_per_account": (200, "200", 200),
+        "delivered_outbox_days": (2, "2", 2),
+        "ended_link_requests_days": (7, "7", 7),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}

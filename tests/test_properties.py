@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import RunningBroker, hub_pages
+from conftest import HubFactory, RunningBroker, hub_pages
 from device_doubles import BootstrapDevice, RawClient, bootstrap_client, new_reply_topic
 from flask import Flask
 from flask.testing import FlaskClient
@@ -58,6 +58,7 @@ from hub.protocol import (
     SettingsReported,
     SettingsSet,
 )
+from hub.rate_limits import LimitsPolicy
 from hub.settings_merge import (
     MAX_DEPTH,
     MAX_DOCUMENT_BYTES,
@@ -989,6 +990,20 @@ def test_the_hub_answers_garbage_link_requests_and_still_links(
         sender.close()
         quiet.close()
     link_one(hub, broker.port)
+
+
+@pytest.fixture
+def hub(make_hub: HubFactory) -> Hub:
+    """The per-device limits (tests/test_device_limits.py) out of the way: the
+    bursts below send far more than a device may, to check what each answer says."""
+    return make_hub(
+        limits=LimitsPolicy(
+            device_settings_sets="1000000 per minute",
+            device_reports="1000000 per minute",
+            device_settings_gets="1000000 per minute",
+            device_status="1000000 per minute",
+        )
+    )
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ from datetime import timedelta
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from hub.account_directory import AccountDirectory
 from hub.activity import ActivityLog
-from hub.errors import AccountServiceUnavailable
+from hub.errors import AccountServiceUnavailable, StorageFull
 from hub.household import Household
 from hub.link_service import LinkService
 from hub.settings_service import SettingsService
@@ -24,7 +25,7 @@ from web import auth, devices, household, link, preferences, timefmt, two_factor
 from web.ca_certificate import install_ca_certificate
 from web.config import WebConfig
 from web.health import HealthCheck, MetricsExposition, install_probes
-from web.json_api import JsonReply, SqlIntConverter, http_error
+from web.json_api import JsonReply, SqlIntConverter, http_error, json_error
 from web.services import WebServices, install, services
 
 __all__ = ["WebConfig", "WebServices", "create_app", "services"]
@@ -137,6 +138,19 @@ def create_app(
             503,
         )
 
+    @app.errorhandler(StorageFull)
+    def storage_full(error: StorageFull) -> tuple[str, int] | JsonReply:
+        return _cannot_store(str(error))
+
+    @app.errorhandler(OperationalError)
+    def database_failed(error: OperationalError) -> tuple[str, int] | JsonReply:
+        # A disk that filled up or went read-only under the guard's threshold (or a
+        # PostgreSQL server's own disk): say so, 503, instead of a bare 500.
+        text = str(error.orig).lower()
+        if any(sign in text for sign in _CANNOT_WRITE):
+            return _cannot_store(f"the database cannot write ({str(error.orig).strip()[:200]})")
+        raise error
+
     @app.errorhandler(404)
     def not_found(error: HTTPException) -> tuple[str, int] | JsonReply:
         if request.path.startswith("/api/"):
@@ -150,3 +164,22 @@ def create_app(
         return http_error(error) if request.path.startswith("/api/") else error
 
     return app
+
+
+# What SQLite ("database or disk is full", "attempt to write a readonly database")
+# and PostgreSQL (SQLSTATE 53100 disk_full: "No space left on device") say.
+_CANNOT_WRITE = ("disk is full", "readonly database", "read-only", "no space left on device")
+
+
+def _cannot_store(cause: str) -> tuple[str, int] | JsonReply:
+    if request.path.startswith("/api/"):
+        return json_error("insufficient_storage", f"Nothing was changed: {cause}.", 503)
+    return (
+        render_template(
+            "error.html",
+            title="The hub cannot store changes now",
+            message=f"Nothing was changed: {cause}. What is already stored is kept and shown; "
+            "free some space on the hub and try again.",
+        ),
+        503,
+    )
