@@ -65,6 +65,11 @@ def hub_on(data_dir: Path, database: Path, port: int) -> Hub:
             mqtt_port=port,
             poll_interval_s=1,
             mdns=False,
+            # The hub's own free-space guard (hub/store.py SpaceGuard) would refuse
+            # every write long before this small disk fills; off, so that the
+            # broker's file meets the full disk as it would on a disk filled by
+            # something else between the guard's check and mosquitto's save.
+            min_free_space_mb=0,
         )
     )
 
@@ -134,6 +139,7 @@ def test_a_full_disk_loses_no_broker_login(
     database = tmp_path / "linkhub.db"
     live = small_disk / "broker" / DYNSEC_FILE
     hub = hub_on(small_disk, database, port)
+    newcomer: BootstrapDevice | None = None
     hub.start()
     try:
         alice = hub.accounts.create("alice", PASSWORD).id
@@ -175,7 +181,8 @@ def test_a_full_disk_loses_no_broker_login(
         assert live.stat().st_size % PAGE == 0  # cut at a page, as tmpfs gave them out
     finally:
         hub.stop()
-        newcomer.close()
+        if newcomer is not None:
+            newcomer.close()
 
     filler.unlink()  # the person frees space, and starts the hub again
     caplog.set_level(logging.WARNING, logger="hub.broker")
