@@ -24,6 +24,10 @@ DEFAULT_MQTT_PORT = 1884
 SUGGESTED_MQTT_TLS_PORT = 8883
 DEFAULT_CODE_LIFETIME_S = 900  # RFC 8628 examples and Microsoft's /link use 15 minutes
 DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
+# How long a web session lasts: 12 hours while the pages are plain HTTP, where a
+# cookie taken off the LAN works until then (or until its owner signs out).
+DEFAULT_WEB_SESSION_LIFETIME_S = 12 * 3600
+WEB_SESSION_LIFETIME_RANGE_S = (300, 30 * 86400)
 # Limits, shared with hub.config_file so that its messages name the same ranges.
 PORT_RANGE = (0, 65535)
 CODE_LIFETIME_RANGE_S = (60, 86400)
@@ -75,6 +79,7 @@ class HubConfig:
     log_format: str = "text"
     # Limits on guessing and flooding (hub/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
+    web_session_lifetime_s: int = DEFAULT_WEB_SESSION_LIFETIME_S
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad

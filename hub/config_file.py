@@ -34,10 +34,12 @@ from hub.config import (
     DEFAULT_MDNS_NAME,
     DEFAULT_MQTT_PORT,
     DEFAULT_POLL_INTERVAL_S,
+    DEFAULT_WEB_SESSION_LIFETIME_S,
     LOG_FORMATS,
     POLL_INTERVAL_RANGE_S,
     PORT_RANGE,
     SUGGESTED_MQTT_TLS_PORT,
+    WEB_SESSION_LIFETIME_RANGE_S,
     HubConfig,
     mdns_host_label,
     parse_broker_url,
@@ -338,6 +340,14 @@ KEYS: tuple[Key, ...] = (
         secret_in_url=True,
     ),
     Key("log_format", "--log-format", _log_format, "text", "log lines as text (default) or json", "FORMAT"),
+    Key(
+        "web_session_lifetime_s",
+        "--web-session-lifetime",
+        _whole_number(*WEB_SESSION_LIFETIME_RANGE_S, " seconds"),
+        DEFAULT_WEB_SESSION_LIFETIME_S,
+        f"seconds a web sign-in lasts (default {DEFAULT_WEB_SESSION_LIFETIME_S}: 12 hours on plain HTTP)",
+        "S",
+    ),
     # Limits on new link requests over MQTT (hub/link_limits.py, docs/protocol.md section 5.4).
     Key(
         "link_requests_per_client",
@@ -568,6 +578,7 @@ def resolve(
                 account_service_url=values["account_service"],
                 account_service_token=token,
                 log_format=values["log_format"],
+                web_session_lifetime_s=values["web_session_lifetime_s"],
                 limits=LimitsPolicy(
                     link_requests_per_client=values["link_requests_per_client"],
                     link_requests_total=values["link_requests_total"],

@@ -27,7 +27,7 @@ from hub.daemon import Hub
 from hub.errors import PortInUse
 from hub.netinfo import lan_addresses
 from hub.store import migrate_in_child
-from web import create_app
+from web import SessionRecords, create_app
 from web.config import WebConfig
 from web.control import create_control_app
 
@@ -153,11 +153,16 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     servers: list[tuple[Any, threading.Thread]] = []
     try:
         web_app = create_app(
-            WebConfig(secret_key=_secret(config.data_dir / "web-secret"), limits=config.limits),
+            WebConfig(
+                secret_key=_secret(config.data_dir / "web-secret"),
+                limits=config.limits,
+                session_lifetime_s=config.web_session_lifetime_s,
+            ),
             links=hub.links,
             accounts=hub.accounts,
             settings=hub.settings,
             activity=hub.activity,
+            sessions=SessionRecords(hub.engine, time.time),
             health=health,
             metrics=metrics.of(hub.engine).exposition,
             ca_certificate=hub.ca_certificate,

@@ -212,7 +212,7 @@ MODELS: dict[str, type[SQLModel]] = {
     "account_change_log": ChangeLogEntry,
 }
 GENERATED_KEYS = {"account": "id", "settings_outbox": "seq", "account_change_log": "seq"}
-LATER_TABLES = {"recovery_code", "activity"}  # 0003
+LATER_TABLES = {"recovery_code", "activity", "web_session"}  # 0003, 0005
 # Columns later revisions added to first-schema tables, and what an upgraded row holds in them.
 ADDED_COLUMNS: dict[str, dict[str, Any]] = {
     "account": {
@@ -220,6 +220,7 @@ ADDED_COLUMNS: dict[str, dict[str, Any]] = {
         "totp_enabled_at_s": None,
         "totp_last_step": None,  # 0003
         "removed_at_s": None,  # 0004
+        "sessions_ended_at_s": None,  # 0005
     },
     "link_request": {"device_public_key": None, "client_id": None},  # 0003
     "device": {"unlinked_at_s": None},  # 0003

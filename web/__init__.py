@@ -26,8 +26,9 @@ from web.config import WebConfig
 from web.health import HealthCheck, MetricsExposition, install_probes
 from web.json_api import JsonReply, SqlIntConverter, http_error
 from web.services import WebServices, install, services
+from web.sessions import SessionRecords
 
-__all__ = ["WebConfig", "WebServices", "create_app", "services"]
+__all__ = ["SessionRecords", "WebConfig", "WebServices", "create_app", "services"]
 
 # The codes are in URLs (?code=...) and forms: keep them out of Referer headers,
 # caches and other origins; no script, nothing from a CDN (the LAN may have no internet).
@@ -48,6 +49,7 @@ def create_app(
     accounts: AccountDirectory,
     settings: SettingsService,
     activity: ActivityLog,
+    sessions: SessionRecords,
     health: HealthCheck | None = None,
     metrics: MetricsExposition | None = None,
     ca_certificate: str | None = None,
@@ -64,8 +66,8 @@ def create_app(
         SESSION_COOKIE_NAME="linkhub_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        # A household phone should stay signed in; sign-out is one button away.
-        PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        # The cookie lasts as long as the hub's record of the session (web/sessions.py).
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime_s),
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     install(
@@ -78,6 +80,8 @@ def create_app(
             household=Household(accounts, activity, links),
             limits=config.limits,
             clock=config.clock,
+            sessions=sessions,
+            session_lifetime_s=config.session_lifetime_s,
         ),
     )
     CSRFProtect(app)

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 from hub.rate_limits import LimitsPolicy
 
+# Twelve hours: a day's use of a phone on plain HTTP, then the password again.
+DEFAULT_SESSION_LIFETIME_S = 12 * 3600.0
+
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
@@ -18,3 +21,7 @@ class WebConfig:
     clock: Callable[[], float] = time.time
     # Sign-in and code-entry limits (hub/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
+    # How long a signed-in session lasts. Short while the pages are plain HTTP:
+    # anyone on the LAN who captured the cookie could use it until then (or until
+    # its owner signs out, which ends it on the hub; docs/security.md).
+    session_lifetime_s: float = DEFAULT_SESSION_LIFETIME_S
