@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
-from conftest import HubFactory, hub_pages
+from conftest import HubFactory, RunningBroker, hub_pages
+from device_doubles import BootstrapDevice
 from playwright.sync_api import Browser, BrowserContext, expect
 from test_browser import (  # noqa: F401  (fixtures, used by name)
     OWNER,
@@ -29,6 +30,8 @@ from test_browser import (  # noqa: F401  (fixtures, used by name)
     sign_in,
 )
 
+from hub.link_service import CodeStatus
+from hub.protocol import DeviceInfo
 from web import WebConfig
 
 pytestmark = pytest.mark.usefixtures("chromium_present")
@@ -102,3 +105,55 @@ def test_a_copied_cookie_is_signed_out_with_its_owner_and_everywhere_ends_all(
     # And the account signs in again as before.
     sign_in(laptop, OWNER, PASSWORD)
     expect(laptop.page.locator("h1")).not_to_have_text("Sign in")
+
+
+LONG_NAME = "Maximilian-Alexander Featherstonehaugh-Montgomery of Little Snoring"[:64]
+LONG_LAMP = DeviceInfo(
+    name="Living room ceiling light above the big sofa by the window",
+    model="LH-Lamp 2 Pro Max (2026 revision, warm white and colour)",
+    address="192.168.178.254",
+    firmware="1.0.3",
+)
+
+
+def test_a_planted_cookie_is_refused_and_the_confirm_page_names_the_account(
+    make_hub: HubFactory,
+    browser: Browser,  # noqa: F811
+    contexts: ExitStack,
+    broker: RunningBroker,
+) -> None:
+    hub = make_hub()
+    hub.accounts.create(LONG_NAME, PASSWORD)
+    hub.accounts.create("mallory", PASSWORD)
+    app = hub_pages(hub, WebConfig(secret_key=secrets.token_hex(16)))
+    origin = contexts.enter_context(serving(app))
+    device = BootstrapDevice(broker.port, LONG_LAMP)
+    contexts.callback(device.close)
+    code = device.request().user_code
+
+    for viewport in (PHONE, DESKTOP):
+        phone = open_on(browser, contexts, origin, viewport)
+        sign_in(phone, LONG_NAME, PASSWORD)
+        phone.go(f"/link?code={code}")
+        phone.page.get_by_role("button", name="Continue").click()
+        expect(phone.page.locator(".link-account-name")).to_have_text(LONG_NAME)
+        expect(phone.page.get_by_role("button", name=f"Approve for {LONG_NAME}")).to_be_visible()
+        # The account is on the first screen, above the code, without scrolling.
+        box = phone.page.locator(".link-account-name").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= viewport["height"], box
+        if viewport is PHONE:
+            check_phone_page(phone, "63-confirm-names-the-account")
+        else:
+            check_desktop_page(phone, "63-confirm-names-the-account-desktop")
+
+    # A page on another port of this host plants the planter's session for /link.
+    planter = open_on(browser, contexts, origin, PHONE)
+    sign_in(planter, "mallory", PASSWORD)
+    planted = next(c for c in planter.page.context.cookies() if c["name"] == "linkhub_session")
+    phone.page.context.add_cookies([{**planted, "path": "/link"}])
+    phone.go(f"/link?code={code}")
+    expect(phone.page.locator("h1")).to_have_text("Clear this site's cookies")
+    assert "mallory" not in phone.page.content()
+    check_desktop_page(phone, "64-planted-cookie-refused-desktop")
+    # Nothing was linked, and the code still waits for its person.
+    assert hub.links.lookup_code(code).status is CodeStatus.PENDING

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import FakeClock, HubFactory, hub_pages
+from conftest import FakeClock, HubFactory, RunningBroker, hub_pages
+from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
 from test_account_service import serving
@@ -23,6 +25,7 @@ from werkzeug.test import TestResponse
 
 from hub.accounts import AccountService
 from hub.daemon import Hub
+from hub.protocol import DeviceInfo
 from hub.store import make_engine
 from web import WebConfig
 from web.account_api import create_account_api
@@ -153,6 +156,48 @@ def test_a_cookie_from_before_a_restart_with_the_same_key_still_needs_its_record
     assert opens_the_pages(kept)
     kept.post("/logout", data={"csrf_token": token(kept.get("/settings"))})
     assert not opens_the_pages(copy_of(restarted, phone))
+
+
+# --- cookie planting (issue 19, item 5) ----------------------------------------------------
+def test_a_second_session_cookie_planted_for_link_is_refused(hub: Hub, clock: FakeClock) -> None:
+    """A page on another port of this host sets `linkhub_session=<the planter's session>;
+    path=/link`; the browser sends it first on /link. Nothing is read from either."""
+    hub.accounts.create("mallory", PASSWORD)
+    app = pages(hub, clock)
+    victim = signed_in(app)
+    planter = app.test_client()
+    form = planter.get("/login")
+    planter.post("/login", data={"csrf_token": token(form), "name": "mallory", "password": PASSWORD})
+    planted = planter.get_cookie(COOKIE)
+    assert planted is not None
+    victim.set_cookie(COOKIE, planted.value, path="/link")
+    victim.set_cookie(COOKIE, planted.value, path="/api")
+
+    for path in ("/link", "/link?code=BCDF-GHJK", "/api/v1/devices"):
+        refused = victim.get(path)
+        assert refused.status_code == 400, (path, refused.status_code)
+        assert "set-cookie" not in refused.headers  # neither session is touched
+    body = victim.get("/link").get_data(as_text=True)
+    assert "Clear this site&#39;s cookies" in body and "Clear the cookies for localhost" in body
+    assert "mallory" not in body and "alice" not in body
+    assert victim.get("/api/v1/devices").get_json()["error"] == "two_session_cookies"
+    # Pages outside those paths get the one cookie and go on working.
+    assert victim.get("/devices").status_code == 200
+
+
+def test_the_confirm_page_names_the_account_first_and_on_the_button(
+    hub: Hub, clock: FakeClock, broker: RunningBroker
+) -> None:
+    app = pages(hub, clock)
+    client = signed_in(app)
+    with closing(BootstrapDevice(broker.port, DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2"))) as device:
+        code = device.request().user_code
+        form = client.get("/link")
+        confirm = client.post("/link", data={"csrf_token": token(form), "code": code}).get_data(as_text=True)
+    banner = confirm.index('class="link-account-name')
+    assert banner < confirm.index(code)  # above the code and the device's facts
+    assert '<p class="link-account-name account-name" data-account="alice">alice</p>' in confirm
+    assert ">Approve for alice</button>" in confirm
 
 
 # --- several hubs on one account service ---------------------------------------------------

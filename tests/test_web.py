@@ -238,7 +238,7 @@ def test_approve_by_form_posts_gives_the_device_its_credentials(
         pending.user_code,
         "Check that this code matches the one on your device",
         "Links to the account",
-        '<dd class="account-name">alice</dd>',
+        '<p class="link-account-name account-name" data-account="alice">alice</p>',
         "2 minutes ago",
         "expires in 12 min",
     ):

@@ -68,6 +68,10 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         # The cookie lasts as long as the hub's record of the session (web/sessions.py).
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime_s),
+        # The cookie is written when the session changes, not on every answer: the
+        # hub's record fixes when it ends anyway, and an answer that refuses a
+        # planted cookie (web/auth.py) must not write the one it read back on Path=/.
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     install(
@@ -85,6 +89,8 @@ def create_app(
         ),
     )
     CSRFProtect(app)
+    # Before anything reads the session (the blueprints' before_app_request run after).
+    app.before_request(auth.refuse_planted_cookies)
     auth.install_sign_in(app, config)
     timefmt.register(app)
 

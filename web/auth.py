@@ -27,6 +27,7 @@ from flask import (
     current_app,
     flash,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -217,6 +218,37 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse]:
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def refuse_planted_cookies() -> tuple[str, int] | tuple[BaseResponse, int] | None:
+    """More than one session cookie: one of them was set by someone else.
+
+    Cookies are per host, not per port (RFC 6265 §8.5): a page on another port
+    of this host can set `linkhub_session` with a narrower Path (`/link`),
+    which the browser then sends first (RFC 6265 §5.4), so a person would
+    approve a device for the planter's account. This hub only ever sets one,
+    on Path=/, so two mean a plant: nothing is read or done with either.
+    """
+    if len(request.cookies.getlist(current_app.config["SESSION_COOKIE_NAME"])) <= 1:
+        return None
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    if request.path.startswith("/api/"):
+        return jsonify(
+            error="two_session_cookies",
+            message=f"Two {current_app.config['SESSION_COOKIE_NAME']} cookies were sent; "
+            f"one was planted by another page on {host}. Send only the one this hub set.",
+        ), 400
+    return (
+        render_template(
+            "error.html",
+            title="Clear this site's cookies",
+            message=f"Your browser sent this hub two sign-in cookies; this hub sets only one, so the "
+            f"other was set by another page on {host}. Nothing was done. Clear the cookies for "
+            f"{host} in your browser's settings (site settings, or 'clear browsing data'), "
+            "then sign in again.",
+        ),
+        400,
+    )
 
 
 @bp.before_app_request
