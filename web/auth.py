@@ -42,9 +42,10 @@ from hub.errors import AccountError
 from hub.household import Origin
 from hub.rate_limits import wait_words
 from web.config import WebConfig
+from web.password_checks import BUSY_RETRY_AFTER_S, PasswordChecks
 from web.pending import Pending
 from web.services import services
-from web.sign_in_limits import Refused, SignInLimits
+from web.sign_in_limits import Refused, SignInLimits, Tried
 
 bp = Blueprint("auth", __name__)
 
@@ -90,6 +91,7 @@ class SignInState:
     """What signing in keeps between requests: one per app, so tests start afresh."""
 
     limits: SignInLimits
+    password_checks: PasswordChecks
     awaiting_second_factor: Pending[AwaitingSecondFactor]
     enrolments: Pending[Enrolment]
 
@@ -97,6 +99,7 @@ class SignInState:
 def install_sign_in(app: Flask, config: WebConfig) -> None:
     app.extensions[_EXTENSION_KEY] = SignInState(
         limits=SignInLimits(config.limits),
+        password_checks=PasswordChecks(config.password_checks_at_once, config.password_check_wait_s),
         awaiting_second_factor=Pending(SECOND_FACTOR_LIFETIME_S, config.clock),
         enrolments=Pending(ENROLMENT_LIFETIME_S, config.clock),
     )
@@ -308,9 +311,16 @@ def login() -> BaseResponse | str | tuple[str, int] | tuple[str, int, dict[str, 
     name = request.form.get("name", "")
     password = request.form.get("password", "")
     accounts = services().accounts
-    tried = sign_in_state().limits.attempt(
-        name, client_address(), lambda: accounts.authenticate(name, password)
-    )
+    state = sign_in_state()
+    # Over a limit: refused at once, without waiting for a password-check slot.
+    wait_s = state.limits.retry_after_s(name, client_address())
+    tried: Refused | Tried[AccountView] = Refused(wait_s)
+    if not wait_s:
+        with state.password_checks.slot() as free:
+            if not free:
+                return _busy(name)
+            check = functools.partial(accounts.authenticate, name, password)
+            tried = state.limits.attempt(name, client_address(), check)
     if isinstance(tried, Refused):
         # Checked before the password, on the name as typed: the same answer
         # for an account that exists and one that does not.
@@ -327,6 +337,14 @@ def login() -> BaseResponse | str | tuple[str, int] | tuple[str, int, dict[str, 
     sign_in_as(account)
     record(ActivityKind.SIGN_IN, account.id, "password")
     return after_sign_in()
+
+
+def _busy(name: str) -> tuple[str, int, dict[str, str]]:
+    """Every password-check slot taken (web/password_checks.py): nothing was
+    checked or counted; the same answer whatever the name."""
+    error = "The hub is busy checking other sign-ins. Try again in a few seconds."
+    page = render_template("login.html", name=name, error=error, status="busy")
+    return page, HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
 
 
 def _await_second_factor(account: AccountView) -> BaseResponse:

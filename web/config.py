@@ -25,3 +25,7 @@ class WebConfig:
     # anyone on the LAN who captured the cookie could use it until then (or until
     # its owner signs out, which ends it on the hub; docs/security.md).
     session_lifetime_s: float = DEFAULT_SESSION_LIFETIME_S
+    # Password checks (argon2id, 64 MiB each) running at once, and how long a
+    # sign-in waits for one before a 503 (web/password_checks.py).
+    password_checks_at_once: int = 1
+    password_check_wait_s: float = 2.0
