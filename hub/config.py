@@ -80,6 +80,15 @@ class HubConfig:
     # Limits on guessing and flooding (hub/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
     web_session_lifetime_s: int = DEFAULT_WEB_SESSION_LIFETIME_S
+    # Names the web pages answer to besides loopback, the machine's addresses,
+    # the mDNS name and public_host (web/hosts.py): a name in the router's DNS.
+    web_hosts: tuple[str, ...] = ()
+
+    @property
+    def web_host_names(self) -> tuple[str, ...]:
+        """Every name the web pages answer to, other than loopback and the machine's addresses."""
+        names = [f"{self.mdns_name}.local", self.public_host or "", self.http_host, *self.web_hosts]
+        return tuple(name for name in names if name and name not in ("0.0.0.0", "::"))
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad

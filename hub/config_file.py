@@ -341,6 +341,15 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("log_format", "--log-format", _log_format, "text", "log lines as text (default) or json", "FORMAT"),
     Key(
+        "web_hosts",
+        "--web-host",
+        _names,
+        (),
+        "another name the web pages answer to (repeatable; they always answer to loopback, the "
+        "machine's addresses, the mDNS name and public_host; any other Host is refused)",
+        "NAME",
+    ),
+    Key(
         "web_session_lifetime_s",
         "--web-session-lifetime",
         _whole_number(*WEB_SESSION_LIFETIME_RANGE_S, " seconds"),
@@ -579,6 +588,7 @@ def resolve(
                 account_service_token=token,
                 log_format=values["log_format"],
                 web_session_lifetime_s=values["web_session_lifetime_s"],
+                web_hosts=tuple(values["web_hosts"]),
                 limits=LimitsPolicy(
                     link_requests_per_client=values["link_requests_per_client"],
                     link_requests_total=values["link_requests_total"],
@@ -694,7 +704,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 "--mdns", dest="mdns", action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
-        elif key.name == "mdns_interfaces":
+        elif isinstance(key.default, tuple):  # a list: the flag is repeated
             parser.add_argument(
                 key.flag, dest=key.name, action="append", default=None, metavar=key.metavar, help=help_text
             )

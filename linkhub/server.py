@@ -157,6 +157,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
                 secret_key=_secret(config.data_dir / "web-secret"),
                 limits=config.limits,
                 session_lifetime_s=config.web_session_lifetime_s,
+                host_names=config.web_host_names,
             ),
             links=hub.links,
             accounts=hub.accounts,

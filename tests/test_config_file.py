@@ -112,10 +112,12 @@ def test_every_key_comes_from_each_source() -> None:
         "link_requests_total": ("1000/hour", "1000/hour", "1000/hour"),
         "max_pending_requests": (7, "7", 7),
         "web_session_lifetime_s": (3600, "3600", 3600),
+        "web_hosts": (["hub.home.arpa"], "hub.home.arpa", ("hub.home.arpa",)),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
     flag_values["mdns"], flag_values["mdns_interfaces"] = False, ["wlan0", "eth0"]
+    flag_values["web_hosts"] = ["hub.home.arpa"]
     sources = {
         "file": resolved(file={name: v[0] for name, v in values.items()}, read_secret=lambda _p: "t"),
         "env": resolved(env={key.env: values[key.name][1] for key in KEYS}, read_secret=lambda _p: "t"),
@@ -132,6 +134,7 @@ def test_every_key_comes_from_each_source() -> None:
     assert (config.mdns, config.mdns_name, config.mdns_interfaces) == (False, "kitchen", ("wlan0", "eth0"))
     assert config.log_format == "json"
     assert config.web_session_lifetime_s == 3600
+    assert "hub.home.arpa" in config.web_host_names and "kitchen.local" in config.web_host_names
     assert (
         config.limits.link_requests_per_client,
         config.limits.link_requests_total,

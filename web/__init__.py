@@ -24,6 +24,7 @@ from web import auth, devices, household, link, preferences, timefmt, two_factor
 from web.ca_certificate import install_ca_certificate
 from web.config import WebConfig
 from web.health import HealthCheck, MetricsExposition, install_probes
+from web.hosts import HostCheck
 from web.json_api import JsonReply, SqlIntConverter, http_error
 from web.services import WebServices, install, services
 from web.sessions import SessionRecords
@@ -40,6 +41,22 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+
+
+def install_host_check(app: Flask, check: HostCheck) -> None:
+    """Refuse any `Host` that is not the hub's (web/hosts.py), before anything else runs."""
+
+    @app.before_request
+    def refuse_other_hosts() -> tuple[str, int] | None:
+        if check.allows(request.host):
+            return None
+        body = render_template(
+            "error.html",
+            title="Not this hub's name",
+            message="This hub answers only to its own names and addresses. Open it with the address "
+            "it printed when it started, or add this name to web_hosts (docs/configuration.md).",
+        )
+        return body, 400
 
 
 def create_app(
@@ -88,9 +105,11 @@ def create_app(
             session_lifetime_s=config.session_lifetime_s,
         ),
     )
-    CSRFProtect(app)
-    # Before anything reads the session (the blueprints' before_app_request run after).
+    # Before anything else runs (CSRF included): functions run in the order installed,
+    # the blueprints' before_app_request after these.
+    install_host_check(app, HostCheck(config.host_names))
     app.before_request(auth.refuse_planted_cookies)
+    CSRFProtect(app)
     auth.install_sign_in(app, config)
     timefmt.register(app)
 

@@ -29,3 +29,6 @@ class WebConfig:
     # sign-in waits for one before a 503 (web/password_checks.py).
     password_checks_at_once: int = 1
     password_check_wait_s: float = 2.0
+    # Names the pages answer to besides loopback and the machine's addresses
+    # (web/hosts.py): the mDNS name, public_host, web_hosts.
+    host_names: tuple[str, ...] = ()
