@@ -83,6 +83,9 @@ class HubConfig:
     # Names the web pages answer to besides loopback, the machine's addresses,
     # the mDNS name and public_host (web/hosts.py): a name in the router's DNS.
     web_hosts: tuple[str, ...] = ()
+    # Read from probe_token_file: lets a request from beyond loopback read
+    # /metrics and /healthz's detail (web/health.py). None: loopback only.
+    probe_token: str | None = field(default=None, repr=False)
 
     @property
     def web_host_names(self) -> tuple[str, ...]:

@@ -350,6 +350,15 @@ KEYS: tuple[Key, ...] = (
         "NAME",
     ),
     Key(
+        "probe_token_file",
+        "--probe-token-file",
+        _path,
+        None,
+        "a file holding a token that lets requests from beyond loopback read /metrics and "
+        "/healthz's detail (Authorization: Bearer TOKEN); not set: loopback only",
+        "FILE",
+    ),
+    Key(
         "web_session_lifetime_s",
         "--web-session-lifetime",
         _whole_number(*WEB_SESSION_LIFETIME_RANGE_S, " seconds"),
@@ -385,6 +394,8 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+# Keys naming a file: in the configuration file, relative to that file.
+_FILE_PATHS = frozenset({"account_service_token_file", "probe_token_file"})
 
 # Set where the file itself is found, so they cannot be in it.
 _NOT_IN_FILE = {
@@ -533,7 +544,7 @@ def resolve(
             problems.append(f"{origin}: {exc}")
             values[key.name], sources[key.name], invalid[key.name] = key.default, source, raw
             continue
-        if key.name == "account_service_token_file" and source.startswith("file") and file_path is not None:
+        if key.name in _FILE_PATHS and source.startswith("file") and file_path is not None:
             value = file_path.parent / value  # relative to the file, as a person reading it expects
         values[key.name], sources[key.name] = value, source
 
@@ -555,6 +566,16 @@ def resolve(
                     f"account_service_token_file ({sources['account_service_token_file']}): "
                     f"cannot read {token_file}: {exc.strerror or exc}"
                 )
+
+    probe_token = None
+    if values["probe_token_file"] is not None:
+        try:
+            probe_token = read_secret(values["probe_token_file"]) or None
+        except OSError as exc:
+            problems.append(
+                f"probe_token_file ({sources['probe_token_file']}): "
+                f"cannot read {values['probe_token_file']}: {exc.strerror or exc}"
+            )
 
     settings = (
         Setting("data_dir", data_dir, data_dir_source),
@@ -589,6 +610,7 @@ def resolve(
                 log_format=values["log_format"],
                 web_session_lifetime_s=values["web_session_lifetime_s"],
                 web_hosts=tuple(values["web_hosts"]),
+                probe_token=probe_token,
                 limits=LimitsPolicy(
                     link_requests_per_client=values["link_requests_per_client"],
                     link_requests_total=values["link_requests_total"],

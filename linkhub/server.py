@@ -158,6 +158,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
                 limits=config.limits,
                 session_lifetime_s=config.web_session_lifetime_s,
                 host_names=config.web_host_names,
+                probe_token=config.probe_token,
             ),
             links=hub.links,
             accounts=hub.accounts,

@@ -113,6 +113,7 @@ def test_every_key_comes_from_each_source() -> None:
         "max_pending_requests": (7, "7", 7),
         "web_session_lifetime_s": (3600, "3600", 3600),
         "web_hosts": (["hub.home.arpa"], "hub.home.arpa", ("hub.home.arpa",)),
+        "probe_token_file": ("/run/probe", "/run/probe", Path("/run/probe")),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
@@ -134,6 +135,7 @@ def test_every_key_comes_from_each_source() -> None:
     assert (config.mdns, config.mdns_name, config.mdns_interfaces) == (False, "kitchen", ("wlan0", "eth0"))
     assert config.log_format == "json"
     assert config.web_session_lifetime_s == 3600
+    assert config.probe_token == "t"
     assert "hub.home.arpa" in config.web_host_names and "kitchen.local" in config.web_host_names
     assert (
         config.limits.link_requests_per_client,

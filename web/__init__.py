@@ -120,7 +120,7 @@ def create_app(
     app.register_blueprint(preferences.bp)
     app.register_blueprint(household.bp)
     app.register_blueprint(activity_page.bp)
-    install_probes(app, health=health, metrics=metrics)
+    install_probes(app, health=health, metrics=metrics, token=config.probe_token)
     install_ca_certificate(app, ca_certificate)
 
     @app.after_request

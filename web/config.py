@@ -32,3 +32,6 @@ class WebConfig:
     # Names the pages answer to besides loopback and the machine's addresses
     # (web/hosts.py): the mDNS name, public_host, web_hosts.
     host_names: tuple[str, ...] = ()
+    # Lets a request from beyond loopback read /metrics and /healthz's detail
+    # (`Authorization: Bearer TOKEN`, web/health.py); None: loopback only.
+    probe_token: str | None = field(default=None, repr=False)
