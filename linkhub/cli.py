@@ -42,6 +42,7 @@ from typing import Any
 from hub import config_file
 from hub.config import HubConfig, default_data_dir, default_database_url
 from hub.errors import LinkHubError, SettingsRefused
+from hub.protocol import escape_hidden
 from linkhub import control_client
 
 
@@ -389,7 +390,13 @@ def _account_label(event: dict[str, Any]) -> str:
 
 
 def _print_table(table: list[tuple[str, ...]]) -> None:
-    """Columns as wide as their widest cell; the last one runs on."""
+    """Columns as wide as their widest cell; the last one runs on.
+
+    Cells hold what devices and people typed (device names, settings keys,
+    refused input): control and format characters are shown escaped, so an ESC
+    sequence, a line break or a bidi override is seen, not obeyed by the terminal.
+    """
+    table = [tuple(escape_hidden(cell) for cell in line) for line in table]
     widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
@@ -439,8 +446,10 @@ def _link_decision(args: argparse.Namespace) -> int:
                 socket_path, "POST", "/v1/link/approve", {"code": args.code, "account": args.account}
             )
             print(
-                f"approved: {result['name']} ({result['model']}) is linked to {result['account']} "
-                f"as {result['device_id']}"
+                escape_hidden(
+                    f"approved: {result['name']} ({result['model']}) is linked to {result['account']} "
+                    f"as {result['device_id']}"
+                )
             )
         else:
             control_client.call(socket_path, "POST", "/v1/link/deny", {"code": args.code})
@@ -463,7 +472,8 @@ def _devices(args: argparse.Namespace) -> int:
     for device in devices:
         linked = datetime.fromtimestamp(device["linked_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         state = "online" if device["online"] else "offline"
-        print(f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}")
+        line = f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}"
+        print(escape_hidden(line))
     return 0
 
 
@@ -574,7 +584,11 @@ def _set_account_settings(socket_path: Path, account: str, changes: dict[str, An
             f"{after['account']}'s preferences are now version {after['version']}; "
             "every device of the account gets the change:"
         )
-    print("\n".join(_changed_lines(changes, before["document"], after["document"])))
+    print(
+        "\n".join(
+            escape_hidden(line) for line in _changed_lines(changes, before["document"], after["document"])
+        )
+    )
 
 
 def _set_device_settings(socket_path: Path, device_id: str, changes: dict[str, Any]) -> None:
@@ -589,7 +603,11 @@ def _set_device_settings(socket_path: Path, device_id: str, changes: dict[str, A
         print(f"{device_id}'s own settings: nothing changed (version {version})")
     else:
         print(f"{device_id}'s own settings changed; it now has version {version}:")
-    print("\n".join(_changed_lines(changes, before["settings"], after["settings"])))
+    print(
+        "\n".join(
+            escape_hidden(line) for line in _changed_lines(changes, before["settings"], after["settings"])
+        )
+    )
     print(f"device: {values.version_status(values.view_from_json(after))}")
 
 
@@ -604,7 +622,7 @@ def _show_account_settings(socket_path: Path, account: str, *, as_json: bool) ->
     if not current["document"]:
         print("  (none)")
     for key in sorted(current["document"]):
-        print(f"  {key} = {values.show_value(current['document'][key])}")
+        print(f"  {escape_hidden(key)} = {escape_hidden(values.show_value(current['document'][key]))}")
 
 
 def _show_device_settings(socket_path: Path, device_id: str, *, as_json: bool) -> None:
@@ -635,9 +653,7 @@ def _show_device_settings(socket_path: Path, device_id: str, *, as_json: bool) -
         )
         for row in rows
     ]
-    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    _print_table(table)
 
 
 def _quote(segment: str) -> str:

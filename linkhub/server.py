@@ -26,6 +26,7 @@ from hub.config import HubConfig
 from hub.daemon import Hub
 from hub.errors import PortInUse
 from hub.netinfo import lan_addresses
+from hub.protocol import escape_hidden
 from hub.store import migrate_in_child
 from web import SessionRecords, create_app
 from web.config import WebConfig
@@ -90,9 +91,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+def escape_hidden_characters(record: logging.LogRecord) -> bool:
+    """A log filter: the message with its control and format characters escaped.
+
+    Messages quote what devices and people sent (names, keys, refused input): a
+    line break in one would forge a log line of its own, an ESC sequence or a
+    bidi override would act on the terminal reading the log. The traceback of
+    an exception is the hub's own text and keeps its lines.
+    """
+    message = record.getMessage()
+    escaped = escape_hidden(message)
+    if escaped is not message:
+        record.msg, record.args = escaped, None
+    return True
+
+
 def configure_logging(log_format: str, *, verbose: bool = False) -> None:
     """Log lines on stderr, as text for a person at a terminal or JSON for a collector."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(escape_hidden_characters)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
