@@ -262,7 +262,31 @@ def _resolved(args: argparse.Namespace) -> config_file.Resolution:
 
 def _run_config(args: argparse.Namespace) -> HubConfig:
     """What `linkhub run` uses: flag > environment > file > default; every problem at once."""
-    return _resolved(args).hub_config()
+    resolution = _resolved(args)
+    warning = password_on_command_line(resolution)
+    if warning:
+        print(f"linkhub: warning: {warning}", file=sys.stderr, flush=True)
+    return resolution.hub_config()
+
+
+def password_on_command_line(resolution: config_file.Resolution) -> str | None:
+    """What to say when --broker carries the admin password: any local user reads
+    a process's arguments (`ps`, /proc/PID/cmdline, world-readable), while its
+    environment and a 0600 file are the hub's user's only."""
+    broker = resolution.setting("broker")
+    if not broker.source.startswith("flag") or not isinstance(broker.value, str):
+        return None
+    try:
+        has_password = urllib.parse.urlsplit(broker.value).password is not None
+    except ValueError:
+        return None
+    if not has_password:
+        return None
+    return (
+        "--broker carries the broker's admin password on the command line, where any user of this "
+        "machine can read it (ps). Give it in the environment (LINKHUB_BROKER=mqtt://...) or in the "
+        'configuration file (broker = "mqtt://...", mode 0600) instead.'
+    )
 
 
 def _config_check(args: argparse.Namespace) -> int:

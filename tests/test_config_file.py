@@ -18,6 +18,8 @@ from hub.config import ExternalBroker, HubConfig
 from hub.config_file import KEYS, Resolution, resolve
 from hub.errors import ConfigError
 from linkhub import cli
+from linkhub.cli import main as linkhub_main
+from linkhub.cli import password_on_command_line
 
 DATA = Path("/srv/linkhub")
 FILE = Path("/etc/linkhub/linkhub.toml")
@@ -476,3 +478,24 @@ def test_link_request_limits_must_be_one_usable_rate(rate: str) -> None:
     expected = "environment variable LINKHUB_LINK_REQUESTS_TOTAL: expected a rate of at least 1"
     assert problem.startswith(expected), problem
     assert only_problem(resolved(file={"max_pending_requests": 0})).endswith("from 1 to 100000, got 0")
+
+
+def test_a_broker_password_on_the_command_line_is_warned_about() -> None:
+    """Any local user reads a process's arguments; the environment and a 0600 file are private."""
+    url = "mqtt://admin:s3cret@127.0.0.1:1883"
+    warning = password_on_command_line(resolved(flags={"broker": url}))
+    assert warning is not None and "LINKHUB_BROKER" in warning and "s3cret" not in warning
+    assert password_on_command_line(resolved(env={"LINKHUB_BROKER": url})) is None
+    assert password_on_command_line(resolved(file={"broker": url})) is None
+    assert password_on_command_line(resolved()) is None
+
+
+def test_linkhub_run_prints_the_warning_before_it_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    """`linkhub run --broker URL-with-password`, stopped by a bad value before anything starts."""
+    code = linkhub_main(
+        ["run", "--data-dir", "/nonexistent/linkhub", "--broker", "mqtt://admin:s3cret@127.0.0.1:1883",
+         "--http-port", "99999"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "warning: --broker carries the broker's admin password" in err
+    assert "s3cret" not in err
