@@ -25,8 +25,10 @@ SUGGESTED_MQTT_TLS_PORT = 8883
 DEFAULT_CODE_LIFETIME_S = 900  # RFC 8628 examples and Microsoft's /link use 15 minutes
 DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
 # How long a web session lasts: 12 hours while the pages are plain HTTP, where a
-# cookie taken off the LAN works until then (or until its owner signs out).
+# cookie taken off the LAN works until then (or until its owner signs out); 30
+# days over HTTPS, where nobody on the LAN reads it.
 DEFAULT_WEB_SESSION_LIFETIME_S = 12 * 3600
+DEFAULT_HTTPS_SESSION_LIFETIME_S = 30 * 86400
 WEB_SESSION_LIFETIME_RANGE_S = (300, 30 * 86400)
 # Limits, shared with hub.config_file so that its messages name the same ranges.
 PORT_RANGE = (0, 65535)
@@ -79,13 +81,23 @@ class HubConfig:
     log_format: str = "text"
     # Limits on guessing and flooding (hub/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
-    web_session_lifetime_s: int = DEFAULT_WEB_SESSION_LIFETIME_S
+    # None: DEFAULT_WEB_SESSION_LIFETIME_S, or DEFAULT_HTTPS_SESSION_LIFETIME_S with https_port.
+    web_session_lifetime_s: int | None = None
+    # The pages also over HTTPS on this port (0: not), on the hub's own CA; the
+    # HTTP port then redirects to it (web/https.py).
+    https_port: int = 0
     # Names the web pages answer to besides loopback, the machine's addresses,
     # the mDNS name and public_host (web/hosts.py): a name in the router's DNS.
     web_hosts: tuple[str, ...] = ()
     # Read from probe_token_file: lets a request from beyond loopback read
     # /metrics and /healthz's detail (web/health.py). None: loopback only.
     probe_token: str | None = field(default=None, repr=False)
+
+    @property
+    def session_lifetime_s(self) -> int:
+        if self.web_session_lifetime_s is not None:
+            return self.web_session_lifetime_s
+        return DEFAULT_HTTPS_SESSION_LIFETIME_S if self.https_port else DEFAULT_WEB_SESSION_LIFETIME_S
 
     @property
     def web_host_names(self) -> tuple[str, ...]:
@@ -96,7 +108,7 @@ class HubConfig:
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad
         # value; these stay for configs built in code (tests, other tools).
-        for name in ("http_port", "mqtt_port", "mqtt_tls_port"):
+        for name in ("http_port", "mqtt_port", "mqtt_tls_port", "https_port"):
             port = getattr(self, name)
             if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
                 raise ConfigError(f"{name.replace('_', '-')} must be 0-65535, not {port}")
@@ -109,6 +121,8 @@ class HubConfig:
             raise ConfigError(
                 f"mqtt_tls_port and mqtt_port are both {self.mqtt_port}: TLS needs a port of its own"
             )
+        if self.https_port and self.https_port in (self.http_port, self.mqtt_port, self.mqtt_tls_port):
+            raise ConfigError(f"https_port {self.https_port} is taken by another of the hub's listeners")
         if not CODE_LIFETIME_RANGE_S[0] <= self.code_lifetime_s <= CODE_LIFETIME_RANGE_S[1]:
             raise ConfigError("the code lifetime must be between 60 s and 24 h")
         if not POLL_INTERVAL_RANGE_S[0] <= self.poll_interval_s <= POLL_INTERVAL_RANGE_S[1]:

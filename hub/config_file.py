@@ -341,6 +341,15 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("log_format", "--log-format", _log_format, "text", "log lines as text (default) or json", "FORMAT"),
     Key(
+        "https_port",
+        "--https-port",
+        _PORT,
+        0,
+        "also serve the web pages over HTTPS on this port, on a certificate from the hub's own CA; "
+        "the HTTP port then redirects to it (0, the default: HTTP only; 8443 is a usual choice)",
+        "N",
+    ),
+    Key(
         "web_hosts",
         "--web-host",
         _names,
@@ -362,8 +371,9 @@ KEYS: tuple[Key, ...] = (
         "web_session_lifetime_s",
         "--web-session-lifetime",
         _whole_number(*WEB_SESSION_LIFETIME_RANGE_S, " seconds"),
-        DEFAULT_WEB_SESSION_LIFETIME_S,
-        f"seconds a web sign-in lasts (default {DEFAULT_WEB_SESSION_LIFETIME_S}: 12 hours on plain HTTP)",
+        None,
+        f"seconds a web sign-in lasts (default {DEFAULT_WEB_SESSION_LIFETIME_S}, 12 hours, on plain HTTP; "
+        "30 days with --https-port)",
         "S",
     ),
     # Limits on new link requests over MQTT (hub/link_limits.py, docs/protocol.md section 5.4).
@@ -610,6 +620,7 @@ def resolve(
                 log_format=values["log_format"],
                 web_session_lifetime_s=values["web_session_lifetime_s"],
                 web_hosts=tuple(values["web_hosts"]),
+                https_port=values["https_port"],
                 probe_token=probe_token,
                 limits=LimitsPolicy(
                     link_requests_per_client=values["link_requests_per_client"],

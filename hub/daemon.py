@@ -240,6 +240,10 @@ class Hub:
         self.managed_broker.start()
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
 
+    def tls_names(self) -> tuple[str, ...]:
+        """The names a TLS certificate of this hub must carry (the pages' HTTPS too)."""
+        return self._tls_names()
+
     def _tls_names(self) -> tuple[str, ...]:
         """Every host a device may be told to connect to (the public host, or the
         web page's or broker's address, the LAN addresses, --device-broker's host):
@@ -407,8 +411,7 @@ class Hub:
         refused = self._rejections_logged.due(time.monotonic())
         if refused:  # garbage can come fast: one line a minute at most
             log.warning(
-                "refused %d malformed link request(s) (at most one such line a minute); "
-                "the latest: %s (%s)",
+                "refused %d malformed link request(s) (at most one such line a minute); the latest: %s (%s)",
                 refused,
                 parsed.error,
                 parsed.description,

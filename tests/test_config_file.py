@@ -116,6 +116,7 @@ def test_every_key_comes_from_each_source() -> None:
         "web_session_lifetime_s": (3600, "3600", 3600),
         "web_hosts": (["hub.home.arpa"], "hub.home.arpa", ("hub.home.arpa",)),
         "probe_token_file": ("/run/probe", "/run/probe", Path("/run/probe")),
+        "https_port": (8443, "8443", 8443),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
@@ -138,6 +139,7 @@ def test_every_key_comes_from_each_source() -> None:
     assert config.log_format == "json"
     assert config.web_session_lifetime_s == 3600
     assert config.probe_token == "t"
+    assert config.https_port == 8443
     assert "hub.home.arpa" in config.web_host_names and "kitchen.local" in config.web_host_names
     assert (
         config.limits.link_requests_per_client,
@@ -499,3 +501,12 @@ def test_linkhub_run_prints_the_warning_before_it_starts(capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert code != 0 and "warning: --broker carries the broker's admin password" in err
     assert "s3cret" not in err
+
+
+def test_sessions_last_12_hours_on_plain_http_and_30_days_with_https() -> None:
+    plain = resolved().hub_config()
+    assert (plain.https_port, plain.session_lifetime_s) == (0, 12 * 3600)
+    assert resolved(flags={"https_port": "8443"}).hub_config().session_lifetime_s == 30 * 86400
+    chosen = resolved(flags={"https_port": "8443", "web_session_lifetime_s": "600"}).hub_config()
+    assert chosen.session_lifetime_s == 600
+    assert "https_port" in only_problem(resolved(flags={"https_port": "8080"}))  # the HTTP port's

@@ -43,6 +43,13 @@ _SECURITY_HEADERS = {
 }
 
 
+def session_cookie_name(*, https: bool) -> str:
+    """`__Host-` over HTTPS: the browser then takes the cookie only if it is Secure,
+    on Path=/ and without Domain, so a page on another port or a plain-HTTP page
+    of this host cannot set one that shadows it (RFC 6265bis §4.1.3.2)."""
+    return "__Host-linkhub_session" if https else "linkhub_session"
+
+
 def install_host_check(app: Flask, check: HostCheck) -> None:
     """Refuse any `Host` that is not the hub's (web/hosts.py), before anything else runs."""
 
@@ -80,7 +87,11 @@ def create_app(
         TESTING=config.testing,
         # Cookies are per host, not per port: a Pi often runs other web apps whose
         # cookie is called "session" too.
-        SESSION_COOKIE_NAME="linkhub_session",
+        SESSION_COOKIE_NAME=session_cookie_name(https=config.https),
+        SESSION_COOKIE_SECURE=config.https,
+        # The token and SameSite stop cross-site posts; the strict Referer check
+        # flask-wtf adds on HTTPS cannot work with Referrer-Policy: no-referrer.
+        WTF_CSRF_SSL_STRICT=False,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         # The cookie lasts as long as the hub's record of the session (web/sessions.py).

@@ -35,3 +35,6 @@ class WebConfig:
     # Lets a request from beyond loopback read /metrics and /healthz's detail
     # (`Authorization: Bearer TOKEN`, web/health.py); None: loopback only.
     probe_token: str | None = field(default=None, repr=False)
+    # The pages are served over HTTPS (web/https.py): the session cookie is then
+    # `__Host-linkhub_session`, Secure (RFC 6265bis §4.1.3.2).
+    https: bool = False
