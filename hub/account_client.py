@@ -238,6 +238,17 @@ class RemoteAccountService:
         except (KeyError, TypeError):
             raise self._garbled(path) from None
 
+    def end_sessions(self, account_id: int) -> float:
+        path = f"/v1/accounts/{int(account_id)}/end-sessions"
+        body = self._expect(self._refusable(self._call("POST", path, {})), HTTPStatus.OK)
+        try:
+            ended = _optional_time(body["sessions_ended_at_s"])
+        except (KeyError, TypeError):
+            raise self._garbled(path) from None
+        if ended is None:
+            raise self._garbled(path)
+        return ended
+
     # --- helpers ------------------------------------------------------------------
     def _refusable(self, reply: _Reply) -> _Reply:
         """A 400 account_error is the service's answer for the person: raise it as AccountError."""
@@ -287,6 +298,7 @@ class RemoteAccountService:
                 _exact(body["is_owner"], bool),
                 two_factor=_exact(body["two_factor"], bool),
                 two_factor_since_s=_optional_time(body.get("two_factor_since_s")),
+                sessions_ended_at_s=_optional_time(body.get("sessions_ended_at_s")),
             )
         except (KeyError, TypeError):
             raise self._garbled(path) from None

@@ -25,6 +25,9 @@ class AccountView:
     # When it was switched on: sessions signed in before that (with the password
     # alone) end then (web/auth.py).
     two_factor_since_s: float | None = None
+    # When "sign out everywhere" was last asked for: sessions signed in before
+    # that end then, on every hub that uses this account service (web/auth.py).
+    sessions_ended_at_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,4 +219,11 @@ class AccountDirectory(Protocol):
         """Two-factor off without password or code, for someone who lost phone and
         recovery codes (hub.household checks who may ask). True if it was on, False
         if it was off already; AccountError if there is no such account."""
+        ...
+
+    def end_sessions(self, account_id: int) -> float:
+        """ "Sign out everywhere": every web session of the account signed in until
+        now ends, on every hub (each compares its sessions' sign-in time with the
+        answer's `sessions_ended_at_s`). Returns that time; AccountError if there
+        is no such account in use."""
         ...

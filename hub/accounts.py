@@ -86,6 +86,7 @@ def _view(account: Account) -> AccountView:
         account.is_owner,
         two_factor=two_factor,
         two_factor_since_s=account.totp_enabled_at_s if two_factor else None,
+        sessions_ended_at_s=account.sessions_ended_at_s,
     )
 
 
@@ -281,6 +282,15 @@ class AccountService:
                 return False
             self._replace_recovery_codes(session, account_id, [])
         return True
+
+    def end_sessions(self, account_id: int) -> float:
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            account = _required(session, account_id)
+            # Never moved back: two hubs asking at once both end what was signed in before.
+            account.sessions_ended_at_s = max(now, account.sessions_ended_at_s or 0.0)
+            session.add(account)
+            return account.sessions_ended_at_s
 
     def renew_recovery_codes(self, account_id: int, code: str) -> list[str] | None:
         if self.check_second_factor(account_id, code) is None:

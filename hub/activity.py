@@ -9,7 +9,7 @@ so the web, the CLI and the device side all leave the same trail.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -121,7 +121,21 @@ class ActivityLog:
         first: for the hub's operator (`linkhub activity` without --account)."""
         return self._newest(limit, None)
 
-    def _newest(self, limit: int, account_id: int | None) -> list[ActivityEntry]:
+    def recent_of_kinds(
+        self, kinds: Iterable[ActivityKind], *, since_s: float, limit: int = 1000
+    ) -> list[ActivityEntry]:
+        """Every account's events of these kinds since `since_s`, newest first: for
+        the owner's household page (wrong device codes entered with any account)."""
+        return self._newest(limit, None, kinds=kinds, since_s=since_s)
+
+    def _newest(
+        self,
+        limit: int,
+        account_id: int | None,
+        *,
+        kinds: Iterable[ActivityKind] | None = None,
+        since_s: float | None = None,
+    ) -> list[ActivityEntry]:
         """Newest first, with each device's name; `account_id` None: every event."""
         query = (
             select(ActivityEvent, Device.name)
@@ -131,5 +145,9 @@ class ActivityLog:
         )
         if account_id is not None:
             query = query.where(ActivityEvent.account_id == account_id)
+        if kinds is not None:
+            query = query.where(col(ActivityEvent.kind).in_([str(kind) for kind in kinds]))
+        if since_s is not None:
+            query = query.where(col(ActivityEvent.at_s) >= since_s)
         with session_scope(self._engine) as session:
             return [_entry(row, name) for row, name in session.exec(query).all()]

@@ -2,9 +2,8 @@
 
 A hub is more than its database: the broker's dynamic-security file holds every
 linked device's identity, and the secrets in the data directory name the hub to
-its broker and sign the web sessions. A backup that missed any of them would
-bring back devices that can no longer connect. So one archive (tar.gz, mode
-0600) holds:
+its broker. A backup that missed any of them would bring back devices that can
+no longer connect. So one archive (tar.gz, mode 0600) holds:
 
 - `manifest.json`: what is inside, with sizes and SHA-256 digests;
 - `database/linkhub.db`: the SQLite database, copied through SQLite's online
@@ -17,6 +16,15 @@ identity made in between is only an unused extra).
 
 A PostgreSQL database is not copied: `pg_dump` is the tool for that, and the
 archive then holds everything else.
+
+Left out on purpose: the key that signs the web sessions (`web-secret`) and the
+records of the sessions signed in (`web_session`, emptied in the copy). With
+the key, a leaked backup would make a session cookie for any account, past
+two-factor sign-in; without it a restored hub makes a new key, and everyone
+signs in again. What the archive still holds (password and recovery-code
+hashes, TOTP secrets, device credentials' identities, the broker admin
+password) is why it is mode 0600 and must be kept like the data directory
+(docs/security.md, "Backups").
 """
 
 from __future__ import annotations
@@ -52,7 +60,6 @@ DYNSEC_FILE = "broker/dynamic-security.json"
 STATE_FILES = (
     "hub-id",
     "hub-password",
-    "web-secret",
     "account-service-token",  # only where `linkhub account-service` runs
     DYNSEC_FILE,
     "broker/admin-password",
@@ -61,6 +68,9 @@ STATE_FILES = (
     "broker/tls/ca.key",
     "broker/tls/ca.pem",
 )
+# Never backed up, never restored (an older backup may hold it): see the module's docstring.
+SESSION_KEY_FILE = "web-secret"
+SESSION_TABLE = "web_session"
 _CHUNK = 1 << 20
 # What a damaged or truncated tar.gz raises on the way.
 _ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
@@ -176,6 +186,12 @@ def _copy_sqlite(source: Path, copy: Path) -> dict[str, Any]:
             contextlib.closing(sqlite3.connect(copy)) as target,
         ):
             live.backup(target)
+            # The sessions signed in stay behind with their key (the module's docstring).
+            if target.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (SESSION_TABLE,)
+            ).fetchone():
+                target.execute(f"DELETE FROM {SESSION_TABLE}")  # only token hashes: no VACUUM needed
+                target.commit()
             # One self-contained file: no -wal beside it, whatever the hub uses.
             target.execute("PRAGMA journal_mode=DELETE")
             (check,) = target.execute("PRAGMA integrity_check").fetchone()
@@ -274,17 +290,21 @@ def restore_backup(archive: Path, data_dir: Path, database_url: str, *, force: b
                 f"{'it' if len(in_the_way) == 1 else 'them'}. Pass --force to replace, "
                 "or restore into a new data directory"
             )
+        files = [entry for entry in manifest["files"] if entry["path"] != SESSION_KEY_FILE]
         try:
             _make_private_dir(data_dir)
             if target_db is not None:
                 _put_database(staged[DATABASE_MEMBER], target_db)
-            for entry in manifest["files"]:
+            for entry in files:
                 target = data_dir / entry["path"]
                 _make_private_dir(target.parent)
                 _put_file(staged[entry["member"]], target)
+            # A new key when the hub starts: every session from before ends.
+            (data_dir / SESSION_KEY_FILE).unlink(missing_ok=True)
         except OSError as exc:
             raise BackupError(f"cannot restore into {data_dir}: {exc}") from None
-    return RestoreReport(data_dir, manifest, target_db, [entry["path"] for entry in manifest["files"]], notes)
+        notes.append("Everyone signs in to the web pages again: a backup holds no session key.")
+    return RestoreReport(data_dir, manifest, target_db, [entry["path"] for entry in files], notes)
 
 
 def hub_is_running(data_dir: Path) -> bool:

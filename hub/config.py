@@ -28,6 +28,12 @@ DEFAULT_POLL_INTERVAL_S = 5  # RFC 8628 §3.2 default
 # A device approved but never connected keeps working credentials this long (issue 19 item 17).
 DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S = 86400
 UNCONFIRMED_DEVICE_LIFETIME_RANGE_S = (300, 30 * 86400)
+# How long a web session lasts: 12 hours while the pages are plain HTTP, where a
+# cookie taken off the LAN works until then (or until its owner signs out); 30
+# days over HTTPS, where nobody on the LAN reads it.
+DEFAULT_WEB_SESSION_LIFETIME_S = 12 * 3600
+DEFAULT_HTTPS_SESSION_LIFETIME_S = 30 * 86400
+WEB_SESSION_LIFETIME_RANGE_S = (300, 30 * 86400)
 # Limits, shared with hub.config_file so that its messages name the same ranges.
 PORT_RANGE = (0, 65535)
 CODE_LIFETIME_RANGE_S = (60, 86400)
@@ -88,11 +94,34 @@ class HubConfig:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     # Below this much free space in data_dir the hub stores nothing new (hub.store.SpaceGuard); 0: off.
     min_free_space_mb: int = DEFAULT_MIN_FREE_SPACE_MB
+    # None: DEFAULT_WEB_SESSION_LIFETIME_S, or DEFAULT_HTTPS_SESSION_LIFETIME_S with https_port.
+    web_session_lifetime_s: int | None = None
+    # The pages also over HTTPS on this port (0: not), on the hub's own CA; the
+    # HTTP port then redirects to it (web/https.py).
+    https_port: int = 0
+    # Names the web pages answer to besides loopback, the machine's addresses,
+    # the mDNS name and public_host (web/hosts.py): a name in the router's DNS.
+    web_hosts: tuple[str, ...] = ()
+    # Read from probe_token_file: lets a request from beyond loopback read
+    # /metrics and /healthz's detail (web/health.py). None: loopback only.
+    probe_token: str | None = field(default=None, repr=False)
+
+    @property
+    def session_lifetime_s(self) -> int:
+        if self.web_session_lifetime_s is not None:
+            return self.web_session_lifetime_s
+        return DEFAULT_HTTPS_SESSION_LIFETIME_S if self.https_port else DEFAULT_WEB_SESSION_LIFETIME_S
+
+    @property
+    def web_host_names(self) -> tuple[str, ...]:
+        """Every name the web pages answer to, other than loopback and the machine's addresses."""
+        names = [f"{self.mdns_name}.local", self.public_host or "", self.http_host, *self.web_hosts]
+        return tuple(name for name in names if name and name not in ("0.0.0.0", "::"))
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad
         # value; these stay for configs built in code (tests, other tools).
-        for name in ("http_port", "mqtt_port", "mqtt_tls_port"):
+        for name in ("http_port", "mqtt_port", "mqtt_tls_port", "https_port"):
             port = getattr(self, name)
             if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
                 raise ConfigError(f"{name.replace('_', '-')} must be 0-65535, not {port}")
@@ -105,6 +134,8 @@ class HubConfig:
             raise ConfigError(
                 f"mqtt_tls_port and mqtt_port are both {self.mqtt_port}: TLS needs a port of its own"
             )
+        if self.https_port and self.https_port in (self.http_port, self.mqtt_port, self.mqtt_tls_port):
+            raise ConfigError(f"https_port {self.https_port} is taken by another of the hub's listeners")
         if not CODE_LIFETIME_RANGE_S[0] <= self.code_lifetime_s <= CODE_LIFETIME_RANGE_S[1]:
             raise ConfigError("the code lifetime must be between 60 s and 24 h")
         if not POLL_INTERVAL_RANGE_S[0] <= self.poll_interval_s <= POLL_INTERVAL_RANGE_S[1]:

@@ -36,12 +36,14 @@ from hub.config import (
     DEFAULT_MQTT_PORT,
     DEFAULT_POLL_INTERVAL_S,
     DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S,
+    DEFAULT_WEB_SESSION_LIFETIME_S,
     LOG_FORMATS,
     MIN_FREE_SPACE_RANGE_MB,
     POLL_INTERVAL_RANGE_S,
     PORT_RANGE,
     SUGGESTED_MQTT_TLS_PORT,
     UNCONFIRMED_DEVICE_LIFETIME_RANGE_S,
+    WEB_SESSION_LIFETIME_RANGE_S,
     HubConfig,
     mdns_host_label,
     parse_broker_url,
@@ -352,6 +354,42 @@ KEYS: tuple[Key, ...] = (
         secret_in_url=True,
     ),
     Key("log_format", "--log-format", _log_format, "text", "log lines as text (default) or json", "FORMAT"),
+    Key(
+        "https_port",
+        "--https-port",
+        _PORT,
+        0,
+        "also serve the web pages over HTTPS on this port, on a certificate from the hub's own CA; "
+        "the HTTP port then redirects to it (0, the default: HTTP only; 8443 is a usual choice)",
+        "N",
+    ),
+    Key(
+        "web_hosts",
+        "--web-host",
+        _names,
+        (),
+        "another name the web pages answer to (repeatable; they always answer to loopback, the "
+        "machine's addresses, the mDNS name and public_host; any other Host is refused)",
+        "NAME",
+    ),
+    Key(
+        "probe_token_file",
+        "--probe-token-file",
+        _path,
+        None,
+        "a file holding a token that lets requests from beyond loopback read /metrics and "
+        "/healthz's detail (Authorization: Bearer TOKEN); not set: loopback only",
+        "FILE",
+    ),
+    Key(
+        "web_session_lifetime_s",
+        "--web-session-lifetime",
+        _whole_number(*WEB_SESSION_LIFETIME_RANGE_S, " seconds"),
+        None,
+        f"seconds a web sign-in lasts (default {DEFAULT_WEB_SESSION_LIFETIME_S}, 12 hours, on plain HTTP; "
+        "30 days with --https-port)",
+        "S",
+    ),
     # Limits on new link requests over MQTT (hub/link_limits.py, docs/protocol.md section 5.4).
     Key(
         "link_requests_per_client",
@@ -442,6 +480,8 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+# Keys naming a file: in the configuration file, relative to that file.
+_FILE_PATHS = frozenset({"account_service_token_file", "probe_token_file"})
 
 # Set where the file itself is found, so they cannot be in it.
 _NOT_IN_FILE = {
@@ -590,7 +630,7 @@ def resolve(
             problems.append(f"{origin}: {exc}")
             values[key.name], sources[key.name], invalid[key.name] = key.default, source, raw
             continue
-        if key.name == "account_service_token_file" and source.startswith("file") and file_path is not None:
+        if key.name in _FILE_PATHS and source.startswith("file") and file_path is not None:
             value = file_path.parent / value  # relative to the file, as a person reading it expects
         values[key.name], sources[key.name] = value, source
 
@@ -612,6 +652,16 @@ def resolve(
                     f"account_service_token_file ({sources['account_service_token_file']}): "
                     f"cannot read {token_file}: {exc.strerror or exc}"
                 )
+
+    probe_token = None
+    if values["probe_token_file"] is not None:
+        try:
+            probe_token = read_secret(values["probe_token_file"]) or None
+        except OSError as exc:
+            problems.append(
+                f"probe_token_file ({sources['probe_token_file']}): "
+                f"cannot read {values['probe_token_file']}: {exc.strerror or exc}"
+            )
 
     settings = (
         Setting("data_dir", data_dir, data_dir_source),
@@ -645,6 +695,10 @@ def resolve(
                 account_service_url=values["account_service"],
                 account_service_token=token,
                 log_format=values["log_format"],
+                web_session_lifetime_s=values["web_session_lifetime_s"],
+                web_hosts=tuple(values["web_hosts"]),
+                https_port=values["https_port"],
+                probe_token=probe_token,
                 limits=LimitsPolicy(
                     link_requests_per_client=values["link_requests_per_client"],
                     link_requests_total=values["link_requests_total"],
@@ -771,7 +825,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 "--mdns", dest="mdns", action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
-        elif key.name == "mdns_interfaces":
+        elif isinstance(key.default, tuple):  # a list: the flag is repeated
             parser.add_argument(
                 key.flag, dest=key.name, action="append", default=None, metavar=key.metavar, help=help_text
             )

@@ -268,6 +268,10 @@ class Hub:
         metrics.of(self.engine).broker_storage_problem = self.managed_broker.dynsec_file.storage_problem
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
 
+    def tls_names(self) -> tuple[str, ...]:
+        """The names a TLS certificate of this hub must carry (the pages' HTTPS too)."""
+        return self._tls_names()
+
     def _tls_names(self) -> tuple[str, ...]:
         """Every host a device may be told to connect to (the public host, or the
         web page's or broker's address, the LAN addresses, --device-broker's host):

@@ -33,6 +33,9 @@ class Account(SQLModel, table=True):
     # the activity, preferences and settings history kept under that id must
     # never become a new account's. (revision 0004)
     removed_at_s: float | None = None
+    # "Sign out everywhere": the pages' sessions signed in before this end, on
+    # every hub that uses this account service. (revision 0005)
+    sessions_ended_at_s: float | None = None
 
 
 class RecoveryCode(SQLModel, table=True):
@@ -102,7 +105,7 @@ class BrokerIdentity(SQLModel, table=True):
     creating a device's broker login and committing its device row would leave a
     login that no row names. Recording the intent first means every login this hub
     made is known here, and the reconciler (LinkService.reconcile_identities)
-    removes the ones whose approval never committed. (revision 0007)
+    removes the ones whose approval never committed. (revision 0006)
     """
 
     __tablename__ = "broker_identity"
@@ -219,3 +222,20 @@ class ActivityEvent(SQLModel, table=True):
     address: str | None = Field(default=None, max_length=64)
     device_id: str | None = Field(default=None, max_length=40)
     detail: str = Field(default="", max_length=512)
+
+
+# --- the web pages' sessions -------------------------------------------------------
+class WebSession(SQLModel, table=True):
+    """A signed-in web session, so that signing out ends it on the hub too: the
+    signed cookie alone would open the pages until it expired (revision 0005).
+
+    Kept in the hub's own database whichever account service it uses; only a
+    hash of the session's token is stored (a copied database opens nothing).
+    """
+
+    __tablename__ = "web_session"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    account_id: int = Field(index=True)
+    created_at_s: float
+    expires_at_s: float = Field(index=True)

@@ -22,6 +22,8 @@ import json
 import math
 from typing import Any
 
+from hub.protocol import escape_hidden, hidden_character
+
 MAX_DOCUMENT_BYTES = 8192  # AWS IoT shadows allow 8 KB for desired + reported
 MAX_DEPTH = 6
 MAX_KEY_LENGTH = 64
@@ -107,6 +109,13 @@ def _check(value: object, path: str, *, depth: int, allow_null: bool) -> None:
             if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
                 raise SettingsError(
                     "invalid_request", f"keys in {path} must be 1-{MAX_KEY_LENGTH} characters"
+                )
+            hidden = hidden_character(key)
+            if hidden is not None:  # the rule of names on the wire (hub/protocol.py)
+                raise SettingsError(
+                    "invalid_request",
+                    f"keys in {path} must not hold control or format characters "
+                    f"(one holds {hidden}: '{escape_hidden(key)}')",
                 )
             if key.startswith(RESERVED_PREFIX):
                 raise SettingsError("not_owned", f"{path}.{key}: keys starting with $ belong to the hub")

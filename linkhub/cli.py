@@ -43,6 +43,7 @@ from typing import Any
 from hub import config_file
 from hub.config import HubConfig, default_data_dir, default_database_url
 from hub.errors import LinkHubError, SettingsRefused
+from hub.protocol import escape_hidden
 from linkhub import control_client
 
 
@@ -262,7 +263,31 @@ def _resolved(args: argparse.Namespace) -> config_file.Resolution:
 
 def _run_config(args: argparse.Namespace) -> HubConfig:
     """What `linkhub run` uses: flag > environment > file > default; every problem at once."""
-    return _resolved(args).hub_config()
+    resolution = _resolved(args)
+    warning = password_on_command_line(resolution)
+    if warning:
+        print(f"linkhub: warning: {warning}", file=sys.stderr, flush=True)
+    return resolution.hub_config()
+
+
+def password_on_command_line(resolution: config_file.Resolution) -> str | None:
+    """What to say when --broker carries the admin password: any local user reads
+    a process's arguments (`ps`, /proc/PID/cmdline, world-readable), while its
+    environment and a 0600 file are the hub's user's only."""
+    broker = resolution.setting("broker")
+    if not broker.source.startswith("flag") or not isinstance(broker.value, str):
+        return None
+    try:
+        has_password = urllib.parse.urlsplit(broker.value).password is not None
+    except ValueError:
+        return None
+    if not has_password:
+        return None
+    return (
+        "--broker carries the broker's admin password on the command line, where any user of this "
+        "machine can read it (ps). Give it in the environment (LINKHUB_BROKER=mqtt://...) or in the "
+        'configuration file (broker = "mqtt://...", mode 0600) instead.'
+    )
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -390,7 +415,13 @@ def _account_label(event: dict[str, Any]) -> str:
 
 
 def _print_table(table: list[tuple[str, ...]]) -> None:
-    """Columns as wide as their widest cell; the last one runs on."""
+    """Columns as wide as their widest cell; the last one runs on.
+
+    Cells hold what devices and people typed (device names, settings keys,
+    refused input): control and format characters are shown escaped, so an ESC
+    sequence, a line break or a bidi override is seen, not obeyed by the terminal.
+    """
+    table = [tuple(escape_hidden(cell) for cell in line) for line in table]
     widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
@@ -454,8 +485,10 @@ def _link_decision(args: argparse.Namespace) -> int:
                 socket_path, "POST", "/v1/link/approve", {"code": args.code, "account": args.account}
             )
             print(
-                f"approved: {result['name']} ({result['model']}) is linked to {result['account']} "
-                f"as {result['device_id']}"
+                escape_hidden(
+                    f"approved: {result['name']} ({result['model']}) is linked to {result['account']} "
+                    f"as {result['device_id']}"
+                )
             )
         else:
             control_client.call(socket_path, "POST", "/v1/link/deny", {"code": args.code})
@@ -488,7 +521,8 @@ def _devices(args: argparse.Namespace) -> int:
     for device in devices:
         linked = datetime.fromtimestamp(device["linked_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         state = "online" if device["online"] else "offline"
-        print(f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}")
+        line = f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}"
+        print(escape_hidden(line))
     return 0
 
 
@@ -604,7 +638,11 @@ def _set_account_settings(socket_path: Path, account: str, changes: dict[str, An
             f"{after['account']}'s preferences are now version {after['version']}; "
             "every device of the account gets the change:"
         )
-    print("\n".join(_changed_lines(changes, before["document"], after["document"])))
+    print(
+        "\n".join(
+            escape_hidden(line) for line in _changed_lines(changes, before["document"], after["document"])
+        )
+    )
 
 
 def _set_device_settings(socket_path: Path, device_id: str, changes: dict[str, Any]) -> None:
@@ -619,7 +657,11 @@ def _set_device_settings(socket_path: Path, device_id: str, changes: dict[str, A
         print(f"{device_id}'s own settings: nothing changed (version {version})")
     else:
         print(f"{device_id}'s own settings changed; it now has version {version}:")
-    print("\n".join(_changed_lines(changes, before["settings"], after["settings"])))
+    print(
+        "\n".join(
+            escape_hidden(line) for line in _changed_lines(changes, before["settings"], after["settings"])
+        )
+    )
     print(f"device: {values.version_status(values.view_from_json(after))}")
 
 
@@ -634,7 +676,7 @@ def _show_account_settings(socket_path: Path, account: str, *, as_json: bool) ->
     if not current["document"]:
         print("  (none)")
     for key in sorted(current["document"]):
-        print(f"  {key} = {values.show_value(current['document'][key])}")
+        print(f"  {escape_hidden(key)} = {escape_hidden(values.show_value(current['document'][key]))}")
 
 
 def _show_device_settings(socket_path: Path, device_id: str, *, as_json: bool) -> None:
@@ -665,9 +707,7 @@ def _show_device_settings(socket_path: Path, device_id: str, *, as_json: bool) -
         )
         for row in rows
     ]
-    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    _print_table(table)
 
 
 def _quote(segment: str) -> str:

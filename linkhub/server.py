@@ -26,10 +26,12 @@ from hub.config import HubConfig
 from hub.daemon import Hub
 from hub.errors import PortInUse
 from hub.netinfo import lan_addresses
+from hub.protocol import escape_hidden
 from hub.store import migrate_in_child
-from web import create_app
+from web import SessionRecords, create_app
 from web.config import WebConfig
 from web.control import create_control_app
+from web.hosts import HostCheck
 
 log = logging.getLogger("linkhub")
 
@@ -90,9 +92,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+def escape_hidden_characters(record: logging.LogRecord) -> bool:
+    """A log filter: the message with its control and format characters escaped.
+
+    Messages quote what devices and people sent (names, keys, refused input): a
+    line break in one would forge a log line of its own, an ESC sequence or a
+    bidi override would act on the terminal reading the log. The traceback of
+    an exception is the hub's own text and keeps its lines.
+    """
+    message = record.getMessage()
+    escaped = escape_hidden(message)
+    if escaped is not message:
+        record.msg, record.args = escaped, None
+    return True
+
+
 def configure_logging(log_format: str, *, verbose: bool = False) -> None:
     """Log lines on stderr, as text for a person at a terminal or JSON for a collector."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(escape_hidden_characters)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -124,6 +142,50 @@ def close_gracefully(server: Any, thread: threading.Thread, timeout_s: float = 1
     thread.join(timeout=max(0.1, deadline - time.monotonic()))
 
 
+class _Https:
+    """The HTTPS listener, made before the app (its CA goes to /ca.pem) and started after."""
+
+    def __init__(self, host: str, port: int, cert: Path, key: Path) -> None:
+        self._where = (host, port, cert, key)
+        self._server: Any = None  # a web.https.HttpsServer once serving
+
+    def serve(self, app: Any) -> None:
+        from web.https import HttpsServer  # cheroot only with HTTPS on
+
+        host, port, cert, key = self._where
+        self._server = HttpsServer(app, host, port, cert, key)
+        try:
+            self._server.start()
+        except OSError as exc:
+            raise PortInUse(
+                f"cannot serve the web page over HTTPS on {host}:{port} ({exc.strerror or exc}); "
+                "choose another with --https-port N"
+            ) from None
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+
+def _https_server(hub: Hub, config: HubConfig, web_config: WebConfig) -> tuple[_Https, str]:
+    """The hub's CA and a server certificate for the names the pages answer to
+    (the broker's TLS directory: one CA for MQTT and the pages, hub/tls.py)."""
+    from hub.tls import ensure_tls_files, server_names  # `cryptography` only with TLS on
+
+    names = server_names([*hub.tls_names(), *web_config.host_names], mdns_name=config.mdns_name)
+    files = ensure_tls_files(config.broker_dir / "tls", names, now=datetime.now(UTC))
+    for change in files.changes:
+        log.info("HTTPS: %s", change)
+    return _Https(config.http_host, config.https_port, files.cert, files.key), files.ca_pem
+
+
+def _https_url(url: str, https_port: int) -> str:
+    """http://HOST:HTTP_PORT/link -> https://HOST:HTTPS_PORT/link."""
+    host = url.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0]
+    port = "" if https_port == 443 else f":{https_port}"
+    return f"https://{host}{port}/link"
+
+
 def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     """Run until SIGTERM or SIGINT, then stop in order and return 0.
 
@@ -151,19 +213,38 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     assert hub.engine is not None  # started
     health = metrics.HealthProbe(hub.engine, space=hub.space.shortage if hub.space else None)
     servers: list[tuple[Any, threading.Thread]] = []
+    https_server = None
     try:
+        web_config = WebConfig(
+            secret_key=_secret(config.data_dir / "web-secret"),
+            limits=config.limits,
+            session_lifetime_s=config.session_lifetime_s,
+            host_names=config.web_host_names,
+            probe_token=config.probe_token,
+            https=bool(config.https_port),
+        )
+        ca_pem = hub.ca_certificate
+        if config.https_port:
+            https_server, ca_pem = _https_server(hub, config, web_config)
         web_app = create_app(
-            WebConfig(secret_key=_secret(config.data_dir / "web-secret"), limits=config.limits),
+            web_config,
             links=hub.links,
             accounts=hub.accounts,
             settings=hub.settings,
             activity=hub.activity,
+            sessions=SessionRecords(hub.engine, time.time),
             health=health,
             metrics=metrics.of(hub.engine).exposition,
-            ca_certificate=hub.ca_certificate,
+            ca_certificate=ca_pem,
         )
+        http_app: Any = web_app
+        if https_server is not None:
+            from web.https import RedirectToHttps
+
+            https_server.serve(web_app)
+            http_app = RedirectToHttps(web_app, config.https_port, HostCheck(web_config.host_names))
         try:
-            web_server = create_server(web_app, host=config.http_host, port=config.http_port, threads=8)
+            web_server = create_server(http_app, host=config.http_host, port=config.http_port, threads=8)
         except OSError as exc:
             raise PortInUse(
                 f"cannot serve the web page on {config.http_host}:{config.http_port} ({exc.strerror}); "
@@ -185,6 +266,8 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
 
         urls = _page_urls(config)
         broker = endpoints.device_broker
+        if https_server is not None:
+            urls = [_https_url(url, config.https_port) for url in urls]
         print("LinkHub is running.", flush=True)
         print(f"  Link page:   {urls[0]}", flush=True)
         for url in urls[1:]:
@@ -210,6 +293,8 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         name = signal.Signals(received[0]).name if received else "a signal"
         log.info("stopping on %s: finishing requests in flight, then the hub", name)
     finally:
+        if https_server is not None:
+            https_server.stop()
         for server, thread in servers:
             try:
                 close_gracefully(server, thread)

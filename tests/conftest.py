@@ -20,7 +20,7 @@ from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import ExternalBroker, HubConfig
 from hub.daemon import Hub
 from hub.rate_limits import LimitsPolicy
-from web import WebConfig, create_app
+from web import SessionRecords, WebConfig, create_app
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "LINKHUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -171,6 +171,13 @@ def hub(make_hub: HubFactory) -> Hub:
 def hub_pages(hub: Hub, config: WebConfig, **extra: Any) -> Flask:
     """The web pages on `hub`'s own services, wired as `linkhub run` wires them;
     `extra` for the optional parts (health, metrics, ca_certificate)."""
+    assert hub.engine is not None  # started
     return create_app(
-        config, links=hub.links, accounts=hub.accounts, settings=hub.settings, activity=hub.activity, **extra
+        config,
+        links=hub.links,
+        accounts=hub.accounts,
+        settings=hub.settings,
+        activity=hub.activity,
+        sessions=SessionRecords(hub.engine, config.clock),
+        **extra,
     )

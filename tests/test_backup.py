@@ -34,6 +34,7 @@ from hub.accounts import AccountService
 from hub.backup import (
     DATABASE_MEMBER,
     MANIFEST_MEMBER,
+    SESSION_KEY_FILE,
     BackupError,
     create_backup,
     read_manifest,
@@ -41,11 +42,11 @@ from hub.backup import (
 )
 from hub.store import head_revision, make_engine
 from linkhub.cli import main as linkhub_main
+from web.sessions import SessionRecords
 
 SECRETS = {
     "hub-id": "0a1b2c3d4e5f\n",
     "hub-password": "hub-secret\n",
-    "web-secret": "web-secret",
     "broker/admin-password": "admin-secret\n",
     "broker/dynamic-security.json": json.dumps({"clients": [{"username": "dev-000000000001"}]}),
 }
@@ -190,7 +191,6 @@ def test_a_linked_hub_comes_back_in_a_new_data_directory(tmp_path: Path) -> None
         DATABASE_MEMBER,
         "data/hub-id",
         "data/hub-password",
-        "data/web-secret",
         "data/broker/dynamic-security.json",
         "data/broker/admin-password",
     }
@@ -202,7 +202,8 @@ def test_a_linked_hub_comes_back_in_a_new_data_directory(tmp_path: Path) -> None
     restored = linkhub("restore", str(archive), "--data-dir", str(new_dir))
     assert restored.returncode == 0, restored.stderr
     assert f"linkhub run --data-dir {new_dir}" in restored.stdout
-    for name in ("linkhub.db", "hub-id", "hub-password", "web-secret", "broker/admin-password"):
+    assert not (new_dir / "web-secret").exists()  # the hub makes a new one: everyone signs in again
+    for name in ("linkhub.db", "hub-id", "hub-password", "broker/admin-password"):
         assert mode(new_dir / name) == 0o600, name
         assert (new_dir / name).read_bytes() == (old_dir / name).read_bytes() or name == "linkhub.db"
     assert mode(new_dir) == mode(new_dir / "broker") == 0o700
@@ -252,6 +253,7 @@ def make_data_dir(directory: Path) -> tuple[Path, str]:
     for name, body in SECRETS.items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(body)
+    (directory / SESSION_KEY_FILE).write_text("the key that signs sessions")
     return directory, url
 
 
@@ -299,6 +301,33 @@ def test_backup_is_consistent_while_the_hub_writes(tmp_path: Path) -> None:
     with sqlite3.connect(new_dir / "linkhub.db") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     make_engine(new_url).dispose()  # and the hub opens it
+
+
+def test_a_backup_holds_no_session_key_and_a_restore_signs_everyone_out(tmp_path: Path) -> None:
+    """A leaked backup must not make sessions (issue 19, item 15)."""
+    data_dir, url = make_data_dir(tmp_path / "data")
+    engine = make_engine(url)
+    SessionRecords(engine, time.time).start(1, 3600)
+    engine.dispose()
+    archive = tmp_path / "b.tar.gz"
+    create_backup(data_dir, archive, url)
+    assert f"data/{SESSION_KEY_FILE}" not in members(archive)
+    assert SESSION_KEY_FILE not in [entry["path"] for entry in read_manifest(archive)["files"]]
+    with tarfile.open(archive) as tar:
+        database = tar.extractfile(DATABASE_MEMBER)
+        assert database is not None
+        (tmp_path / "copy.db").write_bytes(database.read())
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        assert copy.execute("SELECT count(*) FROM web_session").fetchone() == (0,)
+    with sqlite3.connect(data_dir / "linkhub.db") as live:  # the live hub's sessions are untouched
+        assert live.execute("SELECT count(*) FROM web_session").fetchone() == (1,)
+
+    # Restored over the same data directory: the old key goes, so no old cookie works.
+    report = restore_backup(archive, data_dir, url, force=True)
+    assert not (data_dir / SESSION_KEY_FILE).exists()
+    assert any("signs in to the web pages again" in note for note in report.notes)
+    with sqlite3.connect(data_dir / "linkhub.db") as restored:
+        assert restored.execute("SELECT count(*) FROM web_session").fetchone() == (0,)
 
 
 def test_restore_replaces_a_database_only_with_force(tmp_path: Path) -> None:

@@ -426,7 +426,7 @@ def test_keyboard_alone_links_a_device(
     page.keyboard.press("Enter")  # Enter in the input submits the form
     expect(page.locator("h1")).to_have_text("Link this device?")
 
-    tab_to("document.activeElement.textContent.trim() === 'Approve'")
+    tab_to("document.activeElement.textContent.trim() === 'Approve for alice'")
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("Done")
     assert isinstance(device.wait_reply(), ApprovedReply)

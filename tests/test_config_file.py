@@ -18,6 +18,8 @@ from hub.config import ExternalBroker, HubConfig
 from hub.config_file import KEYS, Resolution, resolve
 from hub.errors import ConfigError
 from linkhub import cli
+from linkhub.cli import main as linkhub_main
+from linkhub.cli import password_on_command_line
 
 DATA = Path("/srv/linkhub")
 FILE = Path("/etc/linkhub/linkhub.toml")
@@ -121,10 +123,15 @@ def test_every_key_comes_from_each_source() -> None:
         "history_per_account": (200, "200", 200),
         "delivered_outbox_days": (2, "2", 2),
         "ended_link_requests_days": (7, "7", 7),
+        "web_session_lifetime_s": (3600, "3600", 3600),
+        "web_hosts": (["hub.home.arpa"], "hub.home.arpa", ("hub.home.arpa",)),
+        "probe_token_file": ("/run/probe", "/run/probe", Path("/run/probe")),
+        "https_port": (8443, "8443", 8443),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
     flag_values["mdns"], flag_values["mdns_interfaces"] = False, ["wlan0", "eth0"]
+    flag_values["web_hosts"] = ["hub.home.arpa"]
     sources = {
         "file": resolved(file={name: v[0] for name, v in values.items()}, read_secret=lambda _p: "t"),
         "env": resolved(env={key.env: values[key.name][1] for key in KEYS}, read_secret=lambda _p: "t"),
@@ -140,6 +147,10 @@ def test_every_key_comes_from_each_source() -> None:
     assert (config.account_service_url, config.account_service_token) == ("http://127.0.0.1:8081", "t")
     assert (config.mdns, config.mdns_name, config.mdns_interfaces) == (False, "kitchen", ("wlan0", "eth0"))
     assert config.log_format == "json"
+    assert config.web_session_lifetime_s == 3600
+    assert config.probe_token == "t"
+    assert config.https_port == 8443
+    assert "hub.home.arpa" in config.web_host_names and "kitchen.local" in config.web_host_names
     assert (
         config.limits.link_requests_per_client,
         config.limits.link_requests_total,
@@ -479,3 +490,33 @@ def test_link_request_limits_must_be_one_usable_rate(rate: str) -> None:
     expected = "environment variable LINKHUB_LINK_REQUESTS_TOTAL: expected a rate of at least 1"
     assert problem.startswith(expected), problem
     assert only_problem(resolved(file={"max_pending_requests": 0})).endswith("from 1 to 100000, got 0")
+
+
+def test_a_broker_password_on_the_command_line_is_warned_about() -> None:
+    """Any local user reads a process's arguments; the environment and a 0600 file are private."""
+    url = "mqtt://admin:s3cret@127.0.0.1:1883"
+    warning = password_on_command_line(resolved(flags={"broker": url}))
+    assert warning is not None and "LINKHUB_BROKER" in warning and "s3cret" not in warning
+    assert password_on_command_line(resolved(env={"LINKHUB_BROKER": url})) is None
+    assert password_on_command_line(resolved(file={"broker": url})) is None
+    assert password_on_command_line(resolved()) is None
+
+
+def test_linkhub_run_prints_the_warning_before_it_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    """`linkhub run --broker URL-with-password`, stopped by a bad value before anything starts."""
+    code = linkhub_main(
+        ["run", "--data-dir", "/nonexistent/linkhub", "--broker", "mqtt://admin:s3cret@127.0.0.1:1883",
+         "--http-port", "99999"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "warning: --broker carries the broker's admin password" in err
+    assert "s3cret" not in err
+
+
+def test_sessions_last_12_hours_on_plain_http_and_30_days_with_https() -> None:
+    plain = resolved().hub_config()
+    assert (plain.https_port, plain.session_lifetime_s) == (0, 12 * 3600)
+    assert resolved(flags={"https_port": "8443"}).hub_config().session_lifetime_s == 30 * 86400
+    chosen = resolved(flags={"https_port": "8443", "web_session_lifetime_s": "600"}).hub_config()
+    assert chosen.session_lifetime_s == 600
+    assert "https_port" in only_problem(resolved(flags={"https_port": "8080"}))  # the HTTP port's

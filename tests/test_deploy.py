@@ -4,6 +4,8 @@ compose file's shape."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -85,7 +87,15 @@ def test_the_compose_file_runs_the_hub_on_a_dynamic_security_mosquitto() -> None
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
     assert "dynsec init" in " ".join(services["mosquitto"]["command"])
     command = services["linkhub"]["command"]
-    assert command[:2] == ["run", "--broker"] and command[2].startswith("mqtt://admin:")
+    assert command[0] == "run"
+    # No password in any process's arguments (issue 19, item 18): the hub reads
+    # its broker URL from the environment, mosquitto_ctrl the password from stdin.
+    assert "--broker" not in command
+    assert services["linkhub"]["environment"]["LINKHUB_BROKER"].startswith("mqtt://admin:${")
+    init = services["mosquitto"]["command"][-1]
+    assert "| mosquitto_ctrl dynsec init /mosquitto/data/dynamic-security.json admin;" in init
+    for service in services.values():
+        assert "PASSWORD" not in " ".join(service["command"]).replace('"$$ADMIN_PASSWORD"', ""), service
     assert services["linkhub"]["build"]["dockerfile"] == "deploy/Dockerfile"
     conf = (DEPLOY / "mosquitto/mosquitto.conf").read_text()
     assert "plugin_opt_config_file /mosquitto/data/dynamic-security.json" in conf
@@ -98,3 +108,19 @@ def test_the_compose_file_runs_the_hub_on_a_dynamic_security_mosquitto() -> None
 @pytest.mark.parametrize("path", ["hub", "web", "linkhub", "firmware_sim", "pyproject.toml"])
 def test_the_dockerfile_copies_what_the_package_needs(path: str) -> None:
     assert path in (DEPLOY / "Dockerfile").read_text()
+
+
+def test_the_compose_first_start_makes_the_admin_with_the_password_on_stdin(tmp_path: Path) -> None:
+    """The mosquitto service's first-start line, run here by sh with the local
+    mosquitto_ctrl: the admin identity is made, the password never an argument."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    line = compose["services"]["mosquitto"]["command"][-1]
+    init = line.split("exec mosquitto")[0].replace("$$", "$").replace("/mosquitto/data/", f"{tmp_path}/")
+    done = subprocess.run(
+        ["sh", "-c", init], env={"ADMIN_PASSWORD": "a long admin password", "PATH": os.environ["PATH"]},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    made = json.loads((tmp_path / "dynamic-security.json").read_text())
+    assert [client["username"] for client in made["clients"]] == ["admin"]
+    assert "a long admin password" not in (tmp_path / "dynamic-security.json").read_text()  # hashed

@@ -113,6 +113,48 @@ def test_healthz_is_ok_without_signing_in(hub: Hub, probes: Callable[[Hub], Flas
     assert probes(hub).test_client().post("/healthz").status_code == 405
 
 
+def test_beyond_loopback_only_a_bare_liveness_answer_without_the_token(hub: Hub) -> None:
+    """A guest on the LAN learns that the hub is up, not what is down or any counter."""
+    assert hub.engine is not None
+    probe = HealthProbe(hub.engine)
+    try:
+        app = hub_pages(
+            hub,
+            WebConfig(secret_key="test", testing=True, probe_token="s3cret-probe"),
+            health=probe,
+            metrics=metrics.of(hub.engine).exposition,
+        )
+        guest = app.test_client()
+        guest.environ_base["REMOTE_ADDR"] = "192.168.1.66"
+        bare = guest.get("/healthz")
+        assert (bare.status_code, bare.get_json()) == (200, {"status": "ok"})
+        refused = guest.get("/metrics")
+        assert refused.status_code == 403 and b"linkhub_" not in refused.data
+        wrong = {"Authorization": "Bearer s3cret-prob"}
+        assert guest.get("/healthz", headers=wrong).get_json() == {"status": "ok"}
+        assert guest.get("/metrics", headers=wrong).status_code == 403
+
+        right = {"Authorization": "Bearer s3cret-probe"}
+        assert guest.get("/healthz", headers=right).get_json()["database"]["ok"] is True
+        with_token = guest.get("/metrics", headers=right)
+        assert with_token.status_code == 200 and "linkhub_broker_connected" in samples(with_token.text)
+        for loopback in ("127.0.0.1", "::1"):
+            local = app.test_client()
+            local.environ_base["REMOTE_ADDR"] = loopback
+            assert local.get("/healthz").get_json()["broker"]["ok"] is True, loopback
+            assert local.get("/metrics").status_code == 200, loopback
+    finally:
+        probe.close()
+
+
+def test_without_a_token_only_loopback_reads_the_detail(hub: Hub, probes: Callable[[Hub], Flask]) -> None:
+    guest = probes(hub).test_client()
+    guest.environ_base["REMOTE_ADDR"] = "10.0.0.5"
+    assert guest.get("/healthz").get_json() == {"status": "ok"}
+    assert guest.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403
+    assert guest.get("/metrics", headers={"Authorization": "Bearer None"}).status_code == 403
+
+
 def test_without_probes_the_paths_are_plain_404s(hub: Hub) -> None:
     app = hub_pages(hub, WebConfig(secret_key="test", testing=True))
     hub.accounts.create("alice", "correct horse battery")  # else every path redirects to /setup

@@ -214,6 +214,8 @@ def test_a_device_approved_but_never_connected_loses_its_credentials(
         late = device.wait_reply()
         assert isinstance(late, ErrorReply) and late.error is ErrorCode.ALREADY_LINKED
 
+        # The day the clock moved outlived the web session (12 h on plain HTTP): sign in again.
+        client = signed_in_client(hub, clock)
         shown = page(client.get("/devices"))
         assert 'data-status="credentials-expired"' in shown and "never connected" in shown
         assert "Desk Lamp (LMP-3)" in shown and "link it again" in shown

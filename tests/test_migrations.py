@@ -214,7 +214,7 @@ MODELS: dict[str, type[SQLModel]] = {
     "account_change_log": ChangeLogEntry,
 }
 GENERATED_KEYS = {"account": "id", "settings_outbox": "seq", "account_change_log": "seq"}
-LATER_TABLES = {"recovery_code", "activity", "broker_identity"}  # 0003, 0007
+LATER_TABLES = {"recovery_code", "activity", "web_session", "broker_identity"}  # 0003, 0005, 0006
 # Columns later revisions added to first-schema tables, and what an upgraded row holds in them.
 ADDED_COLUMNS: dict[str, dict[str, Any]] = {
     "account": {
@@ -222,6 +222,7 @@ ADDED_COLUMNS: dict[str, dict[str, Any]] = {
         "totp_enabled_at_s": None,
         "totp_last_step": None,  # 0003
         "removed_at_s": None,  # 0004
+        "sessions_ended_at_s": None,  # 0005
     },
     "link_request": {"device_public_key": None, "client_id": None},  # 0003
     "device": {"unlinked_at_s": None},  # 0003
@@ -365,7 +366,7 @@ def test_an_upgrade_from_the_first_schema_finds_every_row(
         assert lamp.desired == {"brightness": 40, "theme": "dark"}
         assert outbox.pending() == 1
 
-        # The devices' broker identities are known from the devices already linked (0007).
+        # The devices' broker identities are known from the devices already linked (0006).
         with Session(engine) as session:
             identities = {
                 row.device_id: (row.request_id, row.linked_at_s, row.revoked_at_s)

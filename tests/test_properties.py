@@ -116,7 +116,7 @@ reply_tokens = st.from_regex(r"[A-Za-z0-9_-]{22,64}", fullmatch=True)
 reply_topics = reply_tokens.map(protocol.reply_topic)
 client_ids = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 device_ids = st.from_regex(r"[a-z0-9][a-z0-9-]{2,39}", fullmatch=True)
-printable = st.text(st.characters(blacklist_categories=("Cs",), min_codepoint=0x20), min_size=1)
+printable = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cf"), min_codepoint=0x20), min_size=1)
 labels = printable.filter(lambda s: s.strip() and "\x7f" not in s)
 public_keys = st.binary(min_size=32, max_size=32).filter(any).map(lambda raw: base64.b64encode(raw).decode())
 device_infos = st.builds(

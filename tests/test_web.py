@@ -56,7 +56,9 @@ def devices(broker: RunningBroker) -> Iterator[Callable[..., BootstrapDevice]]:
 
 
 def web_app(hub: Hub, clock: Callable[[], float] = time.time) -> Flask:
-    return hub_pages(hub, WebConfig(secret_key="test", testing=True, clock=clock))
+    # 192.168.1.10: "the hub's LAN address" of the tests that open it there.
+    config = WebConfig(secret_key="test", testing=True, clock=clock, host_names=("192.168.1.10",))
+    return hub_pages(hub, config)
 
 
 def control_app(hub: Hub) -> Flask:
@@ -238,7 +240,7 @@ def test_approve_by_form_posts_gives_the_device_its_credentials(
         pending.user_code,
         "Check that this code matches the one on your device",
         "Links to the account",
-        '<dd class="account-name">alice</dd>',
+        '<p class="link-account-name account-name" data-account="alice">alice</p>',
         "2 minutes ago",
         "expires in 12 min",
     ):

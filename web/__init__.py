@@ -25,10 +25,12 @@ from web import auth, devices, household, link, preferences, timefmt, two_factor
 from web.ca_certificate import install_ca_certificate
 from web.config import WebConfig
 from web.health import HealthCheck, MetricsExposition, install_probes
+from web.hosts import HostCheck
 from web.json_api import JsonReply, SqlIntConverter, http_error, json_error
 from web.services import WebServices, install, services
+from web.sessions import SessionRecords
 
-__all__ = ["WebConfig", "WebServices", "create_app", "services"]
+__all__ = ["SessionRecords", "WebConfig", "WebServices", "create_app", "services"]
 
 # The codes are in URLs (?code=...) and forms: keep them out of Referer headers,
 # caches and other origins; no script, nothing from a CDN (the LAN may have no internet).
@@ -42,6 +44,29 @@ _SECURITY_HEADERS = {
 }
 
 
+def session_cookie_name(*, https: bool) -> str:
+    """`__Host-` over HTTPS: the browser then takes the cookie only if it is Secure,
+    on Path=/ and without Domain, so a page on another port or a plain-HTTP page
+    of this host cannot set one that shadows it (RFC 6265bis §4.1.3.2)."""
+    return "__Host-linkhub_session" if https else "linkhub_session"
+
+
+def install_host_check(app: Flask, check: HostCheck) -> None:
+    """Refuse any `Host` that is not the hub's (web/hosts.py), before anything else runs."""
+
+    @app.before_request
+    def refuse_other_hosts() -> tuple[str, int] | None:
+        if check.allows(request.host):
+            return None
+        body = render_template(
+            "error.html",
+            title="Not this hub's name",
+            message="This hub answers only to its own names and addresses. Open it with the address "
+            "it printed when it started, or add this name to web_hosts (docs/configuration.md).",
+        )
+        return body, 400
+
+
 def create_app(
     config: WebConfig,
     *,
@@ -49,6 +74,7 @@ def create_app(
     accounts: AccountDirectory,
     settings: SettingsService,
     activity: ActivityLog,
+    sessions: SessionRecords,
     health: HealthCheck | None = None,
     metrics: MetricsExposition | None = None,
     ca_certificate: str | None = None,
@@ -62,11 +88,19 @@ def create_app(
         TESTING=config.testing,
         # Cookies are per host, not per port: a Pi often runs other web apps whose
         # cookie is called "session" too.
-        SESSION_COOKIE_NAME="linkhub_session",
+        SESSION_COOKIE_NAME=session_cookie_name(https=config.https),
+        SESSION_COOKIE_SECURE=config.https,
+        # The token and SameSite stop cross-site posts; the strict Referer check
+        # flask-wtf adds on HTTPS cannot work with Referrer-Policy: no-referrer.
+        WTF_CSRF_SSL_STRICT=False,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        # A household phone should stay signed in; sign-out is one button away.
-        PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        # The cookie lasts as long as the hub's record of the session (web/sessions.py).
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime_s),
+        # The cookie is written when the session changes, not on every answer: the
+        # hub's record fixes when it ends anyway, and an answer that refuses a
+        # planted cookie (web/auth.py) must not write the one it read back on Path=/.
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     install(
@@ -79,8 +113,14 @@ def create_app(
             household=Household(accounts, activity, links),
             limits=config.limits,
             clock=config.clock,
+            sessions=sessions,
+            session_lifetime_s=config.session_lifetime_s,
         ),
     )
+    # Before anything else runs (CSRF included): functions run in the order installed,
+    # the blueprints' before_app_request after these.
+    install_host_check(app, HostCheck(config.host_names))
+    app.before_request(auth.refuse_planted_cookies)
     CSRFProtect(app)
     auth.install_sign_in(app, config)
     timefmt.register(app)
@@ -92,7 +132,7 @@ def create_app(
     app.register_blueprint(preferences.bp)
     app.register_blueprint(household.bp)
     app.register_blueprint(activity_page.bp)
-    install_probes(app, health=health, metrics=metrics)
+    install_probes(app, health=health, metrics=metrics, token=config.probe_token)
     install_ca_certificate(app, ca_certificate)
 
     @app.after_request

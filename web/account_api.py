@@ -112,6 +112,7 @@ def _account(account: AccountView) -> dict[str, Any]:
         "is_owner": account.is_owner,
         "two_factor": account.two_factor,
         "two_factor_since_s": account.two_factor_since_s,
+        "sessions_ended_at_s": account.sessions_ended_at_s,
     }
 
 
@@ -252,6 +253,10 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
     def reset_two_factor(account_id: int) -> JsonReply:
         # No password or code: the hub asks only for its owner or operator (hub.household).
         return jsonify(was_on=directory.reset_two_factor(account_id)), 200
+
+    @app.post("/v1/accounts/<int(signed=True):account_id>/end-sessions")
+    def end_sessions(account_id: int) -> JsonReply:
+        return jsonify(sessions_ended_at_s=directory.end_sessions(account_id)), 200
 
     @app.post("/v1/changes")
     def apply_change() -> JsonReply:

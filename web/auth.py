@@ -1,7 +1,9 @@
 """Signing in: the first-run owner account, sign-in and sign-out.
 
-The signed-in account's id is all the session holds; the account itself is
-loaded again on every request, so a removed account is signed out at once.
+The session holds the signed-in account's id and a token the hub keeps a
+record of (web/sessions.py); the account and the record are checked again on
+every request, so a removed account, a signed-out session and every session
+before a "sign out everywhere" end at once, copied cookies included.
 
 Failed sign-ins are limited per account name and per address
 (web/sign_in_limits.py). With two-factor sign-in on, a right password does not
@@ -15,10 +17,23 @@ import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.account_directory import AccountView
@@ -27,14 +42,17 @@ from hub.errors import AccountError
 from hub.household import Origin
 from hub.rate_limits import wait_words
 from web.config import WebConfig
+from web.password_checks import BUSY_RETRY_AFTER_S, PasswordChecks
 from web.pending import Pending
 from web.services import services
-from web.sign_in_limits import Refused, SignInLimits
+from web.sign_in_limits import Refused, SignInLimits, Tried
 
 bp = Blueprint("auth", __name__)
 
 SESSION_KEY = "account_id"
 SIGNED_IN_AT_KEY = "signed_in_at_s"
+# The session's token: the hub's record of it (web/sessions.py) must exist.
+SESSION_TOKEN_KEY = "session_token"
 # The session's token for a sign-in that is waiting for its second factor.
 AWAITING_KEY = "second_factor_token"
 WRONG_CREDENTIALS = "The name or password is wrong."
@@ -73,6 +91,7 @@ class SignInState:
     """What signing in keeps between requests: one per app, so tests start afresh."""
 
     limits: SignInLimits
+    password_checks: PasswordChecks
     awaiting_second_factor: Pending[AwaitingSecondFactor]
     enrolments: Pending[Enrolment]
 
@@ -80,6 +99,7 @@ class SignInState:
 def install_sign_in(app: Flask, config: WebConfig) -> None:
     app.extensions[_EXTENSION_KEY] = SignInState(
         limits=SignInLimits(config.limits),
+        password_checks=PasswordChecks(config.password_checks_at_once, config.password_check_wait_s),
         awaiting_second_factor=Pending(SECOND_FACTOR_LIFETIME_S, config.clock),
         enrolments=Pending(ENROLMENT_LIFETIME_S, config.clock),
     )
@@ -149,26 +169,46 @@ def after_sign_in() -> BaseResponse:
 
 def sign_in_as(account: AccountView) -> None:
     # A fresh session at sign-in: nothing set before (by anyone) survives it.
-    session.clear()
+    end_this_session()
     session.permanent = True
     session[SESSION_KEY] = account.id
+    session[SESSION_TOKEN_KEY] = services().sessions.start(account.id, services().session_lifetime_s)
     stamp_session(account)
 
 
+def end_this_session() -> None:
+    """Sign-out: the hub forgets this session, so a copy of its cookie opens nothing."""
+    services().sessions.end(session.get(SESSION_TOKEN_KEY))
+    sign_in_state().awaiting_second_factor.discard(session.get(AWAITING_KEY))
+    session.clear()
+
+
+def _sessions_valid_from(account: AccountView) -> float | None:
+    """Sessions signed in before this time have ended: two-factor was switched
+    on then (the password alone no longer signs in), or "sign out everywhere"
+    was asked for. Both come from the account service, so every hub agrees."""
+    times = [t for t in (account.two_factor_since_s, account.sessions_ended_at_s) if t is not None]
+    return max(times) if times else None
+
+
 def stamp_session(account: AccountView) -> None:
-    """When this session was signed in, as `load_account` compares it with the
-    time two-factor was switched on (never before it: the account service and
-    the web may not share a clock)."""
-    session[SIGNED_IN_AT_KEY] = max(services().clock(), account.two_factor_since_s or 0.0)
+    """When this session was signed in, as `load_account` compares it with
+    `_sessions_valid_from` (never before it: the account service and the web
+    may not share a clock)."""
+    session[SIGNED_IN_AT_KEY] = max(services().clock(), _sessions_valid_from(account) or 0.0)
 
 
-def _from_before_two_factor(account: AccountView) -> bool:
-    """Signed in with the password alone before two-factor was switched on: such
-    a session (a phone left signed in, a session someone else took) ends then."""
-    if account.two_factor_since_s is None:
+def _session_over(account: AccountView) -> bool:
+    """Signed out (here or everywhere), expired, or signed in with the password
+    alone before two-factor was switched on (a phone left signed in, a session
+    someone else took): such a session ends."""
+    if not services().sessions.is_live(session.get(SESSION_TOKEN_KEY), account.id):
+        return True
+    valid_from = _sessions_valid_from(account)
+    if valid_from is None:
         return False
     signed_in_at = session.get(SIGNED_IN_AT_KEY)
-    return not isinstance(signed_in_at, int | float) or signed_in_at < account.two_factor_since_s
+    return not isinstance(signed_in_at, int | float) or signed_in_at < valid_from
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse]:
@@ -183,6 +223,37 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse]:
     return wrapped
 
 
+def refuse_planted_cookies() -> tuple[str, int] | tuple[BaseResponse, int] | None:
+    """More than one session cookie: one of them was set by someone else.
+
+    Cookies are per host, not per port (RFC 6265 §8.5): a page on another port
+    of this host can set `linkhub_session` with a narrower Path (`/link`),
+    which the browser then sends first (RFC 6265 §5.4), so a person would
+    approve a device for the planter's account. This hub only ever sets one,
+    on Path=/, so two mean a plant: nothing is read or done with either.
+    """
+    if len(request.cookies.getlist(current_app.config["SESSION_COOKIE_NAME"])) <= 1:
+        return None
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    if request.path.startswith("/api/"):
+        return jsonify(
+            error="two_session_cookies",
+            message=f"Two {current_app.config['SESSION_COOKIE_NAME']} cookies were sent; "
+            f"one was planted by another page on {host}. Send only the one this hub set.",
+        ), 400
+    return (
+        render_template(
+            "error.html",
+            title="Clear this site's cookies",
+            message=f"Your browser sent this hub two sign-in cookies; this hub sets only one, so the "
+            f"other was set by another page on {host}. Nothing was done. Clear the cookies for "
+            f"{host} in your browser's settings (site settings, or 'clear browsing data'), "
+            "then sign in again.",
+        ),
+        400,
+    )
+
+
 @bp.before_app_request
 def load_account() -> BaseResponse | None:
     g.account = None
@@ -192,7 +263,7 @@ def load_account() -> BaseResponse | None:
     account_id = session.get(SESSION_KEY)
     if isinstance(account_id, int):
         g.account = accounts.get(account_id)
-        if g.account is not None and _from_before_two_factor(g.account):
+        if g.account is not None and _session_over(g.account):
             g.account = None
             session.clear()
         if g.account is None:
@@ -240,9 +311,16 @@ def login() -> BaseResponse | str | tuple[str, int] | tuple[str, int, dict[str, 
     name = request.form.get("name", "")
     password = request.form.get("password", "")
     accounts = services().accounts
-    tried = sign_in_state().limits.attempt(
-        name, client_address(), lambda: accounts.authenticate(name, password)
-    )
+    state = sign_in_state()
+    # Over a limit: refused at once, without waiting for a password-check slot.
+    wait_s = state.limits.retry_after_s(name, client_address())
+    tried: Refused | Tried[AccountView] = Refused(wait_s)
+    if not wait_s:
+        with state.password_checks.slot() as free:
+            if not free:
+                return _busy(name)
+            check = functools.partial(accounts.authenticate, name, password)
+            tried = state.limits.attempt(name, client_address(), check)
     if isinstance(tried, Refused):
         # Checked before the password, on the name as typed: the same answer
         # for an account that exists and one that does not.
@@ -259,6 +337,14 @@ def login() -> BaseResponse | str | tuple[str, int] | tuple[str, int, dict[str, 
     sign_in_as(account)
     record(ActivityKind.SIGN_IN, account.id, "password")
     return after_sign_in()
+
+
+def _busy(name: str) -> tuple[str, int, dict[str, str]]:
+    """Every password-check slot taken (web/password_checks.py): nothing was
+    checked or counted; the same answer whatever the name."""
+    error = "The hub is busy checking other sign-ins. Try again in a few seconds."
+    page = render_template("login.html", name=name, error=error, status="busy")
+    return page, HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
 
 
 def _await_second_factor(account: AccountView) -> BaseResponse:
@@ -279,6 +365,20 @@ def refuse(retry_after_s: int, body: str) -> tuple[str, int, dict[str, str]]:
 def logout() -> BaseResponse:
     if g.account is not None:
         record(ActivityKind.SIGN_OUT, g.account.id)
-    sign_in_state().awaiting_second_factor.discard(session.get(AWAITING_KEY))
-    session.clear()
+    end_this_session()
     return redirect(url_for("auth.login"))
+
+
+@bp.post("/account/sign-out-everywhere")
+@login_required
+def sign_out_everywhere() -> BaseResponse:
+    """Every session of the account ends: this one, the phone left at a friend's,
+    a cookie someone copied. On this hub at once; on other hubs that share the
+    account service at their next request (the account's `sessions_ended_at_s`)."""
+    account_id = g.account.id
+    services().accounts.end_sessions(account_id)
+    ended = services().sessions.end_all(account_id)
+    record(ActivityKind.SIGN_OUT, account_id, f"everywhere ({ended} sessions on this hub)")
+    end_this_session()
+    flash("You are signed out everywhere: on this device and every other one.")
+    return redirect(url_for("auth.login"), HTTPStatus.SEE_OTHER)

@@ -11,8 +11,10 @@ removal is refused) are hub.household's; this module only asks and shows.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import ParamSpec, TypeVar
 
@@ -20,6 +22,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.account_directory import AccountView
+from hub.activity import ActivityKind
 from hub.errors import AccountError, HouseholdRefused
 from hub.household import NOT_OWNER_MESSAGE, Member, Origin, Refusal
 from web.auth import login_required
@@ -59,9 +62,48 @@ def owner_required(view: Callable[P, R]) -> Callable[P, R | BaseResponse | tuple
     return wrapped
 
 
+# How far back the owner is shown wrong device codes: a week of a household's use.
+GUESSING_WINDOW_S = 7 * 86400
+_GUESSING = (ActivityKind.CODE_ENTRY_FAILED, ActivityKind.CODE_ENTRY_THROTTLED)
+
+
+@dataclass(frozen=True, slots=True)
+class WrongCodes:
+    """Wrong device codes entered with one account in the window: the sign that
+    someone who has its password (or its open session) is guessing codes."""
+
+    count: int
+    refused: bool  # the account's code limit was used up at least once
+    last_at_s: float
+    last_address: str | None
+
+
+def wrong_codes_by_account() -> dict[int, WrongCodes]:
+    found: dict[int, WrongCodes] = {}
+    since = services().clock() - GUESSING_WINDOW_S
+    for event in services().activity.recent_of_kinds(_GUESSING, since_s=since):
+        if event.account_id is None:
+            continue
+        seen = found.get(event.account_id)
+        failed = event.kind is ActivityKind.CODE_ENTRY_FAILED
+        throttled = event.kind is ActivityKind.CODE_ENTRY_THROTTLED
+        if seen is None:  # the newest first: its time and address are the last ones
+            found[event.account_id] = WrongCodes(int(failed), throttled, event.at_s, event.address)
+        else:
+            found[event.account_id] = dataclasses.replace(
+                seen, count=seen.count + int(failed), refused=seen.refused or throttled
+            )
+    return found
+
+
 def _page(*, name: str = "", error: str | None = None, http: int = HTTPStatus.OK) -> tuple[str, int]:
     members = services().household.members()
-    return render_template("household.html", members=members, name=name, error=error), http
+    wrong = wrong_codes_by_account()
+    guessed_with = [member.account.name for member in members if member.account.id in wrong]
+    page = render_template(
+        "household.html", members=members, wrong=wrong, guessed_with=guessed_with, name=name, error=error
+    )
+    return page, http
 
 
 def _member(account_id: int) -> Member:

@@ -15,6 +15,7 @@ from hub.household import Household
 from hub.link_service import LinkService
 from hub.rate_limits import LimitsPolicy
 from hub.settings_service import SettingsService
+from web.sessions import SessionRecords
 
 EXTENSION_KEY = "linkhub"
 
@@ -28,6 +29,8 @@ class WebServices:
     household: Household
     limits: LimitsPolicy
     clock: Callable[[], float]
+    sessions: SessionRecords
+    session_lifetime_s: float
 
 
 def install(app: Flask, services_: WebServices) -> None:
