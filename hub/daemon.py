@@ -23,7 +23,7 @@ from hub.accounts import AccountService
 from hub.activity import ActivityLog
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import HubConfig
-from hub.dynsec import DynSecAdmin, expands_client_id
+from hub.dynsec import DynSecAdmin, expands_client_id, service_client_id
 from hub.errors import ConfigError, LinkHubError
 from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.link_service import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
@@ -31,7 +31,12 @@ from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection, MqttResponde
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
-from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
+from hub.retained import (
+    ConnectionFactory,
+    clear_device_retained,
+    clear_retained_link_requests,
+    sweep_connection_factory,
+)
 from hub.settings_service import SettingsService
 from hub.store import make_engine
 
@@ -148,13 +153,13 @@ class Hub:
                 rng=self._rng,
                 request_limits=LinkRequestLimits(config.limits),
             )
-            client_id = f"linkhub-hub-{secrets.token_hex(4)}"
             self._mqtt = MqttConnection(
                 broker,
-                client_id=client_id,
+                client_id=service_client_id("hub"),
                 username=hub_username,
                 password=hub_password,
                 on_message=self._on_message,
+                label="the hub's main connection",
             )
             self._mqtt.start()
             # The bootstrap role needs to know whether this broker expands %c, which
@@ -165,13 +170,17 @@ class Hub:
             # Link requests on a connection of their own, answered where they are read.
             self._link_responder = MqttResponder(
                 broker,
-                client_id=f"{client_id}-links",
+                client_id=service_client_id("links"),
                 username=hub_username,
                 password=hub_password,
                 topic_filter=protocol.link_request_subscription(),
                 respond=self._answer_link_requests,
+                max_payload_bytes=protocol.MAX_LINK_REQUEST_BYTES,
             )
             self._link_responder.start()
+            # Retained link requests parked while no hub listened (the responder
+            # clears those that arrive while it does).
+            self._clear_retained_requests()
             metrics.of(self.engine).watch_broker(self._mqtt, self._link_responder)
             self._mqtt.subscribe(protocol.device_status_subscription())
             for topic_filter in protocol.device_inbound_subscriptions():
@@ -407,8 +416,7 @@ class Hub:
         refused = self._rejections_logged.due(time.monotonic())
         if refused:  # garbage can come fast: one line a minute at most
             log.warning(
-                "refused %d malformed link request(s) (at most one such line a minute); "
-                "the latest: %s (%s)",
+                "refused %d malformed link request(s) (at most one such line a minute); the latest: %s (%s)",
                 refused,
                 parsed.error,
                 parsed.description,
@@ -448,6 +456,21 @@ class Hub:
         except LinkHubError as exc:
             log.warning("could not clear the retained %s of an unlinked device (%s)", topic, exc)
 
+    def _clear_retained_requests(self) -> None:
+        """Empty every retained link request (hub/retained.py): at start, and when
+        the responder saw more of them than it remembers."""
+        if self._retained_sweep is None or self._link_responder is None:
+            return
+        self._link_responder.needs_retained_sweep.clear()
+        try:
+            cleared = clear_retained_link_requests(self._retained_sweep)
+        except LinkHubError as exc:
+            self._link_responder.needs_retained_sweep.set()  # the sweeper tries again
+            log.warning("could not clear retained link requests (%s); trying again", exc)
+            return
+        if cleared:
+            log.warning("cleared %d retained link request(s): nothing should retain one", len(cleared))
+
     def _sweep(self) -> None:
         """Tell devices their code expired when it does, not only when they poll."""
         while not self._stop.wait(1.0):
@@ -456,3 +479,6 @@ class Hub:
                     self._send(outbound)
             except Exception:
                 log.exception("expiry sweep failed; trying again in a second")
+            responder = self._link_responder
+            if responder is not None and responder.needs_retained_sweep.is_set():
+                self._clear_retained_requests()

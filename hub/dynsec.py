@@ -112,6 +112,20 @@ def device_acls(device_id: str) -> list[Acl]:
     ]
 
 
+def service_client_id(kind: str) -> str:
+    """A client id for one of the hub's own connections (`hub`, `links`, `admin`,
+    `sweep`): 128 random bits, so that nobody can take it over by guessing it.
+
+    mosquitto disconnects a connected client when another connects with its
+    client id (MQTT-3.1.4-3), after authenticating the newcomer under its own
+    username: a guest on the public bootstrap login who knew the hub's id could
+    knock it off the broker (issue 19). The id is never logged (MqttConnection
+    and MqttResponder log their `label`; the managed broker has
+    `connection_messages false`).
+    """
+    return f"linkhub-{kind}-{secrets.token_hex(16)}"
+
+
 def device_role(device_id: str) -> str:
     return DEVICE_ROLE_PREFIX + device_id
 
@@ -122,10 +136,11 @@ class DynSecAdmin:
     def __init__(self, broker: BrokerAddress, username: str, password: str) -> None:
         self._connection = MqttConnection(
             broker,
-            client_id=f"linkhub-admin-{secrets.token_hex(4)}",
+            client_id=service_client_id("admin"),
             username=username,
             password=password,
             on_message=self._on_response,
+            label="the hub's dynamic-security connection",
         )
         self._lock = threading.Lock()
         self._pending: dict[str, Future[dict[str, Any]]] = {}

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 from hub import protocol
+from hub.dynsec import service_client_id
 from hub.errors import BrokerTimeout
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 
@@ -40,14 +41,16 @@ def topics_to_clear(device_id: str, retained_topics: set[str]) -> list[str]:
     return sorted(found)
 
 
-def clear_device_retained(connect: ConnectionFactory, device_id: str, *, timeout_s: float = 5.0) -> list[str]:
-    """Empty every retained message under the device's topics; the topics cleared.
-
-    Raises BrokerTimeout or BrokerUnavailable if the broker does not answer: a
-    clearing nobody acknowledged did not happen.
-    """
-    root = protocol.device_root(device_id)
-    marker = f"{root}/{MARKER_LEAF}/{secrets.token_hex(8)}"
+def _sweep(
+    connect: ConnectionFactory,
+    topic_filter: str,
+    marker: str,
+    to_clear: Callable[[set[str]], list[str]],
+    timeout_s: float,
+) -> list[str]:
+    """Subscribe to `topic_filter`, collect what it retains, and empty `to_clear` of
+    it. The marker, published after the SUBSCRIBE was handled, arrives after
+    every retained message (messages to one subscriber arrive in order)."""
     retained: set[str] = set()
     marker_seen = threading.Event()
 
@@ -60,16 +63,45 @@ def clear_device_retained(connect: ConnectionFactory, device_id: str, *, timeout
     connection = connect(collect)
     connection.start(timeout_s=timeout_s)
     try:
-        connection.subscribe(f"{root}/#", timeout_s=timeout_s)
+        connection.subscribe(topic_filter, timeout_s=timeout_s)
         connection.publish(marker, b"", qos=1, timeout_s=timeout_s)
         if not marker_seen.wait(timeout_s):
-            raise BrokerTimeout(f"the broker did not list {device_id}'s retained topics within {timeout_s} s")
-        cleared = topics_to_clear(device_id, set(retained))
+            raise BrokerTimeout(f"the broker did not list what {topic_filter} retains within {timeout_s} s")
+        cleared = to_clear(set(retained))
         for topic in cleared:
             connection.publish(topic, b"", qos=1, retain=True, timeout_s=timeout_s)
         return cleared
     finally:
         connection.stop()
+
+
+def clear_device_retained(connect: ConnectionFactory, device_id: str, *, timeout_s: float = 5.0) -> list[str]:
+    """Empty every retained message under the device's topics; the topics cleared.
+
+    Raises BrokerTimeout or BrokerUnavailable if the broker does not answer: a
+    clearing nobody acknowledged did not happen.
+    """
+    root = protocol.device_root(device_id)
+    marker = f"{root}/{MARKER_LEAF}/{secrets.token_hex(8)}"
+    return _sweep(
+        connect, f"{root}/#", marker, lambda retained: topics_to_clear(device_id, retained), timeout_s
+    )
+
+
+def clear_retained_link_requests(connect: ConnectionFactory, *, timeout_s: float = 5.0) -> list[str]:
+    """Empty every retained link request; the topics cleared.
+
+    The public bootstrap login may publish to any LINK_REQUEST_ROOT/<id>, with
+    the RETAIN flag too: mosquitto 2.0's dynamic security has no ACL for
+    retaining (mosquitto.conf(5) has only the global `retain_available`, and
+    devices need their retained status), so a flood of retained requests would
+    stay in the broker's memory. A link request has no reason to be retained;
+    the hub's responder clears those it sees arrive, and this clears those
+    retained while no hub was listening. The marker is one more request level,
+    empty, which the responder ignores.
+    """
+    marker = f"{protocol.LINK_REQUEST_ROOT}/{MARKER_LEAF.replace('/', '-')}-{secrets.token_hex(8)}"
+    return _sweep(connect, f"{protocol.LINK_REQUEST_ROOT}/+", marker, sorted, timeout_s)
 
 
 def sweep_connection_factory(broker: BrokerAddress, username: str, password: str) -> ConnectionFactory:
@@ -79,10 +111,11 @@ def sweep_connection_factory(broker: BrokerAddress, username: str, password: str
     def connect(on_message: Callable[[InboundMessage], None]) -> MqttConnection:
         return MqttConnection(
             broker,
-            client_id=f"linkhub-sweep-{secrets.token_hex(4)}",
+            client_id=service_client_id("sweep"),
             username=username,
             password=password,
             on_message=on_message,
+            label="the hub's retained-message sweep",
         )
 
     return connect
