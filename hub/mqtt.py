@@ -54,13 +54,10 @@ Outbound = tuple[str, bytes, bytes | None]
 # link requests shares one database transaction; returns the answers to send.
 BatchResponder = Callable[[list[InboundMessage]], Sequence[Outbound]]
 MAX_BATCH = 64
-# What a flood on the public bootstrap login can make the responder hold, each
-# bounded (issue 19). paho's loop_read() reads as many packets per call as it
-# holds unacknowledged outgoing messages (paho-mqtt 2.2, client.py), and its
-# max_queued_messages counts those in flight too: so MAX_UNACKED_ANSWERS also
-# bounds the packets read per turn, each at most the broker's max_packet_size.
-MAX_INFLIGHT_ANSWERS = 2 * MAX_BATCH
-MAX_UNACKED_ANSWERS = 4 * MAX_BATCH
+# What a flood on the public bootstrap login can make the responder hold is
+# bounded (issue 19). Answers go at QoS 0, so paho holds none of them waiting
+# for a PUBACK; and since paho's loop_read() reads as many packets per call as
+# it holds unacknowledged messages (paho-mqtt 2.2, client.py), it then reads one.
 MAX_WAITING_REQUESTS = 4 * MAX_BATCH
 # Retained link requests seen and not yet cleared; past this the responder asks
 # for a sweep (`needs_retained_sweep`) instead of remembering more.
@@ -104,6 +101,21 @@ class CorrelationData(Properties):
         return f"{{'CorrelationData': {self.CorrelationData!r}}}"
 
     __repr__ = __str__
+
+
+# The link-request connection's socket receive buffer. Linux lets a loopback
+# socket's buffer grow to tcp_rmem's maximum (6 MiB by default): tens of
+# thousands of small link requests queued in the kernel, which an honest
+# device's request would wait behind. Small, the backlog stays in mosquitto,
+# which drops QoS 0 messages for a client past `max_queued_messages` (1,000 by
+# default; mosquitto 2.0 src/database.c, db__ready_for_flight) instead.
+RESPONDER_RCVBUF_BYTES = 64 * 1024
+
+
+def _small_receive_buffer(client: paho.Client, userdata: Any, sock: Any) -> None:
+    _set_nodelay(client, userdata, sock)
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RESPONDER_RCVBUF_BYTES)
 
 
 def _new_client(client_id: str, username: str, password: str, mqtt5: bool) -> paho.Client:
@@ -261,18 +273,19 @@ class MqttConnection:
         messages: Sequence[Outbound],
         *,
         timeout_s: float = 5.0,
+        retain: bool = False,
     ) -> list[BrokerUnavailable | BrokerTimeout | float]:
         """Publish all, then wait for all the acknowledgements: one round trip for
         a fanout to a thousand devices instead of a thousand (docs/performance.md).
 
-        QoS 1, never retained; each message is (topic, payload, MQTT 5 correlation
+        QoS 1, retained only if asked (clearing); each message is (topic, payload, MQTT 5 correlation
         data or None). One result per message, in order: seconds from its send to
         its PUBACK, or the error that says it was not delivered.
         """
         sent: list[tuple[int, float] | BrokerUnavailable] = []
         for topic, payload, correlation in messages:
             properties = _correlation_properties(self._mqtt5, correlation)
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 with self._lock:
                     self._acks.pop(info.mid, None)
@@ -380,17 +393,19 @@ class MqttResponder:
     (docs/performance.md).
 
     Nothing else publishes on this connection, so paho is driven from this one
-    thread (its external-loop API) and never from two at once. Answers are QoS 1
-    and not waited for: a device that hears nothing asks again and gets the same
-    answer. `respond` must not wait on the broker, since nothing reads from it
+    thread (its external-loop API) and never from two at once. Answers are QoS 0:
+    a device that hears nothing asks again and gets the same answer, so a PUBACK
+    would add nothing but state to hold (under a flood, 128 answers in flight
+    whose PUBACKs queued behind the flood stopped every later answer).
+    `respond` must not wait on the broker, since nothing reads from it
     meanwhile; it may take the database's time, during which requests queue up
     into the next batch.
 
     The requests come from a public login, so everything a flood can grow here
-    is bounded (docs/security.md, "Floods on the bootstrap login"): answers in
-    flight and queued, requests read and waiting, retained topics to clear. A
-    request larger than `max_payload_bytes` is dropped before it is converted or
-    parsed, and never answered: answering would let a flood of them cost the
+    is bounded (docs/security.md, "Floods on the bootstrap login"): answers
+    waiting to be written, requests read and waiting, retained topics to clear.
+    A request larger than `max_payload_bytes` is dropped before it is converted
+    or parsed, and never answered: answering would let a flood of them cost the
     hub a reply each. What is dropped is counted in one log line a minute.
     """
 
@@ -417,11 +432,7 @@ class MqttResponder:
         self._mqtt5 = mqtt5
         self._clock = clock
         self._client = _new_client(client_id, username, password, mqtt5)
-        # Answers are not waited for, but neither may they pile up: past these
-        # bounds paho refuses a publish (MQTT_ERR_QUEUE_SIZE) and the answer is
-        # dropped; its device asks again.
-        self._client.max_inflight_messages_set(MAX_INFLIGHT_ANSWERS)
-        self._client.max_queued_messages_set(MAX_UNACKED_ANSWERS)
+        self._client.on_socket_open = _small_receive_buffer
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_subscribe = self._handle_subscribe
@@ -433,8 +444,8 @@ class MqttResponder:
         self._connack: Future[ReasonCode] = Future()
         self.subscribed = threading.Event()
         self.connected = threading.Event()
-        # Set when retained requests arrived faster than they could be remembered:
-        # the hub then sweeps the request topics (hub/retained.py) and clears it.
+        # Set when retained requests arrived: the hub then sweeps the request
+        # topics (hub/retained.py) and clears it.
         self.needs_retained_sweep = threading.Event()
         self._thread: threading.Thread | None = None
         self._dropped = {
@@ -504,19 +515,31 @@ class MqttResponder:
             log.exception("could not answer %d request(s), the first on %s", len(batch), batch[0].topic)
             return
         for topic, payload, correlation in answers:
+            if not self._room_to_write():
+                self._drop("unsent", "answers were not sent (the broker reads no faster); devices ask again")
+                continue
             properties = _correlation_properties(self._mqtt5, correlation)
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            info = self._client.publish(topic, payload, qos=0, properties=properties)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 self._drop("unsent", f"answers were not sent (the latest: {info.rc}); devices ask again")
+
+    def _room_to_write(self) -> bool:
+        """Whether what paho has to write went out: if the socket takes no more,
+        an answer would only wait in paho's memory, so it is dropped instead."""
+        if self._client.want_write():
+            self._client.loop_write()
+        return not self._client.want_write()
 
     def _clear_retained(self) -> None:
         """Empty the retained link requests seen (MQTT-3.3.1-6): a request has no
         reason to be retained, and a retained one would sit in the broker's
-        memory until it restarts. At most a batch a turn, so clearing leaves room
-        in paho's queue for answers; the rest on the next turn."""
+        memory until it restarts. At most a batch a turn, so answers go out in
+        between; the rest on the next turn."""
         for _ in range(min(MAX_BATCH, len(self._to_clear))):
+            if not self._room_to_write():
+                return
             topic = next(iter(self._to_clear))
-            info = self._client.publish(topic, b"", qos=1, retain=True)
+            info = self._client.publish(topic, b"", qos=0, retain=True)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 return
             del self._to_clear[topic]
@@ -568,8 +591,9 @@ class MqttResponder:
         if msg.retain:
             if len(self._to_clear) < MAX_RETAINED_TO_CLEAR:
                 self._to_clear[msg.topic] = None
-            else:
-                self.needs_retained_sweep.set()
+            # Some may never reach us (mosquitto drops QoS 0 past its queue): the
+            # hub sweeps the request topics too while retained ones arrive.
+            self.needs_retained_sweep.set()
             self._drop("retained", "retained link requests were dropped unanswered and cleared")
         elif size > self._max_payload_bytes:
             self._drop("oversized", f"link requests over {self._max_payload_bytes} bytes were dropped")

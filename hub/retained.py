@@ -29,6 +29,11 @@ from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection
 # other device can see it; the hub's long-lived subscriptions do not match it.
 MARKER_LEAF = "hub/unlink-sweep"
 
+# Sweeps of the link-request topics in one go (each clears up to ~1,000 topics).
+MAX_SWEEP_ROUNDS = 100
+# Retained topics emptied per round trip (within the connection's in-flight window).
+CLEAR_BATCH = 100
+
 ConnectionFactory = Callable[[Callable[[InboundMessage], None]], MqttConnection]
 
 
@@ -68,8 +73,13 @@ def _sweep(
         if not marker_seen.wait(timeout_s):
             raise BrokerTimeout(f"the broker did not list what {topic_filter} retains within {timeout_s} s")
         cleared = to_clear(set(retained))
-        for topic in cleared:
-            connection.publish(topic, b"", qos=1, retain=True, timeout_s=timeout_s)
+        # In batches, each waited for as a whole: thousands of topics take
+        # seconds, not one round trip each (MqttConnection.publish_many).
+        for start in range(0, len(cleared), CLEAR_BATCH):
+            batch = [(topic, b"", None) for topic in cleared[start : start + CLEAR_BATCH]]
+            for result in connection.publish_many(batch, timeout_s=timeout_s, retain=True):
+                if isinstance(result, Exception):
+                    raise result
         return cleared
     finally:
         connection.stop()
@@ -100,8 +110,17 @@ def clear_retained_link_requests(connect: ConnectionFactory, *, timeout_s: float
     retained while no hub was listening. The marker is one more request level,
     empty, which the responder ignores.
     """
-    marker = f"{protocol.LINK_REQUEST_ROOT}/{MARKER_LEAF.replace('/', '-')}-{secrets.token_hex(8)}"
-    return _sweep(connect, f"{protocol.LINK_REQUEST_ROOT}/+", marker, sorted, timeout_s)
+    cleared: list[str] = []
+    # mosquitto hands a new subscriber at most max_queued_messages (1,000 by
+    # default) of what it retains and drops the rest for it (mosquitto.conf(5)):
+    # so sweep again until a round finds nothing, at most MAX_SWEEP_ROUNDS times.
+    for _ in range(MAX_SWEEP_ROUNDS):
+        marker = f"{protocol.LINK_REQUEST_ROOT}/{MARKER_LEAF.replace('/', '-')}-{secrets.token_hex(8)}"
+        found = _sweep(connect, f"{protocol.LINK_REQUEST_ROOT}/+", marker, sorted, timeout_s)
+        if not found:
+            break
+        cleared += found
+    return cleared
 
 
 def sweep_connection_factory(broker: BrokerAddress, username: str, password: str) -> ConnectionFactory:

@@ -67,6 +67,7 @@ class Flooder(threading.Thread):
         reply_to: str | None = None,
         duration_s: float,
         new_topic_each: bool = False,
+        max_messages: int | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.port = port
@@ -76,29 +77,31 @@ class Flooder(threading.Thread):
         self.reply_to = reply_to
         self.duration_s = duration_s
         self.new_topic_each = new_topic_each
+        self.max_messages = max_messages
         self.counts = FloodCounts()
 
     def _packet(self) -> bytes:
         # With `new_topic_each`, every retained publish parks under an id of its own.
         client = f"{self.client_id}-{self.counts.sent}" if self.new_topic_each else self.client_id
-        return publish_packet(
-            protocol.link_request_topic(client), self.payload, response_topic=self.reply_to, retain=self.retain
-        )
+        topic = protocol.link_request_topic(client)
+        return publish_packet(topic, self.payload, response_topic=self.reply_to, retain=self.retain)
+
+    def _enough(self) -> bool:
+        return self.max_messages is not None and self.counts.sent >= self.max_messages
 
     def run(self) -> None:
         deadline = time.monotonic() + self.duration_s
         fixed = None if self.new_topic_each else self._packet()
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._enough():
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                    sock.sendall(
-                        connect_packet(self.client_id, protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD)
-                    )
+                    login = (protocol.BOOTSTRAP_USERNAME, protocol.BOOTSTRAP_PASSWORD)
+                    sock.sendall(connect_packet(self.client_id, *login))
                     if sock.recv(4)[:1] != b"\x20":  # CONNACK
                         self.counts.errors.append("no CONNACK")
                         continue
                     self.counts.connections += 1
-                    while time.monotonic() < deadline:
+                    while time.monotonic() < deadline and not self._enough():
                         packet = fixed or self._packet()
                         sock.sendall(packet)
                         self.counts.sent += 1
