@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from hub import metrics, protocol
 from hub.account_directory import AccountDirectory
@@ -27,6 +28,7 @@ from hub.dynsec import DynSecAdmin, expands_client_id, service_client_id
 from hub.errors import ConfigError, LinkHubError
 from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.link_service import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
+from hub.models import Device
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection, MqttResponder, Outbound
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
@@ -102,6 +104,10 @@ class Hub:
         # Whether the broker confines link requests to each client's own id (%c); set at start.
         self.broker_expands_client_id: bool | None = None
         self._rejections_logged = LogEvery()
+        # Unlinked devices whose retained topics are not all cleared yet:
+        # device id -> (monotonic time of the next try, current delay).
+        self._clearing: dict[str, tuple[float, float]] = {}
+        self._clearing_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> HubEndpoints:
@@ -167,6 +173,7 @@ class Hub:
             # longer than for the subscription below.
             self.broker_expands_client_id = expands_client_id(self._mqtt)
             self._admin.ensure_bootstrap(per_client=self.broker_expands_client_id)
+            self._narrow_device_roles()
             # Link requests on a connection of their own, answered where they are read.
             self._link_responder = MqttResponder(
                 broker,
@@ -360,7 +367,42 @@ class Hub:
         (hub/retained.py), so the hub's long-lived subscriptions stay as they are."""
         if self._retained_sweep is None:
             raise LinkHubError("the hub is not connected to its broker")
-        return clear_device_retained(self._retained_sweep, device_id)
+        try:
+            cleared, done = clear_device_retained(self._retained_sweep, device_id)
+        except LinkHubError:
+            self._retry_clearing(device_id)
+            raise
+        if not done:
+            self._retry_clearing(device_id)
+        return cleared
+
+    def _retry_clearing(self, device_id: str) -> None:
+        """Keep an unfinished clearing as a job the sweeper retries until it is
+        done (issue 19: a sweep that gave up after 5 s left 93,047 retained
+        messages for the life of the broker). In memory: after a restart the
+        hub still clears a leftover status when it sees it."""
+        with self._clearing_lock:
+            self._clearing.setdefault(device_id, (0.0, 1.0))
+
+    def _run_clearing_jobs(self) -> None:
+        now = time.monotonic()
+        with self._clearing_lock:
+            due = [device_id for device_id, (at, _) in self._clearing.items() if at <= now]
+        for device_id in due:
+            try:
+                assert self._retained_sweep is not None
+                cleared, done = clear_device_retained(self._retained_sweep, device_id)
+            except LinkHubError as exc:
+                cleared, done = [], False
+                log.warning("clearing %s's retained topics failed again (%s); trying again", device_id, exc)
+            with self._clearing_lock:
+                if done:
+                    self._clearing.pop(device_id, None)
+                else:  # back off, up to a minute between tries
+                    delay_s = min(self._clearing[device_id][1] * 2, 60.0)
+                    self._clearing[device_id] = (time.monotonic() + delay_s, delay_s)
+            more = "" if done else "; more to do"
+            log.info("cleared %d more retained topic(s) of %s%s", len(cleared), device_id, more)
 
     def _send(self, outbound: OutboundReply | None) -> None:
         if outbound is None:
@@ -456,6 +498,17 @@ class Hub:
         except LinkHubError as exc:
             log.warning("could not clear the retained %s of an unlinked device (%s)", topic, exc)
 
+    def _narrow_device_roles(self) -> None:
+        """Devices linked by an older hub get today's role (hub/dynsec.py
+        `device_acls`: their fixed topics only). Each changed role kicks its
+        device once, which reconnects; unchanged ones cost one getRole each."""
+        assert self.engine is not None and self._admin is not None
+        with Session(self.engine) as session:
+            linked = select(Device.device_id).where(col(Device.unlinked_at_s).is_(None))
+            device_ids = session.exec(linked).all()
+        for device_id in device_ids:
+            self._admin.sync_device_role(device_id)
+
     def _clear_retained_requests(self) -> None:
         """Empty every retained link request (hub/retained.py): at start, and when
         the responder saw more of them than it remembers."""
@@ -482,3 +535,4 @@ class Hub:
             responder = self._link_responder
             if responder is not None and responder.needs_retained_sweep.is_set():
                 self._clear_retained_requests()
+            self._run_clearing_jobs()

@@ -103,10 +103,18 @@ def expands_client_id(connection: MqttConnection) -> bool:
 
 
 def device_acls(device_id: str) -> list[Acl]:
-    """A linked device's own subtree and nothing else (literal: no %c on 2.0)."""
+    """A linked device's own subtree and nothing else (literal: no %c on 2.0); and
+    of it, it may publish only to the topics the protocol gives it (its status
+    and the three settings topics, docs/protocol.md), so it can retain at most
+    those: a device that retained thousands of topics under its subtree left the
+    unlink a sweep it could not finish (issue 19)."""
     subtree = f"{protocol.device_root(device_id)}/#"
+    sends = [
+        protocol.device_status_topic(device_id),
+        *(protocol.device_topic(device_id, leaf) for leaf in protocol.DEVICE_INBOUND),
+    ]
     return [
-        Acl("publishClientSend", subtree, True),
+        *(Acl("publishClientSend", topic, True) for topic in sends),
         Acl("publishClientReceive", subtree, True),
         Acl("subscribePattern", subtree, True),
     ]
@@ -302,6 +310,12 @@ class DynSecAdmin:
         responses = self.call_with_retry(commands)
         if responses[-1].get("error"):  # it existed (an approval retried): bring it to this password
             self.ensure_client(device_id, password, role, client_id=device_id)
+
+    def sync_device_role(self, device_id: str) -> None:
+        """Bring a linked device's role to today's rules (`device_acls`): a device
+        linked by an older hub may publish anywhere under its subtree. Changes
+        kick the device once (mosquitto issue 2474); unchanged roles are left."""
+        self.sync_role(device_role(device_id), device_acls(device_id))
 
     def revoke_device(self, device_id: str) -> None:
         """Delete the client (which disconnects it at once) and its role."""
