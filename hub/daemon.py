@@ -157,7 +157,7 @@ class Hub:
                 activity=self._activity,
                 retained=self,
                 rng=self._rng,
-                request_limits=LinkRequestLimits(config.limits),
+                request_limits=LinkRequestLimits(config.limits, code_lifetime_s=config.code_lifetime_s),
             )
             self._mqtt = MqttConnection(
                 broker,

@@ -1,16 +1,20 @@
-"""A guest on the bootstrap login against a device that is linking or linked
-(issue 19, items 4 and 11), on the real broker."""
+"""A guest on the bootstrap login against a device that is linking or linked,
+and against the pending cap (issue 19, items 4, 7 and 11), on the real broker."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
-from conftest import RunningBroker
+from conftest import HubFactory, RunningBroker
 from device_doubles import DeviceThread, RawClient, bootstrap_client
+from test_link_requests import new_request, stored_requests, subscribed
 
 from hub import protocol
 from hub.daemon import Hub
+from hub.protocol import ErrorCode, ErrorReply, PendingReply
+from hub.rate_limits import LimitsPolicy
 
 
 def test_an_error_without_request_id_on_a_devices_reply_topic_does_not_end_its_attempt(
@@ -59,3 +63,27 @@ def test_a_guest_who_does_not_know_a_devices_client_id_cannot_knock_it_off(
     finally:
         device.close()
         hub._admin.revoke_device(device_id)  # type: ignore[union-attr]
+
+
+def test_one_connection_cannot_fill_the_pending_cap(make_hub: HubFactory, broker: RunningBroker) -> None:
+    """One client id (on mosquitto 2.1+, one connection) holds at most as many
+    codes in a lifetime as it may ask for in a rate window: here 3, of 100."""
+    hub = make_hub(limits=LimitsPolicy(link_requests_per_client="3 per second"))
+    flood, flood_reply = subscribed(broker.port)
+    lamp, lamp_reply = subscribed(broker.port)
+    try:
+        codes = 0
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            _request_id, reply = new_request(flood, flood_reply)
+            if isinstance(reply, PendingReply):
+                codes += 1
+            elif isinstance(reply, ErrorReply) and reply.error is ErrorCode.TOO_MANY_PENDING:
+                break
+        else:
+            raise AssertionError("the flooding client was never refused too_many_pending")
+        assert codes == 3 and stored_requests(hub) == 3
+        assert isinstance(new_request(lamp, lamp_reply)[1], PendingReply)  # the honest device's path
+    finally:
+        flood.close()
+        lamp.close()
