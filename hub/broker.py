@@ -206,10 +206,6 @@ class ManagedBroker:
             f"pid_file {directory / 'mosquitto.pid'}",
             "persistence false",
             f"max_packet_size {MAX_PACKET_BYTES}",
-            # No line per connect and disconnect: they name client ids (the hub's
-            # own among them, issue 19), and a guest reconnecting in a loop would
-            # fill the SD card with them.
-            "connection_messages false",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

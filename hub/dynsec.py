@@ -127,9 +127,9 @@ def service_client_id(kind: str) -> str:
     mosquitto disconnects a connected client when another connects with its
     client id (MQTT-3.1.4-3), after authenticating the newcomer under its own
     username: a guest on the public bootstrap login who knew the hub's id could
-    knock it off the broker (issue 19). The id is never logged (MqttConnection
-    and MqttResponder log their `label`; the managed broker has
-    `connection_messages false`).
+    knock it off the broker (issue 19). The hub never logs it (MqttConnection
+    and MqttResponder log their `label`); mosquitto's own log, in the 0700 data
+    directory, does (docs/security.md, "The hub's own client ids").
     """
     return f"linkhub-{kind}-{secrets.token_hex(16)}"
 
