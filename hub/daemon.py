@@ -501,13 +501,14 @@ class Hub:
     def _narrow_device_roles(self) -> None:
         """Devices linked by an older hub get today's role (hub/dynsec.py
         `device_acls`: their fixed topics only). Each changed role kicks its
-        device once, which reconnects; unchanged ones cost one getRole each."""
+        device once, which reconnects; reading them costs a round trip per 100."""
         assert self.engine is not None and self._admin is not None
         with Session(self.engine) as session:
             linked = select(Device.device_id).where(col(Device.unlinked_at_s).is_(None))
             device_ids = session.exec(linked).all()
-        for device_id in device_ids:
-            self._admin.sync_device_role(device_id)
+        changed = self._admin.narrow_device_roles(list(device_ids))
+        if changed:
+            log.info("narrowed %d device role(s) to their fixed topics", changed)
 
     def _clear_retained_requests(self) -> None:
         """Empty every retained link request (hub/retained.py): at start, and when

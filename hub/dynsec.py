@@ -138,6 +138,13 @@ def device_role(device_id: str) -> str:
     return DEVICE_ROLE_PREFIX + device_id
 
 
+def _role_acls(get_role_response: dict[str, Any]) -> set[Acl]:
+    return {
+        Acl(str(a.get("acltype")), str(a.get("topic")), bool(a.get("allow")), int(a.get("priority", 0)))
+        for a in get_role_response.get("data", {}).get("role", {}).get("acls", [])
+    }
+
+
 class DynSecAdmin:
     """Runs dynamic-security commands and waits for each one's answer."""
 
@@ -161,10 +168,13 @@ class DynSecAdmin:
         self._connection.stop()
 
     # --- transport ----------------------------------------------------------
-    def call(self, commands: list[dict[str, Any]], timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    def call(
+        self, commands: list[dict[str, Any]], timeout_s: float = 5.0, *, tolerate: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
         """Send commands in one message; return their responses in order.
 
-        Raises BrokerAdminError for any error other than "already exists".
+        Raises BrokerAdminError for any error other than "already exists" and
+        those containing one of `tolerate`.
         """
         futures: list[Future[dict[str, Any]]] = []
         tagged = []
@@ -189,7 +199,7 @@ class DynSecAdmin:
                     self._pending.pop(command["correlationData"], None)
         for command, response in zip(commands, responses, strict=True):
             error = response.get("error")
-            if error and not any(marker in str(error) for marker in _ALREADY):
+            if error and not any(marker in str(error) for marker in (*_ALREADY, *tolerate)):
                 raise BrokerAdminError(f"dynamic-security refused {command['command']}: {error}")
         return responses
 
@@ -311,11 +321,46 @@ class DynSecAdmin:
         if responses[-1].get("error"):  # it existed (an approval retried): bring it to this password
             self.ensure_client(device_id, password, role, client_id=device_id)
 
-    def sync_device_role(self, device_id: str) -> None:
-        """Bring a linked device's role to today's rules (`device_acls`): a device
-        linked by an older hub may publish anywhere under its subtree. Changes
-        kick the device once (mosquitto issue 2474); unchanged roles are left."""
-        self.sync_role(device_role(device_id), device_acls(device_id))
+    def narrow_device_roles(self, device_ids: list[str], chunk: int = 100) -> int:
+        """Bring linked devices' roles to today's rules (`device_acls`): a device
+        linked by an older hub may publish anywhere under its subtree. Read in
+        messages of `chunk` getRole commands; a role that is missing (a device
+        this broker does not have) is left alone, an unchanged one too, since
+        every edit kicks the device (mosquitto issue 2474). How many changed."""
+        changed = 0
+        for start in range(0, len(device_ids), chunk):
+            ids = device_ids[start : start + chunk]
+            reads = [{"command": "getRole", "rolename": device_role(device_id)} for device_id in ids]
+            commands: list[dict[str, Any]] = []
+            for device_id, response in zip(ids, self.call(reads, tolerate=("not found",)), strict=True):
+                if response.get("error"):
+                    continue
+                role = device_role(device_id)
+                current = {
+                    Acl(
+                        str(a.get("acltype")),
+                        str(a.get("topic")),
+                        bool(a.get("allow")),
+                        int(a.get("priority", 0)),
+                    )
+                    for a in response.get("data", {}).get("role", {}).get("acls", [])
+                }
+                wanted = device_acls(device_id)
+                if current == set(wanted):
+                    continue
+                changed += 1
+                commands += [
+                    {"command": "removeRoleACL", "rolename": role, "acltype": a.acltype, "topic": a.topic}
+                    for a in sorted(current - set(wanted), key=lambda a: (a.acltype, a.topic))
+                ]
+                commands += [
+                    {"command": "addRoleACL", "rolename": role} | a.to_json()
+                    for a in wanted
+                    if a not in current
+                ]
+            if commands:
+                self.call_with_retry(commands)
+        return changed
 
     def revoke_device(self, device_id: str) -> None:
         """Delete the client (which disconnects it at once) and its role."""
