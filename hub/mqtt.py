@@ -503,7 +503,11 @@ class MqttResponder:
         """Read on while requests are already in the socket: one loop() reads as few
         as one packet, and a batch of one pays a whole transaction."""
         sock = self._client.socket()
-        while sock is not None and len(self._arrived) < MAX_BATCH:
+        # Bounded in reads too, not only in requests kept: under a flood of what
+        # is dropped unread, the answers and paho's keepalive must still get a turn.
+        for _ in range(MAX_WAITING_REQUESTS):
+            if sock is None or len(self._arrived) >= MAX_BATCH:
+                return
             readable, _, _ = select.select([sock], [], [], 0)
             if not readable or self._client.loop_read() != paho.MQTT_ERR_SUCCESS:
                 return
