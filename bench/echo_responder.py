@@ -45,7 +45,7 @@ def main() -> int:
         correlation = getattr(msg.properties, "CorrelationData", None)
         if correlation is not None:
             props.CorrelationData = correlation
-        c.publish(response, msg.payload, qos=1, properties=props)
+        c.publish(response, msg.payload, qos=0, properties=props)  # QoS 0, as the hub answers
 
     def on_subscribe(*_args: Any) -> None:
         print("ready", flush=True)

@@ -4,6 +4,9 @@
 - waiting: error (slow_down or too_many_pending), error_description,
   retry_after (seconds); the hub did not take the link request now, and the
   device resends the same request after that wait
+- warning: error, error_description; an error reply without a request id on
+  the device's reply topic, which may answer someone else's request: not
+  final, the device goes on polling
 - linked: device_id, tls (whether its own connection is over TLS)
 - online: device_id, tls
 - message: topic, payload (text)

@@ -283,9 +283,20 @@ class _LinkSession:
                 return None
             case ApprovedReply() if reply.request_id == self.request.request_id:
                 return self._finish(client, reply)
-            # An error without a request id still came to our secret reply topic:
-            # the hub could not read the request well enough to name it.
-            case ErrorReply() if reply.request_id in (self.request.request_id, None):
+            # An error without a request id may answer someone else's request that
+            # named our reply topic (a guest who learnt it): never final
+            # (docs/protocol.md section 6); our own request is answered by the
+            # next resend.
+            case ErrorReply() if reply.request_id is None:
+                self.on_event(
+                    {
+                        "event": "warning",
+                        "error": str(reply.error),
+                        "error_description": reply.error_description,
+                    }
+                )
+                return None
+            case ErrorReply() if reply.request_id == self.request.request_id:
                 self.seen_reply = True
                 if reply.error in (ErrorCode.SLOW_DOWN, ErrorCode.TOO_MANY_PENDING):
                     self._wait_and_resend(reply)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -36,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hub import protocol
 from hub.errors import BrokerAdminError, BrokerUnavailable, ConfigError, PortInUse
 from hub.mqtt import BrokerAddress
 
@@ -45,6 +47,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "linkhub-admin"
+# The largest MQTT packet the broker takes from anyone (mosquitto.conf(5),
+# `max_packet_size`): a client sending more is disconnected before the packet
+# is read into memory. The largest payload of the protocol is the approved link
+# reply the hub sends (devices read up to 16 x 2048 bytes, hub/protocol.py); the
+# 4 KiB on top cover the fixed header, topic and properties. Link requests are at
+# most 2048 bytes and settings messages 16,384, so 250 KB floods are cut at the door.
+MAX_PACKET_BYTES = 16 * protocol.MAX_LINK_REQUEST_BYTES + 4096
+# The data segment the managed mosquitto may take at most (RLIMIT_DATA, set before
+# exec): past it an allocation fails, mosquitto drops what it was handling and
+# disconnects that client, instead of taking the Pi down. Not mosquitto.conf(5)'s
+# `memory_limit`: on 2.0.x its count of the heap runs below zero when the
+# dynamic-security plugin frees what it did not count, and then every allocation
+# is refused (mosquitto issues 1437 and 2525; tests/test_bootstrap_flood.py).
+# An idle broker takes ~1 MB of heap, one with 1,000 linked devices a few MB.
+BROKER_DATA_LIMIT_BYTES = 256 * 1024 * 1024
 _PLUGIN_GLOBS = (
     "/usr/lib/*/mosquitto_dynamic_security.so",
     "/usr/lib/mosquitto_dynamic_security.so",
@@ -77,6 +94,8 @@ def _die_with_parent() -> None:
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    with contextlib.suppress(OSError, ValueError):  # see BROKER_DATA_LIMIT_BYTES
+        resource.setrlimit(resource.RLIMIT_DATA, (BROKER_DATA_LIMIT_BYTES, BROKER_DATA_LIMIT_BYTES))
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -365,7 +384,7 @@ class ManagedBroker:
             f"plugin_opt_config_file {dynsec_file}",
             f"pid_file {directory / 'mosquitto.pid'}",
             "persistence false",
-            "max_packet_size 262144",
+            f"max_packet_size {MAX_PACKET_BYTES}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

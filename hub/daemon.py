@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from hub import metrics, protocol
 from hub.account_directory import AccountDirectory
@@ -23,16 +24,22 @@ from hub.accounts import AccountService
 from hub.activity import ActivityLog
 from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config import HubConfig
-from hub.dynsec import CheckedIssuer, DynSecAdmin, expands_client_id
+from hub.dynsec import CheckedIssuer, DynSecAdmin, expands_client_id, service_client_id
 from hub.errors import ConfigError, LinkHubError
 from hub.link_limits import LinkRequestLimits, LogEvery
 from hub.link_service import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
+from hub.models import Device
 from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection, MqttResponder, Outbound
 from hub.netinfo import lan_addresses
 from hub.outbox import Outbox
 from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
 from hub.rate_limits import DeviceLimits
-from hub.retained import ConnectionFactory, clear_device_retained, sweep_connection_factory
+from hub.retained import (
+    ConnectionFactory,
+    clear_device_retained,
+    clear_retained_link_requests,
+    sweep_connection_factory,
+)
 from hub.retention import Pruner
 from hub.settings_service import SettingsService
 from hub.store import MB, SingleHubLock, SpaceGuard, guard_writes, make_engine
@@ -104,6 +111,10 @@ class Hub:
         # Whether the broker confines link requests to each client's own id (%c); set at start.
         self.broker_expands_client_id: bool | None = None
         self._rejections_logged = LogEvery()
+        # Unlinked devices whose retained topics are not all cleared yet:
+        # device id -> (monotonic time of the next try, current delay).
+        self._clearing: dict[str, tuple[float, float]] = {}
+        self._clearing_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> HubEndpoints:
@@ -166,15 +177,15 @@ class Hub:
                 activity=self._activity,
                 retained=self,
                 rng=self._rng,
-                request_limits=LinkRequestLimits(config.limits),
+                request_limits=LinkRequestLimits(config.limits, code_lifetime_s=config.code_lifetime_s),
             )
-            client_id = f"linkhub-hub-{secrets.token_hex(4)}"
             self._mqtt = MqttConnection(
                 broker,
-                client_id=client_id,
+                client_id=service_client_id("hub"),
                 username=hub_username,
                 password=hub_password,
                 on_message=self._on_message,
+                label="the hub's main connection",
             )
             self._mqtt.start()
             # The bootstrap role needs to know whether this broker expands %c, which
@@ -183,16 +194,21 @@ class Hub:
             self.broker_expands_client_id = expands_client_id(self._mqtt)
             self._admin.ensure_bootstrap(per_client=self.broker_expands_client_id)
             self._check_broker_file()
+            self._narrow_device_roles()
             # Link requests on a connection of their own, answered where they are read.
             self._link_responder = MqttResponder(
                 broker,
-                client_id=f"{client_id}-links",
+                client_id=service_client_id("links"),
                 username=hub_username,
                 password=hub_password,
                 topic_filter=protocol.link_request_subscription(),
                 respond=self._answer_link_requests,
+                max_payload_bytes=protocol.MAX_LINK_REQUEST_BYTES,
             )
             self._link_responder.start()
+            # Retained link requests parked while no hub listened (the responder
+            # clears those that arrive while it does).
+            self._clear_retained_requests()
             metrics.of(self.engine).watch_broker(self._mqtt, self._link_responder)
             self._mqtt.subscribe(protocol.device_status_subscription())
             for topic_filter in protocol.device_inbound_subscriptions():
@@ -383,7 +399,42 @@ class Hub:
         (hub/retained.py), so the hub's long-lived subscriptions stay as they are."""
         if self._retained_sweep is None:
             raise LinkHubError("the hub is not connected to its broker")
-        return clear_device_retained(self._retained_sweep, device_id)
+        try:
+            cleared, done = clear_device_retained(self._retained_sweep, device_id)
+        except LinkHubError:
+            self._retry_clearing(device_id)
+            raise
+        if not done:
+            self._retry_clearing(device_id)
+        return cleared
+
+    def _retry_clearing(self, device_id: str) -> None:
+        """Keep an unfinished clearing as a job the sweeper retries until it is
+        done (issue 19: a sweep that gave up after 5 s left 93,047 retained
+        messages for the life of the broker). In memory: after a restart the
+        hub still clears a leftover status when it sees it."""
+        with self._clearing_lock:
+            self._clearing.setdefault(device_id, (0.0, 1.0))
+
+    def _run_clearing_jobs(self) -> None:
+        now = time.monotonic()
+        with self._clearing_lock:
+            due = [device_id for device_id, (at, _) in self._clearing.items() if at <= now]
+        for device_id in due:
+            try:
+                assert self._retained_sweep is not None
+                cleared, done = clear_device_retained(self._retained_sweep, device_id)
+            except LinkHubError as exc:
+                cleared, done = [], False
+                log.warning("clearing %s's retained topics failed again (%s); trying again", device_id, exc)
+            with self._clearing_lock:
+                if done:
+                    self._clearing.pop(device_id, None)
+                else:  # back off, up to a minute between tries
+                    delay_s = min(self._clearing[device_id][1] * 2, 60.0)
+                    self._clearing[device_id] = (time.monotonic() + delay_s, delay_s)
+            more = "" if done else "; more to do"
+            log.info("cleared %d more retained topic(s) of %s%s", len(cleared), device_id, more)
 
     def _send(self, outbound: OutboundReply | None) -> None:
         if outbound is None:
@@ -491,6 +542,32 @@ class Hub:
             self.links.expire_unconfirmed()
         except Exception:
             log.exception("reconciling the broker's device identities failed; trying again later")
+    def _narrow_device_roles(self) -> None:
+        """Devices linked by an older hub get today's role (hub/dynsec.py
+        `device_acls`: their fixed topics only). Each changed role kicks its
+        device once, which reconnects; reading them costs a round trip per 100."""
+        assert self.engine is not None and self._admin is not None
+        with Session(self.engine) as session:
+            linked = select(Device.device_id).where(col(Device.unlinked_at_s).is_(None))
+            device_ids = session.exec(linked).all()
+        changed = self._admin.narrow_device_roles(list(device_ids))
+        if changed:
+            log.info("narrowed %d device role(s) to their fixed topics", changed)
+
+    def _clear_retained_requests(self) -> None:
+        """Empty every retained link request (hub/retained.py): at start, and when
+        the responder saw more of them than it remembers."""
+        if self._retained_sweep is None or self._link_responder is None:
+            return
+        self._link_responder.needs_retained_sweep.clear()
+        try:
+            cleared = clear_retained_link_requests(self._retained_sweep)
+        except LinkHubError as exc:
+            self._link_responder.needs_retained_sweep.set()  # the sweeper tries again
+            log.warning("could not clear retained link requests (%s); trying again", exc)
+            return
+        if cleared:
+            log.warning("cleared %d retained link request(s): nothing should retain one", len(cleared))
 
     def _sweep(self) -> None:
         """Tell devices their code expired when it does, not only when they poll;
@@ -505,3 +582,7 @@ class Hub:
             if self._clock() - maintained_at_s >= MAINTENANCE_INTERVAL_S:
                 maintained_at_s = self._clock()
                 self._maintain()
+            responder = self._link_responder
+            if responder is not None and responder.needs_retained_sweep.is_set():
+                self._clear_retained_requests()
+            self._run_clearing_jobs()

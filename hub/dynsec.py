@@ -110,17 +110,46 @@ def expands_client_id(connection: MqttConnection) -> bool:
 
 
 def device_acls(device_id: str) -> list[Acl]:
-    """A linked device's own subtree and nothing else (literal: no %c on 2.0)."""
+    """A linked device's own subtree and nothing else (literal: no %c on 2.0); and
+    of it, it may publish only to the topics the protocol gives it (its status
+    and the three settings topics, docs/protocol.md), so it can retain at most
+    those: a device that retained thousands of topics under its subtree left the
+    unlink a sweep it could not finish (issue 19)."""
     subtree = f"{protocol.device_root(device_id)}/#"
+    sends = [
+        protocol.device_status_topic(device_id),
+        *(protocol.device_topic(device_id, leaf) for leaf in protocol.DEVICE_INBOUND),
+    ]
     return [
-        Acl("publishClientSend", subtree, True),
+        *(Acl("publishClientSend", topic, True) for topic in sends),
         Acl("publishClientReceive", subtree, True),
         Acl("subscribePattern", subtree, True),
     ]
 
 
+def service_client_id(kind: str) -> str:
+    """A client id for one of the hub's own connections (`hub`, `links`, `admin`,
+    `sweep`): 128 random bits, so that nobody can take it over by guessing it.
+
+    mosquitto disconnects a connected client when another connects with its
+    client id (MQTT-3.1.4-3), after authenticating the newcomer under its own
+    username: a guest on the public bootstrap login who knew the hub's id could
+    knock it off the broker (issue 19). The hub never logs it (MqttConnection
+    and MqttResponder log their `label`); mosquitto's own log, in the 0700 data
+    directory, does (docs/security.md, "The hub's own client ids").
+    """
+    return f"linkhub-{kind}-{secrets.token_hex(16)}"
+
+
 def device_role(device_id: str) -> str:
     return DEVICE_ROLE_PREFIX + device_id
+
+
+def _role_acls(get_role_response: dict[str, Any]) -> set[Acl]:
+    return {
+        Acl(str(a.get("acltype")), str(a.get("topic")), bool(a.get("allow")), int(a.get("priority", 0)))
+        for a in get_role_response.get("data", {}).get("role", {}).get("acls", [])
+    }
 
 
 class DynSecAdmin:
@@ -129,10 +158,11 @@ class DynSecAdmin:
     def __init__(self, broker: BrokerAddress, username: str, password: str) -> None:
         self._connection = MqttConnection(
             broker,
-            client_id=f"linkhub-admin-{secrets.token_hex(4)}",
+            client_id=service_client_id("admin"),
             username=username,
             password=password,
             on_message=self._on_response,
+            label="the hub's dynamic-security connection",
         )
         self._lock = threading.Lock()
         self._pending: dict[str, Future[dict[str, Any]]] = {}
@@ -145,10 +175,13 @@ class DynSecAdmin:
         self._connection.stop()
 
     # --- transport ----------------------------------------------------------
-    def call(self, commands: list[dict[str, Any]], timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    def call(
+        self, commands: list[dict[str, Any]], timeout_s: float = 5.0, *, tolerate: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
         """Send commands in one message; return their responses in order.
 
-        Raises BrokerAdminError for any error other than "already exists".
+        Raises BrokerAdminError for any error other than "already exists" and
+        those containing one of `tolerate`.
         """
         futures: list[Future[dict[str, Any]]] = []
         tagged = []
@@ -173,7 +206,7 @@ class DynSecAdmin:
                     self._pending.pop(command["correlationData"], None)
         for command, response in zip(commands, responses, strict=True):
             error = response.get("error")
-            if error and not any(marker in str(error) for marker in _ALREADY):
+            if error and not any(marker in str(error) for marker in (*_ALREADY, *tolerate)):
                 raise BrokerAdminError(f"dynamic-security refused {command['command']}: {error}")
         return responses
 
@@ -297,6 +330,46 @@ class DynSecAdmin:
 
     def device_clients(self) -> set[str]:
         return device_clients(self)
+    def narrow_device_roles(self, device_ids: list[str], chunk: int = 100) -> int:
+        """Bring linked devices' roles to today's rules (`device_acls`): a device
+        linked by an older hub may publish anywhere under its subtree. Read in
+        messages of `chunk` getRole commands; a role that is missing (a device
+        this broker does not have) is left alone, an unchanged one too, since
+        every edit kicks the device (mosquitto issue 2474). How many changed."""
+        changed = 0
+        for start in range(0, len(device_ids), chunk):
+            ids = device_ids[start : start + chunk]
+            reads = [{"command": "getRole", "rolename": device_role(device_id)} for device_id in ids]
+            commands: list[dict[str, Any]] = []
+            for device_id, response in zip(ids, self.call(reads, tolerate=("not found",)), strict=True):
+                if response.get("error"):
+                    continue
+                role = device_role(device_id)
+                current = {
+                    Acl(
+                        str(a.get("acltype")),
+                        str(a.get("topic")),
+                        bool(a.get("allow")),
+                        int(a.get("priority", 0)),
+                    )
+                    for a in response.get("data", {}).get("role", {}).get("acls", [])
+                }
+                wanted = device_acls(device_id)
+                if current == set(wanted):
+                    continue
+                changed += 1
+                commands += [
+                    {"command": "removeRoleACL", "rolename": role, "acltype": a.acltype, "topic": a.topic}
+                    for a in sorted(current - set(wanted), key=lambda a: (a.acltype, a.topic))
+                ]
+                commands += [
+                    {"command": "addRoleACL", "rolename": role} | a.to_json()
+                    for a in wanted
+                    if a not in current
+                ]
+            if commands:
+                self.call_with_retry(commands)
+        return changed
 
     def revoke_device(self, device_id: str) -> None:
         """Delete the client (which disconnects it at once) and its role."""

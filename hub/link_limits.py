@@ -10,6 +10,9 @@ LAN, is stopped here before anything is written:
   the hub's capacity up on its own;
 - in total: however many client ids a flood uses, new rows arrive at a bounded
   rate;
+- codes per client id: one client id may take no more new requests in a code
+  lifetime than in a minute (the per-client rate), so one connection cannot
+  fill the pending cap with codes that wait out their lifetime (issue 19);
 - pending cap: at most `max_pending_requests` codes wait at once, which bounds
   both the table's growth per code lifetime and a code guesser's odds
   (docs/security.md).
@@ -25,7 +28,10 @@ tested on its own; LinkService asks it, then writes.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hub.protocol import ErrorCode
@@ -56,9 +62,23 @@ class LinkRequestLimits:
     in the database by the caller, so it holds across processes.
     """
 
-    def __init__(self, policy: LimitsPolicy) -> None:
-        self.per_client = Throttle(policy.link_requests_per_client)
-        self.total = Throttle(policy.link_requests_total)
+    def __init__(
+        self,
+        policy: LimitsPolicy,
+        *,
+        code_lifetime_s: int = 900,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_client = Throttle(policy.link_requests_per_client, clock=clock)
+        # The per-client rate alone lets one client id take 5 a minute, 75 in a
+        # 15-minute code lifetime: three quarters of the pending cap. Where the
+        # broker makes the id the connection's own (mosquitto 2.1+ `%c`), this
+        # bounds one connection to the rate's amount of live codes
+        # (docs/security.md, "Link requests", for the math).
+        self.per_client_codes = Throttle(
+            f"{self.per_client.limit.amount} per {math.ceil(code_lifetime_s / 60)} minutes", clock=clock
+        )
+        self.total = Throttle(policy.link_requests_total, clock=clock)
         self.max_pending = policy.max_pending_requests
         # The shell handles requests on one thread, but the check and the count
         # must be one step for any caller.
@@ -80,6 +100,14 @@ class LinkRequestLimits:
                     f"resend the same request in {wait_words(wait)}.",
                     wait,
                 )
+            wait = self.per_client_codes.retry_after_s(client_id)
+            if wait:
+                return Refusal(
+                    ErrorCode.TOO_MANY_PENDING,
+                    f"This client already took {self.per_client_codes.limit.amount} new link requests "
+                    f"in a code's lifetime; resend the same request in {wait_words(wait)}.",
+                    wait,
+                )
             wait = self.total.retry_after_s(_TOTAL_KEY)
             if wait:
                 return Refusal(
@@ -97,6 +125,7 @@ class LinkRequestLimits:
                     wait,
                 )
             self.per_client.hit(client_id)
+            self.per_client_codes.hit(client_id)
             self.total.hit(_TOTAL_KEY)
             return None
 

@@ -30,8 +30,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hub.errors import BrokerRefused, BrokerTimeout, BrokerUnavailable
+from hub.link_limits import LogEvery
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,14 @@ Outbound = tuple[str, bytes, bytes | None]
 # link requests shares one database transaction; returns the answers to send.
 BatchResponder = Callable[[list[InboundMessage]], Sequence[Outbound]]
 MAX_BATCH = 64
+# What a flood on the public bootstrap login can make the responder hold is
+# bounded (issue 19). Answers go at QoS 0, so paho holds none of them waiting
+# for a PUBACK; and since paho's loop_read() reads as many packets per call as
+# it holds unacknowledged messages (paho-mqtt 2.2, client.py), it then reads one.
+MAX_WAITING_REQUESTS = 4 * MAX_BATCH
+# Retained link requests seen and not yet cleared; past this the responder asks
+# for a sweep (`needs_retained_sweep`) instead of remembering more.
+MAX_RETAINED_TO_CLEAR = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,21 @@ class CorrelationData(Properties):
         return f"{{'CorrelationData': {self.CorrelationData!r}}}"
 
     __repr__ = __str__
+
+
+# The link-request connection's socket receive buffer. Linux lets a loopback
+# socket's buffer grow to tcp_rmem's maximum (6 MiB by default): tens of
+# thousands of small link requests queued in the kernel, which an honest
+# device's request would wait behind. Small, the backlog stays in mosquitto,
+# which drops QoS 0 messages for a client past `max_queued_messages` (1,000 by
+# default; mosquitto 2.0 src/database.c, db__ready_for_flight) instead.
+RESPONDER_RCVBUF_BYTES = 64 * 1024
+
+
+def _small_receive_buffer(client: paho.Client, userdata: Any, sock: Any) -> None:
+    _set_nodelay(client, userdata, sock)
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RESPONDER_RCVBUF_BYTES)
 
 
 def _new_client(client_id: str, username: str, password: str, mqtt5: bool) -> paho.Client:
@@ -148,9 +173,13 @@ class MqttConnection:
         password: str,
         on_message: MessageHandler | None = None,
         mqtt5: bool = True,
+        label: str = "an MQTT connection",
     ) -> None:
         self.broker = broker
         self.client_id = client_id
+        # What logs and errors call this connection: never the client id, which
+        # would let whoever reads them take it over (issue 19).
+        self.label = label
         self._on_message = on_message
         self._mqtt5 = mqtt5
         self._client = _new_client(client_id, username, password, mqtt5)
@@ -175,7 +204,7 @@ class MqttConnection:
     # --- lifecycle --------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
         self._dispatcher = threading.Thread(
-            target=self._dispatch, name=f"mqtt-dispatch-{self.client_id}", daemon=True
+            target=self._dispatch, name=f"mqtt-dispatch-{self.label}", daemon=True
         )
         self._dispatcher.start()
         _connect(self._client, self.broker)
@@ -190,8 +219,7 @@ class MqttConnection:
         if _failed(reason):
             self.stop()
             raise BrokerUnavailable(
-                f"the MQTT broker at {self.broker.host}:{self.broker.port} refused "
-                f"{self.client_id!r}: {reason}"
+                f"the MQTT broker at {self.broker.host}:{self.broker.port} refused {self.label}: {reason}"
             )
 
     def stop(self) -> None:
@@ -245,18 +273,19 @@ class MqttConnection:
         messages: Sequence[Outbound],
         *,
         timeout_s: float = 5.0,
+        retain: bool = False,
     ) -> list[BrokerUnavailable | BrokerTimeout | float]:
         """Publish all, then wait for all the acknowledgements: one round trip for
         a fanout to a thousand devices instead of a thousand (docs/performance.md).
 
-        QoS 1, never retained; each message is (topic, payload, MQTT 5 correlation
+        QoS 1, retained only if asked (clearing); each message is (topic, payload, MQTT 5 correlation
         data or None). One result per message, in order: seconds from its send to
         its PUBACK, or the error that says it was not delivered.
         """
         sent: list[tuple[int, float] | BrokerUnavailable] = []
         for topic, payload, correlation in messages:
             properties = _correlation_properties(self._mqtt5, correlation)
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 with self._lock:
                     self._acks.pop(info.mid, None)
@@ -316,7 +345,7 @@ class MqttConnection:
         if not self._connack.done():
             self._connack.set_result(reason)
         if reason.is_failure:
-            log.warning("broker refused %s: %s", self.client_id, reason)
+            log.warning("broker refused %s: %s", self.label, reason)
             return
         with self._lock:
             subscriptions = list(self._subscriptions)
@@ -325,12 +354,12 @@ class MqttConnection:
             with self._lock:
                 self._unawaited.add(mid)
         self.connected.set()
-        log.info("%s connected to %s:%s", self.client_id, self.broker.host, self.broker.port)
+        log.info("%s connected to %s:%s", self.label, self.broker.host, self.broker.port)
 
     def _handle_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
         self.connected.clear()
         if reason.is_failure:
-            log.warning("%s lost the broker (%s); reconnecting", self.client_id, reason)
+            log.warning("%s lost the broker (%s); reconnecting", self.label, reason)
 
     def _handle_subscribe(
         self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
@@ -364,11 +393,20 @@ class MqttResponder:
     (docs/performance.md).
 
     Nothing else publishes on this connection, so paho is driven from this one
-    thread (its external-loop API) and never from two at once. Answers are QoS 1
-    and not waited for: a device that hears nothing asks again and gets the same
-    answer. `respond` must not wait on the broker, since nothing reads from it
+    thread (its external-loop API) and never from two at once. Answers are QoS 0:
+    a device that hears nothing asks again and gets the same answer, so a PUBACK
+    would add nothing but state to hold (under a flood, 128 answers in flight
+    whose PUBACKs queued behind the flood stopped every later answer).
+    `respond` must not wait on the broker, since nothing reads from it
     meanwhile; it may take the database's time, during which requests queue up
     into the next batch.
+
+    The requests come from a public login, so everything a flood can grow here
+    is bounded (docs/security.md, "Floods on the bootstrap login"): answers
+    waiting to be written, requests read and waiting, retained topics to clear.
+    A request larger than `max_payload_bytes` is dropped before it is converted
+    or parsed, and never answered: answering would let a flood of them cost the
+    hub a reply each. What is dropped is counted in one log line a minute.
     """
 
     def __init__(
@@ -380,37 +418,55 @@ class MqttResponder:
         password: str,
         topic_filter: str,
         respond: BatchResponder,
+        max_payload_bytes: int,
         mqtt5: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        label: str = "the link-request connection",
     ) -> None:
         self.broker = broker
         self.client_id = client_id
+        self.label = label  # for logs and errors, never the client id (as MqttConnection)
         self._topic_filter = topic_filter
         self._respond = respond
+        self._max_payload_bytes = max_payload_bytes
         self._mqtt5 = mqtt5
+        self._clock = clock
         self._client = _new_client(client_id, username, password, mqtt5)
-        self._client.max_inflight_messages_set(0)  # answers are never held back waiting for PUBACKs
+        self._client.on_socket_open = _small_receive_buffer
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_subscribe = self._handle_subscribe
         self._client.on_message = self._handle_message
-        self._arrived: list[InboundMessage] = []  # touched by the serving thread only
+        # Touched by the serving thread only.
+        self._arrived: list[InboundMessage] = []
+        self._to_clear: dict[str, None] = {}  # retained request topics, in arrival order
         self._stopping = threading.Event()
         self._connack: Future[ReasonCode] = Future()
         self.subscribed = threading.Event()
         self.connected = threading.Event()
+        # Set when retained requests arrived: the hub then sweeps the request
+        # topics (hub/retained.py) and clears it.
+        self.needs_retained_sweep = threading.Event()
         self._thread: threading.Thread | None = None
+        self._dropped = {
+            "oversized": LogEvery(),
+            "unanswered": LogEvery(),
+            "unsent": LogEvery(),
+            "retained": LogEvery(),
+        }
+        self.dropped_counts = dict.fromkeys(self._dropped, 0)
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connected and subscribed, or BrokerUnavailable."""
         _connect(self._client, self.broker)
-        self._thread = threading.Thread(target=self._serve, name=f"mqtt-serve-{self.client_id}", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=f"mqtt-serve-{self.label}", daemon=True)
         self._thread.start()
         if not self.subscribed.wait(timeout_s):
             reason = self._connack.result() if self._connack.done() else "no answer"
             self.stop()
             raise BrokerUnavailable(
                 f"the MQTT broker at {self.broker.host}:{self.broker.port} did not take "
-                f"{self.client_id!r} and its subscription to {self._topic_filter!r}: {reason}"
+                f"{self.label} and its subscription to {self._topic_filter!r}: {reason}"
             )
 
     def stop(self) -> None:
@@ -426,9 +482,10 @@ class MqttResponder:
             if rc == paho.MQTT_ERR_SUCCESS:
                 delay_s = 0.2
                 self._read_what_is_waiting()
-                if self._arrived:
-                    batch, self._arrived = self._arrived, []
+                while self._arrived:
+                    batch, self._arrived = self._arrived[:MAX_BATCH], self._arrived[MAX_BATCH:]
                     self._answer(batch)
+                self._clear_retained()
                 continue
             # Lost (or never had) the broker: try again, waiting longer each time.
             self._arrived.clear()  # unanswered requests: their devices ask again
@@ -438,7 +495,7 @@ class MqttResponder:
             try:
                 self._client.reconnect()
             except OSError as exc:
-                log.debug("%s: reconnecting failed (%s)", self.client_id, exc)
+                log.debug("%s: reconnecting failed (%s)", self.label, exc)
         with contextlib.suppress(Exception):  # from this thread too: paho is never driven from two
             self._client.disconnect()
 
@@ -446,7 +503,11 @@ class MqttResponder:
         """Read on while requests are already in the socket: one loop() reads as few
         as one packet, and a batch of one pays a whole transaction."""
         sock = self._client.socket()
-        while sock is not None and len(self._arrived) < MAX_BATCH:
+        # Bounded in reads too, not only in requests kept: under a flood of what
+        # is dropped unread, the answers and paho's keepalive must still get a turn.
+        for _ in range(MAX_WAITING_REQUESTS):
+            if sock is None or len(self._arrived) >= MAX_BATCH:
+                return
             readable, _, _ = select.select([sock], [], [], 0)
             if not readable or self._client.loop_read() != paho.MQTT_ERR_SUCCESS:
                 return
@@ -458,29 +519,65 @@ class MqttResponder:
             log.exception("could not answer %d request(s), the first on %s", len(batch), batch[0].topic)
             return
         for topic, payload, correlation in answers:
+            if not self._room_to_write():
+                self._drop("unsent", "answers were not sent (the broker reads no faster); devices ask again")
+                continue
             properties = _correlation_properties(self._mqtt5, correlation)
-            info = self._client.publish(topic, payload, qos=1, properties=properties)
+            info = self._client.publish(topic, payload, qos=0, properties=properties)
             if info.rc != paho.MQTT_ERR_SUCCESS:
-                log.warning("an answer on %s was not sent (%s); the device will ask again", topic, info.rc)
+                self._drop("unsent", f"answers were not sent (the latest: {info.rc}); devices ask again")
+
+    def _room_to_write(self) -> bool:
+        """Whether what paho has to write went out: if the socket takes no more,
+        an answer would only wait in paho's memory, so it is dropped instead."""
+        if self._client.want_write():
+            self._client.loop_write()
+        return not self._client.want_write()
+
+    def _clear_retained(self) -> None:
+        """Empty the retained link requests seen (MQTT-3.3.1-6): a request has no
+        reason to be retained, and a retained one would sit in the broker's
+        memory until it restarts. At most a batch a turn, so answers go out in
+        between; the rest on the next turn."""
+        for _ in range(min(MAX_BATCH, len(self._to_clear))):
+            if not self._room_to_write():
+                return
+            topic = next(iter(self._to_clear))
+            info = self._client.publish(topic, b"", qos=0, retain=True)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                return
+            del self._to_clear[topic]
+
+    def _drop(self, kind: str, what: str) -> None:
+        """Count a dropped message; one line a minute at most for each kind."""
+        self.dropped_counts[kind] += 1
+        count = self._dropped[kind].due(self._clock())
+        if count:
+            log.warning("%s: %d %s (at most one such line a minute)", self.label, count, what)
 
     # --- paho callbacks (on the serving thread) ---------------------------------
     def _handle_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
         if not self._connack.done():
             self._connack.set_result(reason)
         if reason.is_failure:
-            log.warning("broker refused %s: %s", self.client_id, reason)
+            log.warning("broker refused %s: %s", self.label, reason)
             return
         self.connected.set()
         # QoS 0 from the broker to us: our session ends with the connection (no
         # Session Expiry Interval), so a request in flight when the connection
         # drops is gone whatever the QoS, and its device asks again. QoS 1 would
-        # only add a PUBACK to write for every request.
-        client.subscribe(self._topic_filter, qos=0)
+        # only add a PUBACK to write for every request. Retain As Published (MQTT 5
+        # §3.8.3.1) keeps the RETAIN flag of a publish, so retained requests can be
+        # told apart and cleared.
+        if self._mqtt5:
+            client.subscribe(self._topic_filter, options=SubscribeOptions(qos=0, retainAsPublished=True))
+        else:
+            client.subscribe(self._topic_filter, qos=0)
 
     def _handle_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
         self.connected.clear()
         if reason.is_failure and not self._stopping.is_set():
-            log.warning("%s lost the broker (%s); reconnecting", self.client_id, reason)
+            log.warning("%s lost the broker (%s); reconnecting", self.label, reason)
 
     def _handle_subscribe(
         self, _c: paho.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any
@@ -488,7 +585,23 @@ class MqttResponder:
         if reasons and not any(_failed(reason) for reason in reasons):
             self.subscribed.set()
         else:
-            log.error("broker refused %s %r: %s", self.client_id, self._topic_filter, reasons)
+            log.error("broker refused %s %r: %s", self.label, self._topic_filter, reasons)
 
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._arrived.append(_inbound(msg))
+        """Sort before converting: what is dropped is never copied or parsed."""
+        size = len(msg.payload)
+        if size == 0:
+            return  # a retained request being cleared (ours or a sweep's marker): nothing to answer
+        if msg.retain:
+            if len(self._to_clear) < MAX_RETAINED_TO_CLEAR:
+                self._to_clear[msg.topic] = None
+            # Some may never reach us (mosquitto drops QoS 0 past its queue): the
+            # hub sweeps the request topics too while retained ones arrive.
+            self.needs_retained_sweep.set()
+            self._drop("retained", "retained link requests were dropped unanswered and cleared")
+        elif size > self._max_payload_bytes:
+            self._drop("oversized", f"link requests over {self._max_payload_bytes} bytes were dropped")
+        elif len(self._arrived) >= MAX_WAITING_REQUESTS:
+            self._drop("unanswered", "link requests were dropped unanswered: too many at once")
+        else:
+            self._arrived.append(_inbound(msg))

@@ -138,8 +138,14 @@ def test_a_linked_device_is_confined_to_its_own_subtree(
         ):
             assert not client.subscribe(topic_filter), topic_filter
         if mqtt5:  # MQTT 3.1.1 clients are dropped silently instead (FIELD-NOTES)
-            assert client.publish(f"{own}/state", b"{}")
+            # Its fixed topics only (docs/protocol.md), so it can retain no more than those.
+            for leaf in ("status", *protocol.DEVICE_INBOUND):
+                assert client.publish(protocol.device_topic(device_id, leaf), b"{}"), leaf
             for topic in (
+                f"{own}/state",
+                f"{own}/settings/desired",
+                f"{own}/reply",
+                f"{own}/x/" + "y" * 10,
                 "linkhub/v1/devices/dev-ffffffffffff/state",
                 protocol.link_request_topic(device_id),
                 "linkhub/v1/link/reply/" + "a" * 24,

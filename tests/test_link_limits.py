@@ -3,7 +3,9 @@ LimitsPolicy numbers so that a few calls reach each limit."""
 
 from __future__ import annotations
 
-from hub.link_limits import LinkRequestLimits, LogEvery
+from conftest import FakeClock
+
+from hub.link_limits import LinkRequestLimits, LogEvery, Refusal
 from hub.protocol import ErrorCode
 from hub.rate_limits import LimitsPolicy
 
@@ -84,3 +86,20 @@ def test_a_flood_of_refusals_makes_one_log_line_a_minute() -> None:
     assert every.due(1060.0) == 50  # then a line a minute, with how many came since
     assert every.due(1061.0) == 0
     assert every.due(1200.0) == 2
+
+
+def test_one_client_id_holds_no_more_codes_in_a_lifetime_than_it_may_ask_for_in_a_minute() -> None:
+    """Issue 19: at 5 a minute one client took 75 codes in a 15-minute lifetime.
+    Where the broker makes the id the connection's own, this is per connection."""
+    clock = FakeClock(0.0)
+    limiter = LinkRequestLimits(
+        LimitsPolicy(link_requests_per_client="3 per minute"), code_lifetime_s=900, clock=clock
+    )
+    assert [admit(limiter, "flood") for _ in range(3)] == [None, None, None]
+    clock.advance(61)  # the per-minute rate has room again...
+    refusal = admit(limiter, "flood")
+    assert isinstance(refusal, Refusal) and refusal.error is ErrorCode.TOO_MANY_PENDING  # ...the lifetime not
+    assert 800 <= refusal.retry_after_s <= 900 - 61 + 1
+    assert admit(limiter, "kitchen-lamp") is None  # an honest device still gets its code
+    clock.advance(900)
+    assert admit(limiter, "flood") is None

@@ -215,14 +215,21 @@ def test_unlink_clears_every_retained_topic_of_the_device(
     creds = state_file.load(tmp_path / "lamp.json").mqtt
     assert creds is not None
     root = protocol.device_root(device_id)
+    reported = protocol.device_topic(device_id, protocol.SETTINGS_REPORTED)
     device = RawClient(broker.port, device_id, creds.password, client_id=device_id)
     try:
-        assert device.publish(f"{root}/state", b'{"on": true}', retain=True)
-        assert device.publish(f"{root}/sensors/temp", b"21.5", retain=True)
+        assert device.publish(reported, b'{"on": true}', retain=True)  # one of its own topics
+        assert not device.publish(f"{root}/sensors/temp", b"21.5", retain=True)  # not one
     finally:
         device.close()
+    # Retained by a device linked by an older hub, whose role allowed its whole subtree.
+    older = hub_client(hub, broker)
+    try:
+        assert older.publish(f"{root}/sensors/temp", b"21.5", retain=True)
+    finally:
+        older.close()
     before = retained_under(hub, broker, device_id)
-    assert set(before) == {protocol.device_status_topic(device_id), f"{root}/state", f"{root}/sensors/temp"}
+    assert set(before) == {protocol.device_status_topic(device_id), reported, f"{root}/sensors/temp"}
     assert json.loads(before[protocol.device_status_topic(device_id)])["type"] == "status"
 
     hub.links.unlink(device_id, alice, origin="web")
