@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 from hub.errors import ConfigError
 from hub.rate_limits import LimitsPolicy
 
+DEFAULT_BROKER_RESTART_LIMIT = 5
+DEFAULT_BROKER_RESTART_WINDOW_S = 60
 DEFAULT_HTTP_PORT = 8080
 # 1883 is usually taken on a home-lab Pi (Home Assistant's mosquitto); the
 # hub's own broker defaults next to it and is announced over mDNS anyway.
@@ -75,6 +77,11 @@ class HubConfig:
     log_format: str = "text"
     # Limits on guessing and flooding (hub/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
+    # The hub restarts its own mosquitto when it exits, and gives up (exits
+    # non-zero, for systemd to restart it) after this many failures within the
+    # window (hub/broker.py RestartBudget, docs/configuration.md).
+    broker_restart_limit: int = DEFAULT_BROKER_RESTART_LIMIT
+    broker_restart_window_s: int = DEFAULT_BROKER_RESTART_WINDOW_S
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad

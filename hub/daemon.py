@@ -10,7 +10,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +21,7 @@ from hub import metrics, protocol
 from hub.account_directory import AccountDirectory
 from hub.accounts import AccountService
 from hub.activity import ActivityLog
-from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
+from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig, RestartBudget, SupervisionHooks
 from hub.config import HubConfig
 from hub.dynsec import DynSecAdmin, expands_client_id
 from hub.errors import ConfigError, LinkHubError
@@ -74,9 +74,17 @@ def _host_port(text: str, *, default_port: int) -> BrokerAddress:
 
 class Hub:
     def __init__(
-        self, config: HubConfig, *, clock: Clock = time.time, rng: random.Random | None = None
+        self,
+        config: HubConfig,
+        *,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        broker_wait: Callable[[float], bool] | None = None,
     ) -> None:
+        """`broker_wait(seconds)`: how the supervisor of the hub's own mosquitto waits
+        before a restart, True to give up waiting (tests hold the broker down with it)."""
         self.config = config
+        self._broker_wait = broker_wait
         self._clock = clock
         self._rng = rng
         self.engine: Engine | None = None
@@ -97,6 +105,10 @@ class Hub:
         # Whether the broker confines link requests to each client's own id (%c); set at start.
         self.broker_expands_client_id: bool | None = None
         self._rejections_logged = LogEvery()
+        # Called (once) when the hub cannot go on, with why: its managed mosquitto
+        # kept dying. `linkhub run` then stops and exits non-zero.
+        self.on_fatal: Callable[[str], None] | None = None
+        self.fatal: str | None = None
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> HubEndpoints:
@@ -155,6 +167,7 @@ class Hub:
                 username=hub_username,
                 password=hub_password,
                 on_message=self._on_message,
+                on_lost=self._broker_lost,
             )
             self._mqtt.start()
             # The bootstrap role needs to know whether this broker expands %c, which
@@ -238,7 +251,30 @@ class Hub:
             )
         )
         self.managed_broker.start()
+        assert self.engine is not None
+        hub_metrics = metrics.of(self.engine)
+        self.managed_broker.supervise(
+            SupervisionHooks(down=hub_metrics.broker_down, up=hub_metrics.broker_up, gave_up=self._give_up),
+            RestartBudget(
+                limit=self.config.broker_restart_limit, window_s=self.config.broker_restart_window_s
+            ),
+            wait=self._broker_wait,
+        )
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
+
+    def _give_up(self, reason: str) -> None:
+        if self.engine is not None:
+            metrics.of(self.engine).broker_down(f"{reason}; given up")
+        self.fatal = reason
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+
+    def _broker_lost(self) -> None:
+        """The main connection dropped: no device's status is known until they say it again."""
+        if self.engine is not None:
+            metrics.of(self.engine).broker_lost()
+        if self._links is not None:
+            self._links.broker_lost()
 
     def _tls_names(self) -> tuple[str, ...]:
         """Every host a device may be told to connect to (the public host, or the
@@ -407,8 +443,7 @@ class Hub:
         refused = self._rejections_logged.due(time.monotonic())
         if refused:  # garbage can come fast: one line a minute at most
             log.warning(
-                "refused %d malformed link request(s) (at most one such line a minute); "
-                "the latest: %s (%s)",
+                "refused %d malformed link request(s) (at most one such line a minute); the latest: %s (%s)",
                 refused,
                 parsed.error,
                 parsed.description,

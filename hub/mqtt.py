@@ -136,6 +136,10 @@ def _failed(reason: ReasonCode | int) -> bool:
     return reason >= 0x80
 
 
+# Put in a connection's inbox when it loses the broker (compared by identity).
+_LOST = InboundMessage("", b"", False)
+
+
 class MqttConnection:
     """A long-lived client that reconnects by itself and re-subscribes."""
 
@@ -147,11 +151,13 @@ class MqttConnection:
         username: str,
         password: str,
         on_message: MessageHandler | None = None,
+        on_lost: Callable[[], None] | None = None,
         mqtt5: bool = True,
     ) -> None:
         self.broker = broker
         self.client_id = client_id
         self._on_message = on_message
+        self._on_lost = on_lost
         self._mqtt5 = mqtt5
         self._client = _new_client(client_id, username, password, mqtt5)
         self._client.reconnect_delay_set(min_delay=0.2, max_delay=5)
@@ -328,9 +334,14 @@ class MqttConnection:
         log.info("%s connected to %s:%s", self.client_id, self.broker.host, self.broker.port)
 
     def _handle_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
         if reason.is_failure:
             log.warning("%s lost the broker (%s); reconnecting", self.client_id, reason)
+        if was_connected and self._on_lost is not None:
+            # Through the inbox, so it runs after every message that came before
+            # the loss and before any that comes after the reconnect.
+            self._inbox.put(_LOST)
 
     def _handle_subscribe(
         self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
@@ -346,6 +357,13 @@ class MqttConnection:
 
     def _dispatch(self) -> None:
         while (message := self._inbox.get()) is not None:
+            if message is _LOST:
+                try:
+                    if self._on_lost is not None:
+                        self._on_lost()
+                except Exception:
+                    log.exception("the handler of a lost connection failed")
+                continue
             if self._on_message is None:
                 continue
             try:

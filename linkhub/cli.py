@@ -463,6 +463,9 @@ def _devices(args: argparse.Namespace) -> int:
     for device in devices:
         linked = datetime.fromtimestamp(device["linked_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         state = "online" if device["online"] else "offline"
+        if device.get("status_unknown_since_s"):
+            since = datetime.fromtimestamp(device["status_unknown_since_s"]).strftime("%H:%M")
+            state = f"unknown since {since} (the hub has no broker connection)"
         print(f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}")
     return 0
 

@@ -125,7 +125,8 @@ def close_gracefully(server: Any, thread: threading.Thread, timeout_s: float = 1
 
 
 def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
-    """Run until SIGTERM or SIGINT, then stop in order and return 0.
+    """Run until SIGTERM or SIGINT, then stop in order and return 0 (1 when the hub
+    gave up on its own mosquitto, which kept dying: hub/broker.py RestartBudget).
 
     Stopping order: the web page and control socket first (finishing what they
     are serving), then the hub (mDNS withdrawn, outbox and MQTT stopped, its own
@@ -147,6 +148,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     migrate_in_child(config.database_url)
     hub = Hub(config)
+    hub.on_fatal = lambda _reason: stop.set()  # its mosquitto kept dying: exit non-zero below
     endpoints = hub.start()
     assert hub.engine is not None  # started
     health = metrics.HealthProbe(hub.engine)
@@ -207,8 +209,13 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         # (50 ms on a slow core, in the middle of some request; docs/performance.md).
         gc.freeze()
         stop.wait()
-        name = signal.Signals(received[0]).name if received else "a signal"
-        log.info("stopping on %s: finishing requests in flight, then the hub", name)
+        if hub.fatal is not None and not received:
+            log.critical(
+                "stopping: %s; exiting with status 1 for the service manager to restart the hub", hub.fatal
+            )
+        else:
+            name = signal.Signals(received[0]).name if received else "a signal"
+            log.info("stopping on %s: finishing requests in flight, then the hub", name)
     finally:
         for server, thread in servers:
             try:
@@ -220,4 +227,4 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         if config.control_socket.exists():
             os.unlink(config.control_socket)
         log.info("stopped")
-    return 0
+    return 1 if hub.fatal is not None else 0

@@ -111,6 +111,8 @@ def test_every_key_comes_from_each_source() -> None:
         "link_requests_per_client": ("2 per minute", "2 per minute", "2 per minute"),
         "link_requests_total": ("1000/hour", "1000/hour", "1000/hour"),
         "max_pending_requests": (7, "7", 7),
+        "broker_restart_limit": (3, "3", 3),
+        "broker_restart_window_s": (30, "30", 30),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
@@ -130,6 +132,7 @@ def test_every_key_comes_from_each_source() -> None:
     assert (config.account_service_url, config.account_service_token) == ("http://127.0.0.1:8081", "t")
     assert (config.mdns, config.mdns_name, config.mdns_interfaces) == (False, "kitchen", ("wlan0", "eth0"))
     assert config.log_format == "json"
+    assert (config.broker_restart_limit, config.broker_restart_window_s) == (3, 30)
     assert (
         config.limits.link_requests_per_client,
         config.limits.link_requests_total,
