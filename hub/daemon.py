@@ -217,6 +217,13 @@ class Hub:
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+        if self._mqtt is not None:
+            # Answer what devices already sent (a change sent just before SIGTERM is
+            # stored and must get its reply), with nothing new coming in meanwhile.
+            try:
+                self._mqtt.drain()
+            except Exception:
+                log.exception("while draining the device messages that had arrived")
         for part in (self._outbox, self._link_responder, self._mqtt, self._admin):
             if part is not None:
                 try:

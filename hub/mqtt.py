@@ -165,6 +165,7 @@ class MqttConnection:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_subscribe = self._handle_subscribe
+        self._client.on_unsubscribe = self._handle_unsubscribe
         self._client.on_publish = self._handle_publish
         self._client.on_message = self._handle_message
         self._lock = threading.Lock()
@@ -175,7 +176,8 @@ class MqttConnection:
         self._subscriptions: list[tuple[str, int]] = []
         self._connack: Future[ReasonCode] = Future()
         self.connected = threading.Event()
-        self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
+        # Messages; an Event the dispatcher sets when it reaches it (drain); None: stop.
+        self._inbox: queue.Queue[InboundMessage | threading.Event | None] = queue.Queue()
         self._dispatcher: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------
@@ -208,6 +210,30 @@ class MqttConnection:
             self._inbox.put(None)
             if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
                 self._dispatcher.join(timeout=5)
+
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Before stop(): unsubscribe from everything, then wait until every message
+        that had already arrived is handled, while the connection is still up so
+        that the handlers' answers go out. The broker sends nothing new once it
+        has acknowledged the UNSUBSCRIBE (MQTT 5 §3.10.4), so after the UNSUBACK
+        the inbox holds all there will be."""
+        if self._dispatcher is None or not self._dispatcher.is_alive():
+            return  # never started, or stopped: nothing to drain
+        with self._lock:
+            filters = [topic_filter for topic_filter, _qos in self._subscriptions]
+            self._subscriptions.clear()
+        deadline = time.monotonic() + timeout_s
+        if filters:
+            rc, mid = self._client.unsubscribe(filters)
+            if rc == paho.MQTT_ERR_SUCCESS:
+                try:
+                    self._wait(mid, timeout_s, "UNSUBACK")
+                except BrokerTimeout:
+                    log.warning("%s: no UNSUBACK; draining what has arrived", self.client_id)
+        drained = threading.Event()
+        self._inbox.put(drained)  # the dispatcher sets it when it gets there
+        if not drained.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("%s: messages still being handled when the drain time ran out", self.client_id)
 
     # --- operations -------------------------------------------------------
     def subscribe(self, topic_filter: str, qos: int = 1, timeout_s: float = 5.0) -> None:
@@ -352,11 +378,20 @@ class MqttConnection:
     def _handle_publish(self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
         self._resolve(mid, reason)
 
+    def _handle_unsubscribe(
+        self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        worst = max(reasons, key=lambda r: r.value) if reasons else 0
+        self._resolve(mid, worst)
+
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._inbox.put(_inbound(msg))
 
     def _dispatch(self) -> None:
         while (message := self._inbox.get()) is not None:
+            if isinstance(message, threading.Event):
+                message.set()
+                continue
             if message is _LOST:
                 try:
                     if self._on_lost is not None:
