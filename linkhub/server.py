@@ -24,7 +24,7 @@ from waitress.server import create_server
 from hub import metrics
 from hub.config import HubConfig
 from hub.daemon import Hub
-from hub.errors import PortInUse
+from hub.errors import AccountServiceUnavailable, PortInUse
 from hub.netinfo import lan_addresses
 from hub.store import migrate_in_child
 from web import create_app
@@ -198,8 +198,14 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
                 f"(the CA to trust: {urls[-1].removesuffix('/link')}/ca.pem)",
                 flush=True,
             )
-        if not hub.accounts.has_accounts():
-            print("  First start: open the link page to create the owner account.", flush=True)
+        try:
+            if not hub.accounts.has_accounts():
+                print("  First start: open the link page to create the owner account.", flush=True)
+        except AccountServiceUnavailable as exc:
+            # Devices are served without it; sign-in and approvals wait for it, and
+            # changes already accepted reach it from the outbox when it is back.
+            log.warning("the account service is away (%s); serving devices meanwhile", exc)
+            print("  Account service: away; devices are served, sign-in waits for it.", flush=True)
         phone_url = urls[-1]  # a LAN address when there is one: what a phone can open
         print(f"  Scan to open {phone_url} on a phone:", flush=True)
         print(terminal_qr(phone_url), end="", flush=True)
