@@ -59,6 +59,8 @@ from hub.protocol import (
 )
 
 OP_TIMEOUT_S = 10.0
+# How long `run` keeps trying a broker it cannot reach at start before it gives up.
+FIRST_CONNECT_RETRY_S = 60.0
 POLL_S = 0.2
 SPOOL_POLL_S = 0.2
 # How long a change made on the device waits for the hub's answer.
@@ -78,6 +80,7 @@ def connect_as_device(
     mqtt5: bool,
     timeout: float = OP_TIMEOUT_S,
     tls: TlsChoice = FOLLOW_CREDENTIALS,
+    retry_for_s: float = FIRST_CONNECT_RETRY_S,
 ) -> DeviceMqttClient:
     """Connect with the device's own credentials and its last will (status offline);
     over TLS when the credentials carry the hub's TLS port and CA (firmware_sim/transport.py)."""
@@ -90,7 +93,7 @@ def connect_as_device(
         will=Will(device_status_topic(device_id), encode(DeviceStatus(online=False))),
         tls_ca_pem=endpoint.ca_pem,
     )
-    client.connect(endpoint.host, endpoint.port, timeout=timeout)
+    client.connect_retrying(endpoint.host, endpoint.port, timeout=timeout, retry_for_s=retry_for_s)
     return client
 
 
