@@ -1,0 +1,62 @@
+"""The CLI when the hub dies in the middle of a request: a plain message saying
+what is known (a change may or may not have been applied) and how to check, not
+a `RemoteDisconnected` traceback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from linkhub import cli
+
+
+@pytest.fixture
+def dying_hub(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
+    """A control socket whose hub reads the request, then dies without answering."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(data_dir / "hub.sock"))
+    server.listen(4)
+    received: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                received.append(connection.recv(65536))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield data_dir, received
+    server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+    server.close()
+    thread.join(5)
+
+
+def test_a_change_cut_off_says_it_may_or_may_not_be_applied(
+    dying_hub: tuple[Path, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir, received = dying_hub
+    assert cli.main(["devices", "unlink", "dev-1", "--data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert received and received[0].startswith(b"DELETE /v1/devices/dev-1")
+    assert "Traceback" not in err and "RemoteDisconnected" in err
+    assert "may or may not have been applied" in err
+    assert "linkhub activity" in err and "linkhub devices" in err
+
+
+def test_a_question_cut_off_says_nothing_was_changed(
+    dying_hub: tuple[Path, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir, _received = dying_hub
+    assert cli.main(["devices", "--json", "--data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "Nothing was changed" in err and "may or may not" not in err
