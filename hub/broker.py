@@ -383,6 +383,9 @@ class ManagedBroker:
                 if pause(delay) or self._stopping.is_set():
                     return
                 try:
+                    # Started from this thread, which lives as long as the child:
+                    # PR_SET_PDEATHSIG (prctl(2)) fires when the *thread* that
+                    # forked exits, not only the process.
                     self.start()
                 except LinkHubError as exc:
                     reason = f"mosquitto could not be restarted: {exc}"

@@ -46,6 +46,7 @@ def _own_broker_config(data_dir: Path) -> HubConfig:
         http_host="127.0.0.1",
         mqtt_host="127.0.0.1",
         mqtt_port=free_port(),
+        poll_interval_s=1,
         mdns=False,
     )
 
@@ -132,6 +133,10 @@ def test_a_killed_broker_comes_back_with_every_device_and_the_change_made_meanwh
         left_s = max(0.1, deadline - time.monotonic())
         wait_until(converged, timeout_s=left_s, what="all back with the change")
         assert "Online</p>" in page(web.get("/devices"))
+        # The link-request responder is back too: a new device links.
+        newcomer = DeviceThread(port, tmp_path / "newcomer.json", name="Newcomer").start()
+        hub.links.approve(newcomer.wait_code(), account_id)
+        assert newcomer.join() == 0
         assert waited == [0.2]
         values = metrics.of(hub.engine).exposition()[0].decode()
         assert "linkhub_broker_restarts_total 1.0" in values
