@@ -379,7 +379,7 @@ class ManagedBroker:
                     hooks.gave_up(reason)
                     return
                 log.error("%s; restarting it in %.1f s", reason, delay)
-                hooks.down(reason)
+                hooks.down(f"{reason}; restarting it in {delay:.1f} s")
                 if pause(delay) or self._stopping.is_set():
                     return
                 try:
@@ -387,7 +387,7 @@ class ManagedBroker:
                     # PR_SET_PDEATHSIG (prctl(2)) fires when the *thread* that
                     # forked exits, not only the process.
                     self.start()
-                except LinkHubError as exc:
+                except (LinkHubError, OSError) as exc:  # OSError: Popen itself failed
                     reason = f"mosquitto could not be restarted: {exc}"
                     continue
                 if self._stopping.is_set():  # stop() ran while this one started

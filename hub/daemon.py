@@ -271,7 +271,7 @@ class Hub:
 
     def _give_up(self, reason: str) -> None:
         if self.engine is not None:
-            metrics.of(self.engine).broker_down(f"{reason}; given up")
+            metrics.of(self.engine).broker_down(f"{reason}; given up: the hub is stopping")
         self.fatal = reason
         if self.on_fatal is not None:
             self.on_fatal(reason)

@@ -135,9 +135,9 @@ class HubMetrics:
         """The managed mosquitto is away (hub.broker's supervision); /healthz says why."""
         self._broker_problem = (time.time(), reason)
 
-    def broker_up(self, *, restarted: bool = True) -> None:
-        if restarted:
-            self.broker_restarts.inc()
+    def broker_up(self) -> None:
+        """The managed mosquitto was restarted and listens again."""
+        self.broker_restarts.inc()
         self._broker_problem = None
 
     def broker_problem(self) -> str | None:
@@ -257,7 +257,7 @@ class HealthProbe:
         if problem is None and self._metrics.broker_is_connected():
             return ComponentHealth(True, detail)
         if problem is not None:
-            return ComponentHealth(False, {**detail, "error": f"{problem}; the hub is restarting it"})
+            return ComponentHealth(False, {**detail, "error": problem})
         return ComponentHealth(False, {**detail, "error": "the hub is not connected to its MQTT broker"})
 
     def _database(self) -> ComponentHealth:

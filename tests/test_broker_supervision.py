@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from test_device_settings import RunThread
 from test_web import OWNER, control_app, page, signed_in_client
 
 from hub import metrics
-from hub.broker import RestartBudget
+from hub.broker import ManagedBroker, ManagedBrokerConfig, RestartBudget, SupervisionHooks
 from hub.config import HubConfig
 from hub.daemon import Hub
 
@@ -37,6 +38,54 @@ def test_the_restart_budget_backs_off_then_gives_up_within_its_window() -> None:
     spaced = RestartBudget(limit=3, window_s=10)
     # Failures further apart than the window never add up to giving up.
     assert all(spaced.failed(t) == spaced.first_delay_s for t in (0, 20, 40, 60, 80))
+
+
+def test_a_restart_that_fails_is_tried_again_and_counted(tmp_path: Path) -> None:
+    """The port taken by someone else while the broker was down: the restart
+    fails, counts against the budget, and the next try (the port free) works."""
+    port = free_port()
+    broker = ManagedBroker(ManagedBrokerConfig(tmp_path / "mosquitto", "127.0.0.1", port))
+    broker.start()
+    events: list[str] = []
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    up = threading.Event()
+
+    def wait(seconds: float) -> bool:
+        events.append(f"wait {seconds}")
+        if len(events) == 2:  # the first wait: someone takes the port meanwhile
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+        else:
+            squatter.close()
+        return False
+
+    def up_hook() -> None:
+        events.append("up")
+        up.set()
+
+    hooks = SupervisionHooks(
+        down=lambda reason: events.append(f"down: {reason}"),
+        up=up_hook,
+        gave_up=lambda reason: events.append(f"gave up: {reason}"),
+    )
+    try:
+        broker.supervise(hooks, RestartBudget(limit=5, window_s=60), wait=wait)
+        first = broker.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        assert up.wait(20), events
+        assert _pid_gone(first)
+        assert broker.running and broker.pid != first
+        assert [e.split(":")[0] for e in events] == ["down", "wait 0.2", "down", "wait 0.4", "up"]
+        assert "killed by SIGKILL" in events[0]
+        assert "could not be restarted" in events[2] and "already in use" in events[2]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # listening again, on the same port
+    finally:
+        squatter.close()
+        broker.stop()
+    assert not broker.running
 
 
 def _own_broker_config(data_dir: Path) -> HubConfig:
