@@ -336,7 +336,9 @@ class _LinkSession:
             return 1
         bootstrap.close()
         try:
-            client = connect_as_device(reply.device_id, credentials, mqtt5=self.mqtt5)
+            client = connect_as_device(
+                reply.device_id, credentials, mqtt5=self.mqtt5, retry_for_s=max(self._remaining(), 0.0)
+            )
         except MqttError as exc:
             self.on_event(from_mqtt_error(exc))
             return 1

@@ -338,14 +338,15 @@ class DeviceMqttClient:
         *,
         timeout: float,
         retry_for_s: float,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> int:
         """`connect`, tried again with backoff while the broker cannot be reached, for
         up to `retry_for_s` seconds; returns the number of attempts. A refusal (bad
         credentials, failed TLS) is an answer and raises at once: retrying would
-        not change it. `sleep`, `clock` and `jitter` (0 to 1) are for tests."""
+        not change it. `sleep(seconds)` returning True (as `threading.Event.wait`
+        does once set) stops the retrying; `clock` and `jitter` (0 to 1) are for tests."""
         give_up_at = clock() + retry_for_s
         delay_s = FIRST_CONNECT_MIN_DELAY_S
         attempts = 0
@@ -356,9 +357,8 @@ class DeviceMqttClient:
                 return attempts
             except BrokerUnreachable:
                 wait_s = delay_s * (0.5 + jitter() / 2)
-                if clock() + wait_s > give_up_at:
+                if clock() + wait_s > give_up_at or sleep(wait_s) is True:
                     raise
-            sleep(wait_s)
             delay_s = min(delay_s * 2, FIRST_CONNECT_MAX_DELAY_S)
 
     def _drive_network(self) -> None:
