@@ -7,11 +7,12 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from linkhub import cli
+from linkhub import cli, control_client
 
 
 @pytest.fixture
@@ -60,3 +61,21 @@ def test_a_question_cut_off_says_nothing_was_changed(
     assert cli.main(["devices", "--json", "--data-dir", str(data_dir)]) == 1
     err = capsys.readouterr().err
     assert "Nothing was changed" in err and "may or may not" not in err
+
+
+def test_linkhub_devices_says_the_status_is_unknown_while_the_hub_has_no_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    since = datetime(2026, 1, 2, 7, 41).timestamp()  # local time, as the CLI shows it
+    device = {
+        "device_id": "dev-1",
+        "name": "Lamp",
+        "model": "L1",
+        "linked_at_s": since - 3600,
+        "online": False,
+        "status_unknown_since_s": since,
+    }
+    monkeypatch.setattr(control_client, "call", lambda *_a, **_k: {"devices": [device]})
+    assert cli.main(["devices", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "unknown since 07:41 (the hub has no broker connection)" in out and "online" not in out
