@@ -697,7 +697,8 @@ class _Worker(threading.Thread):
         device.client = client
         try:
             assert st.mqtt is not None
-            client.connect(st.mqtt.host, st.mqtt.port, timeout=OP_TIMEOUT_S)
+            host, port = st.mqtt.host, st.mqtt.port
+            client.connect_retrying(host, port, timeout=OP_TIMEOUT_S, retry_for_s=OP_TIMEOUT_S)
             session = DeviceSession(
                 client, st.device_id, device.state_path, st, on_event=sink, announce_status=True
             )

@@ -210,7 +210,9 @@ class _LinkSession:
             tls_ca_pem=self.ca_pem,
         )
         try:
-            client.connect(self.hub_host, self.hub_port, timeout=self._op_timeout())
+            client.connect_retrying(
+                self.hub_host, self.hub_port, timeout=self._op_timeout(), retry_for_s=self._remaining()
+            )
             client.subscribe(self.request.reply_to, qos=1, timeout=self._op_timeout())
             self._send(client)
             return self._wait_for_answer(client)
@@ -345,7 +347,9 @@ class _LinkSession:
             return 1
         bootstrap.close()
         try:
-            client = connect_as_device(reply.device_id, credentials, mqtt5=self.mqtt5)
+            client = connect_as_device(
+                reply.device_id, credentials, mqtt5=self.mqtt5, retry_for_s=max(self._remaining(), 0.0)
+            )
         except MqttError as exc:
             self.on_event(from_mqtt_error(exc))
             return 1

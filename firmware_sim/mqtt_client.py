@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import random
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -31,6 +34,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 KEEPALIVE_S = 30
 RECONNECT_MIN_DELAY_S = 0.2
 RECONNECT_MAX_DELAY_S = 2
+# A first connect that finds no broker (not started yet, restarting, its listen
+# backlog full under a thousand devices at once) is tried again after this,
+# doubled each time up to the maximum, each wait drawn between half and all of
+# it so that a fleet powered on together does not come back in step
+# (docs/protocol.md, "Connecting").
+FIRST_CONNECT_MIN_DELAY_S = 0.5
+FIRST_CONNECT_MAX_DELAY_S = 30.0
 # MQTT 5 reason codes (3.1.1 CONNACK codes 4 and 5 map onto them in paho).
 _BAD_USERNAME_OR_PASSWORD = 0x86
 _NOT_AUTHORIZED = 0x87
@@ -290,7 +300,8 @@ class DeviceMqttClient:
     # --- blocking API -----------------------------------------------------------
     def connect(self, host: str, port: int, *, timeout: float = 10.0) -> None:
         """Connect and wait for a successful CONNACK; raise `MqttError` otherwise."""
-        self._client.connect_timeout = timeout
+        if self._client.connect_timeout != timeout:  # paho refuses to change it after a failed try
+            self._client.connect_timeout = timeout
         try:
             self._client.connect(host, port, keepalive=KEEPALIVE_S)
         except ssl.SSLCertVerificationError as exc:
@@ -319,6 +330,36 @@ class DeviceMqttClient:
         if rc.is_failure:
             self.close()
             raise ConnectRefused(str(rc), _reason_value(rc))
+
+    def connect_retrying(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        retry_for_s: float,
+        sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> int:
+        """`connect`, tried again with backoff while the broker cannot be reached, for
+        up to `retry_for_s` seconds; returns the number of attempts. A refusal (bad
+        credentials, failed TLS) is an answer and raises at once: retrying would
+        not change it. `sleep(seconds)` returning True (as `threading.Event.wait`
+        does once set) stops the retrying; `clock` and `jitter` (0 to 1) are for tests."""
+        give_up_at = clock() + retry_for_s
+        delay_s = FIRST_CONNECT_MIN_DELAY_S
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                self.connect(host, port, timeout=timeout)
+                return attempts
+            except BrokerUnreachable:
+                wait_s = delay_s * (0.5 + jitter() / 2)
+                if clock() + wait_s > give_up_at or sleep(wait_s) is True:
+                    raise
+            delay_s = min(delay_s * 2, FIRST_CONNECT_MAX_DELAY_S)
 
     def _drive_network(self) -> None:
         """Who does the socket I/O: paho's own thread here (the fleet overrides this)."""

@@ -59,6 +59,8 @@ from hub.protocol import (
 )
 
 OP_TIMEOUT_S = 10.0
+# How long `run` keeps trying a broker it cannot reach at start before it gives up.
+FIRST_CONNECT_RETRY_S = 60.0
 POLL_S = 0.2
 SPOOL_POLL_S = 0.2
 # How long a change made on the device waits for the hub's answer.
@@ -78,6 +80,8 @@ def connect_as_device(
     mqtt5: bool,
     timeout: float = OP_TIMEOUT_S,
     tls: TlsChoice = FOLLOW_CREDENTIALS,
+    retry_for_s: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> DeviceMqttClient:
     """Connect with the device's own credentials and its last will (status offline);
     over TLS when the credentials carry the hub's TLS port and CA (firmware_sim/transport.py)."""
@@ -90,7 +94,13 @@ def connect_as_device(
         will=Will(device_status_topic(device_id), encode(DeviceStatus(online=False))),
         tls_ca_pem=endpoint.ca_pem,
     )
-    client.connect(endpoint.host, endpoint.port, timeout=timeout)
+    client.connect_retrying(
+        endpoint.host,
+        endpoint.port,
+        timeout=timeout,
+        retry_for_s=retry_for_s,
+        sleep=time.sleep if stop is None else stop.wait,
+    )
     return client
 
 
@@ -421,9 +431,11 @@ def run(
     stop: threading.Event,
     mqtt5: bool = True,
     tls: TlsChoice = FOLLOW_CREDENTIALS,
+    connect_retry_s: float = FIRST_CONNECT_RETRY_S,
 ) -> int:
     """Stay online until `stop` is set; 0 after a clean stop, EXIT_UNLINKED once
-    the broker refused the device's credentials, 1 on any other failure."""
+    the broker refused the device's credentials, 1 on any other failure. A broker
+    that cannot be reached at start is tried again for `connect_retry_s`."""
     loaded = _load_linked(state_path, on_event)
     if loaded is None:
         return 1
@@ -433,7 +445,15 @@ def run(
         if not _take_lock(lock, state_path, stop, on_event):
             return 0 if stop.is_set() else 1
         return _run_locked(
-            st, device_id, creds, state_path, on_event=on_event, stop=stop, mqtt5=mqtt5, tls=tls
+            st,
+            device_id,
+            creds,
+            state_path,
+            on_event=on_event,
+            stop=stop,
+            mqtt5=mqtt5,
+            tls=tls,
+            connect_retry_s=connect_retry_s,
         )
     finally:
         lock.release()
@@ -449,9 +469,12 @@ def _run_locked(
     stop: threading.Event,
     mqtt5: bool,
     tls: TlsChoice = FOLLOW_CREDENTIALS,
+    connect_retry_s: float = FIRST_CONNECT_RETRY_S,
 ) -> int:
     try:
-        client = connect_as_device(device_id, creds, mqtt5=mqtt5, tls=tls)
+        client = connect_as_device(
+            device_id, creds, mqtt5=mqtt5, tls=tls, retry_for_s=connect_retry_s, stop=stop
+        )
     except MqttError as exc:
         if _refused_as_unlinked(exc):
             return forget_credentials(state_path, device_id, on_event)

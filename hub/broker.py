@@ -32,13 +32,15 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hub import protocol
-from hub.errors import BrokerAdminError, BrokerUnavailable, ConfigError, PortInUse
+from hub.config import DEFAULT_BROKER_RESTART_LIMIT, DEFAULT_BROKER_RESTART_WINDOW_S
+from hub.errors import BrokerAdminError, BrokerUnavailable, ConfigError, LinkHubError, PortInUse
 from hub.mqtt import BrokerAddress
 
 if TYPE_CHECKING:
@@ -333,6 +335,41 @@ class DynsecFileGuard:
                 "the broker may not be able to save its logins"
             )
         return None
+@dataclass(slots=True)
+class RestartBudget:
+    """How often a broker that keeps dying is restarted before the hub gives up.
+
+    Every exit and every failed start counts as a failure; when `limit` of them
+    fall within `window_s` seconds, `failed` says to give up (None), so the hub
+    exits non-zero and its service manager (systemd's `Restart=on-failure`,
+    systemd.service(5)) restarts the whole hub. Otherwise it says how long to
+    wait first: `first_delay_s` doubled for each earlier failure in the window,
+    at most `max_delay_s`, so a broker killed once (the out-of-memory killer) is
+    back within a fraction of a second and one that cannot start is not
+    hammered. Pure: the caller passes the time, which keeps the tests exact.
+    """
+
+    limit: int = DEFAULT_BROKER_RESTART_LIMIT
+    window_s: float = DEFAULT_BROKER_RESTART_WINDOW_S
+    first_delay_s: float = 0.2
+    max_delay_s: float = 10.0
+    _failures: list[float] = field(default_factory=list)
+
+    def failed(self, now_s: float) -> float | None:
+        """One more failure at `now_s`: the seconds to wait before the next try, or None to give up."""
+        self._failures = [t for t in self._failures if now_s - t < self.window_s] + [now_s]
+        if len(self._failures) >= self.limit:
+            return None
+        return min(self.first_delay_s * 2 ** (len(self._failures) - 1), self.max_delay_s)
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionHooks:
+    """What the hub is told by the thread that watches its mosquitto; each gets a reason."""
+
+    down: Callable[[str], None]
+    up: Callable[[], None]
+    gave_up: Callable[[str], None]
 
 
 class ManagedBroker:
@@ -341,6 +378,8 @@ class ManagedBroker:
         self._process: subprocess.Popen[bytes] | None = None
         self.tls_files: TlsFiles | None = None  # once prepared, with a TLS listener
         self.dynsec_file = DynsecFileGuard(config.directory)
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def address(self) -> BrokerAddress:
@@ -458,7 +497,7 @@ class ManagedBroker:
                 return
             except OSError:
                 time.sleep(0.05)
-        self.stop()
+        self._terminate(self._process)
         ports = f"{port} and {tls_port}" if tls_port else str(port)
         raise BrokerUnavailable(f"mosquitto did not listen on {host} ports {ports} within {timeout_s} s")
 
@@ -478,8 +517,91 @@ class ManagedBroker:
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def supervise(
+        self,
+        hooks: SupervisionHooks,
+        budget: RestartBudget | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        """Watch the started mosquitto from a thread of its own and restart it when it exits.
+
+        The thread blocks in waitpid(2) (Popen.wait), so an exit is noticed at
+        once and the child reaped (no zombie); it is restarted on the same port
+        with the same config and dynamic-security file, after `budget`'s delay.
+        `wait(seconds)` returns True when supervision should end (default: the
+        stop event); tests pass their own with `clock` to skip the delays.
+        """
+        if self._watcher is not None:
+            return
+        budget = budget or RestartBudget()
+        pause = wait or self._stopping.wait
+        self._watcher = threading.Thread(
+            target=self._watch, args=(hooks, budget, clock, pause), name="broker-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(
+        self,
+        hooks: SupervisionHooks,
+        budget: RestartBudget,
+        clock: Callable[[], float],
+        pause: Callable[[float], bool],
+    ) -> None:
+        while not self._stopping.is_set():
+            process = self._process
+            if process is None:
+                return
+            code = process.wait()  # reaps it
+            if self._stopping.is_set():
+                return
+            reason = f"mosquitto (pid {process.pid}) exited ({_exit_reason(code)})"
+            while True:
+                delay = budget.failed(clock())
+                if delay is None:
+                    log.critical(
+                        "%s; it failed %d times within %g s: giving up so that the hub exits "
+                        "and its service manager restarts it",
+                        reason,
+                        budget.limit,
+                        budget.window_s,
+                    )
+                    hooks.gave_up(reason)
+                    return
+                log.error("%s; restarting it in %.1f s", reason, delay)
+                hooks.down(f"{reason}; restarting it in {delay:.1f} s")
+                if pause(delay) or self._stopping.is_set():
+                    return
+                try:
+                    # Started from this thread, which lives as long as the child:
+                    # PR_SET_PDEATHSIG (prctl(2)) fires when the *thread* that
+                    # forked exits, not only the process.
+                    self.start()
+                except (LinkHubError, OSError) as exc:  # OSError: Popen itself failed
+                    reason = f"mosquitto could not be restarted: {exc}"
+                    continue
+                if self._stopping.is_set():  # stop() ran while this one started
+                    self._terminate(self._process)
+                    return
+                log.warning("mosquitto restarted (pid %s) on port %s", self.pid, self.config.port)
+                hooks.up()
+                break
+
     def stop(self) -> None:
+        self._stopping.set()
         process, self._process = self._process, None
+        self._terminate(process)
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=10)
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen[bytes] | None) -> None:
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
@@ -490,7 +612,8 @@ class ManagedBroker:
             process.wait()
 
     def kill(self) -> None:
-        """Stop abruptly, as a crash or power cut would (tests)."""
+        """Stop abruptly, as a power cut would (tests): not restarted."""
+        self._stopping.set()
         if self._process is not None:
             self._process.kill()
             self._process.wait()
@@ -499,3 +622,13 @@ class ManagedBroker:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+
+def _exit_reason(code: int) -> str:
+    """Popen's returncode in words: negative is the signal that ended it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -17,6 +17,8 @@ from hub.errors import ConfigError
 from hub.rate_limits import LimitsPolicy
 from hub.retention import RetentionPolicy
 
+DEFAULT_BROKER_RESTART_LIMIT = 5
+DEFAULT_BROKER_RESTART_WINDOW_S = 60
 DEFAULT_HTTP_PORT = 8080
 # 1883 is usually taken on a home-lab Pi (Home Assistant's mosquitto); the
 # hub's own broker defaults next to it and is announced over mDNS anyway.
@@ -117,6 +119,11 @@ class HubConfig:
         """Every name the web pages answer to, other than loopback and the machine's addresses."""
         names = [f"{self.mdns_name}.local", self.public_host or "", self.http_host, *self.web_hosts]
         return tuple(name for name in names if name and name not in ("0.0.0.0", "::"))
+    # The hub restarts its own mosquitto when it exits, and gives up (exits
+    # non-zero, for systemd to restart it) after this many failures within the
+    # window (hub/broker.py RestartBudget, docs/configuration.md).
+    broker_restart_limit: int = DEFAULT_BROKER_RESTART_LIMIT
+    broker_restart_window_s: int = DEFAULT_BROKER_RESTART_WINDOW_S
 
     def __post_init__(self) -> None:
         # hub.config_file checks the same rules first, naming the source of a bad

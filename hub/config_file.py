@@ -29,6 +29,8 @@ from typing import Any
 
 from hub.config import (
     CODE_LIFETIME_RANGE_S,
+    DEFAULT_BROKER_RESTART_LIMIT,
+    DEFAULT_BROKER_RESTART_WINDOW_S,
     DEFAULT_CODE_LIFETIME_S,
     DEFAULT_HTTP_PORT,
     DEFAULT_MDNS_NAME,
@@ -478,6 +480,24 @@ KEYS: tuple[Key, ...] = (
         f"(default {RetentionPolicy().ended_link_requests_days})",
         "DAYS",
     ),
+    # The hub's own mosquitto, restarted when it exits (hub/broker.py RestartBudget).
+    Key(
+        "broker_restart_limit",
+        "--broker-restart-limit",
+        _whole_number(1, 1000),
+        DEFAULT_BROKER_RESTART_LIMIT,
+        "the hub exits (for systemd to restart it) when its own mosquitto failed this many times "
+        f"within --broker-restart-window (default {DEFAULT_BROKER_RESTART_LIMIT})",
+        "N",
+    ),
+    Key(
+        "broker_restart_window_s",
+        "--broker-restart-window",
+        _whole_number(1, 86_400, " seconds"),
+        DEFAULT_BROKER_RESTART_WINDOW_S,
+        f"seconds over which those failures are counted (default {DEFAULT_BROKER_RESTART_WINDOW_S})",
+        "S",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 # Keys naming a file: in the configuration file, relative to that file.
@@ -715,6 +735,8 @@ def resolve(
                     delivered_outbox_days=values["delivered_outbox_days"],
                     ended_link_requests_days=values["ended_link_requests_days"],
                 ),
+                broker_restart_limit=values["broker_restart_limit"],
+                broker_restart_window_s=values["broker_restart_window_s"],
             )
         except ConfigError as exc:  # a rule only HubConfig knows; every key was checked above
             problems.append(str(exc))

@@ -10,7 +10,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from hub import metrics, protocol
 from hub.account_directory import AccountDirectory
 from hub.accounts import AccountService
 from hub.activity import ActivityLog
-from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
+from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig, RestartBudget, SupervisionHooks
 from hub.config import HubConfig
 from hub.dynsec import CheckedIssuer, DynSecAdmin, expands_client_id, service_client_id
 from hub.errors import ConfigError, LinkHubError
@@ -85,9 +85,17 @@ def _host_port(text: str, *, default_port: int) -> BrokerAddress:
 
 class Hub:
     def __init__(
-        self, config: HubConfig, *, clock: Clock = time.time, rng: random.Random | None = None
+        self,
+        config: HubConfig,
+        *,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        broker_wait: Callable[[float], bool] | None = None,
     ) -> None:
+        """`broker_wait(seconds)`: how the supervisor of the hub's own mosquitto waits
+        before a restart, True to give up waiting (tests hold the broker down with it)."""
         self.config = config
+        self._broker_wait = broker_wait
         self._clock = clock
         self._rng = rng
         self.engine: Engine | None = None
@@ -115,6 +123,10 @@ class Hub:
         # device id -> (monotonic time of the next try, current delay).
         self._clearing: dict[str, tuple[float, float]] = {}
         self._clearing_lock = threading.Lock()
+        # Called (once) when the hub cannot go on, with why: its managed mosquitto
+        # kept dying. `linkhub run` then stops and exits non-zero.
+        self.on_fatal: Callable[[str], None] | None = None
+        self.fatal: str | None = None
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> HubEndpoints:
@@ -186,6 +198,7 @@ class Hub:
                 password=hub_password,
                 on_message=self._on_message,
                 label="the hub's main connection",
+                on_lost=self._broker_lost,
             )
             self._mqtt.start()
             # The bootstrap role needs to know whether this broker expands %c, which
@@ -244,6 +257,13 @@ class Hub:
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+        if self._mqtt is not None:
+            # Answer what devices already sent (a change sent just before SIGTERM is
+            # stored and must get its reply), with nothing new coming in meanwhile.
+            try:
+                self._mqtt.drain()
+            except Exception:
+                log.exception("while draining the device messages that had arrived")
         for part in (self._pruner, self._outbox, self._link_responder, self._mqtt, self._admin):
             if part is not None:
                 try:
@@ -282,11 +302,33 @@ class Hub:
         self.managed_broker.start()
         assert self.engine is not None
         metrics.of(self.engine).broker_storage_problem = self.managed_broker.dynsec_file.storage_problem
+        hub_metrics = metrics.of(self.engine)
+        self.managed_broker.supervise(
+            SupervisionHooks(down=hub_metrics.broker_down, up=hub_metrics.broker_up, gave_up=self._give_up),
+            RestartBudget(
+                limit=self.config.broker_restart_limit, window_s=self.config.broker_restart_window_s
+            ),
+            wait=self._broker_wait,
+        )
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
 
     def tls_names(self) -> tuple[str, ...]:
         """The names a TLS certificate of this hub must carry (the pages' HTTPS too)."""
         return self._tls_names()
+
+    def _give_up(self, reason: str) -> None:
+        if self.engine is not None:
+            metrics.of(self.engine).broker_down(f"{reason}; given up: the hub is stopping")
+        self.fatal = reason
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+
+    def _broker_lost(self) -> None:
+        """The main connection dropped: no device's status is known until they say it again."""
+        if self.engine is not None:
+            metrics.of(self.engine).broker_lost()
+        if self._links is not None:
+            self._links.broker_lost()
 
     def _tls_names(self) -> tuple[str, ...]:
         """Every host a device may be told to connect to (the public host, or the

@@ -162,6 +162,9 @@ class DeviceView:
     confirmed: bool
     online: bool
     last_seen_at_s: float | None
+    # While the hub has no broker connection nobody knows who is online: since
+    # when (wall clock), and `online` is then False whatever was last heard.
+    status_unknown_since_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +505,13 @@ class LinkService:
             return None  # nowhere we may answer: the device's own timeout tells it
         reply = ErrorReply(rejection.request_id, rejection.error, rejection.description)
         return OutboundReply(rejection.reply_to, reply, correlation)
+
+    def broker_lost(self) -> None:
+        """The hub lost its broker: nobody is known to be online any more. Each device
+        says again when the hub is back (its retained status, or a fresh one when it
+        reconnects, MQTT 5 §3.3.1.3), so the flags are cleared, not guessed at."""
+        with session_scope(self._engine) as session:
+            session.execute(update(Device).where(col(Device.online)).values(online=False))
 
     def device_status(self, device_id: str, online: bool) -> None:
         """The device's status topic: its first appearance confirms the link."""
@@ -1011,7 +1021,8 @@ class LinkService:
             )
             if account_id is not None:
                 query = query.where(Device.account_id == account_id)
-            return [_device_view(d) for d in session.exec(query).all()]
+            unknown_since = metrics.of(self._engine).status_unknown_since()
+            return [_device_view(d, unknown_since) for d in session.exec(query).all()]
 
     def linked_device(self, device_id: str, account_id: int) -> DeviceView | None:
         """The account's linked device with this id, or None: one row, where
@@ -1020,7 +1031,7 @@ class LinkService:
             device = session.get(Device, device_id)
             if device is None or device.unlinked_at_s is not None or device.account_id != account_id:
                 return None
-            return _device_view(device)
+            return _device_view(device, metrics.of(self._engine).status_unknown_since())
 
     # --- internals ------------------------------------------------------------
     def _decidable(self, session: Session, typed: str, now: float) -> LinkRequestRecord:
@@ -1154,7 +1165,7 @@ def _request_view(record: LinkRequestRecord, state: LinkState) -> LinkRequestVie
     )
 
 
-def _device_view(device: Device) -> DeviceView:
+def _device_view(device: Device, unknown_since_s: float | None = None) -> DeviceView:
     return DeviceView(
         device_id=device.device_id,
         account_id=device.account_id,
@@ -1163,6 +1174,7 @@ def _device_view(device: Device) -> DeviceView:
         address=device.address,
         linked_at_s=device.linked_at_s,
         confirmed=device.confirmed,
-        online=device.online,
+        online=device.online and unknown_since_s is None,
         last_seen_at_s=device.last_seen_at_s,
+        status_unknown_since_s=unknown_since_s,
     )

@@ -100,6 +100,14 @@ class HubMetrics:
         self.broker_connected = Gauge(
             "linkhub_broker_connected", "1 while the hub is connected to its MQTT broker", registry=registry
         )
+        self.broker_restarts = Counter(
+            "linkhub_broker_restarts",
+            "Times the hub restarted the mosquitto it manages after it exited",
+            registry=registry,
+        )
+        # Why the broker is away and since when (wall clock), while the hub knows it is.
+        self._broker_problem: tuple[float, str] | None = None
+        self._lost_at_s: float | None = None
         self._connections: list[Callable[[], BrokerConnection | None]] = []
         # Says what is wrong with where the broker keeps its logins, or None (hub/broker.py).
         self.broker_storage_problem: Callable[[], str | None] = lambda: None
@@ -134,6 +142,36 @@ class HubMetrics:
         on), whose state health and `linkhub_broker_connected` report: connected
         only while all of them are."""
         self._connections = [weakref.ref(connection) for connection in connections]  # type: ignore[misc]
+
+    def broker_down(self, reason: str) -> None:
+        """The managed mosquitto is away (hub.broker's supervision); /healthz says why."""
+        self._broker_problem = (time.time(), reason)
+
+    def broker_up(self) -> None:
+        """The managed mosquitto was restarted and listens again."""
+        self.broker_restarts.inc()
+        self._broker_problem = None
+
+    def broker_problem(self) -> str | None:
+        return self._broker_problem[1] if self._broker_problem is not None else None
+
+    def status_unknown_since(self) -> float | None:
+        """While the hub has no broker connection, devices' status is unknown: since
+        when (wall clock). None when connected, or when no connection is watched
+        (services used without a hub, as in unit tests)."""
+        if not self._connections:
+            return None
+        if self.broker_is_connected():
+            self._lost_at_s = None
+            return None
+        if self._lost_at_s is None:
+            self._lost_at_s = self._broker_problem[0] if self._broker_problem is not None else time.time()
+        return self._lost_at_s
+
+    def broker_lost(self) -> None:
+        """The hub's connection dropped: status is unknown from now."""
+        if self._lost_at_s is None:
+            self._lost_at_s = time.time()
 
     # --- reading -------------------------------------------------------------------------
     def broker_is_connected(self) -> bool:
@@ -239,8 +277,11 @@ class HealthProbe:
         storage = self._metrics.broker_storage_problem()
         if storage is not None:
             detail["storage_error"] = storage
-        if self._metrics.broker_is_connected():
+        problem = self._metrics.broker_problem()
+        if problem is None and self._metrics.broker_is_connected():
             return ComponentHealth(storage is None, detail)
+        if problem is not None:
+            return ComponentHealth(False, {**detail, "error": problem})
         return ComponentHealth(False, {**detail, "error": "the hub is not connected to its MQTT broker"})
 
     def _database(self) -> ComponentHealth:

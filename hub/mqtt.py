@@ -161,6 +161,10 @@ def _failed(reason: ReasonCode | int) -> bool:
     return reason >= 0x80
 
 
+# Put in a connection's inbox when it loses the broker (compared by identity).
+_LOST = InboundMessage("", b"", False)
+
+
 class MqttConnection:
     """A long-lived client that reconnects by itself and re-subscribes."""
 
@@ -172,6 +176,7 @@ class MqttConnection:
         username: str,
         password: str,
         on_message: MessageHandler | None = None,
+        on_lost: Callable[[], None] | None = None,
         mqtt5: bool = True,
         label: str = "an MQTT connection",
     ) -> None:
@@ -181,6 +186,7 @@ class MqttConnection:
         # would let whoever reads them take it over (issue 19).
         self.label = label
         self._on_message = on_message
+        self._on_lost = on_lost
         self._mqtt5 = mqtt5
         self._client = _new_client(client_id, username, password, mqtt5)
         self._client.reconnect_delay_set(min_delay=0.2, max_delay=5)
@@ -188,6 +194,7 @@ class MqttConnection:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_subscribe = self._handle_subscribe
+        self._client.on_unsubscribe = self._handle_unsubscribe
         self._client.on_publish = self._handle_publish
         self._client.on_message = self._handle_message
         self._lock = threading.Lock()
@@ -198,7 +205,8 @@ class MqttConnection:
         self._subscriptions: list[tuple[str, int]] = []
         self._connack: Future[ReasonCode] = Future()
         self.connected = threading.Event()
-        self._inbox: queue.Queue[InboundMessage | None] = queue.Queue()
+        # Messages; an Event the dispatcher sets when it reaches it (drain); None: stop.
+        self._inbox: queue.Queue[InboundMessage | threading.Event | None] = queue.Queue()
         self._dispatcher: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------
@@ -230,6 +238,30 @@ class MqttConnection:
             self._inbox.put(None)
             if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
                 self._dispatcher.join(timeout=5)
+
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Before stop(): unsubscribe from everything, then wait until every message
+        that had already arrived is handled, while the connection is still up so
+        that the handlers' answers go out. The broker sends nothing new once it
+        has acknowledged the UNSUBSCRIBE (MQTT 5 §3.10.4), so after the UNSUBACK
+        the inbox holds all there will be."""
+        if self._dispatcher is None or not self._dispatcher.is_alive():
+            return  # never started, or stopped: nothing to drain
+        with self._lock:
+            filters = [topic_filter for topic_filter, _qos in self._subscriptions]
+            self._subscriptions.clear()
+        deadline = time.monotonic() + timeout_s
+        if filters:
+            rc, mid = self._client.unsubscribe(filters)
+            if rc == paho.MQTT_ERR_SUCCESS:
+                try:
+                    self._wait(mid, timeout_s, "UNSUBACK")
+                except BrokerTimeout:
+                    log.warning("%s: no UNSUBACK; draining what has arrived", self.client_id)
+        drained = threading.Event()
+        self._inbox.put(drained)  # the dispatcher sets it when it gets there
+        if not drained.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("%s: messages still being handled when the drain time ran out", self.client_id)
 
     # --- operations -------------------------------------------------------
     def subscribe(self, topic_filter: str, qos: int = 1, timeout_s: float = 5.0) -> None:
@@ -357,9 +389,14 @@ class MqttConnection:
         log.info("%s connected to %s:%s", self.label, self.broker.host, self.broker.port)
 
     def _handle_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _p: Any) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
         if reason.is_failure:
             log.warning("%s lost the broker (%s); reconnecting", self.label, reason)
+        if was_connected and self._on_lost is not None:
+            # Through the inbox, so it runs after every message that came before
+            # the loss and before any that comes after the reconnect.
+            self._inbox.put(_LOST)
 
     def _handle_subscribe(
         self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
@@ -370,11 +407,27 @@ class MqttConnection:
     def _handle_publish(self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
         self._resolve(mid, reason)
 
+    def _handle_unsubscribe(
+        self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        worst = max(reasons, key=lambda r: r.value) if reasons else 0
+        self._resolve(mid, worst)
+
     def _handle_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._inbox.put(_inbound(msg))
 
     def _dispatch(self) -> None:
         while (message := self._inbox.get()) is not None:
+            if isinstance(message, threading.Event):
+                message.set()
+                continue
+            if message is _LOST:
+                try:
+                    if self._on_lost is not None:
+                        self._on_lost()
+                except Exception:
+                    log.exception("the handler of a lost connection failed")
+                continue
             if self._on_message is None:
                 continue
             try:

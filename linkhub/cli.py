@@ -464,8 +464,10 @@ def _account_add(args: argparse.Namespace) -> int:
 
 
 # The hub closed the control connection or stopped answering mid-request (it died,
-# or was stopped): http.client.RemoteDisconnected, a reset, the 30 s timeout.
-_HUB_WENT_AWAY = (http.client.HTTPException, ConnectionError, TimeoutError)
+# or was stopped): control_client turns RemoteDisconnected, a reset or the 30 s
+# timeout into HubWentAway, with a general message; the commands that change
+# something say here what to check for their own change.
+_HUB_WENT_AWAY = (control_client.HubWentAway, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
 def _hub_went_away(doing: str, what_to_do: str) -> int:
@@ -521,6 +523,9 @@ def _devices(args: argparse.Namespace) -> int:
     for device in devices:
         linked = datetime.fromtimestamp(device["linked_at_s"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         state = "online" if device["online"] else "offline"
+        if device.get("status_unknown_since_s"):
+            since = datetime.fromtimestamp(device["status_unknown_since_s"]).strftime("%H:%M")
+            state = f"unknown since {since} (the hub has no broker connection)"
         line = f"{device['device_id']}  {device['name']} ({device['model']})  {state}  linked {linked}"
         print(escape_hidden(line))
     return 0

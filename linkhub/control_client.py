@@ -34,6 +34,24 @@ class ControlError(LinkHubError):
         self.reason = reason
 
 
+class HubWentAway(LinkHubError):
+    """The hub took the request and closed the connection without an answer: it
+    stopped or died in the middle. Whether a change was applied is not known."""
+
+
+def _went_away(method: str, path: str, exc: Exception) -> HubWentAway:
+    what = (
+        f"the hub closed the connection before answering {method} {path} ({type(exc).__name__}); did it stop?"
+    )
+    if method == "GET":
+        return HubWentAway(f"{what} Nothing was changed. Check that it is running and ask again.")
+    return HubWentAway(
+        f"{what} The change may or may not have been applied. Once the hub runs again "
+        "(`systemctl status linkhub`, or start it with `linkhub run`), check with `linkhub activity` "
+        "and `linkhub devices` (or `linkhub settings show`) before trying again."
+    )
+
+
 def call(socket_path: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     connection = _UnixHTTPConnection(socket_path, timeout_s=30)
     try:
@@ -47,6 +65,10 @@ def call(socket_path: Path, method: str, path: str, body: dict[str, Any] | None 
             f"no hub is running with data directory {socket_path.parent} "
             "(start it with `linkhub run`, or pass the same --data-dir)"
         ) from None
+    except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        # RemoteDisconnected, IncompleteRead, a reset or broken pipe, or no answer in
+        # time: the request may have reached the hub, so its effect is unknown.
+        raise _went_away(method, path, exc) from None
     finally:
         connection.close()
     if response.status >= 400:

@@ -24,7 +24,7 @@ from waitress.server import create_server
 from hub import metrics
 from hub.config import HubConfig
 from hub.daemon import Hub
-from hub.errors import PortInUse
+from hub.errors import AccountServiceUnavailable, PortInUse
 from hub.netinfo import lan_addresses
 from hub.protocol import escape_hidden
 from hub.store import migrate_in_child
@@ -187,7 +187,8 @@ def _https_url(url: str, https_port: int) -> str:
 
 
 def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
-    """Run until SIGTERM or SIGINT, then stop in order and return 0.
+    """Run until SIGTERM or SIGINT, then stop in order and return 0 (1 when the hub
+    gave up on its own mosquitto, which kept dying: hub/broker.py RestartBudget).
 
     Stopping order: the web page and control socket first (finishing what they
     are serving), then the hub (mDNS withdrawn, outbox and MQTT stopped, its own
@@ -209,6 +210,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     migrate_in_child(config.database_url)
     hub = Hub(config)
+    hub.on_fatal = lambda _reason: stop.set()  # its mosquitto kept dying: exit non-zero below
     endpoints = hub.start()
     assert hub.engine is not None  # started
     health = metrics.HealthProbe(hub.engine, space=hub.space.shortage if hub.space else None)
@@ -279,8 +281,14 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
                 f"(the CA to trust: {urls[-1].removesuffix('/link')}/ca.pem)",
                 flush=True,
             )
-        if not hub.accounts.has_accounts():
-            print("  First start: open the link page to create the owner account.", flush=True)
+        try:
+            if not hub.accounts.has_accounts():
+                print("  First start: open the link page to create the owner account.", flush=True)
+        except AccountServiceUnavailable as exc:
+            # Devices are served without it; sign-in and approvals wait for it, and
+            # changes already accepted reach it from the outbox when it is back.
+            log.warning("the account service is away (%s); serving devices meanwhile", exc)
+            print("  Account service: away; devices are served, sign-in waits for it.", flush=True)
         phone_url = urls[-1]  # a LAN address when there is one: what a phone can open
         print(f"  Scan to open {phone_url} on a phone:", flush=True)
         print(terminal_qr(phone_url), end="", flush=True)
@@ -290,8 +298,13 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         # (50 ms on a slow core, in the middle of some request; docs/performance.md).
         gc.freeze()
         stop.wait()
-        name = signal.Signals(received[0]).name if received else "a signal"
-        log.info("stopping on %s: finishing requests in flight, then the hub", name)
+        if hub.fatal is not None and not received:
+            log.critical(
+                "stopping: %s; exiting with status 1 for the service manager to restart the hub", hub.fatal
+            )
+        else:
+            name = signal.Signals(received[0]).name if received else "a signal"
+            log.info("stopping on %s: finishing requests in flight, then the hub", name)
     finally:
         if https_server is not None:
             https_server.stop()
@@ -305,4 +318,4 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         if config.control_socket.exists():
             os.unlink(config.control_socket)
         log.info("stopped")
-    return 0
+    return 1 if hub.fatal is not None else 0

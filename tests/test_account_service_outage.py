@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from conftest import HubFactory, RunningBroker, free_port, hub_pages, wait_until
-from device_doubles import DeviceThread
+from device_doubles import BootstrapDevice, DeviceThread
 
 from hub.account_client import RemoteAccountService
 from hub.account_directory import ChangeKind
+from hub.protocol import DeviceInfo
 
 LINKHUB = str(Path(sys.executable).parent / "linkhub")
 
@@ -129,3 +130,36 @@ def test_sign_in_says_plainly_when_the_account_service_is_away(make_hub: HubFact
     response = app.test_client().get("/login")
     assert response.status_code == 503
     assert b"account service is not answering" in response.data
+
+
+def test_linkhub_run_starts_and_serves_devices_while_the_account_service_is_down(tmp_path: Path) -> None:
+    data_dir, mqtt_port = tmp_path / "data", free_port()
+    token_file = tmp_path / "token"
+    token_file.write_text("t" * 32 + "\n")
+    command = [
+        LINKHUB, "run", "--data-dir", str(data_dir), "--no-mdns",
+        "--http-host", "127.0.0.1", "--http-port", str(free_port()),
+        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port),
+        "--account-service", f"http://127.0.0.1:{free_port()}",  # nobody listens there
+        "--account-service-token-file", str(token_file),
+    ]  # fmt: skip
+    log_path = tmp_path / "hub.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(
+            lambda: "Stop with" in log_path.read_text() or process.poll() is not None,
+            timeout_s=30,
+            what="the hub to start (or fail)",
+        )
+        assert process.poll() is None, log_path.read_text()
+        text = log_path.read_text()
+        assert "the account service is away" in text and "Traceback" not in text
+        device = BootstrapDevice(mqtt_port, DeviceInfo("Lamp", "LMP-1"))
+        try:
+            assert len(device.request().user_code) == 9  # devices are served
+        finally:
+            device.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

@@ -127,6 +127,8 @@ def test_every_key_comes_from_each_source() -> None:
         "web_hosts": (["hub.home.arpa"], "hub.home.arpa", ("hub.home.arpa",)),
         "probe_token_file": ("/run/probe", "/run/probe", Path("/run/probe")),
         "https_port": (8443, "8443", 8443),
+        "broker_restart_limit": (3, "3", 3),
+        "broker_restart_window_s": (30, "30", 30),
     }
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
@@ -151,6 +153,7 @@ def test_every_key_comes_from_each_source() -> None:
     assert config.probe_token == "t"
     assert config.https_port == 8443
     assert "hub.home.arpa" in config.web_host_names and "kitchen.local" in config.web_host_names
+    assert (config.broker_restart_limit, config.broker_restart_window_s) == (3, 30)
     assert (
         config.limits.link_requests_per_client,
         config.limits.link_requests_total,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 from pathlib import Path
 
@@ -253,3 +254,36 @@ def test_a_preference_that_would_overfill_a_device_is_refused_whole(
         hub.settings.set_preferences(account_id, {"wallpaper": "y" * 5000}, origin="test")
     assert info.value.code == "payload_too_large" and "Lamp 0" in str(info.value)
     assert hub.settings.preferences(account_id) == before
+
+
+def test_a_change_sent_just_before_the_hub_stops_gets_its_answer(
+    hub: Hub, lamp: DeviceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (Hub.stop): unsubscribe, answer what had arrived, then disconnect."""
+    version = lamp.get().version
+    handling, go_on = threading.Event(), threading.Event()
+    handle = hub.settings.handle_device_message
+
+    def slow_handle(device_id: str, leaf: str, payload: bytes) -> None:
+        if leaf == protocol.SETTINGS_SET:
+            handling.set()
+            go_on.wait(15)
+        handle(device_id, leaf, payload)
+
+    monkeypatch.setattr(hub.settings, "handle_device_message", slow_handle)
+    lamp.send(protocol.SETTINGS_SET, protocol.encode(SettingsSet("just-before", version, {"volume": 3})))
+    assert handling.wait(10), "the change did not arrive"
+    stopping = threading.Thread(target=hub.stop, daemon=True)
+    stopping.start()
+    connection = hub._mqtt
+    assert connection is not None
+    # The stop has begun: the hub no longer listens (new), or is disconnected (old).
+    wait_until(
+        lambda: not connection._subscriptions or not connection.connected.is_set(), what="the stop to begin"
+    )
+    go_on.set()
+    reply = lamp.reply()
+    assert reply.ok and reply.request_id == "just-before" and reply.version == version + 1
+    stopping.join(15)
+    assert not stopping.is_alive()
+    assert hub.settings.device_view(lamp.device_id).settings == {"volume": 3}
