@@ -234,7 +234,7 @@ def cli_stream(
             response = fallback.post(path, json=body)
             assert response.status_code == 200, response.get_json()
             answer = response.get_json()
-        except (OSError, http.client.HTTPException):
+        except (control_client.HubWentAway, OSError, http.client.HTTPException):
             seen.unknown[subject].add(value)  # hub B died with it: applied or not, nobody knows
             continue
         version = answer["desired_version"] if on_device else answer["version"]
