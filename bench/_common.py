@@ -40,8 +40,8 @@ from linkhub import control_client
 BIN = Path(sys.executable).parent
 LINKHUB = str(BIN / "linkhub")
 HOST = "127.0.0.1"
-ADMIN_USERNAME = "linkhub-admin"  # hub/broker.py's; the bench reads the password from the data dir
-HUB_ROLE = "linkhub-hub"  # hub/dynsec.py's: all of linkhub/v1/#
+ADMIN_USERNAME = "linkhub-admin"  # hub/broker/managed.py's; the bench reads the password from the data dir
+HUB_ROLE = "linkhub-hub"  # hub/broker/dynsec.py's: all of linkhub/v1/#
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 # A benchmark links many devices, or sends many new link requests, as fast as
 # it can: the hub's link-request limits (5 per client and 60 in total a minute,

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from device_doubles import BootstrapDevice, new_reply_topic
 from flooder import Flooder, rss_kb
 
-from hub.broker import MAX_PACKET_BYTES
-from hub.protocol import DeviceInfo, PendingReply
+from hub.broker.managed import MAX_PACKET_BYTES
+from linkhub_protocol import DeviceInfo, PendingReply
 
 
 def time_to_code(port: int, name: str, deadline_s: float) -> float | None:

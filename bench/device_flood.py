@@ -34,10 +34,10 @@ from typing import Any
 import _common as common
 import paho.mqtt.client as paho
 
+import linkhub_protocol as protocol
 from firmware_sim import state as state_file
-from hub import protocol
-from hub.protocol import DeviceReply, SettingsSet
-from hub.rate_limits import LimitsPolicy, parse_rate
+from hub.core.rate_limits import LimitsPolicy, parse_rate
+from linkhub_protocol import DeviceReply, SettingsSet
 
 MAX_UNACKNOWLEDGED = 200
 

@@ -52,7 +52,7 @@ def main() -> int:
 
     client.on_message = on_message
     client.on_subscribe = on_subscribe
-    # QoS 0, as the hub subscribes to link requests (hub/mqtt.py, MqttResponder).
+    # QoS 0, as the hub subscribes to link requests (hub/broker/connection.py, MqttResponder).
     client.on_connect = lambda c, *_a: c.subscribe(args.topic, qos=0)
     stop = [False]
 

@@ -38,7 +38,7 @@ import _common as common
 
 from firmware_sim.fleet import FleetDevice
 from firmware_sim.mqtt_client import Incoming, Message
-from hub.protocol import SETTINGS_DESIRED, SettingsDesired, device_topic, encode
+from linkhub_protocol import SETTINGS_DESIRED, SettingsDesired, device_topic, encode
 
 LIMIT_S = 120.0  # each round must be complete within this
 

@@ -45,7 +45,7 @@ from paho.mqtt.properties import Properties
 from firmware_sim import keys
 from firmware_sim.fleet import FleetMqttClient, NetLoop
 from firmware_sim.mqtt_client import Incoming, Message
-from hub.protocol import (
+from linkhub_protocol import (
     BOOTSTRAP_PASSWORD,
     BOOTSTRAP_USERNAME,
     DeviceInfo,

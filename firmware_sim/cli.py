@@ -71,7 +71,7 @@ from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
 from firmware_sim.mqtt_client import TlsUnavailable
 from firmware_sim.run import press, run
 from firmware_sim.transport import TlsChoice, read_ca_file
-from hub.protocol import DeviceInfo, ProtocolError
+from linkhub_protocol import DeviceInfo, ProtocolError
 
 DEFAULT_MQTT_PORT = 1884  # the LinkHub-managed broker's default
 DEFAULT_MQTT_TLS_PORT = 8883  # MQTT over TLS (IANA); the hub's TLS listener is off unless given a port

@@ -1,13 +1,13 @@
 """Finding a hub on the local network over mDNS / DNS-SD (RFC 6762, 6763).
 
-The device side of hub/mdns.py: browse for `_linkhub._tcp.local.`, read each
+The device side of hub/net/mdns.py: browse for `_linkhub._tcp.local.`, read each
 answer's TXT record (docs/protocol.md, "Finding the hub"), and hand back every
 hub that speaks our protocol version. Discovery only saves typing: a device
 given `--hub mqtt://HOST:PORT` never multicasts at all.
 
 Like the rest of firmware_sim this imports nothing from LinkHub but
-hub.protocol, so the small "home network" rule (RFC 1918 addresses only) is
-written again here rather than imported from hub.netinfo: a device must not
+linkhub_protocol, so the small "home network" rule (RFC 1918 addresses only) is
+written again here rather than imported from hub.net.addresses: a device must not
 multicast onto a network that is not somebody's LAN either.
 """
 
@@ -24,7 +24,7 @@ import ifaddr
 from zeroconf import DNSQuestionType, IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
 
 from firmware_sim.events import Event, error
-from hub.protocol import MDNS_SERVICE_TYPE, PROTOCOL_VERSION
+from linkhub_protocol import MDNS_SERVICE_TYPE, PROTOCOL_VERSION
 
 DEFAULT_DISCOVER_TIMEOUT_S = 5.0
 # Every responder answers a query within about 120 ms (RFC 6762 §6), so once a
@@ -69,7 +69,7 @@ class FoundHub:
 
 
 def is_home_network(address: str) -> bool:
-    """RFC 1918 IPv4 only: the same rule as the hub's (hub/netinfo.py)."""
+    """RFC 1918 IPv4 only: the same rule as the hub's (hub/net/addresses.py)."""
     try:
         ip = ipaddress.IPv4Address(address)
     except ValueError:

@@ -57,7 +57,7 @@ from firmware_sim.mqtt_client import (
     Will,
 )
 from firmware_sim.run import DeviceSession, publish_status
-from hub.protocol import DeviceInfo, DeviceStatus, device_status_topic, encode
+from linkhub_protocol import DeviceInfo, DeviceStatus, device_status_topic, encode
 
 DEFAULT_LINK_WORKERS = 8
 DEFAULT_WORKERS = 4

@@ -7,8 +7,8 @@ listening on the LAN sees a sealed box, not a password. The private key is
 kept with the pending request in the state file (mode 0600), so a device
 restarted mid-link can still open the answer to the request it resends.
 
-PyNaCl here, not hub/sealing.py: firmware_sim may import nothing from the hub
-but hub/protocol.py, as real firmware would have only libsodium.
+PyNaCl here, not hub/core/sealing.py: firmware_sim may import nothing from the hub
+but linkhub_protocol/__init__.py, as real firmware would have only libsodium.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import binascii
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
-from hub.protocol import (
+from linkhub_protocol import (
     ApprovedReply,
     MqttCredentials,
     ProtocolError,

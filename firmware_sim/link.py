@@ -32,7 +32,7 @@ from firmware_sim.mqtt_client import (
     ReconnectRefused,
 )
 from firmware_sim.run import connect_as_device, publish_status
-from hub.protocol import (
+from linkhub_protocol import (
     BOOTSTRAP_PASSWORD,
     BOOTSTRAP_USERNAME,
     ApprovedReply,

@@ -37,7 +37,7 @@ from firmware_sim.mqtt_client import (
 )
 from firmware_sim.settings import DeviceSettings, JsonObject, Outcome
 from firmware_sim.transport import FOLLOW_CREDENTIALS, TlsChoice, linked_endpoint
-from hub.protocol import (
+from linkhub_protocol import (
     DEVICE_REPLY,
     ERROR_DESCRIPTIONS,
     SETTINGS_DESIRED,

@@ -1,7 +1,7 @@
 """The device's settings state, pure: what it was told, which version, and its
 own changes the hub has not answered yet. No I/O; run.py does the talking.
 
-Rules (mirroring hub/settings_merge.py and FIELD-NOTES "Device shadows"):
+Rules (mirroring hub/core/settings_merge.py and FIELD-NOTES "Device shadows"):
 - A change is an RFC 7386 merge patch: objects merge key by key, `null`
   deletes, anything else (arrays included) replaces.
 - A full document replaces everything and sets the applied version.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from hub.protocol import SettingsDesired
+from linkhub_protocol import SettingsDesired
 
 JsonObject = dict[str, Any]
 

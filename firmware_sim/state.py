@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hub.protocol import MqttCredentials
+from linkhub_protocol import MqttCredentials
 
 FILE_MODE = 0o600
 

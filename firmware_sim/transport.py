@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware_sim.mqtt_client import TlsUnavailable, tls_context
-from hub.protocol import PEM_CERTIFICATE_BEGIN, MqttCredentials
+from linkhub_protocol import PEM_CERTIFICATE_BEGIN, MqttCredentials
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,35 +18,42 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from hub import metrics, protocol
-from hub.account_directory import AccountDirectory
-from hub.accounts import AccountService
-from hub.activity import ActivityLog
-from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig, RestartBudget, SupervisionHooks
-from hub.config import HubConfig
-from hub.dynsec import CheckedIssuer, DynSecAdmin, expands_client_id, service_client_id
-from hub.errors import ConfigError, LinkHubError
-from hub.link_limits import LinkRequestLimits, LogEvery
-from hub.link_service import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
-from hub.models import Device
-from hub.mqtt import BrokerAddress, InboundMessage, MqttConnection, MqttResponder, Outbound
-from hub.netinfo import lan_addresses
-from hub.outbox import Outbox
-from hub.protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
-from hub.rate_limits import DeviceLimits
-from hub.retained import (
+import linkhub_protocol as protocol
+from hub.broker.connection import BrokerAddress, InboundMessage, MqttConnection, MqttResponder, Outbound
+from hub.broker.dynsec import CheckedIssuer, DynSecAdmin, expands_client_id, service_client_id
+from hub.broker.managed import (
+    ADMIN_USERNAME,
+    ManagedBroker,
+    ManagedBrokerConfig,
+    RestartBudget,
+    SupervisionHooks,
+)
+from hub.broker.retained import (
     ConnectionFactory,
     clear_device_retained,
     clear_retained_link_requests,
     sweep_connection_factory,
 )
-from hub.retention import Pruner
-from hub.settings_service import SettingsService
-from hub.store import MB, SingleHubLock, SpaceGuard, guard_writes, make_engine
+from hub.config.model import HubConfig
+from hub.core.accounts import AccountDirectory
+from hub.core.link_limits import LinkRequestLimits, LogEvery
+from hub.core.rate_limits import DeviceLimits
+from hub.errors import ConfigError, LinkHubError
+from hub.net.addresses import lan_addresses
+from hub.services import metrics
+from hub.services.activity import ActivityLog
+from hub.services.links import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
+from hub.services.local_accounts import AccountService
+from hub.services.outbox import Outbox
+from hub.services.retention import Pruner
+from hub.services.settings import SettingsService
+from hub.store.engine import MB, SingleHubLock, SpaceGuard, guard_writes, make_engine
+from hub.store.models import Device
+from linkhub_protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
 
-# hub.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
+# hub.net.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
-    from hub.mdns import HubAdvertiser, HubAnnouncement
+    from hub.net.mdns import HubAdvertiser, HubAnnouncement
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +139,11 @@ class Hub:
     def start(self) -> HubEndpoints:
         config = self.config
         if config.mdns:
-            from hub.mdns import check_interfaces
+            from hub.net.mdns import check_interfaces
 
             check_interfaces(config.mdns_interfaces)  # a typo fails before anything starts
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        # Several hubs may share a PostgreSQL database, never a SQLite file (hub/store.py).
+        # Several hubs may share a PostgreSQL database, never a SQLite file (hub/store/engine.py).
         self._single_hub = SingleHubLock.for_url(config.database_url)
         if self._single_hub is not None:
             self._single_hub.acquire()
@@ -231,7 +238,7 @@ class Hub:
             self._pruner = Pruner(self.engine, config.retention, clock=self._clock)
             self._pruner.start()
             if config.mdns:
-                from hub.mdns import advertise_hub
+                from hub.net.mdns import advertise_hub
 
                 # Last: devices that find the hub must find its broker ready.
                 self._advertiser = advertise_hub(
@@ -281,7 +288,7 @@ class Hub:
         assert self.engine is not None
         if self.config.account_service_url is None:
             return AccountService(self.engine, self._clock)
-        from hub.account_client import RemoteAccountService
+        from hub.services.remote_accounts import RemoteAccountService
 
         return RemoteAccountService(self.config.account_service_url, self.config.account_service_token or "")
 
@@ -334,7 +341,7 @@ class Hub:
         """Every host a device may be told to connect to (the public host, or the
         web page's or broker's address, the LAN addresses, --device-broker's host):
         the TLS certificate must name each, or the device's host-name check fails."""
-        from hub.tls import server_names  # `cryptography` costs 9 MB: only with TLS on
+        from hub.broker.tls import server_names  # `cryptography` costs 9 MB: only with TLS on
 
         config = self.config
         hosts = [config.public_host, config.http_host, config.mqtt_host, *lan_addresses()]
@@ -350,8 +357,8 @@ class Hub:
     def _announcement(self, endpoints: HubEndpoints, hub_id: str) -> HubAnnouncement:
         """What mDNS says about this hub. The broker's host is named only when it
         is not this machine's every address (an external broker, or one bound to
-        a single address); hub.mdns drops it when it is one of the advertised ones."""
-        from hub.mdns import HubAnnouncement
+        a single address); hub.net.mdns drops it when it is one of the advertised ones."""
+        from hub.net.mdns import HubAnnouncement
 
         config = self.config
         on_every_address = config.external_broker is None and config.mqtt_host in ("0.0.0.0", "")
@@ -438,7 +445,7 @@ class Hub:
 
     def clear_device_topics(self, device_id: str) -> list[str]:
         """An unlinked device's retained messages, emptied on a connection of its own
-        (hub/retained.py), so the hub's long-lived subscriptions stay as they are."""
+        (hub/broker/retained.py), so the hub's long-lived subscriptions stay as they are."""
         if self._retained_sweep is None:
             raise LinkHubError("the hub is not connected to its broker")
         try:
@@ -572,7 +579,7 @@ class Hub:
             log.warning("could not clear the retained %s of an unlinked device (%s)", topic, exc)
 
     def _check_broker_file(self) -> None:
-        """After an identity change: the hub's own mosquitto saved it whole (hub/broker.py)."""
+        """After an identity change: the hub's own mosquitto saved it whole (hub/broker/managed.py)."""
         if self.managed_broker is not None:
             self.managed_broker.dynsec_file.check()
 
@@ -585,7 +592,7 @@ class Hub:
         except Exception:
             log.exception("reconciling the broker's device identities failed; trying again later")
     def _narrow_device_roles(self) -> None:
-        """Devices linked by an older hub get today's role (hub/dynsec.py
+        """Devices linked by an older hub get today's role (hub/broker/dynsec.py
         `device_acls`: their fixed topics only). Each changed role kicks its
         device once, which reconnects; reading them costs a round trip per 100."""
         assert self.engine is not None and self._admin is not None
@@ -597,7 +604,7 @@ class Hub:
             log.info("narrowed %d device role(s) to their fixed topics", changed)
 
     def _clear_retained_requests(self) -> None:
-        """Empty every retained link request (hub/retained.py): at start, and when
+        """Empty every retained link request (hub/broker/retained.py): at start, and when
         the responder saw more of them than it remembers."""
         if self._retained_sweep is None or self._link_responder is None:
             return

@@ -1,7 +1,7 @@
 """One base class for everything LinkHub raises on purpose.
 
 The error a device receives is not one of these: it is a value from
-`hub.protocol.ErrorCode`. These are for the hub's own callers (CLI, web, tests).
+`linkhub_protocol.ErrorCode`. These are for the hub's own callers (CLI, web, tests).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class UnlinkRefused(LinkHubError):
 
 class HouseholdRefused(AccountError):
     """A change to the household's accounts was refused; `reason` is stable for pages
-    and the CLI (hub.household.Refusal), the message is safe to show."""
+    and the CLI (hub.services.household.Refusal), the message is safe to show."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -86,4 +86,4 @@ class SettingsRefused(LinkHubError):
 
 class StorageFull(LinkHubError):
     """The data directory is below its free-space threshold: nothing new is
-    written until space is freed (hub.store.SpaceGuard); the message says so."""
+    written until space is freed (hub.store.engine.SpaceGuard); the message says so."""

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from waitress.server import create_server
 
-from hub.accounts import AccountService
 from hub.errors import PortInUse
-from hub.store import make_engine
+from hub.services.local_accounts import AccountService
+from hub.store.engine import make_engine
 from web.account_api import create_account_api
 
 TOKEN_FILE = "account-service-token"

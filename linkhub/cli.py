@@ -40,11 +40,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hub import config_file
-from hub.config import HubConfig, default_data_dir, default_database_url
+from hub.config import loader as config_file
+from hub.config.model import HubConfig, default_data_dir, default_database_url
 from hub.errors import LinkHubError, SettingsRefused
-from hub.protocol import escape_hidden
 from linkhub import control_client
+from linkhub_protocol import escape_hidden
 
 
 def _env_int(name: str, default: int) -> int:
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", parents=[common], help="run the hub in the foreground")
-    # Each option is a key of the configuration file too: hub/config_file.py
+    # Each option is a key of the configuration file too: hub/config/loader.py
     # describes them all and merges flag > environment > file > default.
     config_file.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _resolved(args: argparse.Namespace) -> config_file.Resolution:
-    """Flags given, LINKHUB_* and the configuration file, merged in hub/config_file.py."""
+    """Flags given, LINKHUB_* and the configuration file, merged in hub/config/loader.py."""
     return config_file.load(
         config_file.flags_from(args), os.environ, config_flag=args.config, data_dir_flag=args.data_dir
     )
@@ -315,8 +315,8 @@ def _account_list(args: argparse.Namespace) -> int:
     if socket_path.exists():
         accounts = control_client.call(socket_path, "GET", "/v1/accounts")["accounts"]
     else:
-        from hub.accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
-        from hub.store import make_engine
+        from hub.services.local_accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+        from hub.store.engine import make_engine
 
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(args.database_url or default_database_url(data_dir))
@@ -443,10 +443,10 @@ def _account_add(args: argparse.Namespace) -> int:
             return 1
         name, is_owner = created["name"], created["is_owner"]
     else:
-        from hub.accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
-        from hub.activity import ActivityLog
-        from hub.household import Origin, record_created
-        from hub.store import make_engine
+        from hub.services.activity import ActivityLog
+        from hub.services.household import Origin, record_created
+        from hub.services.local_accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+        from hub.store.engine import make_engine
 
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(args.database_url or default_database_url(data_dir))
@@ -454,7 +454,7 @@ def _account_add(args: argparse.Namespace) -> int:
             service = AccountService(engine, time.time)
             account = service.create(args.name, password)
             owner = next((a.id for a in service.list_accounts() if a.is_owner), None)
-            # The same trail as through the running hub (hub.household).
+            # The same trail as through the running hub (hub.services.household).
             record_created(ActivityLog(engine, time.time), account, owner_id=owner, origin=Origin.CLI)
         finally:
             engine.dispose()
@@ -552,8 +552,8 @@ def _unlink(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    """A thin shell: hub/backup.py does the work (and is tested without the CLI)."""
-    from hub.backup import create_backup
+    """A thin shell: hub/store/backup.py does the work (and is tested without the CLI)."""
+    from hub.store.backup import create_backup
 
     data_dir = _data_dir(args)
     report = create_backup(data_dir, args.file, args.database_url or default_database_url(data_dir))
@@ -568,7 +568,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from hub.backup import restore_backup
+    from hub.store.backup import restore_backup
 
     data_dir = _data_dir(args)
     report = restore_backup(

@@ -21,13 +21,13 @@ import qrcode
 from waitress import wasyncore
 from waitress.server import create_server
 
-from hub import metrics
-from hub.config import HubConfig
+from hub.config.model import HubConfig
 from hub.daemon import Hub
 from hub.errors import AccountServiceUnavailable, PortInUse
-from hub.netinfo import lan_addresses
-from hub.protocol import escape_hidden
-from hub.store import migrate_in_child
+from hub.net.addresses import lan_addresses
+from hub.services import metrics
+from hub.store.engine import migrate_in_child
+from linkhub_protocol import escape_hidden
 from web import SessionRecords, create_app
 from web.config import WebConfig
 from web.control import create_control_app
@@ -169,8 +169,8 @@ class _Https:
 
 def _https_server(hub: Hub, config: HubConfig, web_config: WebConfig) -> tuple[_Https, str]:
     """The hub's CA and a server certificate for the names the pages answer to
-    (the broker's TLS directory: one CA for MQTT and the pages, hub/tls.py)."""
-    from hub.tls import ensure_tls_files, server_names  # `cryptography` only with TLS on
+    (the broker's TLS directory: one CA for MQTT and the pages, hub/broker/tls.py)."""
+    from hub.broker.tls import ensure_tls_files, server_names  # `cryptography` only with TLS on
 
     names = server_names([*hub.tls_names(), *web_config.host_names], mdns_name=config.mdns_name)
     files = ensure_tls_files(config.broker_dir / "tls", names, now=datetime.now(UTC))
@@ -188,7 +188,7 @@ def _https_url(url: str, https_port: int) -> str:
 
 def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     """Run until SIGTERM or SIGINT, then stop in order and return 0 (1 when the hub
-    gave up on its own mosquitto, which kept dying: hub/broker.py RestartBudget).
+    gave up on its own mosquitto, which kept dying: hub/broker/managed.py RestartBudget).
 
     Stopping order: the web page and control socket first (finishing what they
     are serving), then the hub (mDNS withdrawn, outbox and MQTT stopped, its own

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
-from hub.config import ExternalBroker, HubConfig
+from hub.broker.managed import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
+from hub.config.model import ExternalBroker, HubConfig
+from hub.core.rate_limits import LimitsPolicy
 from hub.daemon import Hub
-from hub.rate_limits import LimitsPolicy
 from web import SessionRecords, WebConfig, create_app
 
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -15,10 +15,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import linkhub_protocol as protocol
 from firmware_sim import keys
 from firmware_sim.link import link
-from hub import protocol
-from hub.protocol import DeviceInfo
+from linkhub_protocol import DeviceInfo
 
 
 class DeviceThread:

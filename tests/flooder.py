@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from hub import protocol
+import linkhub_protocol as protocol
 
 
 def _varint(value: int) -> bytes:

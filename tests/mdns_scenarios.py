@@ -95,7 +95,7 @@ def free_port() -> int:
 # --- the hub side -------------------------------------------------------------------------
 def start_advertisers(*hubs: tuple[str, int]) -> list[Any]:
     """HubAdvertisers on 127.0.0.1 only (no interface polling), registered in parallel."""
-    from hub.mdns import HubAdvertiser, HubAnnouncement
+    from hub.net.mdns import HubAdvertiser, HubAnnouncement
 
     advertisers = [
         HubAdvertiser(
@@ -164,7 +164,7 @@ def helper_watch(seconds: float) -> None:
     """Keep browsing and say when a hub appears and when it says goodbye."""
     from zeroconf import DNSQuestionType, IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
 
-    from hub.protocol import MDNS_SERVICE_TYPE
+    from linkhub_protocol import MDNS_SERVICE_TYPE
 
     removed = threading.Event()
 
@@ -245,11 +245,11 @@ def scenario_follow() -> None:
     address at first, then 10.9.0.1 appears (with a 192.0.2.9 that must be
     ignored), then it becomes 10.9.0.7. The device browses with its own
     default rule too."""
-    from hub.mdns import HubAnnouncement, advertise_hub
+    from hub.net.mdns import HubAnnouncement, advertise_hub
 
     log = Collect()
-    logging.getLogger("hub.mdns").addHandler(log)
-    logging.getLogger("hub.mdns").setLevel(logging.INFO)
+    logging.getLogger("hub.net.mdns").addHandler(log)
+    logging.getLogger("hub.net.mdns").setLevel(logging.INFO)
     announcement = HubAnnouncement(label="alpha", hub_id="id-alpha", mqtt_port=18831, http_port=8080)
     advertiser = advertise_hub(announcement, (), poll_interval_s=0.2)
 

@@ -1,5 +1,5 @@
 """The account service on its own: web/account_api.py served by waitress over
-loopback, hub/account_client.py talking to it, and the local AccountService
+loopback, hub/services/remote_accounts.py talking to it, and the local AccountService
 that both must match call for call."""
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from waitress.wasyncore import close_all, loop
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.wrappers import Response
 
-import hub.account_client
-from hub.account_client import AccountServiceRefusedToken, RemoteAccountService
-from hub.account_directory import AccountDirectory, ChangeKind, SettingsChange, VersionedDocument
-from hub.accounts import AccountService
+import hub.services.remote_accounts
+from hub.core.accounts import AccountDirectory, ChangeKind, SettingsChange, VersionedDocument
 from hub.errors import AccountError, AccountServiceUnavailable, ConfigError
-from hub.store import make_engine
+from hub.services.local_accounts import AccountService
+from hub.services.remote_accounts import AccountServiceRefusedToken, RemoteAccountService
+from hub.store.engine import make_engine
 from web.account_api import MAX_BODY_BYTES, create_account_api
 
 WSGIApp = Callable[..., Any]
@@ -292,7 +292,7 @@ def test_changes_come_back_in_arrival_order(directory: AccountDirectory) -> None
 
 
 def test_changes_read_past_one_page(remote: RemoteAccountService, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub.account_client, "CHANGES_PAGE", 2)
+    monkeypatch.setattr(hub.services.remote_accounts, "CHANGES_PAGE", 2)
     for n in range(5):
         remote.apply_change(change(f"p-{n}", n + 1, {"n": n}))
     assert [entry.change.change_id for entry in remote.changes()] == [f"p-{n}" for n in range(5)]
@@ -550,7 +550,7 @@ def test_the_token_never_shows_in_repr() -> None:
     assert "hunter2-token" not in repr(client) and "127.0.0.1:8000" in repr(client)
 
 
-# --- the household: listing and removing accounts (hub.household uses these) -------------
+# --- the household: listing and removing accounts (hub.services.household uses these) -------------
 def test_accounts_are_listed_and_members_removed(directory: AccountDirectory) -> None:
     assert directory.list_accounts() == []
     alice = directory.create("alice", "correct horse")

@@ -15,9 +15,9 @@ import pytest
 from conftest import HubFactory, RunningBroker, free_port, hub_pages, wait_until
 from device_doubles import BootstrapDevice, DeviceThread
 
-from hub.account_client import RemoteAccountService
-from hub.account_directory import ChangeKind
-from hub.protocol import DeviceInfo
+from hub.core.accounts import ChangeKind
+from hub.services.remote_accounts import RemoteAccountService
+from linkhub_protocol import DeviceInfo
 
 LINKHUB = str(Path(sys.executable).parent / "linkhub")
 

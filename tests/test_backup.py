@@ -1,10 +1,10 @@
-"""`linkhub backup` and `linkhub restore` (hub/backup.py).
+"""`linkhub backup` and `linkhub restore` (hub/store/backup.py).
 
 The round trip is the one a person makes: a running hub with its own mosquitto
 and a linked device is backed up, stopped, restored into a new data directory
 and started there on new ports; the device then connects with the credentials
 it saved, so the broker's identities came back with the database. The rest
-checks hub/backup.py's refusals and checks without the command line.
+checks hub/store/backup.py's refusals and checks without the command line.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import pytest
 from conftest import free_port
 from test_shell_path import DEVICE, LINKHUB, run_command
 
-from hub.accounts import AccountService
-from hub.backup import (
+from hub.services.local_accounts import AccountService
+from hub.store.backup import (
     DATABASE_MEMBER,
     MANIFEST_MEMBER,
     SESSION_KEY_FILE,
@@ -40,7 +40,7 @@ from hub.backup import (
     read_manifest,
     restore_backup,
 )
-from hub.store import head_revision, make_engine
+from hub.store.engine import head_revision, make_engine
 from linkhub.cli import main as linkhub_main
 from web.sessions import SessionRecords
 
@@ -242,7 +242,7 @@ def test_a_linked_hub_comes_back_in_a_new_data_directory(tmp_path: Path) -> None
         hub.stop()
 
 
-# --- hub/backup.py without the command line -------------------------------------
+# --- hub/store/backup.py without the command line -------------------------------------
 def make_data_dir(directory: Path) -> tuple[Path, str]:
     """A data directory as a hub leaves it: a database with an account, and its secrets."""
     directory.mkdir(parents=True)

@@ -18,10 +18,10 @@ from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import BootstrapDevice, RawClient, bootstrap_client, new_reply_topic
 from flooder import Flooder, rss_kb
 
-from hub import protocol
-from hub.broker import MAX_PACKET_BYTES
+import linkhub_protocol as protocol
+from hub.broker.managed import MAX_PACKET_BYTES
 from hub.daemon import HUB_USERNAME_PREFIX, Hub
-from hub.protocol import DeviceInfo, PendingReply
+from linkhub_protocol import DeviceInfo, PendingReply
 
 FLOOD_S = 3.0
 # Bounds for the short flood; bench/bootstrap_flood.py measures the 30 s one
@@ -134,7 +134,9 @@ def test_a_flood_of_large_and_retained_requests_leaves_memory_bounded_and_links_
     # Requests over 2048 bytes that reached the hub were dropped before parsing, unanswered.
     assert hub._link_responder is not None and hub._link_responder.dropped_counts["oversized"] > 0
     # A handful of counted lines, not one per dropped message.
-    flood_lines = [r for r in caplog.records if r.name == "hub.mqtt" and r.levelno >= logging.WARNING]
+    flood_lines = [
+        r for r in caplog.records if r.name == "hub.broker.connection" and r.levelno >= logging.WARNING
+    ]
     assert len(flood_lines) <= 8, [r.getMessage() for r in flood_lines]
 
 

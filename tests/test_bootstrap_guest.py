@@ -11,10 +11,10 @@ from conftest import HubFactory, RunningBroker
 from device_doubles import DeviceThread, RawClient, bootstrap_client
 from test_link_requests import new_request, stored_requests, subscribed
 
-from hub import protocol
+import linkhub_protocol as protocol
+from hub.core.rate_limits import LimitsPolicy
 from hub.daemon import Hub
-from hub.protocol import ErrorCode, ErrorReply, PendingReply
-from hub.rate_limits import LimitsPolicy
+from linkhub_protocol import ErrorCode, ErrorReply, PendingReply
 
 
 def test_an_error_without_request_id_on_a_devices_reply_topic_does_not_end_its_attempt(

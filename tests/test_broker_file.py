@@ -22,19 +22,19 @@ from conftest import free_port
 from device_doubles import BootstrapDevice, DeviceThread, RawClient
 from test_web import PASSWORD
 
-from hub import metrics
-from hub.broker import (
+from hub.broker.dynsec import DynSecAdmin
+from hub.broker.managed import (
     ADMIN_USERNAME,
     DYNSEC_FILE,
     DYNSEC_LAST_GOOD_FILE,
     DynsecFileGuard,
     initial_dynsec_config,
 )
-from hub.config import HubConfig
+from hub.config.model import HubConfig
 from hub.daemon import Hub
-from hub.dynsec import DynSecAdmin
 from hub.errors import BrokerAdminError, BrokerUnavailable, LinkHubError
-from hub.protocol import ApprovedReply, DeviceInfo
+from hub.services import metrics
+from linkhub_protocol import ApprovedReply, DeviceInfo
 
 PAGE = 4096  # tmpfs allocates whole pages (getconf PAGESIZE on x86-64 and the Pi)
 
@@ -65,7 +65,7 @@ def hub_on(data_dir: Path, database: Path, port: int) -> Hub:
             mqtt_port=port,
             poll_interval_s=1,
             mdns=False,
-            # The hub's own free-space guard (hub/store.py SpaceGuard) would refuse
+            # The hub's own free-space guard (hub/store/engine.py SpaceGuard) would refuse
             # every write long before this small disk fills; off, so that the
             # broker's file meets the full disk as it would on a disk filled by
             # something else between the guard's check and mosquitto's save.
@@ -185,7 +185,7 @@ def test_a_full_disk_loses_no_broker_login(
             newcomer.close()
 
     filler.unlink()  # the person frees space, and starts the hub again
-    caplog.set_level(logging.WARNING, logger="hub.broker")
+    caplog.set_level(logging.WARNING, logger="hub.broker.managed")
     again = hub_on(small_disk, database, port)
     again.start()
     try:

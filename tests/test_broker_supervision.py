@@ -19,10 +19,10 @@ from device_doubles import DeviceThread
 from test_device_settings import RunThread
 from test_web import OWNER, control_app, page, signed_in_client
 
-from hub import metrics
-from hub.broker import ManagedBroker, ManagedBrokerConfig, RestartBudget, SupervisionHooks
-from hub.config import HubConfig
+from hub.broker.managed import ManagedBroker, ManagedBrokerConfig, RestartBudget, SupervisionHooks
+from hub.config.model import HubConfig
 from hub.daemon import Hub
+from hub.services import metrics
 
 FLEET = 20
 # Stated deadline: every device online again, and the change made during the

@@ -36,8 +36,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from waitress.server import create_server
 
 from hub.daemon import Hub
-from hub.link_service import DECISION_MESSAGES, CodeStatus
-from hub.protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply, PendingReply
+from hub.services.links import DECISION_MESSAGES, CodeStatus
+from linkhub_protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply, PendingReply
 from web import WebConfig
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -30,8 +30,8 @@ from test_browser import (  # noqa: F401  (fixtures, used by name)
     sign_in,
 )
 
-from hub.link_service import CodeStatus
-from hub.protocol import DeviceInfo
+from hub.services.links import CodeStatus
+from linkhub_protocol import DeviceInfo
 from web import WebConfig
 
 pytestmark = pytest.mark.usefixtures("chromium_present")

@@ -20,13 +20,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from hub import codes
-from hub.activity import ActivityKind
-from hub.config import CODE_LIFETIME_RANGE_S, DEFAULT_CODE_LIFETIME_S
+from hub.config.model import CODE_LIFETIME_RANGE_S, DEFAULT_CODE_LIFETIME_S
+from hub.core import codes
+from hub.core.rate_limits import LimitsPolicy, address_key, parse_rate
 from hub.daemon import Hub
-from hub.link_service import CodeStatus
-from hub.protocol import DeviceInfo
-from hub.rate_limits import LimitsPolicy, address_key, parse_rate
+from hub.services.activity import ActivityKind
+from hub.services.links import CodeStatus
+from linkhub_protocol import DeviceInfo
 from web import WebConfig
 from web.code_limits import Checked, Refused, WrongCodeLimits, counts
 from web.control import create_control_app

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from hub import codes
+from hub.core import codes
 
 
 def test_generated_codes_use_the_rfc8628_alphabet_and_length() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from hub import config_file
-from hub.config import ExternalBroker, HubConfig
-from hub.config_file import KEYS, Resolution, resolve
+from hub.config import loader as config_file
+from hub.config.loader import KEYS, Resolution, resolve
+from hub.config.model import ExternalBroker, HubConfig
 from hub.errors import ConfigError
 from linkhub import cli
 from linkhub.cli import main as linkhub_main

@@ -10,7 +10,7 @@ import pytest
 from conftest import FakeClock, RunningBroker, free_port, start_broker
 
 from firmware_sim.mqtt_client import BrokerUnreachable, ConnectRefused, DeviceMqttClient
-from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
+from hub.broker.managed import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 
 
 def test_a_first_connect_waits_for_a_broker_that_is_not_up_yet(tmp_path: Path) -> None:

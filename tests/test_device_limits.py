@@ -17,13 +17,20 @@ from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 from test_settings_bridge import DeviceClient, link_devices
 
-from hub import protocol
-from hub.activity import ActivityLog
-from hub.models import ActivityEvent, Device, OutboxEntry
-from hub.protocol import DeviceReply, ErrorCode, SettingsDesired, SettingsGet, SettingsReported, SettingsSet
-from hub.rate_limits import DeviceLimits, LimitsPolicy
-from hub.settings_service import SettingsService
-from hub.store import make_engine, session_scope
+import linkhub_protocol as protocol
+from hub.core.rate_limits import DeviceLimits, LimitsPolicy
+from hub.services.activity import ActivityLog
+from hub.services.settings import SettingsService
+from hub.store.engine import make_engine, session_scope
+from hub.store.models import ActivityEvent, Device, OutboxEntry
+from linkhub_protocol import (
+    DeviceReply,
+    ErrorCode,
+    SettingsDesired,
+    SettingsGet,
+    SettingsReported,
+    SettingsSet,
+)
 
 DEVICE = "lamp-1"
 OTHER = "lamp-2"
@@ -218,7 +225,7 @@ def test_one_devices_refusals_are_logged_once_a_minute_with_a_count(
     engine: Engine, recorder: Recorder, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = service(engine, recorder, clock, device_settings_sets="100000 per minute")
-    caplog.set_level(logging.WARNING, logger="hub.settings_service")
+    caplog.set_level(logging.WARNING, logger="hub.services.settings")
     for _ in range(1000):
         settings.handle_device_message(DEVICE, protocol.SETTINGS_SET, b"not json")
     settings.handle_device_message(OTHER, protocol.SETTINGS_SET, b"{}")

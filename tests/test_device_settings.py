@@ -19,7 +19,7 @@ from device_doubles import DeviceThread
 from firmware_sim import cli
 from firmware_sim.run import run
 from hub.daemon import Hub
-from hub.settings_service import DeviceSettingsView
+from hub.services.settings import DeviceSettingsView
 
 Event = dict[str, Any]
 

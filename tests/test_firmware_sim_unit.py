@@ -22,7 +22,7 @@ from firmware_sim.display import HumanPrinter, JsonPrinter
 from firmware_sim.link import link
 from firmware_sim.run import press, run
 from firmware_sim.settings import DeviceSettings, Outcome, merge_patch
-from hub.protocol import DeviceInfo, LinkRequest, MqttCredentials, SettingsDesired, reply_topic
+from linkhub_protocol import DeviceInfo, LinkRequest, MqttCredentials, SettingsDesired, reply_topic
 
 DEVICE = DeviceInfo(name="Kitchen lamp", model="LH-1")
 

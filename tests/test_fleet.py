@@ -24,7 +24,7 @@ from conftest import free_port
 from firmware_sim import keys
 from firmware_sim.fleet import FleetMqttClient, NetLoop
 from firmware_sim.mqtt_client import Message
-from hub.protocol import (
+from linkhub_protocol import (
     BOOTSTRAP_PASSWORD,
     BOOTSTRAP_USERNAME,
     DeviceInfo,

@@ -32,11 +32,11 @@ from sqlalchemy import create_engine
 from test_shell_path import RunningHub, device_link, events, read_lines_until, run_command
 from waitress.server import create_server
 
-from hub import metrics
 from hub.daemon import Hub
-from hub.metrics import ComponentHealth, HealthProbe, HealthReport, HubMetrics
-from hub.protocol import DeviceInfo, ErrorCode, ErrorReply
+from hub.services import metrics
+from hub.services.metrics import ComponentHealth, HealthProbe, HealthReport, HubMetrics
 from linkhub.server import JsonFormatter, close_gracefully
+from linkhub_protocol import DeviceInfo, ErrorCode, ErrorReply
 from web import WebConfig
 
 LAMP = DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2", address="192.168.1.42", firmware="1.0.3")

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from test_protocol import request_payload
 
-from hub import protocol
-from hub.protocol import DeviceInfo, ErrorCode, ProtocolError, Rejection, escape_hidden, hidden_character
-from hub.settings_merge import SettingsError, validate_document
+import linkhub_protocol as protocol
+from hub.core.settings_merge import SettingsError, validate_document
 from linkhub import cli
 from linkhub.server import escape_hidden_characters
+from linkhub_protocol import DeviceInfo, ErrorCode, ProtocolError, Rejection, escape_hidden, hidden_character
 
 HOSTILE = {
     "ESC sequence": ("Lamp\x1b[2J\x1b[31mOWNED", "U+001B"),

@@ -29,16 +29,16 @@ from test_web import OWNER, PASSWORD, control_app, decide, page, sign_in, token,
 from test_web_settings import client_for, link, post_setting, view
 from werkzeug.test import TestResponse
 
-from hub import protocol
-from hub.account_client import RemoteAccountService
-from hub.account_directory import ChangeKind
-from hub.accounts import AccountService
-from hub.activity import ActivityKind, ActivityLog
+import linkhub_protocol as protocol
+from hub.core.accounts import ChangeKind
 from hub.daemon import Hub
 from hub.errors import AccountError, HouseholdRefused, SettingsRefused
-from hub.household import Household, Origin, Refusal
-from hub.protocol import SettingsSet
-from hub.store import make_engine
+from hub.services.activity import ActivityKind, ActivityLog
+from hub.services.household import Household, Origin, Refusal
+from hub.services.local_accounts import AccountService
+from hub.services.remote_accounts import RemoteAccountService
+from hub.store.engine import make_engine
+from linkhub_protocol import SettingsSet
 from web.account_api import create_account_api
 from web.activity import WHAT
 from web.auth import WRONG_CREDENTIALS

@@ -99,7 +99,7 @@ def _other_ca() -> str:
     """A CA that did not sign the hub's certificate."""
     from datetime import UTC, datetime
 
-    from hub.tls import make_ca, new_key
+    from hub.broker.tls import make_ca, new_key
 
     return make_ca(new_key(), now=datetime.now(UTC)).public_bytes(serialization.Encoding.PEM).decode()
 

@@ -17,14 +17,14 @@ from device_doubles import BootstrapDevice, RawClient
 from sqlmodel import Session, select
 from test_web import PASSWORD, control_app, page, signed_in_client
 
-from hub import metrics
-from hub.activity import ActivityKind
 from hub.daemon import MAINTENANCE_INTERVAL_S, Hub
 from hub.errors import LinkHubError, UnlinkRefused
-from hub.link_service import APPROVAL_GRACE_S, CredentialIssuer, RevokedReason
-from hub.models import BrokerIdentity, LinkRequestRecord
-from hub.protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply
+from hub.services import metrics
+from hub.services.activity import ActivityKind
+from hub.services.links import APPROVAL_GRACE_S, CredentialIssuer, RevokedReason
+from hub.store.models import BrokerIdentity, LinkRequestRecord
 from linkhub import cli
+from linkhub_protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply
 
 LAMP = DeviceInfo(name="Desk Lamp", model="LMP-3")
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import RunningBroker
 from device_doubles import DeviceThread, RawClient, bootstrap_client, new_reply_topic
 
-from hub import protocol
-from hub.broker import find_mosquitto
+import linkhub_protocol as protocol
+from hub.broker.managed import find_mosquitto
 from hub.daemon import Hub
 
 

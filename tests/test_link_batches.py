@@ -13,12 +13,12 @@ from conftest import HubFactory
 from device_doubles import link_request, new_reply_topic
 from sqlmodel import Session, select
 
-from hub import codes
+from hub.core import codes
+from hub.core.rate_limits import LimitsPolicy
 from hub.daemon import Hub
-from hub.link_service import InboundRequest, OutboundReply
-from hub.models import LinkRequestRecord
-from hub.protocol import DeviceInfo, ErrorCode, ErrorReply, LinkRequest, PendingReply
-from hub.rate_limits import LimitsPolicy
+from hub.services.links import InboundRequest, OutboundReply
+from hub.store.models import LinkRequestRecord
+from linkhub_protocol import DeviceInfo, ErrorCode, ErrorReply, LinkRequest, PendingReply
 
 LAMP = DeviceInfo("Kitchen Lamp", "LMP-1", address="127.0.0.1")
 

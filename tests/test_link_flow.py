@@ -12,11 +12,11 @@ import pytest
 from conftest import FakeClock, HubFactory, RunningBroker, start_broker, wait_until
 from device_doubles import DeviceThread, RawClient, bootstrap_client, link_request, new_reply_topic
 
-from hub import protocol
+import linkhub_protocol as protocol
 from hub.daemon import Hub
 from hub.errors import LinkDecisionError
-from hub.link_service import CodeStatus
-from hub.protocol import DeviceInfo, ErrorCode, ErrorReply, PendingReply
+from hub.services.links import CodeStatus
+from linkhub_protocol import DeviceInfo, ErrorCode, ErrorReply, PendingReply
 
 
 def owner(hub: Hub, name: str = "alice") -> int:

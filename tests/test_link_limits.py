@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from conftest import FakeClock
 
-from hub.link_limits import LinkRequestLimits, LogEvery, Refusal
-from hub.protocol import ErrorCode
-from hub.rate_limits import LimitsPolicy
+from hub.core.link_limits import LinkRequestLimits, LogEvery, Refusal
+from hub.core.rate_limits import LimitsPolicy
+from linkhub_protocol import ErrorCode
 
 
 def limits(

@@ -22,14 +22,14 @@ from device_doubles import (
 )
 from sqlmodel import Session, func, select
 
+import linkhub_protocol as protocol
 from firmware_sim import keys
-from hub import protocol
+from hub.broker.connection import BrokerAddress
+from hub.broker.dynsec import BOOTSTRAP_ROLE, Acl, DynSecAdmin, bootstrap_acls
+from hub.core.rate_limits import LimitsPolicy
 from hub.daemon import Hub
-from hub.dynsec import BOOTSTRAP_ROLE, Acl, DynSecAdmin, bootstrap_acls
-from hub.models import LinkRequestRecord
-from hub.mqtt import BrokerAddress
-from hub.protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply, PendingReply
-from hub.rate_limits import LimitsPolicy
+from hub.store.models import LinkRequestRecord
+from linkhub_protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply, PendingReply
 
 LAMP = DeviceInfo("Kitchen Lamp", "LMP-1", address="127.0.0.1")
 

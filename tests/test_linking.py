@@ -2,7 +2,7 @@
 
 import pytest
 
-from hub.linking import (
+from hub.core.linking import (
     TRANSITIONS,
     InvalidTransition,
     LinkEvent,

@@ -29,12 +29,11 @@ from conftest import RunningBroker
 import firmware_sim.cli as device_cli
 from firmware_sim import discovery
 from firmware_sim.discovery import FoundHub, choose_hub, hub_from_records
-from hub import mdns
-from hub.config import HubConfig, mdns_host_label
+from hub.config.model import HubConfig, mdns_host_label
 from hub.daemon import Hub
 from hub.errors import ConfigError
-from hub.mdns import HubAnnouncement, broker_host_for_txt, serves_web_page, service_infos, txt_records
-from hub.netinfo import (
+from hub.net import mdns
+from hub.net.addresses import (
     InterfaceAddress,
     home_network_addresses,
     interface_addresses,
@@ -43,8 +42,9 @@ from hub.netinfo import (
     mdns_addresses,
     unknown_mdns_interfaces,
 )
-from hub.protocol import MDNS_SERVICE_TYPE
+from hub.net.mdns import HubAnnouncement, broker_host_for_txt, serves_web_page, service_infos, txt_records
 from linkhub.cli import _run_config, build_parser
+from linkhub_protocol import MDNS_SERVICE_TYPE
 
 SCENARIOS = Path(__file__).with_name("mdns_scenarios.py")
 
@@ -66,7 +66,7 @@ BUSY = [
 ANNOUNCEMENT = HubAnnouncement(label="linkhub", hub_id="a1b2c3d4e5f6", mqtt_port=1884, http_port=8080)
 
 
-# --- which addresses count as the home network (hub/netinfo.py) -------------------------
+# --- which addresses count as the home network (hub/net/addresses.py) -------------------------
 @pytest.mark.parametrize(
     ("address", "home"),
     [
@@ -134,7 +134,7 @@ def test_lan_addresses_reads_the_interfaces_with_the_same_rule(monkeypatch: pyte
         SimpleNamespace(nice_name="eth0", ips=[SimpleNamespace(ip="192.0.2.2")]),
         SimpleNamespace(nice_name="wlan0", ips=[SimpleNamespace(ip="192.168.1.20")]),
     ]
-    monkeypatch.setattr("hub.netinfo.ifaddr.get_adapters", lambda: adapters)
+    monkeypatch.setattr("hub.net.addresses.ifaddr.get_adapters", lambda: adapters)
     assert interface_addresses() == [
         InterfaceAddress("lo", "127.0.0.1"),
         InterfaceAddress("eth0", "192.0.2.2"),
@@ -143,7 +143,7 @@ def test_lan_addresses_reads_the_interfaces_with_the_same_rule(monkeypatch: pyte
     assert lan_addresses() == ["192.168.1.20"]
 
 
-# --- the records (hub/mdns.py) ----------------------------------------------------------
+# --- the records (hub/net/mdns.py) ----------------------------------------------------------
 def test_txt_records() -> None:
     assert txt_records(ANNOUNCEMENT, ["192.168.1.20"]) == {
         "v": "1",
@@ -238,7 +238,7 @@ def test_no_home_network_logs_one_line_and_advertises_nowhere(
 ) -> None:
     monkeypatch.setattr(mdns, "interface_addresses", lambda: SANDBOX)
     monkeypatch.setattr(mdns, "Zeroconf", _no_zeroconf)
-    with caplog.at_level(logging.INFO, logger="hub.mdns"):
+    with caplog.at_level(logging.INFO, logger="hub.net.mdns"):
         advertiser = mdns.advertise_hub(ANNOUNCEMENT, (), poll_interval_s=0.02)
         time.sleep(0.2)  # several polls: still nothing
         assert advertiser.addresses == []
@@ -277,7 +277,7 @@ def test_hub_advertises_after_its_broker_and_withdraws_first(
     )
     hub = Hub(config)
     fake = FakeAdvertiser(hub)
-    monkeypatch.setattr("hub.mdns.advertise_hub", fake)
+    monkeypatch.setattr("hub.net.mdns.advertise_hub", fake)
     hub.start()
     try:
         assert fake.started_with is not None
@@ -311,7 +311,7 @@ def test_no_mdns_never_touches_zeroconf(
     tmp_path: Path, broker: RunningBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mdns, "Zeroconf", _no_zeroconf)
-    monkeypatch.setattr("hub.mdns.advertise_hub", _no_zeroconf)
+    monkeypatch.setattr("hub.net.mdns.advertise_hub", _no_zeroconf)
     config = HubConfig(
         data_dir=tmp_path / "hub",
         database_url=f"sqlite:///{tmp_path / 'hub.db'}",

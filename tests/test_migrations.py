@@ -1,4 +1,4 @@
-"""The schema's history (hub/migrations) on SQLite and PostgreSQL.
+"""The schema's history (hub/store/migrations) on SQLite and PostgreSQL.
 
 A database made with the first schema, rows in every table, is upgraded and
 every row is found again through the hub's own services and models; one made
@@ -22,13 +22,25 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from hub.account_directory import ChangeKind
-from hub.accounts import AccountService
-from hub.activity import ActivityLog
+from hub.core.accounts import ChangeKind
+from hub.core.linking import LinkState
 from hub.errors import LinkHubError
-from hub.link_service import CodeStatus, LinkPolicy, LinkService
-from hub.linking import LinkState
-from hub.models import (
+from hub.services.activity import ActivityLog
+from hub.services.links import CodeStatus, LinkPolicy, LinkService
+from hub.services.local_accounts import AccountService
+from hub.services.outbox import Outbox
+from hub.services.settings import SettingsService
+from hub.store.engine import (
+    BASELINE_REVISION,
+    BASELINE_TABLES,
+    HEAD_REVISION,
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    migrate_in_child,
+)
+from hub.store.models import (
     Account,
     AccountPreferences,
     BrokerIdentity,
@@ -39,18 +51,6 @@ from hub.models import (
     LinkRequestRecord,
     OutboxEntry,
     PreferencesCache,
-)
-from hub.outbox import Outbox
-from hub.settings_service import SettingsService
-from hub.store import (
-    BASELINE_REVISION,
-    BASELINE_TABLES,
-    HEAD_REVISION,
-    alembic_config,
-    current_revision,
-    head_revision,
-    make_engine,
-    migrate_in_child,
 )
 
 NOW_S = 1_800_000_000.0
@@ -476,7 +476,7 @@ def test_downgrade_to_nothing_and_up_again(raw_engine: Engine, database_url: str
 def test_processes_starting_at_once_upgrade_once(database_url: str, raw_engine: Engine) -> None:
     """The hub, a CLI command and an account service may open a new database
     together: the migration lock lets one create the tables, the others wait."""
-    script = "import sys; from hub.store import make_engine; make_engine(sys.argv[1]).dispose()"
+    script = "import sys; from hub.store.engine import make_engine; make_engine(sys.argv[1]).dispose()"
     processes = [
         subprocess.Popen([sys.executable, "-c", script, database_url], stderr=subprocess.PIPE, text=True)
         for _ in range(3)
@@ -498,7 +498,7 @@ def test_an_up_to_date_database_opens_without_importing_alembic(database_url: st
     """Alembic costs 11 MB for the life of a process (docs/performance.md)."""
     make_engine(database_url).dispose()  # now at head
     script = (
-        "import sys; from hub.store import make_engine; make_engine(sys.argv[1]).dispose(); "
+        "import sys; from hub.store.engine import make_engine; make_engine(sys.argv[1]).dispose(); "
         "print('alembic' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", script, database_url], capture_output=True, text=True)

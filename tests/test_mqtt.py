@@ -1,4 +1,5 @@
-"""hub/mqtt.py: its own encoding of reply properties, against paho's; the link-request responder."""
+"""hub/broker/connection.py: its own encoding of reply properties, against paho's;
+the link-request responder."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from device_doubles import BootstrapDevice
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hub import protocol
-from hub.mqtt import CorrelationData
-from hub.protocol import MAX_CORRELATION_BYTES, DeviceInfo
+import linkhub_protocol as protocol
+from hub.broker.connection import CorrelationData
+from linkhub_protocol import MAX_CORRELATION_BYTES, DeviceInfo
 
 
 @pytest.mark.parametrize(

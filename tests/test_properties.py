@@ -35,13 +35,26 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
+import linkhub_protocol as protocol
 from firmware_sim.discovery import hub_from_records
-from hub import codes, protocol
-from hub.accounts import AccountService
-from hub.broker import MAX_PACKET_BYTES
+from hub.broker.managed import MAX_PACKET_BYTES
+from hub.core import codes
+from hub.core.rate_limits import LimitsPolicy
+from hub.core.settings_merge import (
+    MAX_DEPTH,
+    MAX_DOCUMENT_BYTES,
+    MAX_KEY_LENGTH,
+    RESERVED_PREFIX,
+    SettingsError,
+    diff,
+    merge_patch,
+    validate_document,
+)
 from hub.daemon import Hub
 from hub.errors import SettingsRefused
-from hub.protocol import (
+from hub.services.local_accounts import AccountService
+from hub.store.engine import make_engine
+from linkhub_protocol import (
     ApprovedReply,
     DeviceInfo,
     DeviceReply,
@@ -59,18 +72,6 @@ from hub.protocol import (
     SettingsReported,
     SettingsSet,
 )
-from hub.rate_limits import LimitsPolicy
-from hub.settings_merge import (
-    MAX_DEPTH,
-    MAX_DOCUMENT_BYTES,
-    MAX_KEY_LENGTH,
-    RESERVED_PREFIX,
-    SettingsError,
-    diff,
-    merge_patch,
-    validate_document,
-)
-from hub.store import make_engine
 from web import WebConfig
 from web.account_api import create_account_api
 from web.control import create_control_app
@@ -218,7 +219,7 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
-# --- hub/protocol.py: what devices send -------------------------------------------
+# --- linkhub_protocol/__init__.py: what devices send -------------------------------------------
 
 
 def is_answer(parsed: object, *expected: type) -> bool:
@@ -324,7 +325,7 @@ def test_near_valid_settings_messages_are_parsed_or_refused(near: tuple[str, byt
         assert parsed.request_id == json.loads(payload)["request_id"]
 
 
-# --- hub/protocol.py: what the hub sends (the device side) ------------------------
+# --- linkhub_protocol/__init__.py: what the hub sends (the device side) ------------------------
 
 
 @given(payload=raw_payloads)
@@ -432,7 +433,7 @@ def test_desired_and_replies_round_trip(message: SettingsDesired | DeviceReply) 
     assert parse(protocol.encode(message)) == message
 
 
-# --- hub/protocol.py: topics and keys -------------------------------------------
+# --- linkhub_protocol/__init__.py: topics and keys -------------------------------------------
 
 
 @given(
@@ -506,7 +507,7 @@ def test_any_mdns_answer_is_a_usable_hub_or_none(
         assert found.tls_port is None or 0 < found.tls_port < 65536
 
 
-# --- hub/codes.py: what people type -------------------------------------------------
+# --- hub/core/codes.py: what people type -------------------------------------------------
 
 
 @given(typed=st.text(max_size=40))
@@ -538,7 +539,7 @@ def test_sloppy_typing_finds_the_code(pair: tuple[str, str]) -> None:
     assert codes.normalise(codes.display(code)) == code
 
 
-# --- hub/settings_merge.py: documents and patches ----------------------------------
+# --- hub/core/settings_merge.py: documents and patches ----------------------------------
 
 
 def container_depth(value: object, depth: int = 1) -> int:

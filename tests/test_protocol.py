@@ -6,9 +6,9 @@ import secrets
 
 import pytest
 
+import linkhub_protocol as protocol
 from firmware_sim import keys
-from hub import protocol
-from hub.protocol import (
+from linkhub_protocol import (
     ApprovedReply,
     DeviceInfo,
     DeviceStatus,

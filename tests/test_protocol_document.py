@@ -1,5 +1,5 @@
 """docs/protocol.md is the contract firmware authors implement without our
-code: every JSON example in it must be a message hub/protocol.py's codec reads,
+code: every JSON example in it must be a message linkhub_protocol/__init__.py's codec reads,
 and encodes back to the same JSON (no field the document shows is dropped or
 renamed by the hub, none the hub sends is missing from the example)."""
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from hub import protocol
-from hub.protocol import Rejection
+import linkhub_protocol as protocol
+from linkhub_protocol import Rejection
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 _FENCED_JSON = re.compile(r"^```json\n(.*?)^```", re.MULTILINE | re.DOTALL)

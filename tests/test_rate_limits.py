@@ -1,10 +1,10 @@
-"""hub/rate_limits.py: the moving window every limit counts with."""
+"""hub/core/rate_limits.py: the moving window every limit counts with."""
 
 from __future__ import annotations
 
 import pytest
 
-from hub.rate_limits import LimitsPolicy, Throttle, parse_rate, wait_words
+from hub.core.rate_limits import LimitsPolicy, Throttle, parse_rate, wait_words
 
 
 class Clock:

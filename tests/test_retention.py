@@ -12,10 +12,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from hub.linking import LinkState
-from hub.models import ActivityEvent, ChangeLogEntry, LinkRequestRecord, OutboxEntry
-from hub.retention import DAY_S, Pruner, RetentionPolicy
-from hub.store import make_engine, session_scope
+from hub.core.linking import LinkState
+from hub.services.retention import DAY_S, Pruner, RetentionPolicy
+from hub.store.engine import make_engine, session_scope
+from hub.store.models import ActivityEvent, ChangeLogEntry, LinkRequestRecord, OutboxEntry
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Sealed credentials without a broker: the hub seals (hub/sealing.py), the
+"""Sealed credentials without a broker: the hub seals (hub/core/sealing.py), the
 device opens (firmware_sim/keys.py), and only the right key opens."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from nacl.public import PrivateKey, SealedBox
 
+import linkhub_protocol as protocol
 from firmware_sim import keys
-from hub import protocol, sealing
-from hub.protocol import ApprovedReply, LinkCredentials, MqttCredentials
+from hub.core import sealing
+from linkhub_protocol import ApprovedReply, LinkCredentials, MqttCredentials
 
 REQUEST_ID = secrets.token_urlsafe(24)
 DEVICE_ID = "dev-0a1b2c3d4e5f"

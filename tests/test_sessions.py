@@ -23,10 +23,10 @@ from flask.testing import FlaskClient
 from test_account_service import serving
 from werkzeug.test import TestResponse
 
-from hub.accounts import AccountService
 from hub.daemon import Hub
-from hub.protocol import DeviceInfo
-from hub.store import make_engine
+from hub.services.local_accounts import AccountService
+from hub.store.engine import make_engine
+from linkhub_protocol import DeviceInfo
 from web import WebConfig
 from web.account_api import create_account_api
 

@@ -13,10 +13,10 @@ import pytest
 from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import DeviceThread, RawClient
 
-from hub import protocol
-from hub.account_directory import ChangeKind
+import linkhub_protocol as protocol
+from hub.core.accounts import ChangeKind
 from hub.daemon import Hub
-from hub.protocol import DeviceReply, SettingsDesired, SettingsGet, SettingsReported, SettingsSet
+from linkhub_protocol import DeviceReply, SettingsDesired, SettingsGet, SettingsReported, SettingsSet
 
 
 def link_devices(hub: Hub, broker: RunningBroker, directory: Path, account_id: int, count: int) -> list[dict]:

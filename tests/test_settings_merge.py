@@ -2,7 +2,7 @@
 
 import pytest
 
-from hub.settings_merge import (
+from hub.core.settings_merge import (
     MAX_DEPTH,
     SettingsError,
     conflicting_keys,

@@ -26,12 +26,12 @@ from sqlmodel import Session, col, select
 from test_account_service import serving
 from werkzeug.test import TestResponse
 
-from hub.accounts import AccountService
-from hub.activity import ActivityKind
+from hub.core.rate_limits import LimitsPolicy
 from hub.daemon import Hub
-from hub.models import ActivityEvent
-from hub.rate_limits import LimitsPolicy
-from hub.store import make_engine
+from hub.services.activity import ActivityKind
+from hub.services.local_accounts import AccountService
+from hub.store.engine import make_engine
+from hub.store.models import ActivityEvent
 from web import WebConfig
 from web.account_api import create_account_api
 from web.auth import AWAITING_KEY, SESSION_KEY, WRONG_CREDENTIALS

@@ -22,12 +22,13 @@ from test_device_limits import engine as engine  # the fixture
 from test_settings_bridge import DeviceClient, link_devices
 from test_web import signed_in_client, token
 
-from hub import metrics, protocol
+import linkhub_protocol as protocol
 from hub.daemon import Hub
 from hub.errors import StorageFull
-from hub.models import ActivityEvent, OutboxEntry
-from hub.protocol import ErrorCode, SettingsSet
-from hub.store import MB, SpaceGuard, free_bytes, guard_writes, session_scope
+from hub.services import metrics
+from hub.store.engine import MB, SpaceGuard, free_bytes, guard_writes, session_scope
+from hub.store.models import ActivityEvent, OutboxEntry
+from linkhub_protocol import ErrorCode, SettingsSet
 
 
 class Disk:

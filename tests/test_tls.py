@@ -1,5 +1,5 @@
 """TLS on the hub's own mosquitto: the CA and server certificate the hub makes
-(hub/tls.py, no broker), a real mosquitto with the TLS listener, the device sim
+(hub/broker/tls.py, no broker), a real mosquitto with the TLS listener, the device sim
 linking and then running over TLS, /ca.pem, mDNS TXT and the configuration."""
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ from firmware_sim.link import link
 from firmware_sim.mqtt_client import ConnectRefused, DeviceMqttClient, MqttError, TlsFailed, TlsUnavailable
 from firmware_sim.run import run
 from firmware_sim.transport import TlsChoice, linked_endpoint, read_ca_file
-from hub import tls
-from hub.broker import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
-from hub.config import HubConfig
-from hub.config_file import KEYS, resolve
+from hub.broker import tls
+from hub.broker.managed import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
+from hub.config.loader import KEYS, resolve
+from hub.config.model import HubConfig
 from hub.daemon import Hub
 from hub.errors import ConfigError, PortInUse
-from hub.mdns import HubAnnouncement, txt_records
-from hub.protocol import (
+from hub.net.mdns import HubAnnouncement, txt_records
+from linkhub import cli
+from linkhub_protocol import (
     DeviceInfo,
     LinkCredentials,
     MqttCredentials,
@@ -44,7 +45,6 @@ from hub.protocol import (
     encode,
     parse_link_credentials,
 )
-from linkhub import cli
 from web import WebConfig
 
 NOW = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
@@ -676,7 +676,7 @@ def test_config_check_shows_the_tls_setting(
 
 
 def test_a_backup_keeps_the_ca(make_hub: HubFactory, tmp_path: Path) -> None:
-    from hub.backup import create_backup
+    from hub.store.backup import create_backup
 
     hub = make_hub(tls=True)
     report = create_backup(hub.config.data_dir, tmp_path / "backup.tar.gz", hub.config.database_url)

@@ -1,6 +1,6 @@
 """Two-factor sign-in in the account service: the local AccountService and the
 same service over HTTP (web/account_api.py served by waitress on loopback,
-hub/account_client.py calling it) must answer alike, and neither lets the TOTP
+hub/services/remote_accounts.py calling it) must answer alike, and neither lets the TOTP
 secret or a recovery code hash out once enrolment is done.
 
 The service's clock is a FakeClock, so TOTP time steps move when a test says so.
@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from sqlmodel import Session, select
 from test_account_service import BrokenDirectory, raw, serving
 
-from hub import two_factor
-from hub.account_client import AccountServiceRefusedToken, RemoteAccountService
-from hub.account_directory import AccountDirectory, SecondFactor, TwoFactorStatus
-from hub.accounts import AccountService
+from hub.core import two_factor
+from hub.core.accounts import AccountDirectory, SecondFactor, TwoFactorStatus
 from hub.errors import AccountError, AccountServiceUnavailable
-from hub.models import Account, RecoveryCode
-from hub.store import make_engine
+from hub.services.local_accounts import AccountService
+from hub.services.remote_accounts import AccountServiceRefusedToken, RemoteAccountService
+from hub.store.engine import make_engine
+from hub.store.models import Account, RecoveryCode
 from web.account_api import create_account_api
 
 TOKEN = "service-token"
@@ -336,7 +336,7 @@ def test_any_typed_text_is_a_code_or_nothing(typed: str) -> None:
 
 # --- turned off for someone else, and removal ---------------------------------------------
 def test_reset_turns_it_off_without_a_code(directory: AccountDirectory, clock: FakeClock) -> None:
-    """For a person who lost phone and recovery codes: who may ask is hub.household's rule."""
+    """For a person who lost phone and recovery codes: who may ask is hub.services.household's rule."""
     bob = directory.create("bob", PASSWORD)
     secret, codes = enrol(directory, bob.id, clock)
     assert directory.reset_two_factor(bob.id) is True

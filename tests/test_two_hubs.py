@@ -34,16 +34,16 @@ from test_settings_bridge import link_devices
 from test_shell_path import LINKHUB
 from test_web import OWNER, PASSWORD, control_app, sign_in, token, web_app
 
-from hub import protocol
-from hub.account_directory import ChangeKind, SettingsChange
-from hub.activity import ActivityKind
+import linkhub_protocol as protocol
+from hub.core.accounts import ChangeKind, SettingsChange
 from hub.daemon import Hub
 from hub.errors import ConfigError, HubNotRunning
-from hub.models import ActivityEvent, ChangeLogEntry, DeviceShadow, OutboxEntry, PreferencesCache
-from hub.outbox import Outbox
-from hub.protocol import DeviceReply, SettingsDesired, SettingsGet, SettingsSet
-from hub.store import make_engine
+from hub.services.activity import ActivityKind
+from hub.services.outbox import Outbox
+from hub.store.engine import make_engine
+from hub.store.models import ActivityEvent, ChangeLogEntry, DeviceShadow, OutboxEntry, PreferencesCache
 from linkhub import control_client
+from linkhub_protocol import DeviceReply, SettingsDesired, SettingsGet, SettingsSet
 
 DEVICES = 3
 DEVICE_CHANGES = 12  # per device

@@ -24,17 +24,18 @@ from sqlmodel import Session, select
 from test_shell_path import DEVICE, RunningHub, device_link, events, read_lines_until, started_hub
 from test_web import PASSWORD, page, sign_in, token, web_app
 
+import linkhub_protocol as protocol
 from firmware_sim import cli as device_cli
 from firmware_sim import state as state_file
 from firmware_sim.mqtt_client import ConnectionLost, DeviceMqttClient
 from firmware_sim.run import EXIT_UNLINKED, run
-from hub import protocol
-from hub.activity import ActivityKind
-from hub.broker import ADMIN_USERNAME
+from hub.broker.connection import BrokerAddress
+from hub.broker.dynsec import DynSecAdmin, device_role
+from hub.broker.managed import ADMIN_USERNAME
 from hub.daemon import Hub
-from hub.dynsec import DynSecAdmin, device_role
 from hub.errors import BrokerAdminError, SettingsRefused, UnlinkRefused
-from hub.models import (
+from hub.services.activity import ActivityKind
+from hub.store.models import (
     ChangeLogEntry,
     Device,
     DeviceSettingsRecord,
@@ -42,8 +43,7 @@ from hub.models import (
     LinkRequestRecord,
     OutboxEntry,
 )
-from hub.mqtt import BrokerAddress
-from hub.protocol import DeviceInfo, ErrorCode, ErrorReply
+from linkhub_protocol import DeviceInfo, ErrorCode, ErrorReply
 
 Event = dict[str, Any]
 

@@ -11,9 +11,9 @@ from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import RawClient
 from test_unlink import accounts, hub_client, link_device, retained_under
 
+import linkhub_protocol as protocol
 from firmware_sim import state as state_file
-from hub import protocol
-from hub.dynsec import Acl, device_role
+from hub.broker.dynsec import Acl, device_role
 
 TOPICS = 3000
 

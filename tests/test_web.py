@@ -19,8 +19,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from hub.daemon import Hub
-from hub.link_service import DECISION_MESSAGES, CodeStatus
-from hub.protocol import (
+from hub.services.links import DECISION_MESSAGES, CodeStatus
+from linkhub_protocol import (
     ApprovedReply,
     DeviceInfo,
     ErrorCode,

@@ -23,11 +23,11 @@ from test_shell_path import RunningHub, device_link, events, started_hub
 from test_web import OWNER, PASSWORD, control_app, page, sign_in, token, web_app
 from werkzeug.test import TestResponse
 
-from hub import protocol
-from hub.account_directory import VersionedDocument
+import linkhub_protocol as protocol
+from hub.core.accounts import VersionedDocument
 from hub.daemon import Hub
-from hub.protocol import SettingsReported
-from hub.settings_service import DeviceSettingsView
+from hub.services.settings import DeviceSettingsView
+from linkhub_protocol import SettingsReported
 
 # Under a top-level key: 7 nested objects counting the change itself; the limit is 6.
 DEEP = '{"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}'

@@ -14,12 +14,12 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from hub.account_directory import AccountDirectory
-from hub.activity import ActivityLog
+from hub.core.accounts import AccountDirectory
 from hub.errors import AccountServiceUnavailable, StorageFull
-from hub.household import Household
-from hub.link_service import LinkService
-from hub.settings_service import SettingsService
+from hub.services.activity import ActivityLog
+from hub.services.household import Household
+from hub.services.links import LinkService
+from hub.services.settings import SettingsService
 from web import activity as activity_page
 from web import auth, devices, household, link, preferences, timefmt, two_factor
 from web.ca_certificate import install_ca_certificate

@@ -2,8 +2,8 @@
 
 `linkhub account-service` serves this over its own database; a hub started
 with `--account-service URL` reaches it through
-`hub.account_client.RemoteAccountService`. Both ends speak the
-`hub.account_directory.AccountDirectory` interface, so the hub cannot tell
+`hub.services.remote_accounts.RemoteAccountService`. Both ends speak the
+`hub.core.accounts.AccountDirectory` interface, so the hub cannot tell
 which one it has. The wire format is described in docs/account-service.md.
 
 Only the hub is meant to call this, so every route but the health check needs
@@ -22,7 +22,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from hub.account_directory import (
+from hub.core.accounts import (
     AccountDirectory,
     AccountSummary,
     AccountView,
@@ -47,7 +47,7 @@ MAX_BODY_BYTES = 64 * 1024
 # One answer to GET /v1/changes holds at most this many; a reader asks again
 # with after=<last seq>, so one request never has to hold the whole log.
 MAX_CHANGES_PER_PAGE = 1000
-# Column sizes in hub.models.ChangeLogEntry: PostgreSQL refuses longer values,
+# Column sizes in hub.store.models.ChangeLogEntry: PostgreSQL refuses longer values,
 # so they are a bad request here rather than a server error there.
 _MAX_CHANGE_ID = 64
 _MAX_DEVICE_ID = 40
@@ -251,7 +251,7 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
 
     @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/reset")
     def reset_two_factor(account_id: int) -> JsonReply:
-        # No password or code: the hub asks only for its owner or operator (hub.household).
+        # No password or code: the hub asks only for its owner or operator (hub.services.household).
         return jsonify(was_on=directory.reset_two_factor(account_id)), 200
 
     @app.post("/v1/accounts/<int(signed=True):account_id>/end-sessions")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, render_template
 
-from hub.activity import ActivityKind
+from hub.services.activity import ActivityKind
 from web.auth import login_required
 from web.services import services
 

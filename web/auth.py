@@ -36,11 +36,11 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from hub.account_directory import AccountView
-from hub.activity import ActivityKind
+from hub.core.accounts import AccountView
+from hub.core.rate_limits import wait_words
 from hub.errors import AccountError
-from hub.household import Origin
-from hub.rate_limits import wait_words
+from hub.services.activity import ActivityKind
+from hub.services.household import Origin
 from web.config import WebConfig
 from web.password_checks import BUSY_RETRY_AFTER_S, PasswordChecks
 from web.pending import Pending

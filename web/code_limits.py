@@ -1,7 +1,7 @@
 """Limits on wrong code entries on /link, per account and per client address
 (RFC 8628 §5.1: a user code is short, so guessing must be rate-limited).
 
-Plain objects over `hub.rate_limits.Throttle`, no Flask: the page asks
+Plain objects over `hub.core.rate_limits.Throttle`, no Flask: the page asks
 `retry_after_s` before it even looks a code up, and reports each wrong entry
 with `failed`. What the limits allow a guesser is worked out in
 docs/security.md ("Guessing a code").
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from hub.link_service import CodeStatus
-from hub.rate_limits import LimitsPolicy, Throttle, address_key
+from hub.core.rate_limits import LimitsPolicy, Throttle, address_key
+from hub.services.links import CodeStatus
 
 # Statuses that are a wrong guess at a live code.
 COUNTED: frozenset[str] = frozenset(

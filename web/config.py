@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hub.rate_limits import LimitsPolicy
+from hub.core.rate_limits import LimitsPolicy
 
 # Twelve hours: a day's use of a phone on plain HTTP, then the password again.
 DEFAULT_SESSION_LIFETIME_S = 12 * 3600.0
@@ -19,7 +19,7 @@ class WebConfig:
     # The same clock the hub uses, so "expires in 14 min" agrees with the hub's
     # own idea of expiry (tests pass the hub's FakeClock here).
     clock: Callable[[], float] = time.time
-    # Sign-in and code-entry limits (hub/rate_limits.py, docs/security.md).
+    # Sign-in and code-entry limits (hub/core/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
     # How long a signed-in session lasts. Short while the pages are plain HTTP:
     # anyone on the LAN who captured the cookie could use it until then (or until

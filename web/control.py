@@ -16,8 +16,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from hub.account_directory import AccountDirectory, AccountView
-from hub.activity import ActivityLog
+from hub.core.accounts import AccountDirectory, AccountView
 from hub.errors import (
     AccountError,
     HouseholdRefused,
@@ -26,9 +25,10 @@ from hub.errors import (
     SettingsRefused,
     UnlinkRefused,
 )
-from hub.household import Household, Origin
-from hub.link_service import LinkService
-from hub.settings_service import SettingsService
+from hub.services.activity import ActivityLog
+from hub.services.household import Household, Origin
+from hub.services.links import LinkService
+from hub.services.settings import SettingsService
 from web.activity import what
 from web.household import status_for_refusal
 from web.json_api import BadRequest, JsonReply, http_error, json_body, json_error

@@ -17,8 +17,8 @@ from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.errors import LinkHubError, SettingsRefused, UnlinkRefused
-from hub.link_service import DeviceView
-from hub.settings_service import DeviceSettingsView
+from hub.services.links import DeviceView
+from hub.services.settings import DeviceSettingsView
 from web.auth import login_required
 from web.services import services
 from web.values import setting_rows, typed_change, version_status, view_json

@@ -8,8 +8,8 @@ redirect or the account service, and must not depend on what it reports on.
 
 What they report comes from two callables handed to `create_app`, so this
 module knows nothing of the hub's internals: `health` returns a HealthReport
-(hub.metrics.HealthProbe for a running hub), `metrics` the Prometheus text and
-its content type (hub.metrics.HubMetrics.exposition).
+(hub.services.metrics.HealthProbe for a running hub), `metrics` the Prometheus text and
+its content type (hub.services.metrics.HubMetrics.exposition).
 
 The detail (which part is down, every counter) is for the machine's own
 probes and for whoever holds the probe token, not for every guest on the LAN:
@@ -30,7 +30,7 @@ from typing import Any
 
 from flask import Flask
 
-from hub.metrics import HealthReport
+from hub.services.metrics import HealthReport
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from hub.netinfo import interface_addresses
+from hub.net.addresses import interface_addresses
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _REFRESH_S = 30.0

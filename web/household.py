@@ -6,7 +6,7 @@ the phone and the recovery codes. For
 devices the owner is an account like any other: a member's devices appear on
 the member's own pages only; the owner sees how many each account has, which
 is what deciding on a removal needs. The rules (who may, what is kept, when a
-removal is refused) are hub.household's; this module only asks and shows.
+removal is refused) are hub.services.household's; this module only asks and shows.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import ParamSpec, TypeVar
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from hub.account_directory import AccountView
-from hub.activity import ActivityKind
+from hub.core.accounts import AccountView
 from hub.errors import AccountError, HouseholdRefused
-from hub.household import NOT_OWNER_MESSAGE, Member, Origin, Refusal
+from hub.services.activity import ActivityKind
+from hub.services.household import NOT_OWNER_MESSAGE, Member, Origin, Refusal
 from web.auth import login_required
 from web.services import services
 

@@ -1,4 +1,4 @@
-"""The pages over HTTPS, on a certificate from the hub's own CA (hub/tls.py).
+"""The pages over HTTPS, on a certificate from the hub's own CA (hub/broker/tls.py).
 
 A phone trusts that CA once (docs/security.md, "HTTPS"); from then on nobody on
 the Wi-Fi reads the sign-in form's password or the session cookie, or changes a

@@ -24,11 +24,11 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
-from hub import codes
-from hub.activity import ActivityKind
+from hub.core import codes
+from hub.core.rate_limits import wait_words
 from hub.errors import LinkDecisionError, LinkHubError
-from hub.link_service import DECISION_MESSAGES, CodeLookup, CodeStatus
-from hub.rate_limits import wait_words
+from hub.services.activity import ActivityKind
+from hub.services.links import DECISION_MESSAGES, CodeLookup, CodeStatus
 from web.auth import login_required
 from web.code_limits import Refused, WrongCodeLimits
 from web.qr import qr_svg

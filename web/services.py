@@ -9,12 +9,12 @@ from typing import cast
 
 from flask import Flask, current_app
 
-from hub.account_directory import AccountDirectory
-from hub.activity import ActivityLog
-from hub.household import Household
-from hub.link_service import LinkService
-from hub.rate_limits import LimitsPolicy
-from hub.settings_service import SettingsService
+from hub.core.accounts import AccountDirectory
+from hub.core.rate_limits import LimitsPolicy
+from hub.services.activity import ActivityLog
+from hub.services.household import Household
+from hub.services.links import LinkService
+from hub.services.settings import SettingsService
 from web.sessions import SessionRecords
 
 EXTENSION_KEY = "linkhub"

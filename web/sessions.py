@@ -19,8 +19,8 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlmodel import col, delete
 
-from hub.models import WebSession
-from hub.store import session_scope
+from hub.store.engine import session_scope
+from hub.store.models import WebSession
 
 
 def _hash(token: str) -> str:

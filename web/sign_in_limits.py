@@ -1,6 +1,6 @@
 """Limits on failed sign-ins, per account name and per client address.
 
-Plain objects over `hub.rate_limits.Throttle`, no Flask. What counts is a
+Plain objects over `hub.core.rate_limits.Throttle`, no Flask. What counts is a
 failure: a wrong password, or a wrong second factor after a right password.
 The per-account count is kept for the name as typed (trimmed, case folded),
 whether or not an account has that name, and the limits are checked before
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from hub.rate_limits import LimitsPolicy, Throttle, address_key
+from hub.core.rate_limits import LimitsPolicy, Throttle, address_key
 
 T = TypeVar("T")
 

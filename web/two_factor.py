@@ -7,7 +7,7 @@ first code to prove the app has it, then ten recovery codes shown once. Turning
 it off needs the password and a code.
 
 The secret and the recovery code hashes live in the account service
-(hub.account_directory); these pages hold a new secret only between showing it
+(hub.core.accounts); these pages hold a new secret only between showing it
 and its confirmation, server-side (web/pending.py), never in the cookie. Wrong
 second factors count against the same limits as wrong passwords.
 """
@@ -19,9 +19,9 @@ from http import HTTPStatus
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from hub.account_directory import SecondFactor, TwoFactorStatus
-from hub.activity import ActivityKind
+from hub.core.accounts import SecondFactor, TwoFactorStatus
 from hub.errors import AccountError
+from hub.services.activity import ActivityKind
 from web.auth import (
     AWAITING_KEY,
     Enrolment,

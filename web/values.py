@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hub.core.settings_merge import JsonObject
 from hub.errors import SettingsRefused
-from hub.settings_merge import JsonObject
-from hub.settings_service import DeviceSettingsView
+from hub.services.settings import DeviceSettingsView
 
 
 class _NotJson(ValueError):
@@ -100,7 +100,7 @@ def typed_change(form: Mapping[str, str]) -> JsonObject:
     return {key: parse_value(form.get("value", ""))}
 
 
-# Where a desired value comes from (hub/settings_merge.py: the device's own wins).
+# Where a desired value comes from (hub/core/settings_merge.py: the device's own wins).
 SOURCE_DEVICE = "this device's own setting"
 SOURCE_ACCOUNT = "account preference"
 SOURCE_REPORTED_ONLY = "reported by the device only"

@@ -1,0 +1,1 @@
+"""The local network: the hub's addresses and its mDNS advertisement."""

@@ -1,0 +1,1 @@
+"""The database: the tables, the engine and its migrations, and backups."""
