@@ -4,7 +4,7 @@ running with the settings the hub desires, and serving presses of its buttons.
 Also home of `connect_as_device`, which `link` uses for its first connection
 with fresh credentials, and of `press` (`linkhub-device set`).
 
-On every (re)connect, in this order (FIELD-NOTES, "Device shadows"): subscribe
+On every (re)connect, in this order (docs/protocol.md, "Settings"): subscribe
 to the desired and reply topics and wait for the SUBACK, then ask for the full
 desired document. Subscribing first means no change can fall between the
 answer and the subscription; the version rules in firmware_sim/settings.py

@@ -1,7 +1,8 @@
 """The device's settings state, pure: what it was told, which version, and its
 own changes the hub has not answered yet. No I/O; run.py does the talking.
 
-Rules (mirroring hub/core/settings_merge.py and FIELD-NOTES "Device shadows"):
+Rules (mirroring hub/core/settings_merge.py and docs/protocol.md "Settings",
+after AWS IoT Device Shadow):
 - A change is an RFC 7386 merge patch: objects merge key by key, `null`
   deletes, anything else (arrays included) replaces.
 - A full document replaces everything and sets the applied version.

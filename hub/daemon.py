@@ -433,7 +433,7 @@ class Hub:
     ) -> list[LinkHubError | float]:
         if self._mqtt is None:
             return [LinkHubError("the hub is not connected to its broker")] * len(messages)
-        # Never retained: a replayed old change would override a newer one (FIELD-NOTES, Tasmota).
+        # Never retained: a replayed old change would override a newer one (Tasmota issues 2929, 2053).
         return list(
             self._mqtt.publish_many(
                 [

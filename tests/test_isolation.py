@@ -137,7 +137,7 @@ def test_a_linked_device_is_confined_to_its_own_subtree(
             "$CONTROL/#",
         ):
             assert not client.subscribe(topic_filter), topic_filter
-        if mqtt5:  # MQTT 3.1.1 clients are dropped silently instead (FIELD-NOTES)
+        if mqtt5:  # MQTT 3.1.1 clients are dropped silently instead (3.1.1 has no negative PUBACK)
             # Its fixed topics only (docs/protocol.md), so it can retain no more than those.
             for leaf in ("status", *protocol.DEVICE_INBOUND):
                 assert client.publish(protocol.device_topic(device_id, leaf), b"{}"), leaf

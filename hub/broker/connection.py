@@ -72,7 +72,8 @@ class BrokerAddress:
 
 def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
     # paho leaves Nagle on; with mosquitto's delayed ACKs that adds ~40 ms to
-    # every request/response round trip (FIELD-NOTES, "Latency").
+    # every request/response round trip (Nagle's algorithm with delayed ACKs, RFC 1122 §4.2.3.4;
+    # measured in docs/performance.md).
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

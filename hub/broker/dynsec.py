@@ -1,6 +1,7 @@
 """The one module that speaks mosquitto's dynamic-security `$CONTROL` API.
 
-Facts this is built on (FIELD-NOTES, mosquitto 2.0.x):
+Facts this is built on (mosquitto 2.0.x, checked against the real broker by
+tests/test_isolation.py and tests/test_identities.py):
 - `%c`/`%u` are not expanded in ACL topics before 2.1 (mosquitto issue 3191),
   so each device gets its own role with literal topics. Where the broker does
   expand `%c`, the bootstrap identity may publish link requests only under its

@@ -1,8 +1,9 @@
 """A mosquitto the hub starts, configures and stops itself (the embedded default).
 
 It writes its own config and dynamic-security file under the data directory,
-listens where it is told, and turns on `set_tcp_nodelay` (FIELD-NOTES: without
-it each request/response waits ~40 ms). With a TLS port it also listens with
+listens where it is told, and turns on `set_tcp_nodelay` (without it Nagle's
+algorithm and delayed ACKs, RFC 1122 §4.2.3.4, make each request/response wait
+~40 ms: docs/performance.md). With a TLS port it also listens with
 TLS there, on a certificate of the hub's own CA (hub/broker/tls.py, kept in `tls/`).
 
 Every broker login lives in one file, `dynamic-security.json`, which mosquitto

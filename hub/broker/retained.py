@@ -1,10 +1,10 @@
 """Clearing what the broker retains under one device's topics, when it is unlinked.
 
-An unlinked device must not come back as a ghost (FIELD-NOTES, Zigbee2MQTT 2678,
-Home Assistant 77728): its retained `online` status, and anything else it left
-retained in its subtree, would be handed to every later subscriber. MQTT has no
-"delete retained" command; a retained message is removed by publishing an empty
-retained payload on its topic (MQTT 5 §3.3.1.3, MQTT-3.3.1-6).
+An unlinked device must not come back as a ghost (users' reports of it:
+Zigbee2MQTT issue 2678, Home Assistant issue 77728): its retained `online`
+status, and anything else it left retained in its subtree, would be handed to
+every later subscriber. MQTT has no "delete retained" command; a retained
+message is removed by publishing an empty retained payload on its topic (MQTT 5 §3.3.1.3, MQTT-3.3.1-6).
 
 The broker does not list retained topics either, so a short-lived connection
 subscribes to the device's subtree and collects what arrives with the retain

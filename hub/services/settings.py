@@ -327,7 +327,9 @@ class SettingsService:
                 ]
             match parsed:
                 case SettingsGet():
-                    # After every (re)connect the whole document (FIELD-NOTES, device shadows).
+                    # After every (re)connect the whole document, as AWS IoT Device Shadow and
+                    # Azure device twins advise: deltas sent while a device was away are lost
+                    # otherwise (aws-iot-device-sdk-js issue 100).
                     full = SettingsDesired(shadow.desired_version, _load(shadow.desired_json), full=True)
                     return [Outbound(device_id, protocol.SETTINGS_DESIRED, full)]
                 case SettingsReported():
