@@ -8,6 +8,7 @@ show that the check fails and names the import, so the check itself can fail.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,3 +86,26 @@ def test_a_forbidden_import_fails_the_check_and_is_named(
     assert result.returncode != 0
     assert f"{contract} BROKEN" in result.stdout
     assert named in result.stdout
+
+
+def readme_layout() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Layout")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_the_readme_layout_names_every_module_of_the_hub_and_the_protocol() -> None:
+    """A newcomer finds each part from the README; a new module must be listed."""
+    layout = readme_layout()
+    listed = set(re.findall(r"`([^`]+)`", layout))
+    modules = [
+        path.relative_to(ROOT).as_posix()
+        for package in ("hub", "linkhub_protocol")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "__init__.py" and "migrations" not in path.parts
+    ]
+    missing = [module for module in modules if module not in listed]
+    assert not missing, f"README.md's Layout does not list: {', '.join(missing)}"
+    for folder in ("web/", "linkhub/", "firmware_sim/", "tests/", "bench/", "deploy/", "docs/"):
+        assert folder in listed, f"README.md's Layout does not list {folder}"
