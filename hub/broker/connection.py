@@ -524,7 +524,14 @@ class MqttResponder:
             )
 
     def stop(self) -> None:
+        """Returns once the serving thread has ended, at once: the DISCONNECT that
+        disconnect() queues wakes paho's select() in loop() (paho writes a byte to
+        its internal socket pair when a packet is queued), so the thread does not
+        wait out the rest of loop()'s timeout. Before this, every hub stop took up
+        to 0.5 s (about 2 minutes of the whole test run)."""
         self._stopping.set()
+        with contextlib.suppress(Exception):  # not connected: nothing to send, nothing to wake
+            self._client.disconnect()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
@@ -562,7 +569,10 @@ class MqttResponder:
         for _ in range(MAX_WAITING_REQUESTS):
             if sock is None or len(self._arrived) >= MAX_BATCH:
                 return
-            readable, _, _ = select.select([sock], [], [], 0)
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):  # closed by stop()'s disconnect: the thread is ending
+                return
             if not readable or self._client.loop_read() != paho.MQTT_ERR_SUCCESS:
                 return
 
