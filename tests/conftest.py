@@ -181,3 +181,52 @@ def hub_pages(hub: Hub, config: WebConfig, **extra: Any) -> Flask:
         sessions=SessionRecords(hub.engine, config.clock),
         **extra,
     )
+
+
+# --- Tiers (README, "Tests") ----------------------------------------------------
+# Each test is in exactly one tier, told by the fixtures it uses (their whole
+# closure) or by what its module runs: `pure` (no I/O), `services` (files and
+# SQLite under tmp_path, no broker), or `integration` (real parts). An
+# integration test also carries the kind of real part it needs: postgres,
+# browser, netns, subprocess. So `-m "not integration"` is the fast tiers.
+_BROKER_FIXTURES = frozenset({"broker", "own_broker", "tls_broker"})
+_BROWSER_FIXTURES = frozenset({"browser", "contexts", "phone_for", "chromium_present"})
+_NETNS_FIXTURES = frozenset({"namespaces"})
+_PROCESS_FIXTURES = frozenset({"shell_hub", "running_hub", "start_hub_process", "https_hub", "dying_hub"})
+_FILE_FIXTURES = frozenset({"tmp_path", "tmp_path_factory", "tmpdir", "engine", "raw_engine", "database_url"})
+
+
+def _module_runs(module: object, name: str) -> bool:
+    return any(getattr(value, "__name__", None) == name for value in vars(module).values())
+
+
+def _uses_postgres(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("database_url") == "postgresql" or "postgres" in item.name.lower()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        module = getattr(item, "module", None)
+        kinds = {marker.name for marker in item.iter_markers()} & {
+            "integration", "postgres", "browser", "netns", "subprocess"
+        }
+        if fixtures & _BROKER_FIXTURES:
+            kinds.add("integration")
+        if _uses_postgres(item):
+            kinds.add("postgres")
+        if fixtures & _BROWSER_FIXTURES:
+            kinds.add("browser")
+        if fixtures & _NETNS_FIXTURES:
+            kinds.add("netns")
+        if fixtures & _PROCESS_FIXTURES or (module is not None and _module_runs(module, "subprocess")):
+            kinds.add("subprocess")
+        if kinds:
+            kinds.add("integration")
+        elif fixtures & _FILE_FIXTURES:
+            kinds.add("services")
+        else:
+            kinds.add("pure")
+        for kind in kinds:
+            item.add_marker(kind)
