@@ -31,6 +31,11 @@ class BrokerAdminError(LinkHubError):
     """The dynamic-security plugin refused or did not answer an admin command."""
 
 
+class BrokerAdminRefused(BrokerAdminError):
+    """The dynamic-security plugin answered an admin command with an error: asking
+    again would get the same answer, so it is not retried."""
+
+
 class PortInUse(LinkHubError):
     """A port the hub wants to listen on is taken."""
 

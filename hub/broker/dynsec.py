@@ -30,7 +30,7 @@ from typing import Any
 
 import linkhub_protocol as protocol
 from hub.broker.connection import BrokerAddress, InboundMessage, MqttConnection
-from hub.errors import BrokerAdminError, BrokerRefused, BrokerTimeout, BrokerUnavailable
+from hub.errors import BrokerAdminError, BrokerAdminRefused, BrokerRefused, BrokerTimeout, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -208,18 +208,28 @@ class DynSecAdmin:
         for command, response in zip(commands, responses, strict=True):
             error = response.get("error")
             if error and not any(marker in str(error) for marker in (*_ALREADY, *tolerate)):
-                raise BrokerAdminError(f"dynamic-security refused {command['command']}: {error}")
+                raise BrokerAdminRefused(f"dynamic-security refused {command['command']}: {error}")
         return responses
 
-    def call_with_retry(self, commands: list[dict[str, Any]], attempts: int = 3) -> list[dict[str, Any]]:
-        # Every command we send is idempotent, so a lost answer is simply asked again.
+    def call_with_retry(
+        self,
+        commands: list[dict[str, Any]],
+        attempts: int = 3,
+        pause: Callable[[float], None] = time.sleep,
+        tolerate: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
+        """Every command we send is idempotent, so a lost answer is simply asked
+        again. A refusal (by the plugin, or by the broker for the publish) is
+        final: the same question gets the same answer."""
         for attempt in range(attempts):
             try:
-                return self.call(commands)
-            except (BrokerAdminError, BrokerTimeout, BrokerUnavailable) as exc:
-                if "refused" in str(exc) or attempt == attempts - 1:
+                return self.call(commands, tolerate=tolerate)
+            except (BrokerAdminRefused, BrokerRefused):
+                raise
+            except (BrokerAdminError, BrokerTimeout, BrokerUnavailable):
+                if attempt == attempts - 1:
                     raise
-                time.sleep(0.2 * (attempt + 1))
+                pause(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
     def _on_response(self, message: InboundMessage) -> None:
@@ -378,11 +388,8 @@ class DynSecAdmin:
             {"command": "deleteClient", "username": device_id},
             {"command": "deleteRole", "rolename": device_role(device_id)},
         ):
-            try:
-                self.call_with_retry([command])
-            except BrokerAdminError as exc:
-                if "not found" not in str(exc):
-                    raise
+            # Already gone (a retry after a lost answer, or an unlink asked twice) is done.
+            self.call_with_retry([command], tolerate=("not found",))
 
 
 # --- the broker's device identities, for the reconciler (issue 18 §4) ---------------
