@@ -49,6 +49,7 @@ from hub.services.retention import Pruner
 from hub.services.settings import SettingsService
 from hub.store.engine import MB, SingleHubLock, SpaceGuard, guard_writes, make_engine
 from hub.store.models import Device
+from hub.store.secret_file import read_or_create_secret
 from linkhub_protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
 
 # hub.net.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
@@ -72,13 +73,10 @@ class HubEndpoints:
 
 
 def _read_or_create_secret(path: Path, n_bytes: int = 24) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(n_bytes) if n_bytes < 16 else secrets.token_urlsafe(n_bytes)
-    path.touch(mode=0o600)
-    path.write_text(secret + "\n")
-    return secret
+    """Short ones (the hub's id) in hex, to read aloud; passwords URL-safe."""
+    return read_or_create_secret(
+        path, lambda: secrets.token_hex(n_bytes) if n_bytes < 16 else secrets.token_urlsafe(n_bytes)
+    )
 
 
 def _host_port(text: str, *, default_port: int) -> BrokerAddress:

@@ -19,17 +19,14 @@ from waitress.server import create_server
 from hub.errors import PortInUse
 from hub.services.local_accounts import AccountService
 from hub.store.engine import make_engine
+from hub.store.secret_file import read_or_create_secret
 from web.account_api import create_account_api
 
 TOKEN_FILE = "account-service-token"
 
 
 def read_or_create_token(data_dir: Path) -> str:
-    path = data_dir / TOKEN_FILE
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    return read_or_create_secret(data_dir / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
 
 
 def run_account_service(data_dir: Path, database_url: str, host: str, port: int) -> int:

@@ -27,6 +27,7 @@ from hub.errors import AccountServiceUnavailable, PortInUse
 from hub.net.addresses import lan_addresses
 from hub.services import metrics
 from hub.store.engine import migrate_in_child
+from hub.store.secret_file import read_or_create_secret
 from linkhub_protocol import escape_hidden
 from web import SessionRecords, create_app
 from web.config import WebConfig
@@ -37,10 +38,7 @@ log = logging.getLogger("linkhub")
 
 
 def _secret(path: Path) -> str:
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    return read_or_create_secret(path, lambda: secrets.token_urlsafe(32))
 
 
 def _page_urls(config: HubConfig) -> list[str]:

@@ -43,6 +43,7 @@ import linkhub_protocol as protocol
 from hub.broker.connection import BrokerAddress
 from hub.config.model import DEFAULT_BROKER_RESTART_LIMIT, DEFAULT_BROKER_RESTART_WINDOW_S
 from hub.errors import BrokerAdminError, BrokerUnavailable, ConfigError, LinkHubError, PortInUse
+from hub.store.secret_file import write_secret
 
 if TYPE_CHECKING:
     from hub.broker.tls import TlsFiles
@@ -406,8 +407,7 @@ class ManagedBroker:
         if not secret_file.exists():
             password = secrets.token_urlsafe(24)
             write_atomically(dynsec_file, json.dumps(initial_dynsec_config(password), indent=2).encode())
-            secret_file.touch(mode=0o600)
-            secret_file.write_text(password + "\n")
+            write_secret(secret_file, password)
         # A file cut short by a full disk is put back from its last good copy.
         self.dynsec_file.restore_if_broken()
         conf = directory / "mosquitto.conf"

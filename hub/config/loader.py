@@ -54,6 +54,7 @@ from hub.config.model import (
 from hub.core.rate_limits import LimitsPolicy, parse_rate
 from hub.errors import ConfigError
 from hub.services.retention import DAYS_RANGE, PER_ACCOUNT_RANGE, RetentionPolicy
+from hub.store.secret_file import read_secret
 
 FILE_NAME = "linkhub.toml"  # looked for in the data directory when no file is named
 CONFIG_ENV = "LINKHUB_CONFIG"
@@ -588,10 +589,6 @@ class Resolution:
 # --- the merge ----------------------------------------------------------------------------
 
 
-def _read_secret(path: Path) -> str:
-    return path.read_text().strip()
-
-
 def resolve(
     flags: Mapping[str, Any],
     env: Mapping[str, str],
@@ -599,7 +596,7 @@ def resolve(
     *,
     data_dir: Path,
     file_path: Path | None = None,
-    read_secret: Callable[[Path], str] = _read_secret,
+    read_secret: Callable[[Path], str] = read_secret,
     data_dir_source: str = DEFAULT,
 ) -> Resolution:
     """Merge the sources, key by key: flag > environment > file > default.

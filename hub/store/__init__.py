@@ -1,1 +1,1 @@
-"""The database: the tables, the engine and its migrations, and backups."""
+"""What the hub keeps on disk: the database (tables, engine, migrations), backups, and its small secret files."""
