@@ -53,8 +53,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
-import math
 import signal
 import sys
 import threading
@@ -71,7 +69,7 @@ from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
 from firmware_sim.mqtt_client import TlsUnavailable
 from firmware_sim.run import press, run
 from firmware_sim.transport import TlsChoice, read_ca_file
-from linkhub_protocol import DeviceInfo, ProtocolError
+from linkhub_protocol import DeviceInfo, ProtocolError, values
 
 DEFAULT_MQTT_PORT = 1884  # the LinkHub-managed broker's default
 DEFAULT_MQTT_TLS_PORT = 8883  # MQTT over TLS (IANA); the hub's TLS listener is off unless given a port
@@ -135,32 +133,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def parse_value(text: str) -> Any:
-    """JSON if it is JSON (numbers, true/false, null, objects, arrays), else the text itself.
-
-    NaN and infinities are not JSON, though Python's parser takes them: as text they stay.
-    """
-
-    def finite(number: str) -> float:
-        value = float(number)
-        if not math.isfinite(value):
-            raise ValueError(number)
-        return value
-
-    def no_constant(name: str) -> Any:
-        raise ValueError(name)
-
-    try:
-        return json.loads(text, parse_float=finite, parse_constant=no_constant)
-    except ValueError:  # json.JSONDecodeError is one
-        return text
-
-
 def _assignment(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), parse_value(value)
+    try:
+        return values.parse_assignment(text)
+    except ValueError as exc:  # AssignmentError or ValueTooDeep, each with its message
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,9 +42,9 @@ from typing import Any
 
 from hub.config import loader as config_file
 from hub.config.model import HubConfig, default_data_dir, default_database_url
-from hub.errors import LinkHubError, SettingsRefused
+from hub.errors import LinkHubError
 from linkhub import control_client
-from linkhub_protocol import escape_hidden
+from linkhub_protocol import escape_hidden, values
 
 
 def _env_int(name: str, default: int) -> int:
@@ -197,15 +197,10 @@ def _settings_target(parser: argparse.ArgumentParser) -> None:
 
 def _assignment(text: str) -> tuple[str, Any]:
     """KEY=VALUE from the command line; split at the first `=`, so values may hold `=`."""
-    from web import values  # imported late: the web package pulls in Flask and SQLAlchemy
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        return key.strip(), values.parse_value(value)
-    except SettingsRefused as exc:
-        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+        return values.parse_assignment(text)
+    except ValueError as exc:  # AssignmentError or ValueTooDeep, each with its message
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _data_dir(args: argparse.Namespace) -> Path:

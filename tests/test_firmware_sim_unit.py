@@ -17,12 +17,13 @@ import pytest
 
 from firmware_sim import buttons, keys
 from firmware_sim import state as state_file
-from firmware_sim.cli import main, parse_hub_url, parse_value
+from firmware_sim.cli import main, parse_hub_url
 from firmware_sim.display import HumanPrinter, JsonPrinter
 from firmware_sim.link import link
 from firmware_sim.run import press, run
 from firmware_sim.settings import DeviceSettings, Outcome, merge_patch
 from linkhub_protocol import DeviceInfo, LinkRequest, MqttCredentials, SettingsDesired, reply_topic
+from linkhub_protocol.values import parse_value
 
 DEVICE = DeviceInfo(name="Kitchen lamp", model="LH-1")
 
@@ -489,3 +490,13 @@ def test_human_printer_settings_events() -> None:
     assert 'version 4: theme="dark", volume=7' in text
     assert "version 5" in text
     assert "not_owned" in err.getvalue()
+
+
+@pytest.mark.parametrize("nesting", ["[", "{\"a\":"])
+def test_a_value_too_deep_to_read_is_refused_in_plain_words(
+    nesting: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nested beyond what the JSON parser can read: a usage error naming the key,
+    not a RecursionError's traceback (and not stored as a string)."""
+    assert main(["set", "--state", "unused.json", "k=" + nesting * 100_000]) == 2
+    assert "k: the value nests too deeply to read" in capsys.readouterr().err

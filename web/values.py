@@ -19,38 +19,16 @@ from typing import Any
 from hub.core.settings_merge import JsonObject
 from hub.errors import SettingsRefused
 from hub.services.settings import DeviceSettingsView
-
-
-class _NotJson(ValueError):
-    """Text that is not strict JSON (NaN, Infinity, 1e999): kept as the text itself."""
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise _NotJson(text)
-    return number
-
-
-def _no_constant(text: str) -> Any:
-    raise _NotJson(text)
+from linkhub_protocol import values
 
 
 def parse_value(text: str) -> Any:
-    """The value a person meant: JSON if it is JSON, else the string as typed.
-
-    Python's json accepts NaN, Infinity and 1e999 (as inf), none of which a
-    device's JSON parser can read back; those stay strings. Nesting deep enough
-    to exhaust the parser is refused: as a string it would be stored silently.
-    """
+    """The value a person meant (linkhub_protocol.values, shared with the CLI and
+    the simulated device); too deep to read is refused as a bad request."""
     try:
-        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
-    except ValueError:
-        # Not JSON, not strict JSON (_NotJson), or an integer longer than Python
-        # reads (4300 digits, a plain ValueError): the text itself.
-        return text
-    except RecursionError:
-        raise SettingsRefused("invalid_request", "the value nests too deeply to read") from None
+        return values.parse_value(text)
+    except values.ValueTooDeep as exc:
+        raise SettingsRefused("invalid_request", str(exc)) from None
 
 
 def non_finite_path(value: Any, path: str = "changes") -> str | None:
