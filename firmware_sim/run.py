@@ -543,7 +543,7 @@ def press(
                     lock.release()
                 if isinstance(outcome, int):
                     return outcome  # the reason was emitted
-            if outcome is not None:
+            if isinstance(outcome, dict):  # an int (a reason, emitted) returned above
                 on_event(outcome_event(outcome))
                 return 0 if outcome.get("ok") is True else 1
             if time.monotonic() >= deadline:

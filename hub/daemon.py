@@ -498,19 +498,18 @@ class Hub:
         answers: list[OutboundReply] = []
         for message in batch:
             client_id = protocol.link_request_client_id(message.topic)
-            parsed = (
-                None
-                if client_id is None
-                else protocol.parse_link_request(
+            refused: Rejection | None = None  # None: not on a request topic at all
+            if client_id is not None:
+                parsed = protocol.parse_link_request(
                     message.payload, message.response_topic, message.correlation_data, client_id=client_id
                 )
-            )
-            if isinstance(parsed, LinkRequest) and client_id is not None:
-                requests.append(InboundRequest(parsed, message.correlation_data, client_id))
-                continue
+                if isinstance(parsed, LinkRequest):
+                    requests.append(InboundRequest(parsed, message.correlation_data, client_id))
+                    continue
+                refused = parsed
             answers.extend(self._answer_requests(requests))
             requests = []
-            refusal = self._refuse_request(message, parsed)
+            refusal = self._refuse_request(message, refused)
             if refusal is not None:
                 answers.append(refusal)
         answers.extend(self._answer_requests(requests))
@@ -526,7 +525,8 @@ class Hub:
             log.exception("could not answer %d link request(s); the devices will resend", len(requests))
             return []
         # Each request waited for the whole batch: that is its answer time.
-        metrics.of(self.engine).link_requests_answered(len(requests), time.perf_counter() - started)
+        if self.engine is not None:  # always, once started: requests arrive only then
+            metrics.of(self.engine).link_requests_answered(len(requests), time.perf_counter() - started)
         return replies
 
     def _refuse_request(self, message: InboundMessage, parsed: Rejection | None) -> OutboundReply | None:

@@ -45,7 +45,9 @@ def run_account_service(data_dir: Path, database_url: str, host: str, port: int)
             f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port N"
         ) from None
     threading.Thread(target=server.run, name="account-api", daemon=True).start()
-    print(f"LinkHub account service on http://{host}:{server.effective_port}", flush=True)
+    # The port it took (for --port 0); waitress sets it, its type stubs do not list it.
+    taken_port = server.effective_port  # type: ignore[union-attr]
+    print(f"LinkHub account service on http://{host}:{taken_port}", flush=True)
     print(f"  bearer token in {data_dir / TOKEN_FILE}", flush=True)
     sys.stdout.flush()
     stop.wait()

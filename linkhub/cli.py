@@ -409,7 +409,7 @@ def _account_label(event: dict[str, Any]) -> str:
     return "-"
 
 
-def _print_table(table: list[tuple[str, ...]]) -> None:
+def _print_table(table: Sequence[tuple[str, ...]]) -> None:
     """Columns as wide as their widest cell; the last one runs on.
 
     Cells hold what devices and people typed (device names, settings keys,

@@ -889,7 +889,7 @@ def parse_device_reply(payload: bytes) -> DeviceReply | Rejection:
     error = None
     if obj["status"] == "error":
         try:
-            error = ErrorCode(obj.get("error"))
+            error = ErrorCode(str(obj.get("error")))
         except ValueError:
             error = ErrorCode.SERVER_ERROR
     retry_after = obj.get("retry_after")

@@ -5,6 +5,7 @@ the code so they cannot drift."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import threading
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import RunningBroker, hub_pages
+from conftest import FakeClock, RunningBroker, hub_pages
 from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
@@ -135,8 +136,11 @@ def devices(broker: RunningBroker) -> Iterator[Callable[[], BootstrapDevice]]:
         device.close()
 
 
-def web_app(hub: Hub, policy: LimitsPolicy = SMALL) -> Flask:
-    return hub_pages(hub, WebConfig(secret_key="test", testing=True, limits=policy))
+def web_app(hub: Hub, policy: LimitsPolicy = SMALL, limits_clock: FakeClock | None = None) -> Flask:
+    config = WebConfig(secret_key="test", testing=True, limits=policy)
+    if limits_clock is not None:
+        config = dataclasses.replace(config, limits_clock=limits_clock)
+    return hub_pages(hub, config)
 
 
 def client_for(app: Flask, hub: Hub, name: str, address: str = HOME) -> FlaskClient:
@@ -241,12 +245,17 @@ def test_one_address_is_limited_across_accounts(hub: Hub) -> None:
 
 def test_the_limit_lifts_when_the_window_moves_on(hub: Hub) -> None:
     policy = LimitsPolicy(code_failures_per_account="2 per 2 seconds")
-    alice = client_for(web_app(hub, policy), hub, "alice")
+    limits_clock = FakeClock(start_s=1000.0)
+    alice = client_for(web_app(hub, policy, limits_clock), hub, "alice")
     assert enter(alice, unknown_code(hub, 0)).status_code == 404
+    limits_clock.advance(0.5)
     assert enter(alice, unknown_code(hub, 1)).status_code == 404
     refused = enter(alice, unknown_code(hub, 2))
     assert refused.status_code == 429 and message(refused)[1].endswith("Try again in 2 seconds.")
-    time.sleep(float(refused.headers["Retry-After"]) + 0.1)
+    assert refused.headers["Retry-After"] == "2"
+    limits_clock.advance(1.4)  # the first wrong code is still in the window
+    assert enter(alice, unknown_code(hub, 2)).status_code == 429
+    limits_clock.advance(0.2)  # now it has left it
     assert enter(alice, unknown_code(hub, 2)).status_code == 404
 
 

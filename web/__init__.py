@@ -115,6 +115,7 @@ def create_app(
             clock=config.clock,
             sessions=sessions,
             session_lifetime_s=config.session_lifetime_s,
+            limits_clock=config.limits_clock,
         ),
     )
     # Before anything else runs (CSRF included): functions run in the order installed,

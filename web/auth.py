@@ -98,7 +98,7 @@ class SignInState:
 
 def install_sign_in(app: Flask, config: WebConfig) -> None:
     app.extensions[_EXTENSION_KEY] = SignInState(
-        limits=SignInLimits(config.limits),
+        limits=SignInLimits(config.limits, config.limits_clock),
         password_checks=PasswordChecks(config.password_checks_at_once, config.password_check_wait_s),
         awaiting_second_factor=Pending(SECOND_FACTOR_LIFETIME_S, config.clock),
         enrolments=Pending(ENROLMENT_LIFETIME_S, config.clock),

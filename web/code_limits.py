@@ -16,6 +16,7 @@ any other entry while a limit holds.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -72,9 +73,9 @@ class WrongCodeLimits:
     test's app starts with fresh counts.
     """
 
-    def __init__(self, policy: LimitsPolicy) -> None:
-        self.per_account = Throttle(policy.code_failures_per_account)
-        self.per_address = Throttle(policy.code_failures_per_address)
+    def __init__(self, policy: LimitsPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_account = Throttle(policy.code_failures_per_account, clock=clock)
+        self.per_address = Throttle(policy.code_failures_per_address, clock=clock)
         # Check, look up and count as one step: otherwise a burst of parallel
         # posts would all pass the check before the first wrong one is counted,
         # and the limit would bound nothing.

@@ -21,6 +21,9 @@ class WebConfig:
     clock: Callable[[], float] = time.time
     # Sign-in and code-entry limits (hub/core/rate_limits.py, docs/security.md).
     limits: LimitsPolicy = field(default_factory=LimitsPolicy)
+    # Seconds that only go forward, for those limits' moving windows (a wall
+    # clock set back would stretch a window); tests pass a FakeClock and move it.
+    limits_clock: Callable[[], float] = time.monotonic
     # How long a signed-in session lasts. Short while the pages are plain HTTP:
     # anyone on the LAN who captured the cookie could use it until then (or until
     # its owner signs out, which ends it on the hub; docs/security.md).

@@ -35,7 +35,7 @@ R = TypeVar("R")
 
 
 # How each refusal reads as HTTP, for the pages here and the control API (web/control.py).
-_REFUSAL_STATUS = {
+_REFUSAL_STATUS: dict[str, HTTPStatus] = {  # Refusal is a StrEnum: its members are str keys
     Refusal.UNKNOWN_ACCOUNT: HTTPStatus.NOT_FOUND,
     Refusal.HAS_DEVICES: HTTPStatus.CONFLICT,
     Refusal.OWNER: HTTPStatus.BAD_REQUEST,

@@ -68,7 +68,7 @@ def _install_code_limits(state: BlueprintSetupState) -> None:
     # The counts live with the app, not in a module global: each app (and each
     # test's app) starts with its own. create_app installs the services first.
     web_services = cast(WebServices, state.app.extensions[EXTENSION_KEY])
-    state.app.extensions[CODE_LIMITS_KEY] = WrongCodeLimits(web_services.limits)
+    state.app.extensions[CODE_LIMITS_KEY] = WrongCodeLimits(web_services.limits, web_services.limits_clock)
 
 
 def code_limits() -> WrongCodeLimits:

@@ -3,6 +3,7 @@ running hub (or the database) and tests can hand in a real hub's services."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -31,6 +32,8 @@ class WebServices:
     clock: Callable[[], float]
     sessions: SessionRecords
     session_lifetime_s: float
+    # Monotonic seconds for the limits' windows (WebConfig.limits_clock).
+    limits_clock: Callable[[], float] = time.monotonic
 
 
 def install(app: Flask, services_: WebServices) -> None:

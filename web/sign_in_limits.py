@@ -28,6 +28,7 @@ activity log), and a locked-out person is better than a guessed password.
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,10 +66,10 @@ class Tried(Generic[T]):
 class SignInLimits:
     """One per web app (kept with the app, not in a module global), so each test starts afresh."""
 
-    def __init__(self, policy: LimitsPolicy) -> None:
-        self.per_account = Throttle(policy.sign_in_failures_per_account)
-        self.per_address = Throttle(policy.sign_in_failures_per_address)
-        self.second_factor_per_account = Throttle(policy.second_factor_failures_per_account)
+    def __init__(self, policy: LimitsPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_account = Throttle(policy.sign_in_failures_per_account, clock=clock)
+        self.per_address = Throttle(policy.sign_in_failures_per_address, clock=clock)
+        self.second_factor_per_account = Throttle(policy.second_factor_failures_per_account, clock=clock)
         self._account_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._address_locks = [threading.Lock() for _ in range(_STRIPES)]
 

@@ -89,6 +89,9 @@ class CorrelationData(Properties):
     `pack()`; tests/test_mqtt.py checks the bytes equal paho's own.
     """
 
+    _packed: bytes
+    CorrelationData: bytes
+
     def __init__(self, correlation: bytes) -> None:  # not Properties.__init__: see above
         object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
         encoded = b"\x09" + len(correlation).to_bytes(2, "big") + correlation  # 9: Correlation Data
@@ -190,7 +193,8 @@ class MqttConnection:
         self._on_lost = on_lost
         self._mqtt5 = mqtt5
         self._client = _new_client(client_id, username, password, mqtt5)
-        self._client.reconnect_delay_set(min_delay=0.2, max_delay=5)
+        # paho annotates the delays as int, and sleeps them as seconds: a float works.
+        self._client.reconnect_delay_set(min_delay=0.2, max_delay=5)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
@@ -254,7 +258,7 @@ class MqttConnection:
         deadline = time.monotonic() + timeout_s
         if filters:
             rc, mid = self._client.unsubscribe(filters)
-            if rc == paho.MQTT_ERR_SUCCESS:
+            if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
                 try:
                     self._wait(mid, timeout_s, "UNSUBACK")
                 except BrokerTimeout:
@@ -269,7 +273,7 @@ class MqttConnection:
         with self._lock:
             self._subscriptions.append((topic_filter, qos))
         rc, mid = self._client.subscribe(topic_filter, qos)
-        if rc != paho.MQTT_ERR_SUCCESS:
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
             raise BrokerUnavailable(f"not connected; {topic_filter!r} is subscribed on reconnect")
         reason = self._wait(mid, timeout_s, f"SUBACK for {topic_filter!r}")
         if _failed(reason):
@@ -384,6 +388,8 @@ class MqttConnection:
             subscriptions = list(self._subscriptions)
         for topic_filter, qos in subscriptions:
             _rc, mid = client.subscribe(topic_filter, qos)
+            if mid is None:  # not sent (the connection went again): the next connect subscribes
+                continue
             with self._lock:
                 self._unawaited.add(mid)
         self.connected.set()

@@ -278,16 +278,16 @@ class DynsecFileGuard:
         does not parse is replaced by the last good copy (logged); with no usable
         copy, raises BrokerUnavailable saying what happened and what to do."""
         with self._lock:
+            broken: str | None = "missing"
             try:
                 live = self.live.read_bytes()
             except FileNotFoundError:
-                live, broken = None, "missing"
+                pass
             else:
                 broken = _parse_dynsec(live)
-            if broken is None:
-                assert live is not None
-                self._keep(live)
-                return
+                if broken is None:
+                    self._keep(live)
+                    return
             try:
                 copy: bytes | None = self.last_good.read_bytes()
             except FileNotFoundError:

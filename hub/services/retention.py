@@ -18,8 +18,9 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Select, Table, delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ColumnElement
 
@@ -144,7 +145,7 @@ class Pruner:
 
     def _older(self, table: Table, key: ColumnElement, condition: ColumnElement[bool]) -> int:
         """Delete the rows matching `condition`, a batch per transaction."""
-        return self._in_batches(table, key, lambda: select(key).where(condition))
+        return self._in_batches(table, key, select(key).where(condition))
 
     def _over_count(self, table: Table, key: ColumnElement, newest_first: ColumnElement) -> int:
         """Per account (and the rows of no account, as one more), all but the newest
@@ -160,20 +161,17 @@ class Pruner:
         for account_id in crowded:
             match = account.is_(None) if account_id is None else account == account_id
             # The newest `keep` stay; each batch deletes the next rows past them.
-            deleted += self._in_batches(
-                table,
-                key,
-                lambda match=match: (
-                    select(key).where(match).order_by(newest_first.desc(), key.desc()).offset(keep)
-                ),
+            past_the_newest = (
+                select(key).where(match).order_by(newest_first.desc(), key.desc()).offset(keep)
             )
+            deleted += self._in_batches(table, key, past_the_newest)
         return deleted
 
-    def _in_batches(self, table: Table, key: ColumnElement, query: Callable[[], object]) -> int:
+    def _in_batches(self, table: Table, key: ColumnElement, query: Select[Any]) -> int:
         deleted = 0
         while not self._stop.is_set():
             with self._engine.begin() as conn:
-                ids = [row[0] for row in conn.execute(query().limit(self._policy.batch_rows)).all()]  # type: ignore[attr-defined]
+                ids = [row[0] for row in conn.execute(query.limit(self._policy.batch_rows)).all()]
                 if not ids:
                     return deleted
                 conn.execute(delete(table).where(key.in_(ids)))

@@ -21,6 +21,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,7 +231,7 @@ def _lock_for_migration(connection: Connection) -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
 
 
-def _adopt(config: Config, present: set[str]) -> None:
+def _adopt(config: Config, present: AbstractSet[str]) -> None:
     """A database made by `create_all` before migrations: it holds revision 0001."""
     from alembic import command
 
