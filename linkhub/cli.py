@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import loader as config_file
-from hub.config.model import HubConfig, default_data_dir, default_database_url
+from hub.config.model import HubConfig, control_socket, default_data_dir, default_database_url
 from hub.errors import LinkHubError
 from linkhub import control_client
 from linkhub_protocol import escape_hidden, values
@@ -203,6 +203,12 @@ def _assignment(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _hub_socket(args: argparse.Namespace) -> Path:
+    """Where the running hub of this data directory answers; its refusals
+    (ControlError) are printed once, by main."""
+    return control_socket(_data_dir(args))
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     return (args.data_dir or default_data_dir()).expanduser().resolve()
 
@@ -243,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _backup(args)
             case "restore":
                 return _restore(args)
+    except control_client.ControlError as exc:  # the running hub refused: its reason code too
+        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
+        return 1
     except LinkHubError as exc:
         print(f"linkhub: {exc}", file=sys.stderr)
         return 1
@@ -306,7 +315,7 @@ def _account(args: argparse.Namespace) -> int:
 def _account_list(args: argparse.Namespace) -> int:
     """Like `account add`: through the running hub if there is one, else the built-in service."""
     data_dir = _data_dir(args)
-    socket_path = data_dir / "hub.sock"
+    socket_path = control_socket(data_dir)
     if socket_path.exists():
         accounts = control_client.call(socket_path, "GET", "/v1/accounts")["accounts"]
     else:
@@ -341,26 +350,18 @@ def _account_list(args: argparse.Namespace) -> int:
 
 def _account_remove(args: argparse.Namespace) -> int:
     """Only through the running hub: it knows which devices are still linked to the account."""
-    try:
-        removed = control_client.call(
-            _data_dir(args) / "hub.sock", "DELETE", f"/v1/accounts/{_quote(args.name)}"
-        )
-    except control_client.ControlError as exc:
-        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
-        return 1
+    removed = control_client.call(
+        _hub_socket(args), "DELETE", f"/v1/accounts/{_quote(args.name)}"
+    )
     print(f"account {removed['name']!r} removed: it cannot sign in any more; its history is kept")
     return 0
 
 
 def _account_two_factor_off(args: argparse.Namespace) -> int:
     """Only through the running hub, like `remove`: the event goes in its activity log."""
-    try:
-        account = control_client.call(
-            _data_dir(args) / "hub.sock", "POST", "/v1/two-factor/off", {"account": args.name}
-        )
-    except control_client.ControlError as exc:
-        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
-        return 1
+    account = control_client.call(
+        _hub_socket(args), "POST", "/v1/two-factor/off", {"account": args.name}
+    )
     print(
         f"two-factor sign-in is off for {account['name']!r}: the password alone signs in now; "
         "they can turn it on again under Settings > Two-factor sign-in"
@@ -370,13 +371,9 @@ def _account_two_factor_off(args: argparse.Namespace) -> int:
 
 def _activity(args: argparse.Namespace) -> int:
     query = {"limit": str(args.limit)} | ({"account": args.account} if args.account else {})
-    try:
-        events = control_client.call(
-            _data_dir(args) / "hub.sock", "GET", "/v1/activity?" + urllib.parse.urlencode(query)
-        )["events"]
-    except control_client.ControlError as exc:
-        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
-        return 1
+    events = control_client.call(
+        _hub_socket(args), "GET", "/v1/activity?" + urllib.parse.urlencode(query)
+    )["events"]
     if args.json:
         for event in events:
             print(json.dumps(event, ensure_ascii=False))
@@ -427,15 +424,11 @@ def _account_add(args: argparse.Namespace) -> int:
     used when the hub uses one); otherwise straight into the built-in one."""
     password = sys.stdin.readline().rstrip("\r\n")
     data_dir = _data_dir(args)
-    socket_path = data_dir / "hub.sock"
+    socket_path = control_socket(data_dir)
     if socket_path.exists():
-        try:
-            created = control_client.call(
-                socket_path, "POST", "/v1/accounts", {"name": args.name, "password": password}
-            )
-        except control_client.ControlError as exc:
-            print(f"linkhub: {exc}", file=sys.stderr)
-            return 1
+        created = control_client.call(
+            socket_path, "POST", "/v1/accounts", {"name": args.name, "password": password}
+        )
         name, is_owner = created["name"], created["is_owner"]
     else:
         from hub.services.activity import ActivityLog
@@ -475,7 +468,7 @@ def _hub_went_away(doing: str, what_to_do: str) -> int:
 
 
 def _link_decision(args: argparse.Namespace) -> int:
-    socket_path = _data_dir(args) / "hub.sock"
+    socket_path = _hub_socket(args)
     try:
         if args.link_command == "approve":
             result = control_client.call(
@@ -490,9 +483,6 @@ def _link_decision(args: argparse.Namespace) -> int:
         else:
             control_client.call(socket_path, "POST", "/v1/link/deny", {"code": args.code})
             print("denied: the device was told")
-    except control_client.ControlError as exc:
-        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
-        return 1
     except _HUB_WENT_AWAY:
         if args.link_command == "approve":
             # A broker login left by an approval cut short is removed by the hub
@@ -509,7 +499,7 @@ def _link_decision(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     if args.devices_command == "unlink":
         return _unlink(args)
-    devices = control_client.call(_data_dir(args) / "hub.sock", "GET", "/v1/devices")["devices"]
+    devices = control_client.call(_hub_socket(args), "GET", "/v1/devices")["devices"]
     if args.json:
         print(json.dumps(devices, indent=2))
         return 0
@@ -527,12 +517,9 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _unlink(args: argparse.Namespace) -> int:
-    socket_path = _data_dir(args) / "hub.sock"
+    socket_path = _hub_socket(args)
     try:
         device = control_client.call(socket_path, "DELETE", f"/v1/devices/{_quote(args.device_id)}")
-    except control_client.ControlError as exc:
-        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
-        return 1
     except _HUB_WENT_AWAY:
         return _hub_went_away(
             f"unlinking {args.device_id}",
@@ -581,21 +568,17 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> int:
-    socket_path = _data_dir(args) / "hub.sock"
-    try:
-        if args.settings_command == "set":
-            changes = dict(args.changes)
-            if args.account:
-                _set_account_settings(socket_path, args.account, changes)
-            else:
-                _set_device_settings(socket_path, args.device, changes)
-        elif args.account:
-            _show_account_settings(socket_path, args.account, as_json=args.json)
+    socket_path = _hub_socket(args)
+    if args.settings_command == "set":
+        changes = dict(args.changes)
+        if args.account:
+            _set_account_settings(socket_path, args.account, changes)
         else:
-            _show_device_settings(socket_path, args.device, as_json=args.json)
-    except control_client.ControlError as exc:
-        print(f"linkhub: {exc} [{exc.reason}]", file=sys.stderr)
-        return 1
+            _set_device_settings(socket_path, args.device, changes)
+    elif args.account:
+        _show_account_settings(socket_path, args.account, as_json=args.json)
+    else:
+        _show_device_settings(socket_path, args.device, as_json=args.json)
     return 0
 
 

@@ -51,6 +51,12 @@ DEFAULT_MDNS_NAME = "linkhub"
 _MDNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
+
+def control_socket(data_dir: Path) -> Path:
+    """Where a running hub answers the command line (linkhub/control_client.py):
+    the one place that names the file."""
+    return data_dir / "hub.sock"
+
 @dataclass(frozen=True, slots=True)
 class ExternalBroker:
     host: str
@@ -159,7 +165,7 @@ class HubConfig:
 
     @property
     def control_socket(self) -> Path:
-        return self.data_dir / "hub.sock"
+        return control_socket(self.data_dir)
 
     @property
     def broker_dir(self) -> Path:

@@ -49,6 +49,7 @@ from typing import IO, Any
 
 from sqlalchemy.engine import URL, make_url
 
+from hub.config.model import control_socket
 from hub.errors import LinkHubError
 
 FORMAT = "linkhub-backup"
@@ -260,7 +261,7 @@ def restore_backup(archive: Path, data_dir: Path, database_url: str, *, force: b
     data_dir = data_dir.expanduser()
     if hub_is_running(data_dir):
         raise BackupError(
-            f"a hub is running with data directory {data_dir} (it answers on {data_dir / 'hub.sock'}): "
+            f"a hub is running with data directory {data_dir} (it answers on {control_socket(data_dir)}): "
             "stop it first, then restore"
         )
     url = make_url(database_url)
@@ -309,7 +310,7 @@ def restore_backup(archive: Path, data_dir: Path, database_url: str, *, force: b
 
 def hub_is_running(data_dir: Path) -> bool:
     """A hub answers on its control socket; a socket file left by a crash does not."""
-    path = data_dir / "hub.sock"
+    path = control_socket(data_dir)
     if not path.exists():
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
