@@ -5,6 +5,7 @@ the tests move instead of sleeping."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from werkzeug.test import TestResponse
 
 from hub.broker.managed import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
 from hub.config.model import ExternalBroker, HubConfig
@@ -35,6 +37,16 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 15, what: str
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(response: TestResponse) -> str:
+    """The CSRF token of a page's form (Flask-WTF), to post it back."""
+    found = CSRF_FIELD.search(response.get_data(as_text=True))
+    assert found, "no CSRF token in the page"
+    return found.group(1)
 
 
 def free_port() -> int:

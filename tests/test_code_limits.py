@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FakeClock, RunningBroker, hub_pages
+from conftest import csrf_token as token
 from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
@@ -39,7 +40,6 @@ NEIGHBOUR = "192.168.1.99"
 SMALL = LimitsPolicy(
     code_failures_per_account="3 per 15 minutes", code_failures_per_address="4 per 15 minutes"
 )
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _MESSAGE = re.compile(r'data-status="([^"]+)"[^>]*>(.*?)</p>', re.S)
 
 
@@ -153,11 +153,6 @@ def client_for(app: Flask, hub: Hub, name: str, address: str = HOME) -> FlaskCli
     assert signed_in.status_code == 302, signed_in.get_data(as_text=True)
     return client
 
-
-def token(response: TestResponse) -> str:
-    found = _CSRF.search(response.get_data(as_text=True))
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def enter(client: FlaskClient, code: str, *, action: str | None = None) -> TestResponse:

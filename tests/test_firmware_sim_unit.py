@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import stat
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 from firmware_sim import buttons, keys
 from firmware_sim import state as state_file
@@ -27,11 +27,6 @@ from linkhub_protocol.values import parse_value
 
 DEVICE = DeviceInfo(name="Kitchen lamp", model="LH-1")
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def linked_state() -> state_file.DeviceState:

@@ -5,12 +5,11 @@ where the last one came. Test client and real Chromium (360 px and desktop)."""
 
 from __future__ import annotations
 
-import re
 import secrets
 from contextlib import ExitStack
 
 import pytest
-from conftest import FakeClock, HubFactory, hub_pages
+from conftest import CSRF_FIELD, FakeClock, HubFactory, hub_pages
 from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, expect
@@ -29,7 +28,6 @@ from web import WebConfig
 
 PASSWORD = "correct horse battery"
 MEMBER = "Maximilian-Alexander Featherstonehaugh-Montgomery"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 UNKNOWN_CODES = ["BCDF-GHJK", "KJHG-FDCB", "MNPQ-RSTV", "VTSR-QPNM"]
 
 
@@ -49,7 +47,7 @@ def hub(make_hub: HubFactory, clock: FakeClock) -> Hub:
 def signed_in(app: Flask, name: str, address: str) -> FlaskClient:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
-    form = _CSRF.search(client.get("/login").get_data(as_text=True))
+    form = CSRF_FIELD.search(client.get("/login").get_data(as_text=True))
     assert form
     reply = client.post("/login", data={"csrf_token": form.group(1), "name": name, "password": PASSWORD})
     assert reply.status_code == 302
@@ -58,7 +56,7 @@ def signed_in(app: Flask, name: str, address: str) -> FlaskClient:
 
 def wrong_codes(client: FlaskClient, count: int) -> None:
     for code in UNKNOWN_CODES[:count]:
-        form = _CSRF.search(client.get("/link").get_data(as_text=True))
+        form = CSRF_FIELD.search(client.get("/link").get_data(as_text=True))
         assert form
         client.post("/link", data={"csrf_token": form.group(1), "code": code})
 

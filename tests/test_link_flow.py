@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from pathlib import Path
 
 import pytest
@@ -224,7 +223,10 @@ def test_broker_restart_mid_flow(make_hub: HubFactory, tmp_path: Path) -> None:
         device = DeviceThread(own.port, tmp_path / "lamp.json").start()
         code = device.wait_code()
         own.broker.kill()
-        time.sleep(0.5)
+        wait_until(
+            lambda: hub._mqtt is not None and not hub._mqtt.connected.is_set(),
+            what="the hub noticing its broker gone",
+        )
         own = start_broker(tmp_path / "mosquitto", port=own.port)
         # The dynamic-security state (bootstrap, hub identity) is kept in its file.
         wait_until(lambda: hub._mqtt is not None and hub._mqtt.connected.is_set(), what="hub reconnect")

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import HubFactory, hub_pages, wait_until
+from conftest import CSRF_FIELD, HubFactory, hub_pages, wait_until
 from flask import Flask
 from werkzeug.test import TestResponse
 
@@ -26,7 +26,6 @@ from web.password_checks import BUSY_RETRY_AFTER_S, PasswordChecks
 
 OWNER = "alice"
 PASSWORD = "correct horse battery"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 BUSY = "The hub is busy checking other sign-ins. Try again in a few seconds."
 
 
@@ -70,7 +69,7 @@ def sign_in_from(app: Flask, address: str, name: str, password: str) -> Callable
     """A sign-in from `address`, its form fetched now and posted when called."""
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
-    found = _CSRF.search(client.get("/login").get_data(as_text=True))
+    found = CSRF_FIELD.search(client.get("/login").get_data(as_text=True))
     assert found
     data = {"csrf_token": found.group(1), "name": name, "password": password}
     return lambda: client.post("/login", data=data)
@@ -102,7 +101,7 @@ def test_two_checks_at_once_and_the_rest_refused_quickly_alike_for_any_name(
         assert BUSY in reply.get_data(as_text=True)
     # The same page for a name that exists and one that does not, but for the name typed back.
     bodies = {re.sub(r'value="[^"]*" required maxlength', "", r.get_data(as_text=True)) for r in refused}
-    bodies = {_CSRF.sub("", body) for body in bodies}
+    bodies = {CSRF_FIELD.sub("", body) for body in bodies}
     assert len(bodies) == 1
 
     held.release.set()

@@ -10,18 +10,17 @@ Chromium: tests/test_browser_sessions.py.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 from conftest import FakeClock, HubFactory, RunningBroker, hub_pages
+from conftest import csrf_token as token
 from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
 from test_account_service import serving
-from werkzeug.test import TestResponse
 
 from hub.daemon import Hub
 from hub.services.local_accounts import AccountService
@@ -33,7 +32,6 @@ from web.account_api import create_account_api
 OWNER = "alice"
 PASSWORD = "correct horse battery"
 COOKIE = "linkhub_session"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -51,11 +49,6 @@ def hub(make_hub: HubFactory, clock: FakeClock) -> Hub:
 def pages(hub: Hub, clock: FakeClock, **config: float) -> Flask:
     return hub_pages(hub, WebConfig(secret_key="test", testing=True, clock=clock, **config))
 
-
-def token(response: TestResponse) -> str:
-    found = _CSRF.search(response.get_data(as_text=True))
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def signed_in(app: Flask) -> FlaskClient:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from conftest import FakeClock, HubFactory, hub_pages
+from conftest import csrf_token as token
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlmodel import Session, col, select
@@ -46,7 +47,6 @@ HOME = "192.168.1.20"
 ELSEWHERE = "192.168.1.66"
 THROTTLED = re.compile(r"^Too many sign-in attempts\. Try again in about 15 minutes\.$")
 
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 # --- fixtures and helpers ------------------------------------------------------------
@@ -78,11 +78,6 @@ def client_at(app: Flask, address: str = HOME) -> FlaskClient:
 def page(response: TestResponse) -> str:
     return response.get_data(as_text=True)
 
-
-def token(response: TestResponse) -> str:
-    found = _CSRF.search(page(response))
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def message(response: TestResponse) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import FakeClock, HubFactory, RunningBroker, hub_pages
+from conftest import csrf_token as token
 from device_doubles import BootstrapDevice
 from flask import Flask
 from flask.testing import FlaskClient
@@ -35,7 +36,6 @@ OWNER = "alice"
 PASSWORD = "correct horse battery"
 LAMP = DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2", address="192.168.1.42", firmware="1.0.3")
 
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 # --- fixtures and helpers ------------------------------------------------------
@@ -66,11 +66,6 @@ def control_app(hub: Hub) -> Flask:
         links=hub.links, accounts=hub.accounts, settings=hub.settings, activity=hub.activity
     )
 
-
-def token(response: TestResponse) -> str:
-    found = _CSRF.search(response.get_data(as_text=True))
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def page(response: TestResponse) -> str:

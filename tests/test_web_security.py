@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import HubFactory, hub_pages
+from conftest import csrf_token as token
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
-from werkzeug.test import TestResponse
 
 from hub.daemon import Hub
 from web import WebConfig
@@ -25,7 +25,6 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
 OWNER = "alice"
 PASSWORD = "correct horse battery"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _FORM = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.S | re.I)
 
 
@@ -39,11 +38,6 @@ def hub(make_hub: HubFactory) -> Hub:
 def web_app(hub: Hub) -> Flask:
     return hub_pages(hub, WebConfig(secret_key="test", testing=True, clock=time.time))
 
-
-def token(response: TestResponse) -> str:
-    found = _CSRF.search(response.get_data(as_text=True))
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def signed_in(app: Flask) -> FlaskClient:
