@@ -38,9 +38,12 @@ unit_dir="$prefix/etc/systemd/system"
 state_dir="$prefix/var/lib/linkhub"
 
 if [ "$use_apt" = 1 ]; then
-  echo "installing mosquitto and python3-venv with apt-get"
+  echo "installing mosquitto, python3-venv and what the bootstrap guard is built with, with apt-get"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto python3-venv
+  # gcc, libc6-dev and mosquitto's plugin headers: the hub builds its bootstrap
+  # guard plugin (hub/broker/bootstrap_guard.c) at its first start.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    mosquitto python3-venv gcc libc6-dev mosquitto-dev libmosquitto-dev
   # LinkHub runs its own mosquitto on 1884; the distribution's service is left as it was.
 fi
 

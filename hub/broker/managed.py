@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import linkhub_protocol as protocol
+from hub.broker.bootstrap_guard import GuardUnavailable, build_guard, plugin_lines
 from hub.broker.connection import BrokerAddress
 from hub.config.model import DEFAULT_BROKER_RESTART_LIMIT, DEFAULT_BROKER_RESTART_WINDOW_S
 from hub.errors import BrokerAdminError, BrokerUnavailable, ConfigError, LinkHubError, PortInUse
@@ -165,6 +166,9 @@ class ManagedBrokerConfig:
     # (hub/broker/tls.py); its certificate names `tls_names`.
     tls_port: int = 0
     tls_names: tuple[str, ...] = ()
+    # Load the bootstrap guard plugin (hub/broker/bootstrap_guard.py) where it
+    # can be built; False only for tests that show what it prevents.
+    bootstrap_guard: bool = True
 
     def __post_init__(self) -> None:
         if self.tls_port and self.tls_port == self.port:
@@ -382,6 +386,10 @@ class ManagedBroker:
         self.dynsec_file = DynsecFileGuard(config.directory)
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        # Built at the first prepare(); the reason it is off, when it is.
+        self.bootstrap_guard: Path | None = None
+        self.bootstrap_guard_problem: str | None = None
+        self._guard_tried = False
 
     @property
     def address(self) -> BrokerAddress:
@@ -420,6 +428,8 @@ class ManagedBroker:
             # Started as root, mosquitto would switch to user `mosquitto`, which
             # cannot read this directory; it runs as whoever runs the hub.
             f"user {getpass.getuser()}",
+            # The guard answers first, so it must be loaded before dynamic security.
+            *self._guard_lines(),
             f"plugin {find_dynsec_plugin()}",
             f"plugin_opt_config_file {dynsec_file}",
             f"pid_file {directory / 'mosquitto.pid'}",
@@ -435,6 +445,22 @@ class ManagedBroker:
             lines += self._tls_listener()
         conf.write_text("\n".join([*lines, ""]))
         return conf
+
+    def _guard_lines(self) -> list[str]:
+        if not self.config.bootstrap_guard:
+            return []
+        if not self._guard_tried:
+            self._guard_tried = True
+            try:
+                self.bootstrap_guard = build_guard(self.config.directory)
+            except GuardUnavailable as exc:
+                self.bootstrap_guard_problem = str(exc)
+                log.warning(
+                    "the bootstrap guard is off: %s; a guest on the bootstrap login can knock a linked "
+                    "device off the broker by connecting with its client id (docs/security.md)",
+                    exc,
+                )
+        return plugin_lines(self.bootstrap_guard) if self.bootstrap_guard is not None else []
 
     def _tls_listener(self) -> list[str]:
         """The TLS listener, last in the file: the lines after `listener` belong to it.
