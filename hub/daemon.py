@@ -233,6 +233,7 @@ class Hub:
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
             self._maintain()  # identities left by a hub that died mid-approval, expired ones
+            self._resume_clearings()
             self._pruner = Pruner(self.engine, config.retention, clock=self._clock)
             self._pruner.start()
             if config.mdns:
@@ -446,22 +447,42 @@ class Hub:
         (hub/broker/retained.py), so the hub's long-lived subscriptions stay as they are."""
         if self._retained_sweep is None:
             raise LinkHubError("the hub is not connected to its broker")
+        # The unlink left the clearing recorded as unfinished (revision 0007), so a
+        # hub that stops before the job is done takes it up again at its start.
         try:
             cleared, done = clear_device_retained(self._retained_sweep, device_id)
         except LinkHubError:
-            self._retry_clearing(device_id)
+            self._schedule_clearing(device_id)
             raise
         if not done:
-            self._retry_clearing(device_id)
+            self._schedule_clearing(device_id)
+            return cleared
+        try:
+            self.links.clearing_finished(device_id)
+        except Exception:  # the unlink itself is committed: the job is done again, harmlessly
+            log.exception("could not record that %s's retained topics are cleared", device_id)
+            self._schedule_clearing(device_id)
         return cleared
 
     def _retry_clearing(self, device_id: str) -> None:
         """Keep an unfinished clearing as a job the sweeper retries until it is
         done (issue 19: a sweep that gave up after 5 s left 93,047 retained
-        messages for the life of the broker). In memory: after a restart the
-        hub still clears a leftover status when it sees it."""
+        messages for the life of the broker). Recorded in the database too, so
+        a hub that stops first takes it up again at its next start."""
+        self.links.clearing_unfinished(device_id)
+        self._schedule_clearing(device_id)
+
+    def _schedule_clearing(self, device_id: str) -> None:
         with self._clearing_lock:
             self._clearing.setdefault(device_id, (0.0, 1.0))
+
+    def _resume_clearings(self) -> None:
+        """At start: the clearings a hub on this database left unfinished."""
+        unfinished = self.links.unfinished_clearings()
+        for device_id in unfinished:
+            self._schedule_clearing(device_id)
+        if unfinished:
+            log.info("taking up %d unfinished clearing(s) of retained topics", len(unfinished))
 
     def _run_clearing_jobs(self) -> None:
         now = time.monotonic()
@@ -474,6 +495,12 @@ class Hub:
             except LinkHubError as exc:
                 cleared, done = [], False
                 log.warning("clearing %s's retained topics failed again (%s); trying again", device_id, exc)
+            if done:
+                try:
+                    self.links.clearing_finished(device_id)
+                except Exception:  # the database away: the job stays and is done again
+                    log.exception("could not record that %s's retained topics are cleared", device_id)
+                    done = False
             with self._clearing_lock:
                 if done:
                     self._clearing.pop(device_id, None)

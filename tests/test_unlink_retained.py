@@ -60,6 +60,31 @@ def test_an_unfinished_clearing_is_retried_until_done(
     wait_until(lambda: device_id not in hub._clearing, what="the job finished")
 
 
+def test_an_unfinished_clearing_outlives_a_restart(
+    make_hub: HubFactory, broker: RunningBroker, tmp_path: Path
+) -> None:
+    """A hub that stops before its clearing job is done: the next hub on the same
+    database takes the job up at start (before revision 0007 it was in memory
+    only, and the retained messages stayed for the life of the broker)."""
+    first = make_hub(data_dir=tmp_path / "hub")
+    alice, _ = accounts(first)
+    device_id = link_device(first, broker, tmp_path / "lamp.json", alice)
+    first.links.unlink(device_id, alice, origin="web")
+    assert first.links.unfinished_clearings() == []  # the unlink's own sweep finished
+    first.stop()
+    client = hub_client(first, broker)
+    try:  # what the stopped hub had not cleared yet
+        park_retained(client, protocol.device_root(device_id), 50)
+    finally:
+        client.close()
+    first.links.clearing_unfinished(device_id)  # as the stopped hub recorded it
+    assert retained_under(first, broker, device_id)
+
+    second = make_hub(data_dir=tmp_path / "hub")
+    wait_until(lambda: not retained_under(second, broker, device_id), what="the next hub cleared them")
+    wait_until(lambda: second.links.unfinished_clearings() == [], what="the job recorded as finished")
+
+
 def test_a_device_linked_by_an_older_hub_gets_the_narrow_role_at_start(
     make_hub: HubFactory, broker: RunningBroker, tmp_path: Path
 ) -> None:

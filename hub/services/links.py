@@ -702,6 +702,37 @@ class LinkService:
                 .values(revoked_at_s=now, revoked_reason=str(reason))
             )
 
+    # --- clearing an unlinked device's retained topics, as a job ----------------
+    def unfinished_clearings(self) -> list[str]:
+        """Unlinked devices whose retained topics the hub has not finished
+        emptying (revision 0007): the jobs to take up again at start."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                sql_select(col(BrokerIdentity.device_id)).where(
+                    col(BrokerIdentity.revoked_reason) == str(RevokedReason.UNLINKED),
+                    col(BrokerIdentity.retained_cleared_at_s).is_(None),
+                )
+            )
+            return [device_id for (device_id,) in rows]
+
+    def clearing_unfinished(self, device_id: str) -> None:
+        """Record that the device's retained topics still need emptying."""
+        self._set_cleared_at(device_id, None)
+
+    def clearing_finished(self, device_id: str) -> None:
+        self._set_cleared_at(device_id, self._clock())
+
+    def _set_cleared_at(self, device_id: str, at_s: float | None) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(BrokerIdentity)
+                .where(
+                    col(BrokerIdentity.device_id) == device_id,
+                    col(BrokerIdentity.revoked_reason) == str(RevokedReason.UNLINKED),
+                )
+                .values(retained_cleared_at_s=at_s)
+            )
+
     def reconcile_identities(self) -> list[str]:
         """Remove the device identities the broker holds that no linked device names:
         those this hub recorded (broker_identity) whose approval never committed

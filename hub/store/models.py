@@ -119,6 +119,10 @@ class BrokerIdentity(SQLModel, table=True):
     # under way cannot commit a device whose login is being removed.
     revoked_at_s: float | None = Field(default=None, index=True)
     revoked_reason: str | None = Field(default=None, max_length=32)
+    # When the hub finished emptying an unlinked device's retained topics; NULL
+    # after an unlink until then, so an unfinished clearing outlives a restart.
+    # (revision 0007)
+    retained_cleared_at_s: float | None = None
 
 
 # --- the settings bridge, hub side ---------------------------------------------
