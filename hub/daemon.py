@@ -34,7 +34,7 @@ from hub.broker.retained import (
     clear_retained_link_requests,
     sweep_connection_factory,
 )
-from hub.config.model import HubConfig
+from hub.config.model import HubConfig, link_page_url
 from hub.core.accounts import AccountDirectory
 from hub.core.link_limits import LinkRequestLimits, LogEvery
 from hub.core.rate_limits import DeviceLimits
@@ -385,7 +385,9 @@ class Hub:
         if config.device_broker is not None:
             device_broker = _host_port(config.device_broker, default_port=broker.port)
         return HubEndpoints(
-            link_page_url=f"http://{public_host}:{config.http_port}/link",
+            link_page_url=link_page_url(
+                public_host, http_port=config.http_port, https_port=config.https_port
+            ),
             broker=broker,
             device_broker=device_broker,
             device_tls_port=config.mqtt_tls_port or None,

@@ -21,7 +21,7 @@ import qrcode
 from waitress import wasyncore
 from waitress.server import create_server
 
-from hub.config.model import HubConfig
+from hub.config.model import HubConfig, link_page_url
 from hub.daemon import Hub
 from hub.errors import AccountServiceUnavailable, PortInUse
 from hub.net.addresses import lan_addresses
@@ -43,10 +43,10 @@ def _secret(path: Path) -> str:
 
 def _page_urls(config: HubConfig) -> list[str]:
     """Local address first (what this machine opens), then what phones on the LAN open."""
-    port = config.http_port
+    ports = {"http_port": config.http_port, "https_port": config.https_port}
     if config.http_host not in ("0.0.0.0", ""):
-        return [f"http://{config.http_host}:{port}/link"]
-    return [f"http://127.0.0.1:{port}/link"] + [f"http://{ip}:{port}/link" for ip in lan_addresses()]
+        return [link_page_url(config.http_host, **ports)]
+    return [link_page_url(host, **ports) for host in ["127.0.0.1", *lan_addresses()]]
 
 
 def terminal_qr(text: str) -> str:
@@ -177,13 +177,6 @@ def _https_server(hub: Hub, config: HubConfig, web_config: WebConfig) -> tuple[_
     return _Https(config.http_host, config.https_port, files.cert, files.key), files.ca_pem
 
 
-def _https_url(url: str, https_port: int) -> str:
-    """http://HOST:HTTP_PORT/link -> https://HOST:HTTPS_PORT/link."""
-    host = url.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0]
-    port = "" if https_port == 443 else f":{https_port}"
-    return f"https://{host}{port}/link"
-
-
 def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     """Run until SIGTERM or SIGINT, then stop in order and return 0 (1 when the hub
     gave up on its own mosquitto, which kept dying: hub/broker/managed.py RestartBudget).
@@ -266,8 +259,6 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
 
         urls = _page_urls(config)
         broker = endpoints.device_broker
-        if https_server is not None:
-            urls = [_https_url(url, config.https_port) for url in urls]
         print("LinkHub is running.", flush=True)
         print(f"  Link page:   {urls[0]}", flush=True)
         for url in urls[1:]:

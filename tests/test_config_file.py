@@ -15,7 +15,7 @@ import pytest
 
 from hub.config import loader as config_file
 from hub.config.loader import KEYS, Resolution, resolve
-from hub.config.model import ExternalBroker, HubConfig
+from hub.config.model import ExternalBroker, HubConfig, link_page_url
 from hub.errors import ConfigError
 from linkhub import cli
 from linkhub.cli import main as linkhub_main
@@ -523,3 +523,9 @@ def test_sessions_last_12_hours_on_plain_http_and_30_days_with_https() -> None:
     chosen = resolved(flags={"https_port": "8443", "web_session_lifetime_s": "600"}).hub_config()
     assert chosen.session_lifetime_s == 600
     assert "https_port" in only_problem(resolved(flags={"https_port": "8080"}))  # the HTTP port's
+
+
+def test_the_link_page_url_is_https_whenever_the_hub_serves_https() -> None:
+    assert link_page_url("192.168.1.10", http_port=8080) == "http://192.168.1.10:8080/link"
+    assert link_page_url("192.168.1.10", http_port=8080, https_port=8443) == "https://192.168.1.10:8443/link"
+    assert link_page_url("hub.local", http_port=80, https_port=443) == "https://hub.local/link"

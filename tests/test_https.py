@@ -23,19 +23,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, expect
 from test_browser import CHROMIUM, CHROMIUM_ARGS, PHONE, check_phone_page, chromium_present  # noqa: F401
+from test_link_requests import new_request, subscribed
 from test_shell_path import read_lines_until, run_command
+
+from linkhub_protocol import PendingReply
 
 PASSWORD = "correct horse battery"
 
 
 class HttpsHub:
     def __init__(
-        self, data_dir: Path, http_port: int, https_port: int, process: subprocess.Popen[str]
+        self, data_dir: Path, http_port: int, https_port: int, mqtt_port: int, process: subprocess.Popen[str]
     ) -> None:
-        self.data_dir, self.http_port, self.https_port, self.process = (
+        self.data_dir, self.http_port, self.https_port, self.mqtt_port, self.process = (
             data_dir,
             http_port,
             https_port,
+            mqtt_port,
             process,
         )
 
@@ -54,15 +58,15 @@ class HttpsHub:
 
 @pytest.fixture
 def https_hub(tmp_path: Path) -> Iterator[HttpsHub]:
-    data_dir, http_port, https_port = tmp_path / "data", free_port(), free_port()
-    command = [*run_command(data_dir, http_port, free_port()), "--https-port", str(https_port)]
+    data_dir, http_port, https_port, mqtt_port = tmp_path / "data", free_port(), free_port(), free_port()
+    command = [*run_command(data_dir, http_port, mqtt_port), "--https-port", str(https_port)]
     with (tmp_path / "hub.log").open("w") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     assert process.stdout is not None
     try:
         banner = read_lines_until(process.stdout, lambda line: line.startswith("Stop with"))
         assert any(f"https://127.0.0.1:{https_port}/link" in line for line in banner), banner
-        yield HttpsHub(data_dir, http_port, https_port, process)
+        yield HttpsHub(data_dir, http_port, https_port, mqtt_port, process)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -93,6 +97,20 @@ def test_https_on_the_hubs_ca_and_http_redirects_to_it(https_hub: HttpsHub) -> N
     assert "Path=/;" in cookie or cookie.endswith("Path=/")
     with pytest.raises(ssl.SSLCertVerificationError):
         https_hub.secure("GET", "/setup", _other_ca())
+
+
+def test_devices_are_given_the_https_link_page(https_hub: HttpsHub) -> None:
+    """With HTTPS on, the page a device shows (and puts in its QR code, with the
+    code in `?code=`) is the HTTPS one: the code never crosses the LAN in clear
+    on its way to the redirect."""
+    client, reply_to = subscribed(https_hub.mqtt_port)
+    try:
+        _request_id, reply = new_request(client, reply_to)
+    finally:
+        client.close()
+    assert isinstance(reply, PendingReply), reply
+    assert reply.verification_uri == f"https://127.0.0.1:{https_hub.https_port}/link"
+    assert reply.verification_uri_complete == f"{reply.verification_uri}?code={reply.user_code}"
 
 
 def _other_ca() -> str:

@@ -57,6 +57,16 @@ def control_socket(data_dir: Path) -> Path:
     the one place that names the file."""
     return data_dir / "hub.sock"
 
+
+def link_page_url(host: str, *, http_port: int, https_port: int = 0) -> str:
+    """The link page on `host`, as devices show it and the hub prints it: over
+    HTTPS whenever the hub serves HTTPS (its plain port then only redirects), so
+    that the code in a QR code's `?code=` never crosses the LAN in clear."""
+    if https_port:
+        return f"https://{host}{'' if https_port == 443 else f':{https_port}'}/link"
+    return f"http://{host}:{http_port}/link"
+
+
 @dataclass(frozen=True, slots=True)
 class ExternalBroker:
     host: str
