@@ -3,7 +3,9 @@
 - code: user_code, verification_uri, verification_uri_complete, expires_in
 - waiting: error (slow_down or too_many_pending), error_description,
   retry_after (seconds); the hub did not take the link request now, and the
-  device resends the same request after that wait
+  device resends the same request after that wait. With a request_id: a
+  change made on the device that the hub refused for now (slow_down,
+  insufficient_storage, server_error), sent again after retry_after seconds
 - warning: error, error_description; an error reply without a request id on
   the device's reply topic, which may answer someone else's request: not
   final, the device goes on polling

@@ -18,6 +18,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +47,7 @@ from linkhub_protocol import (
     SETTINGS_SET,
     DeviceReply,
     DeviceStatus,
+    ErrorCode,
     MqttCredentials,
     Rejection,
     SettingsGet,
@@ -67,6 +69,12 @@ SPOOL_POLL_S = 0.2
 SET_TIMEOUT_S = 10.0
 # A press still in the spool after this long was abandoned by its `set`: not sent.
 REQUEST_MAX_AGE_S = 15.0
+# A change the hub refused for now (slow_down, insufficient_storage, server_error:
+# docs/protocol.md section 12.2) is sent again while it is younger than this;
+# after that the refusal is its outcome.
+RESEND_WINDOW_S = 120.0
+# How long to wait before sending again where the hub gives no retry_after.
+RESEND_AFTER_S = {ErrorCode.SLOW_DOWN: 5.0, ErrorCode.INSUFFICIENT_STORAGE: 60.0, ErrorCode.SERVER_ERROR: 5.0}
 # `run` waits this long for a `set` that is connected on its own to finish.
 LOCK_WAIT_S = SET_TIMEOUT_S + OP_TIMEOUT_S
 # The exit status of `run` and `set` when the hub unlinked the device (firmware_sim/cli.py).
@@ -154,8 +162,15 @@ class DeviceSession:
         *,
         on_event: EventSink,
         announce_status: bool,
+        resend_window_s: float = RESEND_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`resend_window_s`: how long a change the hub refused for now is sent
+        again (0: never; the one-shot `set` reports the refusal at once).
+        `clock` times the waits (monotonic seconds; tests move a fake one)."""
         self.client = client
+        self._clock = clock
+        self.resend_window_s = resend_window_s
         self.device_id = device_id
         self.state_path = state_path
         self.st = st
@@ -174,6 +189,8 @@ class DeviceSession:
         self.synced = False
         self.awaiting_full_since: float | None = None
         self.in_flight: tuple[buttons.ButtonRequest, float] | None = None
+        # When the in-flight change, refused for now, is to be sent again.
+        self.resend_at: float | None = None
         self.spool_idle = False  # the last look at the spool found nothing
         self.finished: dict[str, buttons.Outcome] = {}
         self.last_reported: JsonObject | None = None
@@ -194,7 +211,7 @@ class DeviceSession:
 
     def _send_get(self) -> None:
         self.settings.get_sent()
-        self.awaiting_full_since = time.monotonic()
+        self.awaiting_full_since = self._clock()
         self.client.publish(
             device_topic(self.device_id, SETTINGS_GET), encode(SettingsGet()), qos=1, timeout=OP_TIMEOUT_S
         )
@@ -205,7 +222,7 @@ class DeviceSession:
             self.start()
         except MqttError as exc:
             self.on_event(from_mqtt_error(exc))
-            self.awaiting_full_since = time.monotonic()  # _tick tries again after OP_TIMEOUT_S
+            self.awaiting_full_since = self._clock()  # _tick tries again after OP_TIMEOUT_S
 
     # --- the loop -------------------------------------------------------------------
     def handle(self, item: Incoming | None) -> int | None:
@@ -235,7 +252,7 @@ class DeviceSession:
         return None
 
     def _tick(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if (
             not self.synced
             and self.awaiting_full_since is not None
@@ -245,7 +262,11 @@ class DeviceSession:
             # No answer to the get (the hub may have been down): ask again.
             with contextlib.suppress(MqttError):
                 self._subscribe_and_get()
-        if self.in_flight is not None and now - self.in_flight[1] > SET_TIMEOUT_S:
+        if self.in_flight is not None and self.resend_at is not None:
+            if now >= self.resend_at and self.synced and self.client.is_connected():
+                self.resend_at = None
+                self._publish_set(self.in_flight[0])
+        elif self.in_flight is not None and now - self.in_flight[1] > SET_TIMEOUT_S:
             request = self.in_flight[0]
             self._finish(
                 request.request_id,
@@ -320,6 +341,10 @@ class DeviceSession:
             )
             return
         self.settings.begin_local(request.request_id, request.changes)
+        self._publish_set(request)
+
+    def _publish_set(self, request: buttons.ButtonRequest) -> None:
+        """Send (or send again) one change, based on the version the device runs."""
         message = SettingsSet(
             request_id=request.request_id,
             base_version=self.settings.applied_version,
@@ -336,7 +361,7 @@ class DeviceSession:
                 _failure(request.request_id, failed["error"], failed["error_description"]),
             )
             return
-        self.in_flight = (request, time.monotonic())
+        self.in_flight = (request, self._clock())
 
     def _on_reply(self, payload: bytes) -> None:
         reply = parse_device_reply(payload)
@@ -344,6 +369,8 @@ class DeviceSession:
             self.on_event(error(str(reply.error), f"a reply was not understood: {reply.description}"))
             return
         if self.in_flight is not None and reply.request_id == self.in_flight[0].request_id:
+            if self._resend_later(self.in_flight[0], reply):
+                return
             self._finish(reply.request_id, _outcome_of(reply.request_id, reply))
         elif not reply.ok:
             # A refused report or get, or a late answer: worth showing, not worth stopping for.
@@ -352,9 +379,31 @@ class DeviceSession:
                 event.pop("request_id", None)
             self.on_event(event)
 
+    def _resend_later(self, request: buttons.ButtonRequest, reply: DeviceReply) -> bool:
+        """A refusal for now (docs/protocol.md section 12.2: slow_down,
+        insufficient_storage, server_error): keep the change and send it again
+        after the wait, as long as it is young enough. Whether it was kept."""
+        if reply.ok or reply.error not in RESEND_AFTER_S:
+            return False
+        wait_s = max(float(reply.retry_after or 0), RESEND_AFTER_S[reply.error])
+        if time.time() + wait_s - request.at > self.resend_window_s:
+            return False
+        self.resend_at = self._clock() + wait_s
+        self.on_event(
+            {
+                "event": "waiting",
+                "request_id": request.request_id,
+                "error": str(reply.error),
+                "error_description": reply.error_description or "",
+                "retry_after": round(wait_s),
+            }
+        )
+        return True
+
     def _finish(self, request_id: str, outcome: buttons.Outcome) -> None:
         if self.in_flight is not None and self.in_flight[0].request_id == request_id:
             self.in_flight = None
+            self.resend_at = None
         self.settings.end_local(request_id)
         self.finished[request_id] = outcome
         try:
@@ -595,7 +644,9 @@ def _serve_once(
         give_up(from_mqtt_error(exc))
         return 1
     with client:
-        session = DeviceSession(client, device_id, state_path, st, on_event=quiet, announce_status=False)
+        session = DeviceSession(
+            client, device_id, state_path, st, on_event=quiet, announce_status=False, resend_window_s=0.0
+        )
         try:
             session.start()
         except MqttError as exc:

@@ -13,16 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import FakeClock, free_port
 
 from firmware_sim import buttons, keys
 from firmware_sim import state as state_file
 from firmware_sim.cli import main, parse_hub_url
 from firmware_sim.display import HumanPrinter, JsonPrinter
 from firmware_sim.link import link
-from firmware_sim.run import press, run
+from firmware_sim.mqtt_client import Message
+from firmware_sim.run import DeviceSession, press, run
 from firmware_sim.settings import DeviceSettings, Outcome, merge_patch
-from linkhub_protocol import DeviceInfo, LinkRequest, MqttCredentials, SettingsDesired, reply_topic
+from linkhub_protocol import (
+    DEVICE_REPLY,
+    SETTINGS_DESIRED,
+    SETTINGS_SET,
+    DeviceInfo,
+    DeviceReply,
+    ErrorCode,
+    LinkRequest,
+    MqttCredentials,
+    SettingsDesired,
+    SettingsSet,
+    device_topic,
+    encode,
+    parse_settings_message,
+    reply_topic,
+)
 from linkhub_protocol.values import parse_value
 
 DEVICE = DeviceInfo(name="Kitchen lamp", model="LH-1")
@@ -495,3 +511,117 @@ def test_a_value_too_deep_to_read_is_refused_in_plain_words(
     not a RecursionError's traceback (and not stored as a string)."""
     assert main(["set", "--state", "unused.json", "k=" + nesting * 100_000]) == 2
     assert "k: the value nests too deeply to read" in capsys.readouterr().err
+
+
+class _QuietClient:
+    """The broker side of a DeviceSession, kept in memory: what it published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def subscribe(self, topic: str, qos: int = 1, timeout: float | None = None) -> None:
+        del topic, qos, timeout
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                timeout: float | None = None) -> None:  # fmt: skip
+        del qos, retain, timeout
+        self.published.append((topic, payload))
+
+    def is_connected(self) -> bool:
+        return True
+
+    def sets(self) -> list[SettingsSet]:
+        return [
+            message
+            for topic, payload in self.published
+            if topic.endswith("/settings/set")
+            and isinstance(message := parse_settings_message(SETTINGS_SET, payload), SettingsSet)
+        ]
+
+
+def _synced_session(
+    tmp_path: Path, clock: FakeClock
+) -> tuple[DeviceSession, _QuietClient, list[dict[str, Any]]]:
+    client = _QuietClient()
+    events: list[dict[str, Any]] = []
+    st = linked_state()
+    assert st.device_id is not None
+    path = tmp_path / "lamp.json"
+    state_file.save(path, st)
+    session = DeviceSession(
+        client,  # type: ignore[arg-type]
+        st.device_id,
+        path,
+        st,
+        on_event=events.append,
+        announce_status=False,
+        clock=clock,
+    )
+    session.start()
+    desired = encode(SettingsDesired(version=3, desired={"volume": 1}, full=True))
+    session.handle(Message(device_topic(st.device_id, SETTINGS_DESIRED), desired, retain=False))
+    assert session.synced
+    return session, client, events
+
+
+def _reply(session: DeviceSession, reply: DeviceReply) -> None:
+    session.handle(Message(device_topic(session.device_id, DEVICE_REPLY), encode(reply), retain=False))
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after", "wait_s"),
+    [
+        (ErrorCode.SLOW_DOWN, 42, 42),
+        (ErrorCode.INSUFFICIENT_STORAGE, None, 60),
+        (ErrorCode.SERVER_ERROR, None, 5),
+    ],
+)
+def test_a_change_refused_for_now_is_sent_again_after_the_wait(
+    tmp_path: Path, error: ErrorCode, retry_after: int | None, wait_s: int
+) -> None:
+    """docs/protocol.md section 12.2: after slow_down (retry_after), insufficient_storage
+    (a minute) or server_error the device keeps the change and sends it again."""
+    clock = FakeClock()
+    session, client, events = _synced_session(tmp_path, clock)
+    buttons.append_request(session.state_path, buttons.ButtonRequest("press-1", {"volume": 7}, time.time()))
+    clock.advance(1)
+    session.handle(None)
+    assert [m.request_id for m in client.sets()] == ["press-1"]
+    _reply(session, DeviceReply("press-1", ok=False, error=error, retry_after=retry_after))
+    assert events[-1] == {
+        "event": "waiting", "request_id": "press-1", "error": str(error),
+        "error_description": "", "retry_after": wait_s,
+    }  # fmt: skip
+    clock.advance(wait_s - 0.5)
+    session.handle(None)
+    assert len(client.sets()) == 1  # not before the wait
+    clock.advance(1)
+    session.handle(None)
+    again = client.sets()
+    assert [m.request_id for m in again] == ["press-1", "press-1"]
+    assert again[1].changes == {"volume": 7} and again[1].base_version == 3
+    _reply(session, DeviceReply("press-1", ok=True, version=4))
+    assert events[-1]["event"] == "set_ok" and session.finished["press-1"]["ok"] is True
+
+
+def test_a_refusal_whose_wait_outlasts_the_change_is_its_outcome(tmp_path: Path) -> None:
+    clock = FakeClock()
+    session, _client, events = _synced_session(tmp_path, clock)
+    buttons.append_request(session.state_path, buttons.ButtonRequest("press-1", {"volume": 7}, time.time()))
+    clock.advance(1)
+    session.handle(None)
+    _reply(session, DeviceReply("press-1", ok=False, error=ErrorCode.SLOW_DOWN, retry_after=3600))
+    assert session.finished["press-1"]["error"] == "slow_down"
+    assert events[-1]["event"] == "error" and session.in_flight is None
+
+
+def test_a_final_refusal_is_not_sent_again(tmp_path: Path) -> None:
+    clock = FakeClock()
+    session, client, _events = _synced_session(tmp_path, clock)
+    buttons.append_request(session.state_path, buttons.ButtonRequest("press-1", {"volume": 7}, time.time()))
+    clock.advance(1)
+    session.handle(None)
+    _reply(session, DeviceReply("press-1", ok=False, error=ErrorCode.VERSION_CONFLICT))
+    clock.advance(600)
+    session.handle(None)
+    assert len(client.sets()) == 1 and session.finished["press-1"]["error"] == "version_conflict"
