@@ -1,0 +1,287 @@
+"""The messages, one frozen dataclass each, validated when built: a value that
+exists may go on the wire (h11's events, checked at construction). Inbound
+bytes become these only through linkhub_protocol/codec.py."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from linkhub_protocol.constants import (
+    MAX_CA_CERT_CHARS,
+    MAX_SEALED_CHARS,
+    PEM_CERTIFICATE_BEGIN,
+    PUBLIC_KEY_BYTES,
+)
+from linkhub_protocol.errors import ErrorCode, ProtocolError
+from linkhub_protocol.text import checked_text
+from linkhub_protocol.topics import LINK_REPLY_ROOT, device_root, is_valid_reply_topic
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_PUBLIC_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def decode_public_key(text: object) -> bytes:
+    """The 32 raw bytes of a device's X25519 public key; ProtocolError if it is not one.
+
+    Only the canonical encoding is accepted (standard alphabet, padded, unused
+    bits zero), so one key has one spelling. The all-zero key is refused here;
+    libsodium refuses the other small-order points when the hub first seals
+    to the key (hub/core/sealing.py).
+    """
+    description = (
+        f"public_key must be the device's X25519 public key, {PUBLIC_KEY_BYTES} bytes as "
+        "standard padded base64 (44 characters): credentials are only sent sealed to it"
+    )
+    if not isinstance(text, str) or not _PUBLIC_KEY.fullmatch(text):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, description)
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode() != text or raw == bytes(PUBLIC_KEY_BYTES):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, description)
+    return raw
+
+
+def decode_sealed(text: str) -> bytes:
+    """The sealed box in an approved reply, as bytes for crypto_box_seal_open."""
+    if not isinstance(text, str) or len(text) > MAX_SEALED_CHARS or not _BASE64.fullmatch(text):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, "sealed_credentials must be standard base64")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"sealed_credentials: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the device says about itself; shown to the person who approves (RFC 8628 §5.4)."""
+
+    name: str
+    model: str
+    address: str | None = None
+    firmware: str | None = None
+
+    def __post_init__(self) -> None:
+        checked_text(self.name, "device.name", 64)
+        checked_text(self.model, "device.model", 64)
+        checked_text(self.address, "device.address", 64, required=False)
+        checked_text(self.firmware, "device.firmware", 32, required=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "model": self.model}
+        if self.address is not None:
+            out["address"] = self.address
+        if self.firmware is not None:
+            out["firmware"] = self.firmware
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """Device -> hub on link_request_topic(<its client id>). Resent unchanged until
+    a final reply. `public_key` is the device's X25519 key: the credentials come
+    back sealed to it, so no other MQTT client and no one listening on the LAN
+    can read them."""
+
+    request_id: str
+    reply_to: str
+    device: DeviceInfo
+    public_key: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.request_id, str) or not _REQUEST_ID.fullmatch(self.request_id):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "request_id must be 16-64 base64url chars")
+        if not isinstance(self.reply_to, str) or not is_valid_reply_topic(self.reply_to):
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST,
+                f"reply_to must be {LINK_REPLY_ROOT}/<22-64 base64url chars>",
+            )
+        decode_public_key(self.public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttCredentials:
+    host: str
+    port: int
+    client_id: str
+    username: str
+    password: str = field(repr=False)
+    # The broker's TLS listener and the CA that signed its certificate (PEM),
+    # both or neither: a device that has them connects to host:tls_port with TLS
+    # and checks the certificate against ca_cert, host name included.
+    tls_port: int | None = None
+    ca_cert: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.tls_port is None) != (self.ca_cert is None):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "mqtt.tls_port and mqtt.ca_cert come together")
+        if self.tls_port is not None and (type(self.tls_port) is not int or not 0 < self.tls_port < 65536):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "mqtt.tls_port must be a port, 1-65535")
+        if self.ca_cert is not None and (
+            not isinstance(self.ca_cert, str)
+            or len(self.ca_cert) > MAX_CA_CERT_CHARS
+            or PEM_CERTIFICATE_BEGIN not in self.ca_cert
+        ):
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST,
+                f"mqtt.ca_cert must be a PEM certificate of at most {MAX_CA_CERT_CHARS} characters",
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "client_id": self.client_id,
+            "username": self.username,
+            "password": self.password,
+        }
+        if self.tls_port is not None:
+            out |= {"tls_port": self.tls_port, "ca_cert": self.ca_cert}
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> MqttCredentials:
+        """The `mqtt` block of an approved reply (or of a device's saved state).
+
+        Raises KeyError, TypeError or ValueError (ProtocolError) when it is not one.
+        """
+        if not isinstance(obj, dict):
+            raise TypeError("mqtt must be an object")
+        return cls(
+            host=str(obj["host"]),
+            port=int(obj["port"]),
+            client_id=str(obj["client_id"]),
+            username=str(obj["username"]),
+            password=str(obj["password"]),
+            tls_port=obj.get("tls_port"),
+            ca_cert=obj.get("ca_cert"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReply:
+    """The code to show; RFC 8628 §3.2's device authorization response over MQTT."""
+
+    request_id: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+    status = "authorization_pending"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCredentials:
+    """What the hub seals to the device's public key in an approved reply: its
+    own broker identity (confined to DEVICES_ROOT/<device_id>/#), named with the
+    request and device it belongs to so the device can check the envelope."""
+
+    request_id: str
+    device_id: str
+    mqtt: MqttCredentials
+
+    def __post_init__(self) -> None:
+        device_root(self.device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedReply:
+    """The link is approved; `sealed_credentials` holds an encoded LinkCredentials,
+    sealed with crypto_box_seal to the request's public key (base64). Nothing
+    secret is in the clear."""
+
+    request_id: str
+    device_id: str
+    sealed_credentials: str
+
+    status = "approved"
+
+    def __post_init__(self) -> None:
+        device_root(self.device_id)
+        decode_sealed(self.sealed_credentials)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    request_id: str | None
+    error: ErrorCode
+    error_description: str
+    # Seconds the device should wait before it resends (slow_down, too_many_pending).
+    retry_after: int | None = None
+
+    status = "error"
+
+
+LinkReply = PendingReply | ApprovedReply | ErrorReply
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """Device -> hub on <device root>/status, retained; also the device's last will."""
+
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsGet:
+    """Device -> hub after every (re)connect, once subscribed to its desired topic."""
+
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsDesired:
+    """Hub -> device. `full`: `desired` is the whole document; otherwise it is a
+    JSON merge patch (RFC 7386) that turns version-1 into `version`."""
+
+    version: int
+    desired: dict[str, Any]
+    full: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsReported:
+    """Device -> hub: the whole document it runs with, after applying `applied_version`."""
+
+    applied_version: int
+    reported: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsSet:
+    """Device -> hub: a change made on the device (a button), as a merge patch."""
+
+    request_id: str
+    base_version: int
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReply:
+    """Hub -> device on <root>/reply: `ok` with the current version, or an error."""
+
+    request_id: str | None
+    ok: bool
+    version: int | None = None
+    error: ErrorCode | None = None
+    error_description: str | None = None
+    # Seconds the device waits before it sends that kind of message again (slow_down).
+    retry_after: int | None = None
+
+
+SettingsMessage = SettingsGet | SettingsReported | SettingsSet
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An inbound payload we refuse, with what we know of where to answer."""
+
+    error: ErrorCode
+    description: str
+    request_id: str | None = None
+    reply_to: str | None = None
