@@ -11,6 +11,8 @@ from typing import Any
 
 from linkhub_protocol.constants import (
     MAX_CORRELATION_BYTES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_ECHOED_ID_CHARS,
     MAX_LINK_REQUEST_BYTES,
     MAX_SEALED_CHARS,
     MAX_SETTINGS_MESSAGE_BYTES,
@@ -43,11 +45,18 @@ from linkhub_protocol.messages import (
     SettingsSet,
 )
 from linkhub_protocol.topics import (
+    DEVICE_INBOUND,
+    DEVICE_REPLY,
+    LINK_REPLY_ROOT,
+    SETTINGS_DESIRED,
     SETTINGS_GET,
     SETTINGS_REPORTED,
     SETTINGS_SET,
+    device_topic,
     is_valid_client_id,
     is_valid_reply_topic,
+    link_request_client_id,
+    parse_device_topic,
 )
 
 
@@ -183,7 +192,8 @@ def _is_v1(obj: dict[str, Any]) -> bool:
 
 
 def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and len(value) <= 128 else None
+    """An id to echo back in a refusal: a string of 1 to 128 characters, else none."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ECHOED_ID_CHARS else None
 
 
 def parse_link_request(
@@ -284,9 +294,9 @@ def parse_link_reply(payload: bytes) -> LinkReply | Rejection:
                     code = ErrorCode.SERVER_ERROR
                 retry_after = obj.get("retry_after")
                 return ErrorReply(
-                    obj.get("request_id"),
+                    _str_or_none(obj.get("request_id")),
                     code,
-                    str(obj.get("error_description", "")),
+                    str(obj.get("error_description", ""))[:MAX_DESCRIPTION_CHARS],
                     retry_after if type(retry_after) is int and 0 <= retry_after < 2**31 else None,
                 )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(Infinity): OverflowError
@@ -362,6 +372,13 @@ def parse_settings_message(leaf: str, payload: bytes) -> SettingsMessage | Rejec
         return Rejection(
             ErrorCode.INVALID_REQUEST, f"type must be {expected.get(leaf)!r} on {leaf}", request_id
         )
+    try:
+        return _settings_message(leaf, obj, request_id)
+    except ProtocolError as exc:  # checked above; the message's own checks have the last word
+        return Rejection(exc.code, exc.description, request_id)
+
+
+def _settings_message(leaf: str, obj: dict[str, Any], request_id: str | None) -> SettingsMessage | Rejection:
     if leaf == SETTINGS_GET:
         return SettingsGet(request_id)
     if leaf == SETTINGS_REPORTED:
@@ -393,7 +410,10 @@ def parse_settings_desired(payload: bytes) -> SettingsDesired | Rejection:
         return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 desired message")
     if version is None or not isinstance(desired, dict) or not isinstance(obj.get("full"), bool):
         return Rejection(ErrorCode.INVALID_REQUEST, "desired needs version, full and desired")
-    return SettingsDesired(version, desired, obj["full"])
+    try:
+        return SettingsDesired(version, desired, obj["full"])
+    except ProtocolError as exc:
+        return Rejection(exc.code, exc.description)
 
 
 def parse_device_reply(payload: bytes) -> DeviceReply | Rejection:
@@ -410,11 +430,59 @@ def parse_device_reply(payload: bytes) -> DeviceReply | Rejection:
         except ValueError:
             error = ErrorCode.SERVER_ERROR
     retry_after = obj.get("retry_after")
-    return DeviceReply(
-        request_id=_str_or_none(obj.get("request_id")),
-        ok=obj["status"] == "ok",
-        version=_version(obj.get("version")),
-        error=error,
-        error_description=obj.get("error_description") if error else None,
-        retry_after=retry_after if type(retry_after) is int and 0 <= retry_after < 2**31 else None,
-    )
+    description = obj.get("error_description")
+    try:
+        return DeviceReply(
+            request_id=_str_or_none(obj.get("request_id")),
+            ok=obj["status"] == "ok",
+            version=_version(obj.get("version")),
+            error=error,
+            # Words for a person: shown cut short rather than the reply refused.
+            error_description=(description[:MAX_DESCRIPTION_CHARS] if isinstance(description, str) else "")
+            if error
+            else None,
+            retry_after=retry_after if type(retry_after) is int and 0 <= retry_after < 2**31 else None,
+        )
+    except ProtocolError as exc:
+        return Rejection(exc.code, exc.description)
+
+
+Message = LinkRequest | LinkReply | DeviceStatus | SettingsMessage | SettingsDesired | DeviceReply
+
+
+def parse(
+    topic: str, payload: bytes, *, response_topic: str | None = None, correlation_data: bytes | None = None
+) -> Message | Rejection:
+    """Any message, told by the topic it arrived on (docs/protocol.md section 4),
+    with the MQTT 5 properties that matter (Response Topic, Correlation Data).
+
+    A `Rejection` says what is wrong and where the answer goes: `reply_to` is
+    the request's reply topic for a link request, the device's `reply` topic
+    for what a linked device sent, and None where nobody is to be answered (a
+    topic no LinkHub message is sent on, or what the hub sent).
+    """
+    client_id = link_request_client_id(topic)
+    if client_id is not None:
+        return parse_link_request(payload, response_topic, correlation_data, client_id=client_id)
+    if topic.startswith(LINK_REPLY_ROOT + "/"):
+        return parse_link_reply(payload)
+    device = parse_device_topic(topic)
+    if device is None:
+        return Rejection(ErrorCode.INVALID_REQUEST, f"no LinkHub message is sent on {topic!r}")
+    device_id, leaf = device
+    if leaf == SETTINGS_DESIRED:
+        return parse_settings_desired(payload)
+    if leaf == DEVICE_REPLY:
+        return parse_device_reply(payload)
+    parsed: Message | Rejection
+    if leaf == "status":
+        parsed = parse_device_status(payload)
+    elif leaf in DEVICE_INBOUND:
+        parsed = parse_settings_message(leaf, payload)
+    else:
+        parsed = Rejection(ErrorCode.INVALID_REQUEST, f"no LinkHub message is sent on {topic!r}")
+    if isinstance(parsed, Rejection):
+        return Rejection(
+            parsed.error, parsed.description, parsed.request_id, device_topic(device_id, DEVICE_REPLY)
+        )
+    return parsed

@@ -29,3 +29,10 @@ PUBLIC_KEY_BYTES = 32
 # The sealed credentials: crypto_box_seal output (48 bytes more than the JSON
 # inside), standard padded base64. Bounded so a reply stays small.
 MAX_SEALED_CHARS = 16384
+# Versions are JSON numbers a double holds exactly (RFC 8259 §6: 2**53).
+MAX_VERSION = 2**53 - 1
+# A settings request id, or an id echoed back in a refusal: any short string.
+MAX_ECHOED_ID_CHARS = 128
+MAX_DESCRIPTION_CHARS = 1024
+MAX_URI_CHARS = 512
+MAX_USER_CODE_CHARS = 32

@@ -12,7 +12,12 @@ from typing import Any
 
 from linkhub_protocol.constants import (
     MAX_CA_CERT_CHARS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_ECHOED_ID_CHARS,
     MAX_SEALED_CHARS,
+    MAX_URI_CHARS,
+    MAX_USER_CODE_CHARS,
+    MAX_VERSION,
     PEM_CERTIFICATE_BEGIN,
     PUBLIC_KEY_BYTES,
 )
@@ -23,6 +28,48 @@ from linkhub_protocol.topics import LINK_REPLY_ROOT, device_root, is_valid_reply
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _PUBLIC_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+# --- field checks shared by the messages below -----------------------------------
+
+
+def _invalid(description: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_REQUEST, description)
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> None:
+    # bool is an int in Python: `true` must not pass for 1.
+    if type(value) is not int or not low <= value <= high:
+        raise _invalid(f"{name} must be an integer from {low} to {high}")
+
+
+def _check_optional_id(value: object, name: str) -> None:
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_ECHOED_ID_CHARS):
+        raise _invalid(f"{name} must be null or a string of 1 to {MAX_ECHOED_ID_CHARS} characters")
+
+
+def _check_uri(value: object, name: str) -> None:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_URI_CHARS
+        or not value.startswith(("http://", "https://"))
+        or any(char.isspace() for char in value)
+    ):
+        raise _invalid(f"{name} must be an http:// or https:// URL of at most {MAX_URI_CHARS} characters")
+
+
+def _check_object(value: object, name: str) -> None:
+    if not isinstance(value, dict):
+        raise _invalid(f"{name} must be a JSON object")
+
+
+def _check_error(error: object, description: object, retry_after: object) -> None:
+    if not isinstance(error, ErrorCode):
+        raise _invalid("error must be one of the protocol's error codes")
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
+        raise _invalid(f"error_description must be a string of at most {MAX_DESCRIPTION_CHARS} characters")
+    if retry_after is not None:
+        _check_int(retry_after, "retry_after", 0, 2**31 - 1)
 
 
 def decode_public_key(text: object) -> bytes:
@@ -174,6 +221,16 @@ class PendingReply:
 
     status = "authorization_pending"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.request_id, str) or not _REQUEST_ID.fullmatch(self.request_id):
+            raise _invalid("request_id must be 16-64 base64url chars")
+        if not isinstance(self.user_code, str) or not 0 < len(self.user_code) <= MAX_USER_CODE_CHARS:
+            raise _invalid(f"user_code must be 1 to {MAX_USER_CODE_CHARS} characters")
+        _check_uri(self.verification_uri, "verification_uri")
+        _check_uri(self.verification_uri_complete, "verification_uri_complete")
+        _check_int(self.expires_in, "expires_in", 0, 2**31 - 1)
+        _check_int(self.interval, "interval", 1, 3600)
+
 
 @dataclass(frozen=True, slots=True)
 class LinkCredentials:
@@ -216,6 +273,10 @@ class ErrorReply:
 
     status = "error"
 
+    def __post_init__(self) -> None:
+        _check_optional_id(self.request_id, "request_id")
+        _check_error(self.error, self.error_description, self.retry_after)
+
 
 LinkReply = PendingReply | ApprovedReply | ErrorReply
 
@@ -226,12 +287,19 @@ class DeviceStatus:
 
     online: bool
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.online, bool):
+            raise _invalid("online must be true or false")
+
 
 @dataclass(frozen=True, slots=True)
 class SettingsGet:
     """Device -> hub after every (re)connect, once subscribed to its desired topic."""
 
     request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_id(self.request_id, "request_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +311,12 @@ class SettingsDesired:
     desired: dict[str, Any]
     full: bool
 
+    def __post_init__(self) -> None:
+        _check_int(self.version, "version", 0, MAX_VERSION)
+        _check_object(self.desired, "desired")
+        if not isinstance(self.full, bool):
+            raise _invalid("full must be true or false")
+
 
 @dataclass(frozen=True, slots=True)
 class SettingsReported:
@@ -250,6 +324,10 @@ class SettingsReported:
 
     applied_version: int
     reported: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        _check_int(self.applied_version, "applied_version", 0, MAX_VERSION)
+        _check_object(self.reported, "reported")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +337,14 @@ class SettingsSet:
     request_id: str
     base_version: int
     changes: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.request_id, str) or not 0 < len(self.request_id) <= MAX_ECHOED_ID_CHARS:
+            raise _invalid(f"request_id must be a string of 1 to {MAX_ECHOED_ID_CHARS} characters")
+        _check_int(self.base_version, "base_version", 0, MAX_VERSION)
+        _check_object(self.changes, "changes")
+        if not self.changes:
+            raise _invalid("changes must not be empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +358,20 @@ class DeviceReply:
     error_description: str | None = None
     # Seconds the device waits before it sends that kind of message again (slow_down).
     retry_after: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_id(self.request_id, "request_id")
+        if not isinstance(self.ok, bool):
+            raise _invalid("ok must be true or false")
+        if self.version is not None:
+            _check_int(self.version, "version", 0, MAX_VERSION)
+        if self.ok:
+            if self.error is not None or self.error_description is not None:
+                raise _invalid("a reply that is ok carries no error")
+        else:
+            _check_error(self.error, self.error_description or "", self.retry_after)
+        if self.retry_after is not None:
+            _check_int(self.retry_after, "retry_after", 0, 2**31 - 1)
 
 
 SettingsMessage = SettingsGet | SettingsReported | SettingsSet

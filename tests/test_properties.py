@@ -150,13 +150,20 @@ mqtt_credentials = st.builds(
     tls_port=ports,
     ca_cert=st.text(max_size=50).map(lambda s: f"-----BEGIN CERTIFICATE-----\n{s}"),
 )
+# What a hub may give as its link page: http or https, a host, a port.
+link_pages = st.builds(
+    "{}://{}:{}/link".format,
+    st.sampled_from(["http", "https"]),
+    st.from_regex(r"[a-z0-9][a-z0-9.-]{0,40}", fullmatch=True),
+    ports,
+)
 link_replies = (
     st.builds(
         PendingReply,
         request_id=request_ids,
         user_code=st.builds(codes.generate, st.randoms()).map(codes.display),
-        verification_uri=st.text(max_size=40),
-        verification_uri_complete=st.text(max_size=60),
+        verification_uri=link_pages,
+        verification_uri_complete=link_pages.map(lambda page: f"{page}?code=ABCD-EFGH"),
         expires_in=st.integers(0, 86400),
         interval=st.integers(1, 60),
     )

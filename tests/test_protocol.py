@@ -3,6 +3,7 @@
 import base64
 import json
 import secrets
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from firmware_sim import keys
 from linkhub_protocol import (
     ApprovedReply,
     DeviceInfo,
+    DeviceReply,
     DeviceStatus,
     ErrorCode,
     ErrorReply,
@@ -19,6 +21,10 @@ from linkhub_protocol import (
     MqttCredentials,
     PendingReply,
     Rejection,
+    SettingsDesired,
+    SettingsGet,
+    SettingsReported,
+    SettingsSet,
 )
 
 REPLY_TO = protocol.reply_topic(secrets.token_urlsafe(24))
@@ -176,6 +182,92 @@ def test_messages_validate_when_built() -> None:
         LinkRequest(REQUEST_ID, REPLY_TO, DeviceInfo("a", "b"), "AAAA")
     with pytest.raises(protocol.ProtocolError):
         protocol.device_root("../etc")
+
+
+PAGE = "http://192.168.1.10:8080/link"
+PENDING: dict[str, Any] = {
+    "request_id": REQUEST_ID,
+    "user_code": "ABCD-EFGH",
+    "verification_uri": PAGE,
+    "verification_uri_complete": f"{PAGE}?code=ABCD-EFGH",
+    "expires_in": 900,
+    "interval": 5,
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        (PendingReply, PENDING | {"request_id": "short"}),
+        (PendingReply, PENDING | {"user_code": ""}),
+        (PendingReply, PENDING | {"verification_uri": "javascript:alert(1)"}),
+        (PendingReply, PENDING | {"verification_uri_complete": f"{PAGE}?code=A B"}),
+        (PendingReply, PENDING | {"expires_in": -1}),
+        (PendingReply, PENDING | {"interval": 0}),
+        (PendingReply, PENDING | {"interval": True}),
+        (ErrorReply, {"request_id": "", "error": ErrorCode.SLOW_DOWN, "error_description": "x"}),
+        (ErrorReply, {"request_id": None, "error": "slow_down", "error_description": "x"}),
+        (ErrorReply, {"request_id": None, "error": ErrorCode.SLOW_DOWN, "error_description": "x" * 1025}),
+        (
+            ErrorReply,
+            {"request_id": None, "error": ErrorCode.SLOW_DOWN, "error_description": "", "retry_after": -1},
+        ),
+        (DeviceStatus, {"online": 1}),
+        (SettingsGet, {"request_id": "x" * 129}),
+        (SettingsDesired, {"version": -1, "desired": {}, "full": True}),
+        (SettingsDesired, {"version": 2**53, "desired": {}, "full": True}),
+        (SettingsDesired, {"version": 1, "desired": [], "full": True}),
+        (SettingsDesired, {"version": 1, "desired": {}, "full": "yes"}),
+        (SettingsReported, {"applied_version": 1.5, "reported": {}}),
+        (SettingsReported, {"applied_version": 1, "reported": None}),
+        (SettingsSet, {"request_id": "", "base_version": 1, "changes": {"a": 1}}),
+        (SettingsSet, {"request_id": "r", "base_version": 1, "changes": {}}),
+        (SettingsSet, {"request_id": "r", "base_version": False, "changes": {"a": 1}}),
+        (DeviceReply, {"request_id": "r", "ok": True, "error": ErrorCode.SERVER_ERROR}),
+        (DeviceReply, {"request_id": "r", "ok": False}),
+        (DeviceReply, {"request_id": "r", "ok": "no", "error": ErrorCode.SERVER_ERROR}),
+        (DeviceReply, {"request_id": "r", "ok": True, "version": -3}),
+        (DeviceReply, {"request_id": "r", "ok": False, "error": ErrorCode.SLOW_DOWN, "retry_after": 2**31}),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else "",
+)
+def test_every_message_refuses_a_bad_value_when_built(kind: type, fields: dict[str, Any]) -> None:
+    with pytest.raises(protocol.ProtocolError):
+        kind(**fields)
+
+
+def test_the_good_values_next_to_those_are_built() -> None:
+    """The refusals above are about the one bad field: the same messages, good, build."""
+    assert PendingReply(**PENDING).interval == 5
+    assert ErrorReply(None, ErrorCode.SLOW_DOWN, "wait", retry_after=3).retry_after == 3
+    assert SettingsSet("r", 0, {"a": None}).changes == {"a": None}
+    assert DeviceReply("r", ok=False, error=ErrorCode.SLOW_DOWN, retry_after=2**31 - 1).retry_after
+    assert DeviceReply(None, ok=True, version=2**53 - 1).version == 2**53 - 1
+
+
+def test_parse_tells_a_message_by_its_topic_and_says_where_a_refusal_goes() -> None:
+    device_id = "dev-0a1b2c3d4e5f"
+    reply = protocol.device_topic(device_id, protocol.DEVICE_REPLY)
+    get = protocol.parse(
+        protocol.device_topic(device_id, protocol.SETTINGS_GET), b'{"v":1,"type":"settings_get"}'
+    )
+    assert get == SettingsGet()
+    refused = protocol.parse(
+        protocol.device_topic(device_id, protocol.SETTINGS_SET), b'{"v":1,"request_id":"r1"}'
+    )
+    assert isinstance(refused, Rejection) and (refused.request_id, refused.reply_to) == ("r1", reply)
+    status = protocol.parse(protocol.device_status_topic(device_id), b"[]")
+    assert isinstance(status, Rejection) and status.reply_to == reply
+    request = protocol.parse(protocol.link_request_topic("lh-boot-1"), request_payload())
+    assert isinstance(request, LinkRequest)
+    bad_request = protocol.parse(protocol.link_request_topic("lh-boot-1"), request_payload(v=2))
+    assert isinstance(bad_request, Rejection) and bad_request.reply_to == REPLY_TO
+    pending = protocol.parse(REPLY_TO, protocol.encode(PendingReply(**PENDING)))
+    assert pending == PendingReply(**PENDING)
+    elsewhere = protocol.parse("linkhub/v1/other", b"{}")
+    assert isinstance(elsewhere, Rejection) and elsewhere.reply_to is None
+    unknown_leaf = protocol.parse(protocol.device_topic(device_id, "lights/on"), b"{}")
+    assert isinstance(unknown_leaf, Rejection) and unknown_leaf.reply_to == reply
 
 
 def test_device_topics_are_built_and_matched_in_one_place() -> None:

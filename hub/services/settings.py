@@ -648,7 +648,12 @@ class SettingsService:
             device_id,
             protocol.DEVICE_REPLY,
             DeviceReply(
-                request_id, ok=False, error=error, error_description=description, retry_after=retry_after_s
+                request_id,
+                ok=False,
+                error=error,
+                # A rule's words may quote what the device sent: kept within what a reply may carry.
+                error_description=description[: protocol.MAX_DESCRIPTION_CHARS],
+                retry_after=retry_after_s,
             ),
         )
 
