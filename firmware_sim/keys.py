@@ -8,7 +8,7 @@ kept with the pending request in the state file (mode 0600), so a device
 restarted mid-link can still open the answer to the request it resends.
 
 PyNaCl here, not hub/core/sealing.py: firmware_sim may import nothing from the hub
-but linkhub_protocol/__init__.py, as real firmware would have only libsodium.
+but linkhub_protocol, as real firmware would have only libsodium.
 """
 
 from __future__ import annotations

@@ -43,6 +43,11 @@ def _check_int(value: object, name: str, low: int, high: int) -> None:
         raise _invalid(f"{name} must be an integer from {low} to {high}")
 
 
+def _check_request_id(value: object) -> None:
+    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+        raise _invalid("request_id must be 16-64 base64url chars")
+
+
 def _check_optional_id(value: object, name: str) -> None:
     if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_ECHOED_ID_CHARS):
         raise _invalid(f"{name} must be null or a string of 1 to {MAX_ECHOED_ID_CHARS} characters")
@@ -222,8 +227,7 @@ class PendingReply:
     status = "authorization_pending"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.request_id, str) or not _REQUEST_ID.fullmatch(self.request_id):
-            raise _invalid("request_id must be 16-64 base64url chars")
+        _check_request_id(self.request_id)
         if not isinstance(self.user_code, str) or not 0 < len(self.user_code) <= MAX_USER_CODE_CHARS:
             raise _invalid(f"user_code must be 1 to {MAX_USER_CODE_CHARS} characters")
         _check_uri(self.verification_uri, "verification_uri")
@@ -243,6 +247,7 @@ class LinkCredentials:
     mqtt: MqttCredentials
 
     def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
         device_root(self.device_id)
 
 
@@ -259,6 +264,7 @@ class ApprovedReply:
     status = "approved"
 
     def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
         device_root(self.device_id)
         decode_sealed(self.sealed_credentials)
 

@@ -226,7 +226,7 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
-# --- linkhub_protocol/__init__.py: what devices send -------------------------------------------
+# --- linkhub_protocol/codec.py: what devices send ----------------------------------------------------
 
 
 def is_answer(parsed: object, *expected: type) -> bool:
@@ -332,7 +332,7 @@ def test_near_valid_settings_messages_are_parsed_or_refused(near: tuple[str, byt
         assert parsed.request_id == json.loads(payload)["request_id"]
 
 
-# --- linkhub_protocol/__init__.py: what the hub sends (the device side) ------------------------
+# --- linkhub_protocol/codec.py: what the hub sends (the device side) ---------------------------------
 
 
 @given(payload=raw_payloads)
@@ -440,7 +440,7 @@ def test_desired_and_replies_round_trip(message: SettingsDesired | DeviceReply) 
     assert parse(protocol.encode(message)) == message
 
 
-# --- linkhub_protocol/__init__.py: topics and keys -------------------------------------------
+# --- linkhub_protocol/topics.py and messages.py: topics and keys -------------------------------------------
 
 
 @given(

@@ -1,5 +1,5 @@
 """docs/protocol.md is the contract firmware authors implement without our
-code: every JSON example in it must be a message linkhub_protocol/__init__.py's codec reads,
+code: every JSON example in it must be a message linkhub_protocol's codec reads,
 and encodes back to the same JSON (no field the document shows is dropped or
 renamed by the hub, none the hub sends is missing from the example)."""
 

@@ -55,7 +55,7 @@ ADMIN_USERNAME = "linkhub-admin"
 # The largest MQTT packet the broker takes from anyone (mosquitto.conf(5),
 # `max_packet_size`): a client sending more is disconnected before the packet
 # is read into memory. The largest payload of the protocol is the approved link
-# reply the hub sends (devices read up to 16 x 2048 bytes, linkhub_protocol/__init__.py); the
+# reply the hub sends (devices read up to 16 x 2048 bytes, linkhub_protocol/codec.py); the
 # 4 KiB on top cover the fixed header, topic and properties. Link requests are at
 # most 2048 bytes and settings messages 16,384, so 250 KB floods are cut at the door.
 MAX_PACKET_BYTES = 16 * protocol.MAX_LINK_REQUEST_BYTES + 4096

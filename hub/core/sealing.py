@@ -9,7 +9,7 @@ from the hub rests on the broker's ACLs (only the hub may publish to reply
 topics). docs/protocol.md, "Sealed credentials", says what a device does.
 
 The hub side only: firmware_sim opens boxes with PyNaCl itself, since it may
-import nothing from the hub but linkhub_protocol/__init__.py.
+import nothing from the hub but linkhub_protocol.
 """
 
 from __future__ import annotations

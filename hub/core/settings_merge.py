@@ -111,7 +111,7 @@ def _check(value: object, path: str, *, depth: int, allow_null: bool) -> None:
                     "invalid_request", f"keys in {path} must be 1-{MAX_KEY_LENGTH} characters"
                 )
             hidden = hidden_character(key)
-            if hidden is not None:  # the rule of names on the wire (linkhub_protocol/__init__.py)
+            if hidden is not None:  # the rule of names on the wire (linkhub_protocol/text.py)
                 raise SettingsError(
                     "invalid_request",
                     f"keys in {path} must not hold control or format characters "
