@@ -7,7 +7,9 @@ show that the check fails and names the import, so the check itself can fail.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -109,3 +111,28 @@ def test_the_readme_layout_names_every_module_of_the_hub_and_the_protocol() -> N
     assert not missing, f"README.md's Layout does not list: {', '.join(missing)}"
     for folder in ("web/", "linkhub/", "firmware_sim/", "tests/", "bench/", "deploy/", "docs/"):
         assert folder in listed, f"README.md's Layout does not list {folder}"
+
+
+def test_every_error_the_hub_web_and_cli_raise_is_a_linkhub_error() -> None:
+    """One tree (hub/errors.py): an exception class defined anywhere in hub/,
+    web/ or linkhub/ derives from LinkHubError, so the edges can catch ours
+    and only ours. (The protocol package and firmware_sim import nothing of
+    the hub's: their errors are ProtocolError and firmware_sim's own.)"""
+    from hub.errors import LinkHubError
+
+    strays = []
+    for package in ("hub", "web", "linkhub"):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if ".migrations" in info.name:
+                continue
+            module = importlib.import_module(info.name)
+            for name, value in vars(module).items():
+                if (
+                    isinstance(value, type)
+                    and issubclass(value, BaseException)
+                    and value.__module__ == module.__name__
+                    and not issubclass(value, LinkHubError)
+                ):
+                    strays.append(f"{module.__name__}.{name}")
+    assert strays == [], f"not under LinkHubError: {', '.join(strays)}"

@@ -39,7 +39,7 @@ DEFAULT_ACTIVITY_LIMIT = 100
 MAX_ACTIVITY_LIMIT = 10_000
 
 
-class _NotFound(Exception):
+class _NotFound(LinkHubError):
     """An account or device the request names does not exist; `reason` says which."""
 
     def __init__(self, reason: str, message: str) -> None:

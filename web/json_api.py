@@ -11,6 +11,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.errors import LinkHubError
+
 JsonReply = tuple[BaseResponse, int]
 
 # Ids are SQL BIGINTs; a larger number reaching the database raises
@@ -18,7 +20,7 @@ JsonReply = tuple[BaseResponse, int]
 SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
 
 
-class BadRequest(Exception):
+class BadRequest(LinkHubError):
     """A body the project's own clients never send; answered with 400, not raised further."""
 
 

@@ -52,7 +52,7 @@ from hub.config.model import (
     redact_url,
 )
 from hub.core.rate_limits import LimitsPolicy, parse_rate
-from hub.errors import ConfigError
+from hub.errors import ConfigError, LinkHubError
 from hub.services.retention import DAYS_RANGE, PER_ACCOUNT_RANGE, RetentionPolicy
 from hub.store.secret_file import read_secret
 
@@ -64,7 +64,7 @@ ENV_PREFIX = "LINKHUB_"
 DEFAULT = "default"
 
 
-class Invalid(ValueError):
+class Invalid(LinkHubError, ValueError):
     """A value that is not what its key expects; the message says what was expected."""
 
 

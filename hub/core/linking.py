@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from hub.errors import LinkHubError
+
 
 class LinkState(StrEnum):
     PENDING = "pending"
@@ -66,7 +68,7 @@ TRANSITIONS: dict[tuple[LinkState, LinkEvent], tuple[LinkState, tuple[LinkOutput
 }
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(LinkHubError):
     """(state, event) has no rule. Callers turn this into a message for the person."""
 
     def __init__(self, state: LinkState, event: LinkEvent) -> None:

@@ -22,7 +22,8 @@ import json
 import math
 from typing import Any
 
-from linkhub_protocol import escape_hidden, hidden_character
+from hub.errors import LinkHubError
+from linkhub_protocol import ErrorCode, escape_hidden, hidden_character
 
 MAX_DOCUMENT_BYTES = 8192  # AWS IoT shadows allow 8 KB for desired + reported
 MAX_DEPTH = 6
@@ -32,10 +33,11 @@ RESERVED_PREFIX = "$"
 JsonObject = dict[str, Any]
 
 
-class SettingsError(ValueError):
-    """A document or change that breaks a rule; `code` is a protocol error code."""
+class SettingsError(LinkHubError, ValueError):
+    """A document or change that breaks a rule; `code` is the protocol error code
+    the device receives for it."""
 
-    def __init__(self, code: str, description: str) -> None:
+    def __init__(self, code: ErrorCode, description: str) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
@@ -93,40 +95,46 @@ def delta(desired: JsonObject, reported: JsonObject) -> JsonObject:
 def validate_document(document: object, *, what: str = "settings", allow_null: bool = False) -> JsonObject:
     """A JSON object within the limits, or SettingsError naming the broken rule."""
     if not isinstance(document, dict):
-        raise SettingsError("invalid_request", f"{what} must be a JSON object")
+        raise SettingsError(ErrorCode.INVALID_REQUEST, f"{what} must be a JSON object")
     _check(document, what, depth=1, allow_null=allow_null)
     size = len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_DOCUMENT_BYTES:
-        raise SettingsError("payload_too_large", f"{what} is {size} bytes; the limit is {MAX_DOCUMENT_BYTES}")
+        raise SettingsError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"{what} is {size} bytes; the limit is {MAX_DOCUMENT_BYTES}"
+        )
     return document
 
 
 def _check(value: object, path: str, *, depth: int, allow_null: bool) -> None:
     if isinstance(value, dict | list) and depth > MAX_DEPTH:  # objects and arrays nest; values do not
-        raise SettingsError("invalid_request", f"{path} nests deeper than {MAX_DEPTH} levels")
+        raise SettingsError(ErrorCode.INVALID_REQUEST, f"{path} nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
                 raise SettingsError(
-                    "invalid_request", f"keys in {path} must be 1-{MAX_KEY_LENGTH} characters"
+                    ErrorCode.INVALID_REQUEST, f"keys in {path} must be 1-{MAX_KEY_LENGTH} characters"
                 )
             hidden = hidden_character(key)
             if hidden is not None:  # the rule of names on the wire (linkhub_protocol/text.py)
                 raise SettingsError(
-                    "invalid_request",
+                    ErrorCode.INVALID_REQUEST,
                     f"keys in {path} must not hold control or format characters "
                     f"(one holds {hidden}: '{escape_hidden(key)}')",
                 )
             if key.startswith(RESERVED_PREFIX):
-                raise SettingsError("not_owned", f"{path}.{key}: keys starting with $ belong to the hub")
+                raise SettingsError(
+                    ErrorCode.NOT_OWNED, f"{path}.{key}: keys starting with $ belong to the hub"
+                )
             _check(item, f"{path}.{key}", depth=depth + 1, allow_null=allow_null)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check(item, f"{path}[{index}]", depth=depth + 1, allow_null=False)
     elif value is None and not allow_null:
-        raise SettingsError("invalid_request", f"{path}: null is only allowed in a change, to delete a key")
+        raise SettingsError(
+            ErrorCode.INVALID_REQUEST, f"{path}: null is only allowed in a change, to delete a key"
+        )
     elif isinstance(value, float) and not math.isfinite(value):  # NaN and Infinity are not JSON
-        raise SettingsError("invalid_request", f"{path}: not a JSON number")
+        raise SettingsError(ErrorCode.INVALID_REQUEST, f"{path}: not a JSON number")
 
 
 def not_owned_by_device(

@@ -386,7 +386,7 @@ class SettingsService:
         try:
             validate_document(report.reported, what="reported")
         except SettingsError as exc:
-            return [self._refusal(shadow.device_id, None, ErrorCode(exc.code), exc.description)]
+            return [self._refusal(shadow.device_id, None, exc.code, exc.description)]
         if report.applied_version > shadow.desired_version:
             return [
                 self._refusal(
