@@ -38,7 +38,7 @@ from hub.config.model import HubConfig, link_page_url
 from hub.core.accounts import AccountDirectory
 from hub.core.link_limits import LinkRequestLimits, LogEvery
 from hub.core.rate_limits import DeviceLimits
-from hub.errors import ConfigError, LinkHubError
+from hub.errors import LinkHubError
 from hub.net.addresses import lan_addresses
 from hub.services import metrics
 from hub.services.activity import ActivityLog
@@ -77,15 +77,6 @@ def _read_or_create_secret(path: Path, n_bytes: int = 24) -> str:
     return read_or_create_secret(
         path, lambda: secrets.token_hex(n_bytes) if n_bytes < 16 else secrets.token_urlsafe(n_bytes)
     )
-
-
-def _host_port(text: str, *, default_port: int) -> BrokerAddress:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return BrokerAddress(text, default_port)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--device-broker must be HOST or HOST:PORT, not {text!r}")
-    return BrokerAddress(host, int(port))
 
 
 class Hub:
@@ -344,8 +335,8 @@ class Hub:
 
         config = self.config
         hosts = [config.public_host, config.http_host, config.mqtt_host, *lan_addresses()]
-        if config.device_broker is not None:
-            hosts.append(_host_port(config.device_broker, default_port=config.mqtt_port).host)
+        if config.device_broker_address is not None:
+            hosts.append(config.device_broker_address.host)
         return server_names(hosts, mdns_name=config.mdns_name)
 
     @property
@@ -382,8 +373,9 @@ class Hub:
         device_broker = BrokerAddress(broker.host, broker.port)
         if config.external_broker is None and config.mqtt_host in ("0.0.0.0", ""):
             device_broker = BrokerAddress(public_host, broker.port)
-        if config.device_broker is not None:
-            device_broker = _host_port(config.device_broker, default_port=broker.port)
+        if config.device_broker_address is not None:
+            given = config.device_broker_address
+            device_broker = BrokerAddress(given.host, given.port or broker.port)
         return HubEndpoints(
             link_page_url=link_page_url(
                 public_host, http_port=config.http_port, https_port=config.https_port
@@ -618,6 +610,7 @@ class Hub:
             self.links.expire_unconfirmed()
         except Exception:
             log.exception("reconciling the broker's device identities failed; trying again later")
+
     def _narrow_device_roles(self) -> None:
         """Devices linked by an older hub get today's role (hub/broker/dynsec.py
         `device_acls`: their fixed topics only). Each changed role kicks its

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import loader as config_file
-from hub.config.model import HubConfig, control_socket, default_data_dir, default_database_url
+from hub.config.model import ExternalBroker, HubConfig, control_socket, default_data_dir, default_database_url
 from hub.errors import LinkHubError
 from linkhub import control_client
 from linkhub_protocol import escape_hidden, values
@@ -279,13 +279,8 @@ def password_on_command_line(resolution: config_file.Resolution) -> str | None:
     a process's arguments (`ps`, /proc/PID/cmdline, world-readable), while its
     environment and a 0600 file are the hub's user's only."""
     broker = resolution.setting("broker")
-    if not broker.source.startswith("flag") or not isinstance(broker.value, str):
-        return None
-    try:
-        has_password = urllib.parse.urlsplit(broker.value).password is not None
-    except ValueError:
-        return None
-    if not has_password:
+    # A valid --broker always carries the password (mqtt://ADMIN:PASSWORD@...).
+    if not broker.source.startswith("flag") or not isinstance(broker.value, ExternalBroker):
         return None
     return (
         "--broker carries the broker's admin password on the command line, where any user of this "
@@ -350,18 +345,14 @@ def _account_list(args: argparse.Namespace) -> int:
 
 def _account_remove(args: argparse.Namespace) -> int:
     """Only through the running hub: it knows which devices are still linked to the account."""
-    removed = control_client.call(
-        _hub_socket(args), "DELETE", f"/v1/accounts/{_quote(args.name)}"
-    )
+    removed = control_client.call(_hub_socket(args), "DELETE", f"/v1/accounts/{_quote(args.name)}")
     print(f"account {removed['name']!r} removed: it cannot sign in any more; its history is kept")
     return 0
 
 
 def _account_two_factor_off(args: argparse.Namespace) -> int:
     """Only through the running hub, like `remove`: the event goes in its activity log."""
-    account = control_client.call(
-        _hub_socket(args), "POST", "/v1/two-factor/off", {"account": args.name}
-    )
+    account = control_client.call(_hub_socket(args), "POST", "/v1/two-factor/off", {"account": args.name})
     print(
         f"two-factor sign-in is off for {account['name']!r}: the password alone signs in now; "
         "they can turn it on again under Settings > Two-factor sign-in"
@@ -371,9 +362,9 @@ def _account_two_factor_off(args: argparse.Namespace) -> int:
 
 def _activity(args: argparse.Namespace) -> int:
     query = {"limit": str(args.limit)} | ({"account": args.account} if args.account else {})
-    events = control_client.call(
-        _hub_socket(args), "GET", "/v1/activity?" + urllib.parse.urlencode(query)
-    )["events"]
+    events = control_client.call(_hub_socket(args), "GET", "/v1/activity?" + urllib.parse.urlencode(query))[
+        "events"
+    ]
     if args.json:
         for event in events:
             print(json.dumps(event, ensure_ascii=False))

@@ -24,7 +24,7 @@ from werkzeug.test import TestResponse
 
 from hub.config.model import CODE_LIFETIME_RANGE_S, DEFAULT_CODE_LIFETIME_S
 from hub.core import codes
-from hub.core.rate_limits import LimitsPolicy, address_key, parse_rate
+from hub.core.rate_limits import LimitsPolicy, Rate, address_key, parse_rate
 from hub.daemon import Hub
 from hub.services.activity import ActivityKind
 from hub.services.links import CodeStatus
@@ -281,14 +281,14 @@ SECURITY_MD = Path(__file__).resolve().parent.parent / "docs" / "security.md"
 YEAR_S = 365 * 24 * 3600
 
 
-def guesses_within(limit: str, seconds: int) -> int:
+def guesses_within(limit: Rate | str, seconds: int) -> int:
     """Most entries a moving-window limit lets through in any `seconds`.
 
     A Throttle counts an entry while it is less than one window old, so any
     stretch of one window holds at most `amount` entries and a stretch of T
     seconds at most amount * ceil(T / window).
     """
-    rate = parse_rate(limit)
+    rate = limit if isinstance(limit, Rate) else parse_rate(limit)
     return rate.amount * math.ceil(seconds / rate.window_s)
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from hub.config import loader as config_file
 from hub.config.loader import KEYS, Resolution, resolve
-from hub.config.model import ExternalBroker, HubConfig, link_page_url
+from hub.config.model import ExternalBroker, HostPort, HubConfig, link_page_url
+from hub.core.rate_limits import parse_rate
 from hub.errors import ConfigError
 from linkhub import cli
 from linkhub.cli import main as linkhub_main
@@ -98,9 +99,13 @@ def test_every_key_comes_from_each_source() -> None:
         # 0 (no TLS): a TLS port goes with the hub's own mosquitto, not with `broker`
         # below; tests/test_tls.py sets a real one from each source.
         "mqtt_tls_port": (0, "0", 0),
-        "broker": ("mqtt://a:b@127.0.0.1:1", "mqtt://a:b@127.0.0.1:1", "mqtt://a:b@127.0.0.1:1"),
+        "broker": (
+            "mqtt://a:b@127.0.0.1:1",
+            "mqtt://a:b@127.0.0.1:1",
+            ExternalBroker("127.0.0.1", 1, "a", "b"),
+        ),
         "public_host": ("hub.lan", "hub.lan", "hub.lan"),
-        "device_broker": ("hub.lan:1999", "hub.lan:1999", "hub.lan:1999"),
+        "device_broker": ("hub.lan:1999", "hub.lan:1999", HostPort("hub.lan", 1999)),
         "code_lifetime_s": (120, "120", 120),
         "poll_interval_s": (2, "2", 2),
         "unconfirmed_device_lifetime_s": (3600, "3600", 3600),
@@ -111,13 +116,13 @@ def test_every_key_comes_from_each_source() -> None:
         "account_service_token_file": ("/run/token", "/run/token", Path("/run/token")),
         "database_url": ("postgresql+psycopg://u@127.0.0.1/db",) * 3,
         "log_format": ("json", "JSON", "json"),
-        "link_requests_per_client": ("2 per minute", "2 per minute", "2 per minute"),
-        "link_requests_total": ("1000/hour", "1000/hour", "1000/hour"),
+        "link_requests_per_client": ("2 per minute", "2 per minute", parse_rate("2 per minute")),
+        "link_requests_total": ("1000/hour", "1000/hour", parse_rate("1000/hour")),
         "max_pending_requests": (7, "7", 7),
-        "device_settings_sets": ("5 per minute", "5 per minute", "5 per minute"),
-        "device_reports": ("6 per minute", "6 per minute", "6 per minute"),
-        "device_settings_gets": ("7 per hour", "7 per hour", "7 per hour"),
-        "device_status": ("8/minute", "8/minute", "8/minute"),
+        "device_settings_sets": ("5 per minute", "5 per minute", parse_rate("5 per minute")),
+        "device_reports": ("6 per minute", "6 per minute", parse_rate("6 per minute")),
+        "device_settings_gets": ("7 per hour", "7 per hour", parse_rate("7 per hour")),
+        "device_status": ("8/minute", "8/minute", parse_rate("8/minute")),
         "min_free_space_mb": (128, "128", 128),
         "history_days": (30, "30", 30),
         "history_per_account": (200, "200", 200),
@@ -158,7 +163,7 @@ def test_every_key_comes_from_each_source() -> None:
         config.limits.link_requests_per_client,
         config.limits.link_requests_total,
         config.limits.max_pending_requests,
-    ) == ("2 per minute", "1000/hour", 7)
+    ) == (parse_rate("2 per minute"), parse_rate("1000/hour"), 7)
 
 
 def test_a_list_from_a_flag_replaces_the_file_s_list() -> None:

@@ -46,12 +46,15 @@ from hub.config.model import (
     SUGGESTED_MQTT_TLS_PORT,
     UNCONFIRMED_DEVICE_LIFETIME_RANGE_S,
     WEB_SESSION_LIFETIME_RANGE_S,
+    ExternalBroker,
+    HostPort,
     HubConfig,
     mdns_host_label,
     parse_broker_url,
+    parse_host_port,
     redact_url,
 )
-from hub.core.rate_limits import LimitsPolicy, parse_rate
+from hub.core.rate_limits import LimitsPolicy, Rate, parse_rate
 from hub.errors import ConfigError, LinkHubError
 from hub.services.retention import DAYS_RANGE, PER_ACCOUNT_RANGE, RetentionPolicy
 from hub.store.secret_file import read_secret
@@ -156,25 +159,23 @@ def _mdns_name(value: object) -> str:
         ) from None
 
 
-def _broker(value: object) -> str:
+def _broker(value: object) -> ExternalBroker:
     text = _text(value)
     try:
-        parse_broker_url(text)
+        return parse_broker_url(text)
     except ConfigError:
         raise Invalid(
             f"expected mqtt://ADMIN:PASSWORD@HOST:PORT (the broker's dynamic-security admin), "
             f"got {redact_url(text)!r}"
         ) from None
-    return text
 
 
-def _host_port(value: object) -> str:
-    """HOST or HOST:PORT, the same rule the hub applies at start (hub.daemon._host_port)."""
-    text = _text(value)
-    host, sep, port = text.rpartition(":")
-    if sep and (not host or not port.isdigit() or not 0 < int(port) < 65536):
-        raise Invalid(f"expected HOST or HOST:PORT (port 1-65535), got {_show(value)}")
-    return text
+def _host_port(value: object) -> HostPort:
+    """HOST or HOST:PORT, read here once (hub.config.model.parse_host_port)."""
+    try:
+        return parse_host_port(_text(value))
+    except ConfigError:
+        raise Invalid(f"expected HOST or HOST:PORT (port 1-65535), got {_show(value)}") from None
 
 
 def _http_url(value: object) -> str:
@@ -198,16 +199,16 @@ def _database_url(value: object) -> str:
     return text
 
 
-def _rate(value: object) -> str:
-    """A rate such as "5 per minute" or "10 per 15 minutes" (hub.core.rate_limits.parse_rate)."""
+def _rate(value: object) -> Rate:
+    """A rate such as "5 per minute" or "10 per 15 minutes", read here once
+    (hub.core.rate_limits.parse_rate)."""
     text = _text(value)
     try:
-        parse_rate(text)
+        return parse_rate(text)
     except ValueError:
         raise Invalid(
             f"expected a rate of at least 1, such as '5 per minute' or '60 per hour', got {_show(value)}"
         ) from None
-    return text
 
 
 def _log_format(value: object) -> str:
@@ -700,7 +701,7 @@ def resolve(
                 mqtt_host=values["mqtt_host"],
                 mqtt_port=values["mqtt_port"],
                 mqtt_tls_port=values["mqtt_tls_port"],
-                external_broker=parse_broker_url(values["broker"]) if values["broker"] else None,
+                external_broker=values["broker"],
                 public_host=values["public_host"],
                 device_broker=values["device_broker"],
                 code_lifetime_s=values["code_lifetime_s"],

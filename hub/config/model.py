@@ -51,7 +51,6 @@ DEFAULT_MDNS_NAME = "linkhub"
 _MDNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-
 def control_socket(data_dir: Path) -> Path:
     """Where a running hub answers the command line (linkhub/control_client.py):
     the one place that names the file."""
@@ -75,6 +74,30 @@ class ExternalBroker:
     # Kept out of repr: a logged or printed config must not show a secret.
     admin_password: str = field(repr=False)
 
+    def __str__(self) -> str:
+        """As `linkhub config check` shows it: the URL without its password."""
+        return f"mqtt://{self.admin_username}:***@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """HOST or HOST:PORT as a person gave it; `port` None means the broker's own."""
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str) -> HostPort:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return HostPort(text)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"expected HOST or HOST:PORT (port 1-65535), not {text!r}")
+    return HostPort(host, int(port))
+
 
 @dataclass(frozen=True, slots=True)
 class HubConfig:
@@ -92,7 +115,8 @@ class HubConfig:
     public_host: str | None = None
     # Where devices are told to connect after linking, when it is not where the
     # hub connects (a broker in a container, behind a port mapping): HOST[:PORT].
-    device_broker: str | None = None
+    # Text is read once, here (configs built in code pass it as "HOST:PORT").
+    device_broker: HostPort | str | None = None
     code_lifetime_s: int = DEFAULT_CODE_LIFETIME_S
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     unconfirmed_device_lifetime_s: int = DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S
@@ -135,6 +159,7 @@ class HubConfig:
         """Every name the web pages answer to, other than loopback and the machine's addresses."""
         names = [f"{self.mdns_name}.local", self.public_host or "", self.http_host, *self.web_hosts]
         return tuple(name for name in names if name and name not in ("0.0.0.0", "::"))
+
     # The hub restarts its own mosquitto when it exits, and gives up (exits
     # non-zero, for systemd to restart it) after this many failures within the
     # window (hub/broker/managed.py RestartBudget, docs/configuration.md).
@@ -142,6 +167,8 @@ class HubConfig:
     broker_restart_window_s: int = DEFAULT_BROKER_RESTART_WINDOW_S
 
     def __post_init__(self) -> None:
+        if isinstance(self.device_broker, str):
+            object.__setattr__(self, "device_broker", parse_host_port(self.device_broker))
         # hub.config.loader checks the same rules first, naming the source of a bad
         # value; these stay for configs built in code (tests, other tools).
         for name in ("http_port", "mqtt_port", "mqtt_tls_port", "https_port"):
@@ -172,6 +199,12 @@ class HubConfig:
             raise ConfigError(
                 f"--mdns-name must be one host-name label (a-z, 0-9, '-'), not {self.mdns_name!r}"
             )
+
+    @property
+    def device_broker_address(self) -> HostPort | None:
+        """`device_broker`, read (`__post_init__` turned text into a HostPort)."""
+        assert not isinstance(self.device_broker, str)
+        return self.device_broker
 
     @property
     def control_socket(self) -> Path:

@@ -21,35 +21,42 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from ipaddress import IPv6Address, IPv6Network, ip_address
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsPolicy:
-    """Every limit, as rates ("10 per 15 minutes", see `parse_rate`)."""
+    """Every limit, as rates ("10 per 15 minutes", see `parse_rate`): given as text
+    or as a `Rate`, and held as a `Rate`, read once here."""
 
-    sign_in_failures_per_account: str = "10 per 15 minutes"
-    sign_in_failures_per_address: str = "30 per 15 minutes"
+    sign_in_failures_per_account: Rate | str = "10 per 15 minutes"
+    sign_in_failures_per_address: Rate | str = "30 per 15 minutes"
     # Only someone who has the password reaches the second factor, so a tight
     # daily limit there costs the real person nothing (docs/security.md).
-    second_factor_failures_per_account: str = "10 per day"
-    code_failures_per_account: str = "10 per 15 minutes"
-    code_failures_per_address: str = "20 per 15 minutes"
-    link_requests_per_client: str = "5 per minute"
-    link_requests_total: str = "60 per minute"
+    second_factor_failures_per_account: Rate | str = "10 per day"
+    code_failures_per_account: Rate | str = "10 per 15 minutes"
+    code_failures_per_address: Rate | str = "20 per 15 minutes"
+    link_requests_per_client: Rate | str = "5 per minute"
+    link_requests_total: Rate | str = "60 per minute"
     max_pending_requests: int = 100
     # What one linked device may send, per kind of message (DeviceLimits). Each
     # accepted settings_set writes a change, an activity entry and an outbox row,
     # so its limit bounds how fast one device can grow the database
     # (docs/protocol.md section 11, docs/performance.md).
-    device_settings_sets: str = "30 per minute"
-    device_reports: str = "60 per minute"
-    device_settings_gets: str = "12 per minute"
-    device_status: str = "12 per minute"
+    device_settings_sets: Rate | str = "30 per minute"
+    device_reports: Rate | str = "60 per minute"
+    device_settings_gets: Rate | str = "12 per minute"
+    device_status: Rate | str = "12 per minute"
 
-    def device_rates(self) -> dict[str, str]:
+    def __post_init__(self) -> None:
+        for name in _RATE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, parse_rate(value))
+
+    def device_rates(self) -> dict[str, Rate | str]:
         """Rate per kind of device message: the keys are the `type` a device
         sends. A new kind of message (state, commands) adds its field and its
         entry here; DeviceLimits refuses to count a kind it has no limit for."""
@@ -61,6 +68,8 @@ class LimitsPolicy:
         }
 
 
+# The policy's rate fields (all but the pending cap), read from text once in __post_init__.
+_RATE_FIELDS = tuple(field.name for field in fields(LimitsPolicy) if field.type == "Rate | str")
 _UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(
     r"\s*(\d{1,9})\s*(?:\s+per\s+|/)\s*(?:(\d{1,6})\s*)?(second|minute|hour|day)s?\s*", re.IGNORECASE
@@ -86,7 +95,7 @@ class Rate:
 
 
 def parse_rate(text: str) -> Rate:
-    """"5 per minute", "10 per 15 minutes" (or "5/minute") as a limit; ValueError if it is not
+    """ "5 per minute", "10 per 15 minutes" (or "5/minute") as a limit; ValueError if it is not
     one, or allows nothing (a limit of 0 would refuse everything)."""
     match = _RATE.fullmatch(text)
     if match is None:
@@ -105,8 +114,8 @@ class Throttle:
     # doubled since the last sweep, so a flood of names or client ids is forgotten.
     _SWEEP_FLOOR = 1024
 
-    def __init__(self, limit: str, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = parse_rate(limit)
+    def __init__(self, limit: Rate | str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit if isinstance(limit, Rate) else parse_rate(limit)
         self._amount = self.limit.amount
         self._window_s = float(self.limit.window_s)
         self._clock = clock
@@ -167,7 +176,9 @@ class DeviceLimits:
     again, as a link request is with slow_down.
     """
 
-    def __init__(self, rates: dict[str, str], *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rates: Mapping[str, Rate | str], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.clock = clock  # also what the caller spaces its answers and log lines by
         self._throttles = {kind: Throttle(rate, clock=clock) for kind, rate in rates.items()}
 
@@ -212,7 +223,7 @@ def address_key(remote_addr: str | None) -> str:
 
 
 def wait_words(seconds: int) -> str:
-    """"about 3 minutes" for messages a person reads."""
+    """ "about 3 minutes" for messages a person reads."""
     if seconds < 90:
         return f"{seconds} seconds" if seconds != 1 else "1 second"
     if seconds < 2 * 3600:
