@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import queue
 import re
 import secrets
 import shutil
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -37,9 +36,11 @@ from paho.mqtt.properties import Properties
 from firmware_sim.fleet import ApprovalError, Approver, Fleet, FleetOptions, IncomingHook
 from linkhub import control_client
 
-BIN = Path(sys.executable).parent
-LINKHUB = str(BIN / "linkhub")
-HOST = "127.0.0.1"
+# `linkhub run` in a subprocess is written once, for the tests and for these (tests/hub_process.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from hub_process import LINKHUB, READY, linkhub_run_command, read_lines_until
+from hub_process import LOOPBACK as HOST
+
 ADMIN_USERNAME = "linkhub-admin"  # hub/broker/managed.py's; the bench reads the password from the data dir
 HUB_ROLE = "linkhub-hub"  # hub/broker/dynsec.py's: all of linkhub/v1/#
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -108,29 +109,7 @@ class Hub:
 
 
 def hub_command(data_dir: Path, http_port: int, mqtt_port: int, extra: Sequence[str] = ()) -> list[str]:
-    return [
-        LINKHUB, "run", "--data-dir", str(data_dir), "--no-mdns",
-        "--http-host", HOST, "--http-port", str(http_port),
-        "--mqtt-host", HOST, "--mqtt-port", str(mqtt_port), *extra,
-    ]  # fmt: skip
-
-
-def _read_until(stream: IO[str], marker: str, timeout_s: float) -> None:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if lines.get(timeout=0.2).startswith(marker):
-                return
-        except queue.Empty:
-            continue
-    raise RuntimeError(f"the hub did not print {marker!r} within {timeout_s} s")
+    return linkhub_run_command(data_dir, http_port=http_port, mqtt_port=mqtt_port, extra=extra)
 
 
 @contextlib.contextmanager
@@ -145,7 +124,7 @@ def running_hub(extra: Sequence[str] = (), keep: bool = False) -> Iterator[Hub]:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     assert process.stdout is not None
     try:
-        _read_until(process.stdout, "Stop with", 60)
+        read_lines_until(process.stdout, lambda line: line.startswith(READY), timeout_s=60)
         yield Hub(process, data_dir, http_port, mqtt_port, command)
     finally:
         process.send_signal(signal.SIGTERM)

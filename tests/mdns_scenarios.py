@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -26,11 +25,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import ifaddr
+from hub_process import LineReader
 
 LOOPBACK = "127.0.0.1"
 BIN = Path(sys.executable).parent
@@ -46,34 +45,6 @@ def inside_fresh_namespace() -> bool:
     """No interface but loopback: what `unshare --net` gives (a real machine
     has at least one more). Addresses `follow` adds to lo stay in here."""
     return all(adapter.nice_name == "lo" for adapter in ifaddr.get_adapters())
-
-
-class LineReader:
-    """Lines of a child's stream, read on a thread so every wait can time out."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def until(self, predicate: Callable[[str], bool], timeout_s: float) -> str | None:
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                return None
-            if line is None:
-                return None
-            self.seen.append(line)
-            if predicate(line):
-                return line
-        return None
 
 
 def json_events(lines: list[str]) -> list[dict[str, Any]]:
@@ -214,11 +185,11 @@ def scenario_stop() -> None:
     assert watcher.stdout is not None
     lines = LineReader(watcher.stdout)
     try:
-        emit(watch_saw_added=lines.until(lambda line: '"added"' in line, 5) is not None)
+        emit(watch_saw_added=lines.next_matching(lambda line: '"added"' in line, 5) is not None)
         started = time.monotonic()
         advertiser.stop()
         emit(stop_seconds=round(time.monotonic() - started, 2))
-        emit(watch_saw_removed=lines.until(lambda line: '"removed"' in line, 5) is not None,
+        emit(watch_saw_removed=lines.next_matching(lambda line: '"removed"' in line, 5) is not None,
              removed_after_s=round(time.monotonic() - started, 2))  # fmt: skip
         emit(after_stop=discover_elsewhere(1))
     finally:
@@ -291,7 +262,7 @@ def scenario_end_to_end(tmp: Path) -> None:
     device: subprocess.Popen[str] | None = None
     try:
         emit(
-            hub_ready=banner.until(lambda line: line.startswith("Stop with"), 30) is not None,
+            hub_ready=banner.next_matching(lambda line: line.startswith("Stop with"), 30) is not None,
             mqtt_port=mqtt_port,
         )
 
@@ -310,14 +281,16 @@ def scenario_end_to_end(tmp: Path) -> None:
         )  # fmt: skip
         assert device.stdout is not None
         events = LineReader(device.stdout)
-        code_line = events.until(lambda line: '"event":"code"' in line or '"event":"error"' in line, 20)
+        code_line = events.next_matching(
+            lambda line: '"event":"code"' in line or '"event":"error"' in line, 20
+        )
         emit(device_events_before_code=json_events(events.seen))
         if code_line is None or '"code"' not in code_line:
             return
         code = json.loads(code_line)["user_code"]
         approved = linkhub("link", "approve", code, "--account", "alice")
         emit(approve_exit=approved.returncode, approve_stderr=approved.stderr[-500:])
-        events.until(lambda line: '"event":"linked"' in line or '"event":"error"' in line, 20)
+        events.next_matching(lambda line: '"event":"linked"' in line or '"event":"error"' in line, 20)
         emit(device_events=json_events(events.seen))
         try:
             emit(device_exit=device.wait(timeout=10))

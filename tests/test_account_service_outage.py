@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import HubFactory, RunningBroker, free_port, hub_pages, wait_until
 from device_doubles import BootstrapDevice, DeviceThread
+from hub_process import LINKHUB, linkhub_run_command
 
 from hub.core.accounts import ChangeKind
 from hub.services.remote_accounts import RemoteAccountService
 from linkhub_protocol import DeviceInfo
-
-LINKHUB = str(Path(sys.executable).parent / "linkhub")
 
 
 class AccountServiceProcess:
@@ -136,13 +134,15 @@ def test_linkhub_run_starts_and_serves_devices_while_the_account_service_is_down
     data_dir, mqtt_port = tmp_path / "data", free_port()
     token_file = tmp_path / "token"
     token_file.write_text("t" * 32 + "\n")
-    command = [
-        LINKHUB, "run", "--data-dir", str(data_dir), "--no-mdns",
-        "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port),
-        "--account-service", f"http://127.0.0.1:{free_port()}",  # nobody listens there
-        "--account-service-token-file", str(token_file),
-    ]  # fmt: skip
+    command = linkhub_run_command(
+        data_dir,
+        http_port=free_port(),
+        mqtt_port=mqtt_port,
+        extra=[
+            *("--account-service", f"http://127.0.0.1:{free_port()}"),  # nobody listens there
+            *("--account-service-token-file", str(token_file)),
+        ],
+    )
     log_path = tmp_path / "hub.log"
     with log_path.open("w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True)

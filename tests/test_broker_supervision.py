@@ -9,13 +9,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from conftest import free_port, wait_until
 from device_doubles import DeviceThread
+from hub_process import linkhub_run_command
 from test_device_settings import RunThread
 from test_web import OWNER, control_app, page, signed_in_client
 
@@ -28,7 +28,6 @@ FLEET = 20
 # Stated deadline: every device online again, and the change made during the
 # outage applied on each, within this many seconds of the broker's restart.
 RECOVERY_S = 30
-LINKHUB = str(Path(sys.executable).parent / "linkhub")
 
 
 def test_the_restart_budget_backs_off_then_gives_up_within_its_window() -> None:
@@ -200,11 +199,7 @@ def test_a_killed_broker_comes_back_with_every_device_and_the_change_made_meanwh
 
 def test_linkhub_run_gives_up_after_five_quick_broker_deaths_and_exits_1(tmp_path: Path) -> None:
     data_dir, mqtt_port = tmp_path / "data", free_port()
-    command = [
-        LINKHUB, "run", "--data-dir", str(data_dir), "--no-mdns",
-        "--http-host", "127.0.0.1", "--http-port", str(free_port()),
-        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port),
-    ]  # fmt: skip
+    command = linkhub_run_command(data_dir, http_port=free_port(), mqtt_port=mqtt_port)
     log_path = tmp_path / "hub.log"
     with log_path.open("w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True)

@@ -11,7 +11,6 @@ import resource
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port
+from hub_process import DEVICE, LINKHUB, READY, linkhub_run_command, read_lines_until
 
 from firmware_sim import keys
 from firmware_sim.fleet import FleetMqttClient, NetLoop
@@ -36,9 +36,6 @@ from linkhub_protocol import (
     reply_topic,
 )
 
-BIN = Path(sys.executable).parent
-LINKHUB = str(BIN / "linkhub")
-DEVICE = str(BIN / "linkhub-device")
 COUNT = 5
 
 
@@ -68,11 +65,7 @@ class Hub:
 def hub(tmp_path: Path) -> Iterator[Hub]:
     """`linkhub run` with its own mosquitto on free loopback ports, and an account."""
     data_dir, http_port, mqtt_port = tmp_path / "data", free_port(), free_port()
-    command = [
-        LINKHUB, "run", "--data-dir", str(data_dir), "--no-mdns",
-        "--http-host", "127.0.0.1", "--http-port", str(http_port),
-        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port),
-    ]  # fmt: skip
+    command = linkhub_run_command(data_dir, http_port=http_port, mqtt_port=mqtt_port)
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -80,11 +73,7 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
         text=True,
     )
     assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line or line.startswith("Stop with"):
-            break
+    read_lines_until(process.stdout, lambda line: line.startswith(READY))
     running = Hub(process, data_dir, mqtt_port)
     added = running.cli("account", "add", "alice", "--password-stdin", stdin="correct horse battery\n")
     assert added.returncode == 0, added.stderr

@@ -10,22 +10,20 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from conftest import free_port
+from hub_process import DEVICE, LINKHUB, linkhub_run_command, read_lines_until
 
 from linkhub.server import terminal_qr
 
-BIN = Path(sys.executable).parent
-LINKHUB = str(BIN / "linkhub")
-DEVICE = str(BIN / "linkhub-device")
+__all__ = ["DEVICE", "LINKHUB", "read_lines_until", "run_command"]  # imported by other tests
 
 
 @dataclass
@@ -46,26 +44,9 @@ class RunningHub:
         )
 
 
-def read_lines_until(stream: IO[str], predicate: Any, timeout_s: float = 30) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if predicate(lines[-1]):
-            return lines
-    raise AssertionError(f"did not see the expected line; got {lines}")
-
-
 def run_command(data_dir: Path, http_port: int, mqtt_port: int) -> list[str]:
     """`linkhub run` on loopback only, on the given ports, without mDNS."""
-    return [
-        LINKHUB, "run", "--data-dir", str(data_dir), "--no-mdns",
-        "--http-host", "127.0.0.1", "--http-port", str(http_port),
-        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port),
-    ]  # fmt: skip
+    return linkhub_run_command(data_dir, http_port=http_port, mqtt_port=mqtt_port)
 
 
 @contextlib.contextmanager

@@ -29,9 +29,9 @@ import pytest
 from conftest import HubFactory, RunningBroker, free_port, wait_until
 from device_doubles import RawClient
 from flask.testing import FlaskClient
+from hub_process import READY, linkhub_run_command, read_lines_until
 from sqlmodel import Session, col, select
 from test_settings_bridge import link_devices
-from test_shell_path import LINKHUB
 from test_web import OWNER, PASSWORD, control_app, sign_in, token, web_app
 
 import linkhub_protocol as protocol
@@ -74,25 +74,17 @@ def start_hub_process(broker: RunningBroker) -> Iterator[Any]:
     started: list[subprocess.Popen[str]] = []
 
     def start(data_dir: Path, database_url: str) -> HubProcess:
+        extra = ["--database-url", database_url, "--broker", broker.url, "--poll-interval", "1"]
         process = subprocess.Popen(
-            [
-                LINKHUB, "run", "--data-dir", str(data_dir), "--database-url", database_url,
-                "--broker", broker.url, "--no-mdns", "--http-host", "127.0.0.1",
-                "--http-port", str(free_port()), "--poll-interval", "1",
-            ],
+            linkhub_run_command(data_dir, http_port=free_port(), extra=extra),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-        )  # fmt: skip
+        )
         started.append(process)
         assert process.stdout is not None
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-        deadline = time.monotonic() + 60
-        while True:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line.startswith("Stop with"):
-                return HubProcess(process, data_dir)
+        read_lines_until(process.stdout, lambda line: line.startswith(READY), timeout_s=60)
+        return HubProcess(process, data_dir)
 
     yield start
     for process in started:
