@@ -19,8 +19,7 @@ import math
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from hub.core.accounts import (
     AccountDirectory,
@@ -31,15 +30,14 @@ from hub.core.accounts import (
     TwoFactorStatus,
     VersionedDocument,
 )
-from hub.errors import AccountError, LinkHubError
 from web.json_api import (
     BadRequest,
     JsonReply,
     SqlIntConverter,
-    http_error,
     in_sql_range,
     json_body,
     json_error,
+    register_json_errors,
 )
 from web.values import non_finite_path
 
@@ -147,7 +145,147 @@ def _no_account() -> JsonReply:
     return json_error("unknown_account", "There is no such account.", HTTPStatus.NOT_FOUND)
 
 
-def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
+account_api = Blueprint("account_api", __name__)
+
+
+def directory() -> AccountDirectory:
+    found: AccountDirectory = current_app.extensions["linkhub_accounts"]
+    return found
+
+
+@account_api.get("/v1/health")
+def health() -> JsonReply:
+    return jsonify(ok=True), 200
+
+
+@account_api.get("/v1/accounts/any")
+def has_accounts() -> JsonReply:
+    return jsonify(has_accounts=directory().has_accounts()), 200
+
+
+@account_api.post("/v1/accounts")
+def create_account() -> JsonReply:
+    body = json_body()
+    account = directory().create(_string(body, "name"), _string(body, "password"))
+    return jsonify(_account(account)), 201
+
+
+@account_api.post("/v1/auth")
+def authenticate() -> JsonReply:
+    body = json_body()
+    account = directory().authenticate(_string(body, "name"), _string(body, "password"))
+    if account is None:
+        # One answer for a wrong password and an unknown name alike.
+        return json_error("bad_credentials", "Wrong name or password.", HTTPStatus.UNAUTHORIZED)
+    return jsonify(_account(account)), 200
+
+
+@account_api.get("/v1/accounts/<int(signed=True):account_id>")
+def get_account(account_id: int) -> JsonReply:
+    account = directory().get(account_id)
+    return (jsonify(_account(account)), 200) if account else _no_account()
+
+
+@account_api.get("/v1/accounts/by-name/<name>")
+def find_account(name: str) -> JsonReply:
+    account = directory().find(name)
+    return (jsonify(_account(account)), 200) if account else _no_account()
+
+
+# --- the household: the owner's list and removal --------------------------------
+@account_api.get("/v1/accounts")
+def list_accounts() -> JsonReply:
+    return jsonify(accounts=[_summary(account) for account in directory().list_accounts()]), 200
+
+
+@account_api.delete("/v1/accounts/<int(signed=True):account_id>")
+def remove_account(account_id: int) -> JsonReply:
+    # The owner's account: AccountError, a 400 account_error like any refusal.
+    removed = directory().remove(account_id)
+    return (jsonify(_account(removed)), 200) if removed else _no_account()
+
+
+# --- two-factor sign-in: secrets and recovery code hashes never leave ----------
+@account_api.get("/v1/accounts/<int(signed=True):account_id>/two-factor")
+def two_factor_status(account_id: int) -> JsonReply:
+    return jsonify(_two_factor_status(directory().two_factor_status(account_id))), 200
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/begin")
+def begin_two_factor(account_id: int) -> JsonReply:
+    enrolment = directory().begin_two_factor(account_id)
+    return jsonify(secret=enrolment.secret, uri=enrolment.uri), 200
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/confirm")
+def confirm_two_factor(account_id: int) -> JsonReply:
+    body = json_body()
+    codes = directory().confirm_two_factor(account_id, _string(body, "secret"), _string(body, "code"))
+    return jsonify(recovery_codes=codes), 200
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/check")
+def check_second_factor(account_id: int) -> JsonReply:
+    method: SecondFactor | None = directory().check_second_factor(account_id, _string(json_body(), "code"))
+    return (jsonify(method=str(method)), 200) if method else _wrong_second_factor()
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/disable")
+def disable_two_factor(account_id: int) -> JsonReply:
+    body = json_body()
+    if directory().disable_two_factor(account_id, _string(body, "password"), _string(body, "code")):
+        return jsonify(enabled=False), 200
+    return json_error("bad_credentials", "Wrong password or code.", HTTPStatus.UNAUTHORIZED)
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/recovery-codes")
+def renew_recovery_codes(account_id: int) -> JsonReply:
+    codes = directory().renew_recovery_codes(account_id, _string(json_body(), "code"))
+    return (jsonify(recovery_codes=codes), 200) if codes is not None else _wrong_second_factor()
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/reset")
+def reset_two_factor(account_id: int) -> JsonReply:
+    # No password or code: the hub asks only for its owner or operator (hub.services.household).
+    return jsonify(was_on=directory().reset_two_factor(account_id)), 200
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/end-sessions")
+def end_sessions(account_id: int) -> JsonReply:
+    return jsonify(sessions_ended_at_s=directory().end_sessions(account_id)), 200
+
+
+@account_api.post("/v1/changes")
+def apply_change() -> JsonReply:
+    return jsonify(applied=directory().apply_change(_change(json_body()))), 200
+
+
+@account_api.get("/v1/changes")
+def list_changes() -> JsonReply:
+    after = _int_arg("after", 0)
+    limit = _int_arg("limit", MAX_CHANGES_PER_PAGE)
+    if limit < 0:
+        raise BadRequest("'limit' must not be negative")
+    logged = directory().changes(after, min(limit, MAX_CHANGES_PER_PAGE))
+    return jsonify(
+        changes=[
+            {"seq": entry.seq, "received_at_s": entry.received_at_s, "change": entry.change.to_json()}
+            for entry in logged
+        ]
+    ), 200
+
+
+@account_api.get("/v1/accounts/<int(signed=True):account_id>/preferences")
+def preferences(account_id: int) -> JsonReply:
+    return jsonify(_document(directory().preferences(account_id))), 200
+
+
+@account_api.get("/v1/devices/<device_id>/settings")
+def device_settings(device_id: str) -> JsonReply:
+    return jsonify(_document(directory().device_settings(device_id))), 200
+
+
+def create_account_api(accounts: AccountDirectory, *, token: str) -> Flask:
     if not token:
         # An empty token would make "Authorization: Bearer " a valid sign-in.
         raise ValueError("the account API needs a non-empty bearer token")
@@ -156,12 +294,13 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.url_map.converters["int"] = SqlIntConverter  # before the routes: ids the database can hold
+    app.extensions["linkhub_accounts"] = accounts
 
     @app.before_request
     def require_token() -> JsonReply | None:
         # Runs before routing errors are raised, so unknown paths answer 401
         # too and an unauthenticated caller learns nothing about the routes.
-        if request.endpoint == "health":
+        if request.endpoint == "account_api.health":
             return None
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if hmac.compare_digest(given, expected):
@@ -172,134 +311,11 @@ def create_account_api(directory: AccountDirectory, *, token: str) -> Flask:
         reply.headers["WWW-Authenticate"] = 'Bearer realm="linkhub-account-service"'
         return reply, status
 
-    @app.get("/v1/health")
-    def health() -> JsonReply:
-        return jsonify(ok=True), 200
-
-    @app.get("/v1/accounts/any")
-    def has_accounts() -> JsonReply:
-        return jsonify(has_accounts=directory.has_accounts()), 200
-
-    @app.post("/v1/accounts")
-    def create_account() -> JsonReply:
-        body = json_body()
-        account = directory.create(_string(body, "name"), _string(body, "password"))
-        return jsonify(_account(account)), 201
-
-    @app.post("/v1/auth")
-    def authenticate() -> JsonReply:
-        body = json_body()
-        account = directory.authenticate(_string(body, "name"), _string(body, "password"))
-        if account is None:
-            # One answer for a wrong password and an unknown name alike.
-            return json_error("bad_credentials", "Wrong name or password.", HTTPStatus.UNAUTHORIZED)
-        return jsonify(_account(account)), 200
-
-    @app.get("/v1/accounts/<int(signed=True):account_id>")
-    def get_account(account_id: int) -> JsonReply:
-        account = directory.get(account_id)
-        return (jsonify(_account(account)), 200) if account else _no_account()
-
-    @app.get("/v1/accounts/by-name/<name>")
-    def find_account(name: str) -> JsonReply:
-        account = directory.find(name)
-        return (jsonify(_account(account)), 200) if account else _no_account()
-
-    # --- the household: the owner's list and removal --------------------------------
-    @app.get("/v1/accounts")
-    def list_accounts() -> JsonReply:
-        return jsonify(accounts=[_summary(account) for account in directory.list_accounts()]), 200
-
-    @app.delete("/v1/accounts/<int(signed=True):account_id>")
-    def remove_account(account_id: int) -> JsonReply:
-        # The owner's account: AccountError, a 400 account_error like any refusal.
-        removed = directory.remove(account_id)
-        return (jsonify(_account(removed)), 200) if removed else _no_account()
-
-    # --- two-factor sign-in: secrets and recovery code hashes never leave ----------
-    @app.get("/v1/accounts/<int(signed=True):account_id>/two-factor")
-    def two_factor_status(account_id: int) -> JsonReply:
-        return jsonify(_two_factor_status(directory.two_factor_status(account_id))), 200
-
-    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/begin")
-    def begin_two_factor(account_id: int) -> JsonReply:
-        enrolment = directory.begin_two_factor(account_id)
-        return jsonify(secret=enrolment.secret, uri=enrolment.uri), 200
-
-    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/confirm")
-    def confirm_two_factor(account_id: int) -> JsonReply:
-        body = json_body()
-        codes = directory.confirm_two_factor(account_id, _string(body, "secret"), _string(body, "code"))
-        return jsonify(recovery_codes=codes), 200
-
-    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/check")
-    def check_second_factor(account_id: int) -> JsonReply:
-        method: SecondFactor | None = directory.check_second_factor(account_id, _string(json_body(), "code"))
-        return (jsonify(method=str(method)), 200) if method else _wrong_second_factor()
-
-    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/disable")
-    def disable_two_factor(account_id: int) -> JsonReply:
-        body = json_body()
-        if directory.disable_two_factor(account_id, _string(body, "password"), _string(body, "code")):
-            return jsonify(enabled=False), 200
-        return json_error("bad_credentials", "Wrong password or code.", HTTPStatus.UNAUTHORIZED)
-
-    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/recovery-codes")
-    def renew_recovery_codes(account_id: int) -> JsonReply:
-        codes = directory.renew_recovery_codes(account_id, _string(json_body(), "code"))
-        return (jsonify(recovery_codes=codes), 200) if codes is not None else _wrong_second_factor()
-
-    @app.post("/v1/accounts/<int(signed=True):account_id>/two-factor/reset")
-    def reset_two_factor(account_id: int) -> JsonReply:
-        # No password or code: the hub asks only for its owner or operator (hub.services.household).
-        return jsonify(was_on=directory.reset_two_factor(account_id)), 200
-
-    @app.post("/v1/accounts/<int(signed=True):account_id>/end-sessions")
-    def end_sessions(account_id: int) -> JsonReply:
-        return jsonify(sessions_ended_at_s=directory.end_sessions(account_id)), 200
-
-    @app.post("/v1/changes")
-    def apply_change() -> JsonReply:
-        return jsonify(applied=directory.apply_change(_change(json_body()))), 200
-
-    @app.get("/v1/changes")
-    def list_changes() -> JsonReply:
-        after = _int_arg("after", 0)
-        limit = _int_arg("limit", MAX_CHANGES_PER_PAGE)
-        if limit < 0:
-            raise BadRequest("'limit' must not be negative")
-        logged = directory.changes(after, min(limit, MAX_CHANGES_PER_PAGE))
-        return jsonify(
-            changes=[
-                {"seq": entry.seq, "received_at_s": entry.received_at_s, "change": entry.change.to_json()}
-                for entry in logged
-            ]
-        ), 200
-
-    @app.get("/v1/accounts/<int(signed=True):account_id>/preferences")
-    def preferences(account_id: int) -> JsonReply:
-        return jsonify(_document(directory.preferences(account_id))), 200
-
-    @app.get("/v1/devices/<device_id>/settings")
-    def device_settings(device_id: str) -> JsonReply:
-        return jsonify(_document(directory.device_settings(device_id))), 200
-
-    @app.errorhandler(BadRequest)
-    def bad_request(exc: BadRequest) -> JsonReply:
-        return json_error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
-
-    @app.errorhandler(AccountError)
-    def account_refused(exc: AccountError) -> JsonReply:
-        return json_error("account_error", str(exc), HTTPStatus.BAD_REQUEST)
-
-    @app.errorhandler(LinkHubError)
-    def service_failed(exc: LinkHubError) -> JsonReply:
-        return json_error("unavailable", str(exc), HTTPStatus.SERVICE_UNAVAILABLE)
-
-    app.register_error_handler(HTTPException, http_error)
+    app.register_blueprint(account_api)
+    register_json_errors(app, unavailable="unavailable")
 
     @app.errorhandler(Exception)
-    def internalerror(exc: Exception) -> JsonReply:
+    def internal_error(exc: Exception) -> JsonReply:
         # The database is down or a bug: the caller must not take this as an
         # answer, and the details belong in our log, not in the reply.
         log.error("account API request failed", exc_info=exc)

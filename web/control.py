@@ -10,15 +10,14 @@ error code, e.g. `payload_too_large`).
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from hub.core.accounts import AccountDirectory, AccountView
 from hub.errors import (
-    AccountError,
     HouseholdRefused,
     LinkDecisionError,
     LinkHubError,
@@ -31,7 +30,7 @@ from hub.services.links import LinkService
 from hub.services.settings import SettingsService
 from web.activity import what
 from web.household import status_for_refusal
-from web.json_api import BadRequest, JsonReply, http_error, json_body, json_error
+from web.json_api import BadRequest, JsonReply, json_body, json_error, register_json_errors
 from web.link import status_for
 from web.values import non_finite_path, view_json
 
@@ -77,167 +76,197 @@ def _limit(raw: str | None) -> int:
     return limit
 
 
+@dataclass(frozen=True, slots=True)
+class ControlServices:
+    """What the control API acts through: the hub's own services."""
+
+    links: LinkService
+    accounts: AccountDirectory
+    settings: SettingsService
+    activity: ActivityLog
+    household: Household
+
+
+control = Blueprint("control", __name__)
+
+
+def services() -> ControlServices:
+    found: ControlServices = current_app.extensions["linkhub_control"]
+    return found
+
+
+def account_named(name: str) -> AccountView:
+    account = services().accounts.find(name)
+    if account is None:
+        raise _NotFound("unknown_account", f"There is no account named {name!r}.")
+    return account
+
+
+@control.post("/v1/link/approve")
+def approve() -> JsonReply:
+    body = json_body()
+    code, account_name = _text(body, "code"), _text(body, "account")
+    account = account_named(account_name)
+    device = services().links.approve(code, account.id, origin="cli")
+    return jsonify(
+        device_id=device.device_id, name=device.name, model=device.model, account=account.name
+    ), 200
+
+
+@control.post("/v1/link/deny")
+def deny() -> JsonReply:
+    denied = services().links.deny(_text(json_body(), "code"), None, origin="cli")
+    return jsonify(
+        code=denied.user_code,
+        name=denied.device_name,
+        model=denied.device_model,
+        state=str(denied.state),
+    ), 200
+
+
+@control.get("/v1/devices")
+def devices() -> JsonReply:
+    found = services().links.list_devices()
+    names: dict[int, str | None] = {}
+    for account_id in {d.account_id for d in found}:
+        account = services().accounts.get(account_id)
+        names[account_id] = account.name if account else None
+    return jsonify(devices=[dataclasses.asdict(d) | {"account": names[d.account_id]} for d in found]), 200
+
+
+@control.delete("/v1/devices/<device_id>")
+def unlink_device(device_id: str) -> JsonReply:
+    # The operator of the hub acts for whichever account holds the device: a
+    # device id names one device, so no --account is asked for (as `link deny`).
+    device = services().links.unlink(device_id, None, origin="cli")
+    account = services().accounts.get(device.account_id)
+    return jsonify(dataclasses.asdict(device) | {"account": account.name if account else None}), 200
+
+
+@control.post("/v1/accounts")
+def create_account() -> JsonReply:
+    body = json_body()
+    account = services().household.create_account(
+        _text(body, "name"), _text(body, "password"), origin=Origin.CLI
+    )
+    return jsonify(id=account.id, name=account.name, is_owner=account.is_owner), 201
+
+
+@control.get("/v1/accounts")
+def list_accounts() -> JsonReply:
+    members = services().household.members()
+    return jsonify(
+        accounts=[dataclasses.asdict(member.account) | {"devices": member.devices} for member in members]
+    ), 200
+
+
+@control.delete("/v1/accounts/<path:name>")
+def remove_account(name: str) -> JsonReply:
+    removed = services().household.remove_member(account_named(name).id, origin=Origin.CLI)
+    return jsonify(id=removed.id, name=removed.name), 200
+
+
+@control.post("/v1/two-factor/off")
+def turn_off_two_factor() -> JsonReply:
+    # The name in the body: `/v1/accounts/<path:name>` already means the account itself.
+    account = services().household.reset_two_factor(
+        account_named(_text(json_body(), "account")).id, origin=Origin.CLI
+    )
+    return jsonify(id=account.id, name=account.name, two_factor=False), 200
+
+
+@control.get("/v1/activity")
+def recent_activity() -> JsonReply:
+    limit = _limit(request.args.get("limit"))
+    name = request.args.get("account")
+    if name is None:
+        events = services().activity.recent_in_household(limit)
+    else:
+        events = services().activity.recent(account_named(name).id, limit)
+    names: dict[int, str | None] = {}
+    for account_id in {event.account_id for event in events if event.account_id is not None}:
+        account = services().accounts.get(account_id)
+        names[account_id] = account.name if account else None  # None: removed since
+    return jsonify(
+        events=[
+            dataclasses.asdict(event)
+            | {
+                "what": what(event.kind),
+                "account": names.get(event.account_id) if event.account_id is not None else None,
+            }
+            for event in events
+        ]
+    ), 200
+
+
+@control.get("/v1/settings/account/<path:name>")  # account names may hold a slash
+def account_settings(name: str) -> JsonReply:
+    account = account_named(name)
+    current = services().settings.preferences(account.id)
+    return jsonify(account=account.name, document=current.document, version=current.version), 200
+
+
+@control.post("/v1/settings/account")
+def change_account_settings() -> JsonReply:
+    body = json_body()
+    account = account_named(_text(body, "account"))
+    changed = services().settings.set_preferences(account.id, _changes(body), origin="cli")
+    return jsonify(account=account.name, document=changed.document, version=changed.version), 200
+
+
+@control.get("/v1/settings/device/<device_id>")
+def device_settings(device_id: str) -> JsonReply:
+    view = services().settings.device_view(device_id)
+    if view is None:
+        raise _NotFound("unknown_device", f"There is no linked device {device_id!r}.")
+    return jsonify(view_json(view)), 200
+
+
+@control.post("/v1/settings/device")
+def change_device_settings() -> JsonReply:
+    body = json_body()
+    view = services().settings.set_device_settings(_text(body, "device_id"), _changes(body), origin="cli")
+    return jsonify(view_json(view)), 200
+
+
+@control.errorhandler(_NotFound)
+def not_found(exc: _NotFound) -> JsonReply:
+    return json_error(exc.reason, str(exc), HTTPStatus.NOT_FOUND)
+
+
+@control.errorhandler(SettingsRefused)
+def settings_refused(exc: SettingsRefused) -> JsonReply:
+    # The service says "unknown_device" for a device that is not linked (any more).
+    status = HTTPStatus.NOT_FOUND if exc.code == "unknown_device" else HTTPStatus.BAD_REQUEST
+    return json_error(str(exc.code), str(exc), status)
+
+
+@control.errorhandler(LinkDecisionError)
+def decision_refused(exc: LinkDecisionError) -> JsonReply:
+    return json_error(str(exc.reason), str(exc), status_for(exc.reason))
+
+
+@control.errorhandler(UnlinkRefused)
+def unlink_refused(exc: UnlinkRefused) -> JsonReply:
+    status = HTTPStatus.CONFLICT if exc.reason == "already_unlinked" else HTTPStatus.NOT_FOUND
+    return json_error(exc.reason, str(exc), status)
+
+
+@control.errorhandler(HouseholdRefused)
+def household_refused(exc: HouseholdRefused) -> JsonReply:
+    return json_error(exc.reason, str(exc), status_for_refusal(exc.reason))
+
+
 def create_control_app(
     *, links: LinkService, accounts: AccountDirectory, settings: SettingsService, activity: ActivityLog
 ) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    household = Household(accounts, activity, links)
-
-    def account_named(name: str) -> AccountView:
-        account = accounts.find(name)
-        if account is None:
-            raise _NotFound("unknown_account", f"There is no account named {name!r}.")
-        return account
-
-    @app.post("/v1/link/approve")
-    def approve() -> JsonReply:
-        body = json_body()
-        code, account_name = _text(body, "code"), _text(body, "account")
-        account = account_named(account_name)
-        device = links.approve(code, account.id, origin="cli")
-        return jsonify(
-            device_id=device.device_id, name=device.name, model=device.model, account=account.name
-        ), 200
-
-    @app.post("/v1/link/deny")
-    def deny() -> JsonReply:
-        denied = links.deny(_text(json_body(), "code"), None, origin="cli")
-        return jsonify(
-            code=denied.user_code,
-            name=denied.device_name,
-            model=denied.device_model,
-            state=str(denied.state),
-        ), 200
-
-    @app.get("/v1/devices")
-    def devices() -> JsonReply:
-        found = links.list_devices()
-        names: dict[int, str | None] = {}
-        for account_id in {d.account_id for d in found}:
-            account = accounts.get(account_id)
-            names[account_id] = account.name if account else None
-        return jsonify(devices=[dataclasses.asdict(d) | {"account": names[d.account_id]} for d in found]), 200
-
-    @app.delete("/v1/devices/<device_id>")
-    def unlink_device(device_id: str) -> JsonReply:
-        # The operator of the hub acts for whichever account holds the device: a
-        # device id names one device, so no --account is asked for (as `link deny`).
-        device = links.unlink(device_id, None, origin="cli")
-        account = accounts.get(device.account_id)
-        return jsonify(dataclasses.asdict(device) | {"account": account.name if account else None}), 200
-
-    @app.post("/v1/accounts")
-    def create_account() -> JsonReply:
-        body = json_body()
-        account = household.create_account(_text(body, "name"), _text(body, "password"), origin=Origin.CLI)
-        return jsonify(id=account.id, name=account.name, is_owner=account.is_owner), 201
-
-    @app.get("/v1/accounts")
-    def list_accounts() -> JsonReply:
-        members = household.members()
-        return jsonify(
-            accounts=[dataclasses.asdict(member.account) | {"devices": member.devices} for member in members]
-        ), 200
-
-    @app.delete("/v1/accounts/<path:name>")
-    def remove_account(name: str) -> JsonReply:
-        removed = household.remove_member(account_named(name).id, origin=Origin.CLI)
-        return jsonify(id=removed.id, name=removed.name), 200
-
-    @app.post("/v1/two-factor/off")
-    def turn_off_two_factor() -> JsonReply:
-        # The name in the body: `/v1/accounts/<path:name>` already means the account itself.
-        account = household.reset_two_factor(
-            account_named(_text(json_body(), "account")).id, origin=Origin.CLI
-        )
-        return jsonify(id=account.id, name=account.name, two_factor=False), 200
-
-    @app.get("/v1/activity")
-    def recent_activity() -> JsonReply:
-        limit = _limit(request.args.get("limit"))
-        name = request.args.get("account")
-        if name is None:
-            events = activity.recent_in_household(limit)
-        else:
-            events = activity.recent(account_named(name).id, limit)
-        names: dict[int, str | None] = {}
-        for account_id in {event.account_id for event in events if event.account_id is not None}:
-            account = accounts.get(account_id)
-            names[account_id] = account.name if account else None  # None: removed since
-        return jsonify(
-            events=[
-                dataclasses.asdict(event)
-                | {
-                    "what": what(event.kind),
-                    "account": names.get(event.account_id) if event.account_id is not None else None,
-                }
-                for event in events
-            ]
-        ), 200
-
-    @app.get("/v1/settings/account/<path:name>")  # account names may hold a slash
-    def account_settings(name: str) -> JsonReply:
-        account = account_named(name)
-        current = settings.preferences(account.id)
-        return jsonify(account=account.name, document=current.document, version=current.version), 200
-
-    @app.post("/v1/settings/account")
-    def change_account_settings() -> JsonReply:
-        body = json_body()
-        account = account_named(_text(body, "account"))
-        changed = settings.set_preferences(account.id, _changes(body), origin="cli")
-        return jsonify(account=account.name, document=changed.document, version=changed.version), 200
-
-    @app.get("/v1/settings/device/<device_id>")
-    def device_settings(device_id: str) -> JsonReply:
-        view = settings.device_view(device_id)
-        if view is None:
-            raise _NotFound("unknown_device", f"There is no linked device {device_id!r}.")
-        return jsonify(view_json(view)), 200
-
-    @app.post("/v1/settings/device")
-    def change_device_settings() -> JsonReply:
-        body = json_body()
-        view = settings.set_device_settings(_text(body, "device_id"), _changes(body), origin="cli")
-        return jsonify(view_json(view)), 200
-
-    @app.errorhandler(BadRequest)
-    def bad_request(exc: BadRequest) -> JsonReply:
-        return json_error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
-
-    @app.errorhandler(_NotFound)
-    def not_found(exc: _NotFound) -> JsonReply:
-        return json_error(exc.reason, str(exc), HTTPStatus.NOT_FOUND)
-
-    @app.errorhandler(SettingsRefused)
-    def settings_refused(exc: SettingsRefused) -> JsonReply:
-        # The service says "unknown_device" for a device that is not linked (any more).
-        status = HTTPStatus.NOT_FOUND if exc.code == "unknown_device" else HTTPStatus.BAD_REQUEST
-        return json_error(str(exc.code), str(exc), status)
-
-    @app.errorhandler(LinkDecisionError)
-    def decision_refused(exc: LinkDecisionError) -> JsonReply:
-        return json_error(str(exc.reason), str(exc), status_for(exc.reason))
-
-    @app.errorhandler(UnlinkRefused)
-    def unlink_refused(exc: UnlinkRefused) -> JsonReply:
-        status = HTTPStatus.CONFLICT if exc.reason == "already_unlinked" else HTTPStatus.NOT_FOUND
-        return json_error(exc.reason, str(exc), status)
-
-    @app.errorhandler(HouseholdRefused)
-    def household_refused(exc: HouseholdRefused) -> JsonReply:
-        return json_error(exc.reason, str(exc), status_for_refusal(exc.reason))
-
-    @app.errorhandler(AccountError)
-    def account_refused(exc: AccountError) -> JsonReply:
-        return json_error("account_error", str(exc), HTTPStatus.BAD_REQUEST)
-
-    @app.errorhandler(LinkHubError)
-    def hub_failed(exc: LinkHubError) -> JsonReply:
-        # Nothing was decided: e.g. the broker did not confirm a device's credentials.
-        return json_error("hub_unavailable", str(exc), HTTPStatus.SERVICE_UNAVAILABLE)
-
-    app.register_error_handler(HTTPException, http_error)
-
+    app.extensions["linkhub_control"] = ControlServices(
+        links, accounts, settings, activity, Household(accounts, activity, links)
+    )
+    app.register_blueprint(control)
+    # Nothing was decided on a LinkHubError the routes do not name: e.g. the
+    # broker did not confirm a device's credentials.
+    register_json_errors(app, unavailable="hub_unavailable")
     return app

@@ -4,14 +4,15 @@ JSON object body."""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
-from flask import jsonify, request
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from hub.errors import LinkHubError
+from hub.errors import AccountError, LinkHubError
 
 JsonReply = tuple[BaseResponse, int]
 
@@ -59,3 +60,25 @@ class SqlIntConverter(IntegerConverter):
 def http_error(exc: HTTPException) -> JsonReply:
     """Flask's own refusals (404, 405, 413, ...) in the same JSON shape."""
     return json_error((exc.name or "error").lower().replace(" ", "_"), exc.description or "", exc.code or 500)
+
+
+def register_json_errors(app: Flask, *, unavailable: str) -> None:
+    """The error handlers both JSON APIs share (the control API and the account
+    service API): a body our clients never send is 400 `bad_request`, a refused
+    account change 400 `account_error`, any other LinkHubError 503 named
+    `unavailable` (nothing was done), and Flask's own refusals in the same shape.
+    A blueprint's handlers for narrower errors are asked first."""
+
+    def bad_request(exc: BadRequest) -> JsonReply:
+        return json_error("bad_request", str(exc), HTTPStatus.BAD_REQUEST)
+
+    def account_refused(exc: AccountError) -> JsonReply:
+        return json_error("account_error", str(exc), HTTPStatus.BAD_REQUEST)
+
+    def failed(exc: LinkHubError) -> JsonReply:
+        return json_error(unavailable, str(exc), HTTPStatus.SERVICE_UNAVAILABLE)
+
+    app.register_error_handler(BadRequest, bad_request)
+    app.register_error_handler(AccountError, account_refused)
+    app.register_error_handler(LinkHubError, failed)
+    app.register_error_handler(HTTPException, http_error)
