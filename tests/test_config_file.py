@@ -429,7 +429,7 @@ def test_linkhub_run_reads_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("LINKHUB_MQTT_PORT", "1999")
     (tmp_path / "linkhub.toml").write_text("http_port = 8090\nmqtt_port = 1888\nmdns = false\n")
     args = cli.build_parser().parse_args(["run", "--data-dir", str(tmp_path), "--http-port", "8091"])
-    config = cli._run_config(args)
+    config = cli.run_config(args)
     assert (config.http_port, config.mqtt_port, config.mdns) == (8091, 1999, False)
 
 

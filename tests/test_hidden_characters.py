@@ -60,7 +60,7 @@ def test_escaped_text_shows_each_character_and_keeps_the_rest() -> None:
 
 
 def test_cli_tables_show_hidden_characters_escaped(capsys: pytest.CaptureFixture[str]) -> None:
-    cli._print_table([("KEY", "VALUE"), ("Lamp\x1b[2J", "\u202eevil"), ("ok", "line\nbreak")])
+    cli.print_table([("KEY", "VALUE"), ("Lamp\x1b[2J", "\u202eevil"), ("ok", "line\nbreak")])
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\u202e" not in out
     assert "Lamp\\x1b[2J" in out and "\\u202eevil" in out and "line\\nbreak" in out

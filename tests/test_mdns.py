@@ -43,7 +43,7 @@ from hub.net.addresses import (
     unknown_mdns_interfaces,
 )
 from hub.net.mdns import HubAnnouncement, broker_host_for_txt, serves_web_page, service_infos, txt_records
-from linkhub.cli import _run_config, build_parser
+from linkhub.cli import build_parser, run_config
 from linkhub_protocol import MDNS_SERVICE_TYPE
 
 SCENARIOS = Path(__file__).with_name("mdns_scenarios.py")
@@ -218,14 +218,14 @@ def test_hub_config_checks_the_label(tmp_path: Path) -> None:
 def test_run_flags_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LINKHUB_MDNS_NAME", raising=False)
     parse = build_parser().parse_args
-    plain = _run_config(parse(["run", "--data-dir", str(tmp_path)]))
+    plain = run_config(parse(["run", "--data-dir", str(tmp_path)]))
     assert (plain.mdns, plain.mdns_name, plain.mdns_interfaces) == (True, "linkhub", ())
-    chosen = _run_config(
+    chosen = run_config(
         parse(["run", "--data-dir", str(tmp_path), "--mdns-name", "Kitchen.local",
                "--mdns-interface", "wlan0", "--mdns-interface", "192.168.1.20"])
     )  # fmt: skip
     assert (chosen.mdns_name, chosen.mdns_interfaces) == ("kitchen", ("wlan0", "192.168.1.20"))
-    assert _run_config(parse(["run", "--data-dir", str(tmp_path), "--no-mdns"])).mdns is False
+    assert run_config(parse(["run", "--data-dir", str(tmp_path), "--no-mdns"])).mdns is False
 
 
 # --- the hub's wiring (hub/daemon.py), with zeroconf replaced -----------------------------

@@ -49,6 +49,7 @@ from hub.config.model import (
     ExternalBroker,
     HostPort,
     HubConfig,
+    find_data_dir,
     mdns_host_label,
     parse_broker_url,
     parse_host_port,
@@ -61,7 +62,6 @@ from hub.store.secret_file import read_secret
 
 FILE_NAME = "linkhub.toml"  # looked for in the data directory when no file is named
 CONFIG_ENV = "LINKHUB_CONFIG"
-DATA_DIR_ENV = "LINKHUB_DATA_DIR"
 ENV_PREFIX = "LINKHUB_"
 
 DEFAULT = "default"
@@ -767,12 +767,8 @@ def choose_file(flag: Path | None, env: Mapping[str, str], data_dir: Path) -> Fi
 
 
 def data_dir_from(flag: Path | None, env: Mapping[str, str], home: Path) -> tuple[Path, str]:
-    """The data directory and its source: --data-dir, else LINKHUB_DATA_DIR, else ~/.local/share/linkhub."""
-    if flag is not None:
-        return flag.expanduser().resolve(), "flag --data-dir"
-    if env.get(DATA_DIR_ENV, "").strip():
-        return Path(env[DATA_DIR_ENV].strip()).expanduser().resolve(), f"env {DATA_DIR_ENV}"
-    return (home / ".local/share/linkhub").resolve(), DEFAULT
+    """The data directory and its source (hub.config.model.find_data_dir, the one way)."""
+    return find_data_dir(flag, env, home)
 
 
 def read_file(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -215,8 +216,20 @@ class HubConfig:
         return self.data_dir / "broker"
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("LINKHUB_DATA_DIR") or Path.home() / ".local/share/linkhub")
+DATA_DIR_ENV = "LINKHUB_DATA_DIR"
+
+
+def find_data_dir(
+    flag: Path | None, env: Mapping[str, str] | None = None, home: Path | None = None
+) -> tuple[Path, str]:
+    """The one way to find the data directory, and where it came from:
+    --data-dir, else LINKHUB_DATA_DIR, else ~/.local/share/linkhub."""
+    env = os.environ if env is None else env
+    if flag is not None:
+        return flag.expanduser().resolve(), "flag --data-dir"
+    if env.get(DATA_DIR_ENV, "").strip():
+        return Path(env[DATA_DIR_ENV].strip()).expanduser().resolve(), f"env {DATA_DIR_ENV}"
+    return ((home or Path.home()) / ".local/share/linkhub").resolve(), "default"
 
 
 def default_database_url(data_dir: Path) -> str:
