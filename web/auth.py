@@ -37,10 +37,10 @@ from flask import (
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core.accounts import AccountView
+from hub.core.origin import Origin
 from hub.core.rate_limits import wait_words
 from hub.errors import AccountError
 from hub.services.activity import ActivityKind
-from hub.services.household import Origin
 from web.config import WebConfig
 from web.password_checks import BUSY_RETRY_AFTER_S, PasswordChecks
 from web.pending import Pending

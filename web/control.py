@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from hub.core.accounts import AccountDirectory, AccountView
+from hub.core.origin import Origin
 from hub.errors import (
     HouseholdRefused,
     LinkDecisionError,
@@ -25,7 +26,7 @@ from hub.errors import (
     UnlinkRefused,
 )
 from hub.services.activity import ActivityLog
-from hub.services.household import Household, Origin
+from hub.services.household import Household
 from hub.services.links import LinkService
 from hub.services.settings import SettingsService
 from web.activity import what
@@ -107,7 +108,7 @@ def approve() -> JsonReply:
     body = json_body()
     code, account_name = _text(body, "code"), _text(body, "account")
     account = account_named(account_name)
-    device = services().links.approve(code, account.id, origin="cli")
+    device = services().links.approve(code, account.id, origin=Origin.CLI)
     return jsonify(
         device_id=device.device_id, name=device.name, model=device.model, account=account.name
     ), 200
@@ -115,7 +116,7 @@ def approve() -> JsonReply:
 
 @control.post("/v1/link/deny")
 def deny() -> JsonReply:
-    denied = services().links.deny(_text(json_body(), "code"), None, origin="cli")
+    denied = services().links.deny(_text(json_body(), "code"), None, origin=Origin.CLI)
     return jsonify(
         code=denied.user_code,
         name=denied.device_name,
@@ -138,7 +139,7 @@ def devices() -> JsonReply:
 def unlink_device(device_id: str) -> JsonReply:
     # The operator of the hub acts for whichever account holds the device: a
     # device id names one device, so no --account is asked for (as `link deny`).
-    device = services().links.unlink(device_id, None, origin="cli")
+    device = services().links.unlink(device_id, None, origin=Origin.CLI)
     account = services().accounts.get(device.account_id)
     return jsonify(dataclasses.asdict(device) | {"account": account.name if account else None}), 200
 
@@ -210,7 +211,7 @@ def account_settings(name: str) -> JsonReply:
 def change_account_settings() -> JsonReply:
     body = json_body()
     account = account_named(_text(body, "account"))
-    changed = services().settings.set_preferences(account.id, _changes(body), origin="cli")
+    changed = services().settings.set_preferences(account.id, _changes(body), origin=Origin.CLI)
     return jsonify(account=account.name, document=changed.document, version=changed.version), 200
 
 
@@ -225,7 +226,9 @@ def device_settings(device_id: str) -> JsonReply:
 @control.post("/v1/settings/device")
 def change_device_settings() -> JsonReply:
     body = json_body()
-    view = services().settings.set_device_settings(_text(body, "device_id"), _changes(body), origin="cli")
+    view = services().settings.set_device_settings(
+        _text(body, "device_id"), _changes(body), origin=Origin.CLI
+    )
     return jsonify(view_json(view)), 200
 
 

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.core.origin import Origin
 from hub.errors import LinkHubError, SettingsRefused, UnlinkRefused
 from hub.services.links import DeviceView
 from hub.services.settings import DeviceSettingsView
@@ -124,7 +125,9 @@ def device_page(device_id: str) -> tuple[str, int]:
 def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:
     device, before = own_device_or_404(device_id)
     try:
-        after = services().settings.set_device_settings(device_id, typed_change(request.form), origin="web")
+        after = services().settings.set_device_settings(
+            device_id, typed_change(request.form), origin=Origin.WEB
+        )
     except SettingsRefused as exc:
         return _device_page(
             device,
@@ -162,7 +165,7 @@ def unlink_device(device_id: str) -> BaseResponse | tuple[str, int]:
     if request.form.get("confirm") != "yes":
         return render_template("unlink.html", device=device, error=None), 200
     try:
-        services().links.unlink(device_id, g.account.id, origin="web", address=request.remote_addr)
+        services().links.unlink(device_id, g.account.id, origin=Origin.WEB, address=request.remote_addr)
     except UnlinkRefused as exc:
         if exc.reason != "already_unlinked":
             abort(HTTPStatus.NOT_FOUND)
@@ -197,7 +200,9 @@ def unlink_device_json(device_id: str) -> tuple[BaseResponse, int]:
     which this app never grants; the token does not rely on that.
     """
     try:
-        device = services().links.unlink(device_id, g.account.id, origin="api", address=request.remote_addr)
+        device = services().links.unlink(
+            device_id, g.account.id, origin=Origin.API, address=request.remote_addr
+        )
     except UnlinkRefused as exc:
         if exc.reason == "already_unlinked":
             return jsonify(error="already_unlinked", message=str(exc)), HTTPStatus.CONFLICT

@@ -22,9 +22,10 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core.accounts import AccountView
+from hub.core.origin import Origin
 from hub.errors import AccountError, HouseholdRefused
 from hub.services.activity import ActivityKind
-from hub.services.household import NOT_OWNER_MESSAGE, Member, Origin, Refusal
+from hub.services.household import NOT_OWNER_MESSAGE, Member, Refusal
 from web.auth import login_required
 from web.services import services
 

@@ -25,6 +25,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core import codes
+from hub.core.origin import Origin
 from hub.core.rate_limits import wait_words
 from hub.errors import LinkDecisionError, LinkHubError
 from hub.services.activity import ActivityKind
@@ -151,10 +152,10 @@ def decide() -> Page:
     links = services().links
     try:
         if action == "approve":
-            device = links.approve(code, g.account.id, origin="web", address=request.remote_addr)
+            device = links.approve(code, g.account.id, origin=Origin.WEB, address=request.remote_addr)
             return render_template("linked.html", device=device), 200
         if action == "deny":
-            denied = links.deny(code, g.account.id, origin="web", address=request.remote_addr)
+            denied = links.deny(code, g.account.id, origin=Origin.WEB, address=request.remote_addr)
             return render_template("denied.html", req=denied), 200
     except LinkDecisionError as exc:
         if exc.reason == CodeStatus.USED:

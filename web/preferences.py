@@ -12,6 +12,7 @@ from http import HTTPStatus
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.core.origin import Origin
 from hub.errors import SettingsRefused
 from web.auth import login_required
 from web.services import services
@@ -43,7 +44,7 @@ def change_preference() -> BaseResponse | tuple[str, int]:
     settings = services().settings
     before = settings.preferences(g.account.id).version
     try:
-        after = settings.set_preferences(g.account.id, typed_change(request.form), origin="web")
+        after = settings.set_preferences(g.account.id, typed_change(request.form), origin=Origin.WEB)
     except SettingsRefused as exc:
         # What was typed stays in the form, to be corrected.
         return _page(

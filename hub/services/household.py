@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from hub.core.accounts import AccountDirectory, AccountSummary, AccountView
+from hub.core.origin import Origin
 from hub.errors import HouseholdRefused
 from hub.services.activity import ActivityKind, ActivityLog
 from hub.services.links import DeviceView
@@ -49,14 +50,6 @@ class Refusal(StrEnum):
     HAS_DEVICES = "has_devices"  # the member's devices must be unlinked first
     OWN_ACCOUNT = "own_account"  # the owner turns their own two-factor off with password and code
     TWO_FACTOR_OFF = "two_factor_off"  # two-factor sign-in is not on: nothing to turn off
-
-
-class Origin(StrEnum):
-    """Where a household change was made, for the activity log's words."""
-
-    SETUP = "setup"  # the first-run page that makes the owner
-    WEB = "web"  # the owner's household page
-    CLI = "cli"  # `linkhub account add/remove/two-factor-off`: the hub's operator
 
 
 class LinkedDevices(Protocol):

@@ -30,6 +30,7 @@ from hub.config.model import DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S
 from hub.core import codes, sealing
 from hub.core.link_limits import LinkRequestLimits, LogEvery
 from hub.core.linking import InvalidTransition, LinkEvent, LinkOutput, LinkState, is_expired, step
+from hub.core.origin import Origin, origin_words
 from hub.core.rate_limits import LimitsPolicy
 from hub.errors import LinkDecisionError, LinkHubError, UnlinkRefused
 from hub.services import metrics
@@ -578,7 +579,7 @@ class LinkService:
             return CodeLookup(status, _request_view(record, state))
 
     def approve(
-        self, typed: str, account_id: int, *, origin: str | None = None, address: str | None = None
+        self, typed: str, account_id: int, *, origin: Origin | None = None, address: str | None = None
     ) -> DeviceView:
         """Issue the device's broker identity, then tell the device. Raises LinkDecisionError.
 
@@ -834,7 +835,7 @@ class LinkService:
             )
 
     def deny(
-        self, typed: str, account_id: int | None, *, origin: str | None = None, address: str | None = None
+        self, typed: str, account_id: int | None, *, origin: Origin | None = None, address: str | None = None
     ) -> LinkRequestView:
         """`account_id` None: the hub's operator (`linkhub link deny`); the event then
         belongs to no account (`linkhub activity` without --account shows it)."""
@@ -870,7 +871,7 @@ class LinkService:
             return device is not None and device.unlinked_at_s is not None
 
     def unlink(
-        self, device_id: str, account_id: int | None, *, origin: str, address: str | None = None
+        self, device_id: str, account_id: int | None, *, origin: Origin, address: str | None = None
     ) -> DeviceView:
         """Take a linked device off the hub. Raises UnlinkRefused.
 
@@ -906,7 +907,7 @@ class LinkService:
                     raise UnlinkRefused(
                         "already_unlinked", f"{device.name} ({device_id}) is already unlinked."
                     )
-                detail = f"{device.name} ({device.model}), unlinked {_ORIGINS.get(origin, 'by ' + origin)}"
+                detail = f"{device.name} ({device.model}), unlinked {origin_words(origin)}"
                 view = self._take_off(session, device, now, RevokedReason.UNLINKED, detail, address)
         self._clear_retained(device_id)
         return view
@@ -1167,9 +1168,6 @@ class LinkService:
             log.warning("could not push a link reply now (%s); the device's next poll gets it", exc)
 
 
-_ORIGINS = {"web": "on the web page", "api": "through the web API", "cli": "with the linkhub command"}
-
-
 def _duration(seconds: float) -> str:
     """`86400` -> "24 h", `600` -> "10 min": for the activity log and the page."""
     if seconds >= 3600 and seconds % 3600 == 0:
@@ -1179,10 +1177,10 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds)} s"
 
 
-def _decision_detail(record: LinkRequestRecord, origin: str | None) -> str:
+def _decision_detail(record: LinkRequestRecord, origin: Origin | None) -> str:
     """Which device asked, with what it reported, and where the person decided."""
     where = f" from {record.device_address}" if record.device_address else ""
-    how = f", decided {_ORIGINS.get(origin, 'by ' + origin)}" if origin else ""
+    how = f", decided {origin_words(origin)}" if origin else ""
     return f"{record.device_name} ({record.device_model}){where}, code {codes.display(record.user_code)}{how}"
 
 

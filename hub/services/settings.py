@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 import linkhub_protocol as protocol
 from hub.core.accounts import ChangeKind, VersionedDocument
 from hub.core.link_limits import LogEvery
+from hub.core.origin import Origin, origin_words
 from hub.core.rate_limits import DeviceLimits, LimitsPolicy, wait_words
 from hub.core.settings_merge import (
     JsonObject,
@@ -74,14 +75,6 @@ SLOW_DOWN_REPLY_INTERVAL_S = 1.0
 # Devices whose refusals are being counted; past this the table starts over
 # (a few lines logged early), so made-up device ids cannot grow it.
 _MAX_REFUSAL_COUNTERS = 4096
-
-# How the activity log says where a settings change was made (SettingsChange.origin).
-_CHANGE_ORIGINS = {
-    "web": "on the web page",
-    "cli": "with the linkhub command",
-    "device": "on the device itself",
-}
-
 
 class DevicePublisher(Protocol):
     def send_to_devices(
@@ -187,7 +180,7 @@ class SettingsService:
             return [self._view(shadow) for _device, shadow in self._linked_shadows(session, account_id)]
 
     # --- a person's changes (web page, CLI) -----------------------------------
-    def set_preferences(self, account_id: int, patch: JsonObject, *, origin: str) -> VersionedDocument:
+    def set_preferences(self, account_id: int, patch: JsonObject, *, origin: Origin) -> VersionedDocument:
         """Change an account's preferences; every device of the account gets the change."""
         patch = self._checked_patch(patch)
         with self._lock:
@@ -219,7 +212,7 @@ class SettingsService:
         self._outbox_changed()
         return result
 
-    def set_device_settings(self, device_id: str, patch: JsonObject, *, origin: str) -> DeviceSettingsView:
+    def set_device_settings(self, device_id: str, patch: JsonObject, *, origin: Origin) -> DeviceSettingsView:
         """Change one device's own settings (they win over the account's preferences)."""
         patch = self._checked_patch(patch)
         with self._lock:
@@ -343,7 +336,7 @@ class SettingsService:
             try:
                 self._check_device_change(shadow, parsed.changes, parsed.base_version, session)
                 outbound = self._apply_device_change(
-                    session, shadow, parsed.changes, "device", change_id=change_id
+                    session, shadow, parsed.changes, Origin.DEVICE, change_id=change_id
                 )
             except SettingsRefused as exc:
                 return [self._refusal(device_id, parsed.request_id, ErrorCode(exc.code), str(exc))]
@@ -435,7 +428,7 @@ class SettingsService:
         session: Session,
         shadow: DeviceShadow,
         patch: JsonObject,
-        origin: str,
+        origin: Origin,
         *,
         change_id: str | None = None,
     ) -> list[Outbound]:
@@ -462,7 +455,7 @@ class SettingsService:
         return outbound
 
     def _record_change(
-        self, session: Session, account_id: int, device_id: str | None, change: JsonObject, origin: str
+        self, session: Session, account_id: int, device_id: str | None, change: JsonObject, origin: Origin
     ) -> None:
         """The account's activity: which keys changed, where, and for which device.
 
@@ -471,7 +464,7 @@ class SettingsService:
         what. In the same transaction as the change, so one is kept with the other.
         """
         subject = "the device's own settings" if device_id else "the account's preferences"
-        where = _CHANGE_ORIGINS.get(origin, f"by {origin}")
+        where = origin_words(origin)
         self._activity.add(
             session,
             ActivityKind.SETTINGS_CHANGED,
@@ -586,7 +579,7 @@ class SettingsService:
         device_id: str | None,
         patch: JsonObject,
         version: int,
-        origin: str,
+        origin: Origin,
         *,
         change_id: str | None = None,
     ) -> None:
