@@ -38,7 +38,7 @@ from linkhub import control_client
 
 # `linkhub run` in a subprocess is written once, for the tests and for these (tests/hub_process.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from hub_process import LINKHUB, READY, linkhub_run_command, read_lines_until
+from hub_process import LINKHUB, READY, LineReader, linkhub_run_command
 from hub_process import LOOPBACK as HOST
 
 ADMIN_USERNAME = "linkhub-admin"  # hub/broker/managed.py's; the bench reads the password from the data dir
@@ -124,7 +124,7 @@ def running_hub(extra: Sequence[str] = (), keep: bool = False) -> Iterator[Hub]:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     assert process.stdout is not None
     try:
-        read_lines_until(process.stdout, lambda line: line.startswith(READY), timeout_s=60)
+        LineReader(process.stdout).until(lambda line: line.startswith(READY), timeout_s=60)
         yield Hub(process, data_dir, http_port, mqtt_port, command)
     finally:
         process.send_signal(signal.SIGTERM)

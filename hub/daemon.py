@@ -568,26 +568,44 @@ class Hub:
             correlation = None
         return self.links.handle_rejection(parsed, correlation)
 
+    # --- routing: what arrives on which topic, and who handles it --------------
+    # The one table. Link requests arrive on their own connection (MqttResponder,
+    # protocol.link_request_subscription(), answered in _answer_link_requests);
+    # everything else a device sends arrives on the main connection, under
+    # linkhub/v1/devices/<device_id>/<leaf>, and goes by its leaf:
+    #   status                     -> _on_status: LinkService (online, first connect)
+    #   settings/get|reported|set  -> SettingsService.handle_device_message
+    # (subscribed in start(): the status filter per hub, the settings filters shared.)
+    def _device_routes(self) -> dict[str, Callable[[str, str, InboundMessage], None]]:
+        return {
+            "status": self._on_status,
+            **{leaf: self._on_settings_message for leaf in protocol.DEVICE_INBOUND},
+        }
+
     def _on_message(self, message: InboundMessage) -> None:
-        """Anything but a link request: device status and settings messages."""
+        """Anything but a link request: by the device topic's leaf (_device_routes)."""
         device_topic = protocol.parse_device_topic(message.topic)
-        if device_topic is not None and device_topic[1] == "status":
-            if not message.payload:
-                return  # a retained status being cleared (an unlink): nothing to record
-            if message.retain and self.links.was_unlinked(device_topic[0]):
-                # A ghost of an unlinked device, e.g. left by a broker that was away
-                # while it was unlinked: clear it rather than hand it to every subscriber.
-                self._clear_ghost(message.topic)
-                return
-            status = self.settings.checked_status(device_topic[0], message.payload)
-            if status is None:
-                return
-            self.links.device_status(device_topic[0], status.online)
+        handler = self._device_routes().get(device_topic[1]) if device_topic is not None else None
+        if device_topic is None or handler is None:
+            log.warning("dropped a message on unexpected topic %s", message.topic)
             return
-        if device_topic is not None and device_topic[1] in protocol.DEVICE_INBOUND:
-            self.settings.handle_device_message(device_topic[0], device_topic[1], message.payload)
+        device_id, leaf = device_topic
+        handler(device_id, leaf, message)
+
+    def _on_status(self, device_id: str, _leaf: str, message: InboundMessage) -> None:
+        if not message.payload:
+            return  # a retained status being cleared (an unlink): nothing to record
+        if message.retain and self.links.was_unlinked(device_id):
+            # A ghost of an unlinked device, e.g. left by a broker that was away
+            # while it was unlinked: clear it rather than hand it to every subscriber.
+            self._clear_ghost(message.topic)
             return
-        log.warning("dropped a message on unexpected topic %s", message.topic)
+        status = self.settings.checked_status(device_id, message.payload)
+        if status is not None:
+            self.links.device_status(device_id, status.online)
+
+    def _on_settings_message(self, device_id: str, leaf: str, message: InboundMessage) -> None:
+        self.settings.handle_device_message(device_id, leaf, message.payload)
 
     def _clear_ghost(self, topic: str) -> None:
         if self._mqtt is None:

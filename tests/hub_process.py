@@ -1,6 +1,7 @@
 """`linkhub run` in a subprocess, written once for the tests and bench/: the
-command on loopback ports without mDNS, and reading its output up to a line
-with a deadline that holds even when the hub prints nothing at all."""
+command on loopback ports without mDNS, and reading a child's output up to a
+line (LineReader, on a thread of its own, when the wait must end at its
+deadline even if the child prints nothing)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import queue
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -75,14 +75,18 @@ class LineReader:
         return self.seen[start:]
 
 
-# One reader per stream: a second thread on the same stream would take lines the first awaits.
-_readers: weakref.WeakKeyDictionary[IO[str], LineReader] = weakref.WeakKeyDictionary()
-
-
 def read_lines_until(stream: IO[str], predicate: Callable[[str], bool], timeout_s: float = 30) -> list[str]:
-    """The stream's lines up to the first `predicate` accepts, read on the
-    stream's one LineReader (so several waits on one stream each get their lines)."""
-    reader = _readers.get(stream)
-    if reader is None:
-        reader = _readers[stream] = LineReader(stream)
-    return reader.until(predicate, timeout_s)
+    """The stream's lines up to the first `predicate` accepts, read on this thread,
+    so the rest stays in the stream for the caller (`communicate()` after it).
+    A child that prints nothing blocks the read: the test's own timeout ends it
+    (pytest-timeout); LineReader instead where the wait must end on its own."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if predicate(lines[-1]):
+            return lines
+    raise AssertionError(f"did not see the expected line; got {lines}")

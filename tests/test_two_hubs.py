@@ -29,7 +29,7 @@ import pytest
 from conftest import HubFactory, RunningBroker, free_port, wait_until
 from device_doubles import RawClient
 from flask.testing import FlaskClient
-from hub_process import READY, linkhub_run_command, read_lines_until
+from hub_process import READY, LineReader, linkhub_run_command
 from sqlmodel import Session, col, select
 from test_settings_bridge import link_devices
 from test_web import OWNER, PASSWORD, control_app, sign_in, token, web_app
@@ -83,7 +83,7 @@ def start_hub_process(broker: RunningBroker) -> Iterator[Any]:
         )
         started.append(process)
         assert process.stdout is not None
-        read_lines_until(process.stdout, lambda line: line.startswith(READY), timeout_s=60)
+        LineReader(process.stdout).until(lambda line: line.startswith(READY), timeout_s=60)
         return HubProcess(process, data_dir)
 
     yield start
