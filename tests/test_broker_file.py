@@ -173,7 +173,7 @@ def test_a_full_disk_loses_no_broker_login(
         # Again, and the hub is killed right after the broker's save was cut short:
         # the file stays as mosquitto 2.0.11 leaves it.
         assert hub._admin is not None
-        hub.links._issuer = KilledAfterTheBrokerWrote(hub._admin)
+        hub.links.context.issuer = KilledAfterTheBrokerWrote(hub._admin)
         with pytest.raises(HubDied):
             hub.links.approve(code, alice)
         with pytest.raises(ValueError):

@@ -18,7 +18,7 @@ from sqlmodel import func, select
 from test_settings_bridge import DeviceClient, link_devices
 
 import linkhub_protocol as protocol
-from hub.core.rate_limits import DeviceLimits, LimitsPolicy
+from hub.core.rate_limits import DeviceLimits, LimitsPolicy, Rate
 from hub.services.activity import ActivityLog
 from hub.services.settings import SettingsService
 from hub.store.engine import make_engine, session_scope
@@ -258,7 +258,8 @@ def test_a_device_looping_settings_set_at_full_speed_is_held_to_its_limit_and_ot
     flooder_state, other_state = link_devices(hub, broker, tmp_path, account_id, 2)
     flooder, other = DeviceClient(broker, flooder_state), DeviceClient(broker, other_state)
     limit = LimitsPolicy().device_settings_sets
-    allowed = int(limit.split()[0])
+    assert isinstance(limit, Rate)
+    allowed = limit.amount
     sent = 600
     assert hub.engine is not None
     try:

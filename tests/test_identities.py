@@ -87,8 +87,8 @@ def test_a_hub_killed_mid_approval_leaves_no_login_the_next_hub_keeps(
     device = BootstrapDevice(broker.port, LAMP)
     try:
         code = device.request().user_code
-        dying = DiesAfterIssuing(first.links._issuer)
-        first.links._issuer = dying
+        dying = DiesAfterIssuing(first.links.context.issuer)
+        first.links.context.issuer = dying
         with pytest.raises(HubDied):
             first.links.approve(code, alice)
         [(device_id, password)] = dying.issued
@@ -123,10 +123,10 @@ def test_the_reconciler_spares_approvals_under_way_and_other_hubs_logins(
 ) -> None:
     clock = FakeClock()
     hub = make_hub(clock=clock)
-    issuer = hub.links._issuer
+    issuer = hub.links.context.issuer
     # Recorded by this hub a moment ago, approval not committed yet: under way.
     young, young_password = f"dev-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-    hub.links._record_identity(young, "req-under-way", clock())
+    hub.links.decisions._record_identity(young, "req-under-way", clock())
     issuer.issue_device(young, young_password)
     # Made by a hub with another database on the same broker: not ours.
     foreign, foreign_password = f"dev-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
@@ -154,7 +154,7 @@ def test_unlink_removes_a_login_only_the_broker_holds(
     hub = make_hub()
     alice = hub.accounts.create("alice", PASSWORD).id
     stray, password = f"dev-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-    hub.links._issuer.issue_device(stray, password)
+    hub.links.context.issuer.issue_device(stray, password)
     try:
         with pytest.raises(UnlinkRefused) as refused:
             hub.links.unlink(stray, alice, origin="web")
@@ -170,7 +170,7 @@ def test_unlink_removes_a_login_only_the_broker_holds(
             hub.links.unlink(stray, None, origin="cli")
         assert gone.value.reason == "unknown_device"
     finally:
-        hub.links._issuer.revoke_device(stray)
+        hub.links.context.issuer.revoke_device(stray)
     # The hub's own logins are not device logins: unlink never reaches them.
     with pytest.raises(UnlinkRefused):
         hub.links.unlink("linkhub-admin", None, origin="cli")

@@ -106,7 +106,7 @@ def test_a_request_another_hub_took_meanwhile_is_answered_with_its_code(
     request the other stored first, and every request is answered one by one."""
     hub = make_hub()
     contested, other = new_request(), new_request(client_id="other")
-    new_row = hub.links._new_row
+    new_row = hub.links.intake._new_row
     taken_by_the_other_hub: list[str] = []
 
     def racing(*args: Any) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def test_a_request_another_hub_took_meanwhile_is_answered_with_its_code(
             taken_by_the_other_hub.append(row["request_id"])
         return row
 
-    monkeypatch.setattr(hub.links, "_new_row", racing)
+    monkeypatch.setattr(hub.links.intake, "_new_row", racing)
     replies = hub.links.handle_requests([contested, other])
     assert taken_by_the_other_hub == [contested.request.request_id]
     assert pending_code(replies[0]) == "BCDF-GHJK"

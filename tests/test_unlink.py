@@ -544,7 +544,7 @@ def test_an_approval_that_is_not_stored_leaves_no_broker_identity(
     device = DeviceThread(broker.port, tmp_path / "lamp.json").start()
     code = device.wait_code()
     issued: list[tuple[str, str]] = []
-    issue_device = hub.links._issuer.issue_device
+    issue_device = hub.links.context.issuer.issue_device
 
     def issue_and_remember(device_id: str, password: str) -> None:
         issue_device(device_id, password)
@@ -553,8 +553,8 @@ def test_an_approval_that_is_not_stored_leaves_no_broker_identity(
     def failing_record(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(hub.links._issuer, "issue_device", issue_and_remember)
-    monkeypatch.setattr(hub.links._activity, "add", failing_record)
+    monkeypatch.setattr(hub.links.context.issuer, "issue_device", issue_and_remember)
+    monkeypatch.setattr(hub.links.context.activity, "add", failing_record)
     with pytest.raises(RuntimeError, match="disk is full"):
         hub.links.approve(code, alice)
     [(device_id, password)] = issued

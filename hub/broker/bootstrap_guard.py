@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("bootstrap_guard.c")
 
 # Linked devices' client ids are their device ids (`dev-` and 48 random bits,
-# hub/services/links.py); the hub's own connections are `linkhub-<role>-...`
+# hub/services/link_decisions.py); the hub's own connections are `linkhub-<role>-...`
 # (hub/broker/dynsec.py `service_client_id`). docs/protocol.md section 3.1
 # keeps devices' bootstrap client ids out of both.
 RESERVED_CLIENT_ID_PREFIXES = ("dev-", "linkhub-")
