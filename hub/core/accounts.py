@@ -158,19 +158,15 @@ class LoggedChange:
     received_at_s: float
 
 
-class AccountDirectory(Protocol):
+class Identities(Protocol):
+    """Who the accounts are: made, signed in with a password, found, listed,
+    removed, and signed out everywhere."""
+
     def has_accounts(self) -> bool: ...
     def create(self, name: str, password: str) -> AccountView: ...
     def authenticate(self, name: str, password: str) -> AccountView | None: ...
     def get(self, account_id: int) -> AccountView | None: ...
     def find(self, name: str) -> AccountView | None: ...
-    def apply_change(self, change: SettingsChange) -> bool:
-        """Store a change once; False if this change_id was already applied."""
-        ...
-
-    def preferences(self, account_id: int) -> VersionedDocument: ...
-    def device_settings(self, device_id: str) -> VersionedDocument: ...
-    def changes(self, after_seq: int = 0, limit: int = 1000) -> list[LoggedChange]: ...
 
     # --- the household (the owner's page, `linkhub account list/remove`) ------------
     def list_accounts(self) -> list[AccountSummary]:
@@ -187,6 +183,17 @@ class AccountDirectory(Protocol):
         the hub's database, not here.
         """
         ...
+
+    def end_sessions(self, account_id: int) -> float:
+        """ "Sign out everywhere": every web session of the account signed in until
+        now ends, on every hub (each compares its sessions' sign-in time with the
+        answer's `sessions_ended_at_s`). Returns that time; AccountError if there
+        is no such account in use."""
+        ...
+
+
+class TwoFactor(Protocol):
+    """The second factor of an account's sign-in."""
 
     # --- two-factor sign-in (TOTP, RFC 6238, and recovery codes) -------------------
     # The secret and the recovery code hashes stay inside the account service:
@@ -221,9 +228,22 @@ class AccountDirectory(Protocol):
         if it was off already; AccountError if there is no such account."""
         ...
 
-    def end_sessions(self, account_id: int) -> float:
-        """ "Sign out everywhere": every web session of the account signed in until
-        now ends, on every hub (each compares its sessions' sign-in time with the
-        answer's `sessions_ended_at_s`). Returns that time; AccountError if there
-        is no such account in use."""
+
+class SettingsLedger(Protocol):
+    """The account's settings and its devices', as an append-only log of changes
+    (the hub's outbox writes to it; pages and devices read it back)."""
+
+    def apply_change(self, change: SettingsChange) -> bool:
+        """Store a change once; False if this change_id was already applied."""
         ...
+
+    def preferences(self, account_id: int) -> VersionedDocument: ...
+    def device_settings(self, device_id: str) -> VersionedDocument: ...
+    def changes(self, after_seq: int = 0, limit: int = 1000) -> list[LoggedChange]: ...
+
+
+class AccountDirectory(Identities, TwoFactor, SettingsLedger, Protocol):
+    """The account service, all three jobs: what LocalAccountService
+    (hub/services/local_accounts.py) and RemoteAccountService (over HTTP,
+    hub/services/remote_accounts.py) both are. A part that needs one job takes
+    that one (the outbox takes a SettingsLedger)."""

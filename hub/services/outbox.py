@@ -25,7 +25,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from hub.core.accounts import AccountDirectory, SettingsChange
+from hub.core.accounts import SettingsChange, SettingsLedger
 from hub.errors import LinkHubError
 from hub.store.engine import session_scope
 from hub.store.models import OutboxEntry
@@ -37,7 +37,7 @@ class Outbox:
     def __init__(
         self,
         engine: Engine,
-        directory: AccountDirectory,
+        directory: SettingsLedger,
         *,
         clock: Callable[[], float],
         min_backoff_s: float = 0.2,
