@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until
 from test_shell_path import DEVICE, LINKHUB, run_command
 
 from hub.services.local_accounts import AccountService
@@ -232,10 +232,10 @@ def test_a_linked_hub_comes_back_in_a_new_data_directory(tmp_path: Path) -> None
             assert runner.stdout is not None
             online = Lines(runner.stdout).event("online")
             assert online == {"event": "online", "device_id": device_id, "tls": False}
-            deadline = time.monotonic() + 15
-            while not json.loads(hub.cli("devices", "--json").stdout)[0]["online"]:
-                assert time.monotonic() < deadline, "the hub never saw the device online"
-                time.sleep(0.2)
+            wait_until(
+                lambda: json.loads(hub.cli("devices", "--json").stdout)[0]["online"],
+                what="the hub to see the device online",
+            )
         finally:
             stop_process(runner, signal.SIGINT)
         assert runner.returncode == 0
@@ -279,8 +279,7 @@ def test_backup_is_consistent_while_the_hub_writes(tmp_path: Path) -> None:
     writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
-        while len(written) < 3:
-            time.sleep(0.01)
+        wait_until(lambda: len(written) >= 3, what="three accounts written")
         report = create_backup(data_dir, tmp_path / "b.tar.gz", url)
     finally:
         stop.set()

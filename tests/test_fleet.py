@@ -11,14 +11,13 @@ import resource
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until
 from hub_process import DEVICE, LINKHUB, READY, linkhub_run_command, read_lines_until
 
 from firmware_sim import keys
@@ -107,10 +106,11 @@ def test_fleet_links_every_device_then_a_second_run_only_reconnects(hub: Hub, tm
         assert line, f"fleet ended early: {events}"
         events.append(json.loads(line))
     # While the fleet runs, the hub sees all of them online, each under its own identity.
-    deadline = time.monotonic() + 10
-    while not ((listed := hub.devices()) and all(d["online"] for d in listed) and len(listed) == COUNT):
-        assert time.monotonic() < deadline, listed
-        time.sleep(0.1)
+    wait_until(
+        lambda: (listed := hub.devices()) and all(d["online"] for d in listed) and len(listed) == COUNT,
+        timeout_s=10,
+        what=f"the hub to list {COUNT} devices online",
+    )
     rest, stderr = first.communicate(timeout=60)
     assert first.returncode == 0, stderr
     events += [json.loads(line) for line in rest.splitlines()]

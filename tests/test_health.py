@@ -364,7 +364,7 @@ def test_closing_a_web_server_finishes_the_request_in_flight() -> None:
 
     closer = threading.Thread(target=close_gracefully, args=(server, thread))
     closer.start()
-    time.sleep(0.2)
+    closer.join(timeout=0.2)  # it must still be waiting for the request in flight
     assert closer.is_alive(), "closed without waiting for the request in flight"
     release.set()
     closer.join(timeout=15)

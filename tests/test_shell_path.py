@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until
 from hub_process import DEVICE, LINKHUB, linkhub_run_command, read_lines_until
 
 from linkhub.server import terminal_qr
@@ -149,12 +148,12 @@ def test_link_approve_and_run_from_the_shell(running_hub: RunningHub, tmp_path: 
     try:
         (online,) = events(runner, until="online")
         assert online == {"event": "online", "device_id": linked["device_id"], "tls": False}
-        deadline = time.monotonic() + 10
-        while True:
-            listed = json.loads(running_hub.cli("devices", "--json").stdout)
-            if (listed and listed[0]["online"]) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        wait_until(
+            lambda: (found := json.loads(running_hub.cli("devices", "--json").stdout)) and found[0]["online"],
+            timeout_s=10,
+            what="the hub to list the device online",
+        )
+        listed = json.loads(running_hub.cli("devices", "--json").stdout)
         assert [(d["device_id"], d["name"], d["online"]) for d in listed] == [
             (linked["device_id"], "Kitchen Lamp", True)
         ]
@@ -219,12 +218,12 @@ def test_a_hub_killed_outright_leaves_no_broker_behind(tmp_path: Path) -> None:
         assert any(f":{mqtt_port}" in line for line in banner), (attempt, banner)
         process.kill()  # no chance to stop its mosquitto cleanly
         process.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def port_closed() -> bool:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", mqtt_port)) != 0:
-                break
-        time.sleep(0.1)
+            return probe.connect_ex(("127.0.0.1", mqtt_port)) != 0
+
+    wait_until(port_closed, timeout_s=10, what="the hub's mosquitto to be gone")
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", mqtt_port)) != 0, "mosquitto outlived its hub"
 
