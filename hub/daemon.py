@@ -165,7 +165,7 @@ class Hub:
             hub_password = _read_or_create_secret(config.data_dir / "hub-password")
             self._admin.ensure_hub_identity(hub_username, hub_password)
             self._retained_sweep = sweep_connection_factory(broker, hub_username, hub_password)
-            issuer = CheckedIssuer(self._admin, self._check_broker_file)
+            issuer = CheckedIssuer(self._admin, self.check_broker_file)
             endpoints = self._endpoints(broker)
             self._links = LinkService(
                 self.engine,
@@ -202,7 +202,7 @@ class Hub:
             # longer than for the subscription below.
             self.broker_expands_client_id = expands_client_id(self._mqtt)
             self._admin.ensure_bootstrap(per_client=self.broker_expands_client_id)
-            self._check_broker_file()
+            self.check_broker_file()
             self._narrow_device_roles()
             # Link requests on a connection of their own, answered where they are read.
             self._link_responder = MqttResponder(
@@ -385,6 +385,27 @@ class Hub:
             device_tls_port=config.mqtt_tls_port or None,
         )
 
+    # --- what the hub is made of, for its shells and its tests (read-only) ---------
+    @property
+    def broker_admin(self) -> DynSecAdmin | None:
+        """The dynamic-security connection (None before start or after stop)."""
+        return self._admin
+
+    @property
+    def main_connection(self) -> MqttConnection | None:
+        """The connection device status and settings messages arrive on."""
+        return self._mqtt
+
+    @property
+    def link_responder(self) -> MqttResponder | None:
+        """The connection link requests arrive and are answered on."""
+        return self._link_responder
+
+    def clearing_jobs(self) -> set[str]:
+        """Unlinked devices whose retained topics the sweeper is still clearing."""
+        with self._clearing_lock:
+            return set(self._clearing)
+
     @property
     def links(self) -> LinkService:
         if self._links is None:
@@ -458,7 +479,7 @@ class Hub:
             self._schedule_clearing(device_id)
         return cleared
 
-    def _retry_clearing(self, device_id: str) -> None:
+    def retry_clearing(self, device_id: str) -> None:
         """Keep an unfinished clearing as a job the sweeper retries until it is
         done (issue 19: a sweep that gave up after 5 s left 93,047 retained
         messages for the life of the broker). Recorded in the database too, so
@@ -615,7 +636,7 @@ class Hub:
         except LinkHubError as exc:
             log.warning("could not clear the retained %s of an unlinked device (%s)", topic, exc)
 
-    def _check_broker_file(self) -> None:
+    def check_broker_file(self) -> None:
         """After an identity change: the hub's own mosquitto saved it whole (hub/broker/managed.py)."""
         if self.managed_broker is not None:
             self.managed_broker.dynsec_file.check()

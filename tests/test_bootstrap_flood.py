@@ -136,7 +136,7 @@ def test_a_flood_of_large_and_retained_requests_leaves_memory_bounded_and_links_
     # Nothing the flood retained survives it.
     wait_until(lambda: not retained_requests(hub, own_broker.port), 30, "retained requests cleared")
     # Requests over 2048 bytes that reached the hub were dropped before parsing, unanswered.
-    assert hub._link_responder is not None and hub._link_responder.dropped_counts["oversized"] > 0
+    assert hub.link_responder is not None and hub.link_responder.dropped_counts["oversized"] > 0
     # A handful of counted lines, not one per dropped message.
     flood_lines = [
         r for r in caplog.records if r.name == "hub.broker.connection" and r.levelno >= logging.WARNING
@@ -173,8 +173,8 @@ def test_the_hubs_client_ids_carry_128_random_bits_and_stay_out_of_its_log(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     hub = make_hub()
-    assert hub._mqtt is not None and hub._link_responder is not None and hub._admin is not None
-    ids = [hub._mqtt.client_id, hub._link_responder.client_id, hub._admin._connection.client_id]
+    assert hub.main_connection is not None and hub.link_responder is not None and hub.broker_admin is not None
+    ids = [hub.main_connection.client_id, hub.link_responder.client_id, hub.broker_admin.client_id]
     for client_id in ids:
         suffix = client_id.rsplit("-", 1)[1]
         assert re.fullmatch(r"[0-9a-f]{32}", suffix), client_id  # 128 bits

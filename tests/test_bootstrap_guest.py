@@ -58,7 +58,7 @@ def test_the_bootstrap_login_cannot_take_a_linked_devices_client_id(hub: Hub, br
     mosquitto takes a session over; the device stays connected. Ids outside
     those spaces still connect."""
     assert broker.broker.bootstrap_guard is not None, broker.broker.bootstrap_guard_problem
-    admin = hub._admin
+    admin = hub.broker_admin
     assert admin is not None
     device_id = f"dev-{secrets.token_hex(6)}"
     device, lost = _linked_device(admin, broker.port, device_id)

@@ -92,7 +92,7 @@ def pad_to_page_end(hub: Hub, live: Path) -> None:
     """Bring the logins file to just under a page boundary with a role another tool
     could have made: the next device's login then needs a page more than the file
     had, which a full disk does not have once mosquitto truncated the file."""
-    admin = hub._admin
+    admin = hub.broker_admin
     assert admin is not None
     admin.call_with_retry([{"command": "createRole", "rolename": "padding", "textname": "x"}])
     size = live.stat().st_size
@@ -150,7 +150,7 @@ def test_a_full_disk_loses_no_broker_login(
             assert device.join() == 0
             linked.append(device.saved_state()["mqtt"])
         pad_to_page_end(hub, live)
-        hub._check_broker_file()  # what every identity change does: the padding is in the copy
+        hub.check_broker_file()  # what every identity change does: the padding is in the copy
 
         filler = fill(small_disk)
         newcomer = BootstrapDevice(port, DeviceInfo(name="Desk Fan", model="FAN-2"))
@@ -172,8 +172,8 @@ def test_a_full_disk_loses_no_broker_login(
 
         # Again, and the hub is killed right after the broker's save was cut short:
         # the file stays as mosquitto 2.0.11 leaves it.
-        assert hub._admin is not None
-        hub.links.context.issuer = KilledAfterTheBrokerWrote(hub._admin)
+        assert hub.broker_admin is not None
+        hub.links.context.issuer = KilledAfterTheBrokerWrote(hub.broker_admin)
         with pytest.raises(HubDied):
             hub.links.approve(code, alice)
         with pytest.raises(ValueError):

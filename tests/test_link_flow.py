@@ -224,12 +224,15 @@ def test_broker_restart_mid_flow(make_hub: HubFactory, tmp_path: Path) -> None:
         code = device.wait_code()
         own.broker.kill()
         wait_until(
-            lambda: hub._mqtt is not None and not hub._mqtt.connected.is_set(),
+            lambda: hub.main_connection is not None and not hub.main_connection.connected.is_set(),
             what="the hub noticing its broker gone",
         )
         own = start_broker(tmp_path / "mosquitto", port=own.port)
         # The dynamic-security state (bootstrap, hub identity) is kept in its file.
-        wait_until(lambda: hub._mqtt is not None and hub._mqtt.connected.is_set(), what="hub reconnect")
+        wait_until(
+            lambda: hub.main_connection is not None and hub.main_connection.connected.is_set(),
+            what="hub reconnect",
+        )
         hub.links.approve(code, account_id)
         events = []
         while not events or events[-1]["event"] == "code":

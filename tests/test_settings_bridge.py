@@ -275,7 +275,7 @@ def test_a_change_sent_just_before_the_hub_stops_gets_its_answer(
     assert handling.wait(10), "the change did not arrive"
     stopping = threading.Thread(target=hub.stop, daemon=True)
     stopping.start()
-    connection = hub._mqtt
+    connection = hub.main_connection
     assert connection is not None
     # The stop has begun: the hub no longer listens (new), or is disconnected (old).
     wait_until(

@@ -55,9 +55,9 @@ def test_an_unfinished_clearing_is_retried_until_done(
         park_retained(client, protocol.device_root(device_id), 50)
     finally:
         client.close()
-    hub._retry_clearing(device_id)
+    hub.retry_clearing(device_id)
     wait_until(lambda: not retained_under(hub, broker, device_id), what="the job cleared them")
-    wait_until(lambda: device_id not in hub._clearing, what="the job finished")
+    wait_until(lambda: device_id not in hub.clearing_jobs(), what="the job finished")
 
 
 def test_an_unfinished_clearing_outlives_a_restart(
@@ -92,8 +92,8 @@ def test_a_device_linked_by_an_older_hub_gets_the_narrow_role_at_start(
     alice, _ = accounts(hub)
     device_id = link_device(hub, broker, tmp_path / "lamp.json", alice)
     root = protocol.device_root(device_id)
-    assert hub._admin is not None
-    hub._admin.ensure_role(
+    assert hub.broker_admin is not None
+    hub.broker_admin.ensure_role(
         device_role(device_id), [Acl("publishClientSend", f"{root}/#", True)]
     )  # the old rule
     creds = state_file.load(tmp_path / "lamp.json").mqtt

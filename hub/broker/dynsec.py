@@ -168,6 +168,10 @@ class DynSecAdmin:
         self._lock = threading.Lock()
         self._pending: dict[str, Future[dict[str, Any]]] = {}
 
+    @property
+    def client_id(self) -> str:
+        return self._connection.client_id
+
     def start(self) -> None:
         self._connection.start()
         self._connection.subscribe(RESPONSE_TOPIC)
