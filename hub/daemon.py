@@ -401,6 +401,16 @@ class Hub:
         """The connection link requests arrive and are answered on."""
         return self._link_responder
 
+    @property
+    def advertiser(self) -> HubAdvertiser | None:
+        """The mDNS advertisement (None with mDNS off, or before start)."""
+        return self._advertiser
+
+    @property
+    def sweeper_running(self) -> bool:
+        """Whether the thread that expires codes and runs maintenance is alive."""
+        return self._sweeper is not None and self._sweeper.is_alive()
+
     def clearing_jobs(self) -> set[str]:
         """Unlinked devices whose retained topics the sweeper is still clearing."""
         with self._clearing_lock:

@@ -80,7 +80,8 @@ def test_a_flood_of_large_and_retained_requests_leaves_memory_bounded_and_links_
     make_hub: HubFactory, own_broker: RunningBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     hub = make_hub(on_broker=own_broker)
-    broker_pid = own_broker.broker._process.pid  # type: ignore[union-attr]
+    broker_pid = own_broker.broker.pid
+    assert broker_pid is not None
     hub_before_kb = rss_kb()
     reply_to = new_reply_topic()  # where the hub would answer (nobody listens: the hub cannot know)
     flooders = [

@@ -260,8 +260,7 @@ class FakeAdvertiser:
         return self
 
     def stop(self) -> None:
-        sweeper = self.hub._sweeper
-        self.sweeper_alive_at_stop = sweeper is not None and sweeper.is_alive()
+        self.sweeper_alive_at_stop = self.hub.sweeper_running
 
 
 def test_hub_advertises_after_its_broker_and_withdraws_first(
@@ -322,7 +321,7 @@ def test_no_mdns_never_touches_zeroconf(
     hub = Hub(config)
     hub.start()  # _no_zeroconf raises if anything reaches zeroconf
     try:
-        assert hub.endpoints is not None and hub._advertiser is None
+        assert hub.endpoints is not None and hub.advertiser is None
     finally:
         hub.stop()
 

@@ -172,7 +172,7 @@ def test_the_secret_and_the_hashes_stay_inside(served: tuple[str, AccountService
     remote = RemoteAccountService(url, TOKEN)
     alice = remote.create("alice", PASSWORD)
     secret, codes = enrol(remote, alice.id, clock)
-    with Session(service._engine) as session:
+    with Session(service.engine) as session:
         stored = session.get(Account, alice.id)
         hashes = [row.code_hash for row in session.exec(select(RecoveryCode))]
     assert stored is not None and stored.totp_secret == secret
@@ -362,7 +362,7 @@ def test_a_removed_account_keeps_nothing_that_signs_in(tmp_path: Path, clock: Fa
     assert service.check_second_factor(bob.id, pyotp.TOTP(secret).at(clock())) is SecondFactor.TOTP
     removed = service.remove(bob.id)
     assert removed is not None and removed.id == bob.id and service.get(bob.id) is None
-    with Session(service._engine) as session:  # what the database keeps is the point
+    with Session(service.engine) as session:  # what the database keeps is the point
         row = session.get(Account, bob.id)
         assert row is not None and row.removed_at_s is not None
         assert (row.password_hash, row.totp_secret, row.totp_enabled_at_s, row.totp_last_step) == (

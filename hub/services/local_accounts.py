@@ -91,6 +91,11 @@ def _view(account: Account) -> AccountView:
 
 
 class AccountService:
+    @property
+    def engine(self) -> Engine:
+        """The account service's own database."""
+        return self._engine
+
     def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
         self._engine = engine
         self._clock = clock
