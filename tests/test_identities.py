@@ -126,7 +126,7 @@ def test_the_reconciler_spares_approvals_under_way_and_other_hubs_logins(
     issuer = hub.links.context.issuer
     # Recorded by this hub a moment ago, approval not committed yet: under way.
     young, young_password = f"dev-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-    hub.links.decisions._record_identity(young, "req-under-way", clock())
+    hub.links.decisions.record_identity(young, "req-under-way", clock())
     issuer.issue_device(young, young_password)
     # Made by a hub with another database on the same broker: not ours.
     foreign, foreign_password = f"dev-{secrets.token_hex(6)}", secrets.token_urlsafe(24)

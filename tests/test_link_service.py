@@ -144,7 +144,7 @@ def test_the_reconciler_removes_a_recorded_identity_whose_approval_never_committ
     another_hubs = "dev-0123456789ab"
     parts.issuer.identities[another_hubs] = "another hub's device, on a shared broker"
     cut_short = "dev-ba9876543210"
-    parts.links.decisions._record_identity(cut_short, "request-under-way-000", parts.clock())
+    parts.links.decisions.record_identity(cut_short, "request-under-way-000", parts.clock())
     parts.issuer.identities[cut_short] = "issued, then the hub died before its commit"
     assert parts.links.reconcile_identities() == []  # it may still be under way
     parts.clock.advance(APPROVAL_GRACE_S + 1)

@@ -99,7 +99,7 @@ class LinkDecisions(LinkParts):
                     # The intent is committed first, in a transaction of its own: a hub that
                     # dies after the broker made the identity leaves a row that names it,
                     # and the reconciler removes it (reconcile_identities).
-                    self._record_identity(device_id, record.request_id, now)
+                    self.record_identity(device_id, record.request_id, now)
                     issued = device_id
                     # The broker learns the credentials before anyone can be told them;
                     # if it does not confirm, nothing is stored and the code stays pending.
@@ -209,7 +209,10 @@ class LinkDecisions(LinkParts):
             log.warning("device %s: broker identity removed, but not recorded as such (%s)", device_id, exc)
 
     # --- broker identities: recorded first, reconciled with the broker -------------
-    def _record_identity(self, device_id: str, request_id: str, now: float) -> None:
+    def record_identity(self, device_id: str, request_id: str, now: float) -> None:
+        """Write down, and commit, that this hub is about to ask the broker for a
+        device identity: the first step of an approval (the reconciler removes a
+        recorded identity whose approval never committed)."""
         with self._engine.begin() as connection:
             connection.execute(
                 insert(BrokerIdentity.__table__),  # type: ignore[attr-defined]
