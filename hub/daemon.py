@@ -115,6 +115,7 @@ class Hub:
         # Whether the broker confines link requests to each client's own id (%c); set at start.
         self.broker_expands_client_id: bool | None = None
         self._rejections_logged = LogEvery()
+        self._routes = self._device_routes()
         # Unlinked devices whose retained topics are not all cleared yet:
         # device id -> (monotonic time of the next try, current delay).
         self._clearing: dict[str, tuple[float, float]] = {}
@@ -335,8 +336,8 @@ class Hub:
 
         config = self.config
         hosts = [config.public_host, config.http_host, config.mqtt_host, *lan_addresses()]
-        if config.device_broker_address is not None:
-            hosts.append(config.device_broker_address.host)
+        if config.device_broker is not None:
+            hosts.append(config.device_broker.host)
         return server_names(hosts, mdns_name=config.mdns_name)
 
     @property
@@ -373,8 +374,8 @@ class Hub:
         device_broker = BrokerAddress(broker.host, broker.port)
         if config.external_broker is None and config.mqtt_host in ("0.0.0.0", ""):
             device_broker = BrokerAddress(public_host, broker.port)
-        if config.device_broker_address is not None:
-            given = config.device_broker_address
+        if config.device_broker is not None:
+            given = config.device_broker
             device_broker = BrokerAddress(given.host, given.port or broker.port)
         return HubEndpoints(
             link_page_url=link_page_url(
@@ -608,6 +609,7 @@ class Hub:
     #   settings/get|reported|set  -> SettingsService.handle_device_message
     # (subscribed in start(): the status filter per hub, the settings filters shared.)
     def _device_routes(self) -> dict[str, Callable[[str, str, InboundMessage], None]]:
+        """Built once, in __init__: `_on_message` looks a handler up per message."""
         return {
             "status": self._on_status,
             **{leaf: self._on_settings_message for leaf in protocol.DEVICE_INBOUND},
@@ -616,7 +618,7 @@ class Hub:
     def _on_message(self, message: InboundMessage) -> None:
         """Anything but a link request: by the device topic's leaf (_device_routes)."""
         device_topic = protocol.parse_device_topic(message.topic)
-        handler = self._device_routes().get(device_topic[1]) if device_topic is not None else None
+        handler = self._routes.get(device_topic[1]) if device_topic is not None else None
         if device_topic is None or handler is None:
             log.warning("dropped a message on unexpected topic %s", message.topic)
             return

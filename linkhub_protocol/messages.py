@@ -68,13 +68,11 @@ def _check_object(value: object, name: str) -> None:
         raise _invalid(f"{name} must be a JSON object")
 
 
-def _check_error(error: object, description: object, retry_after: object) -> None:
+def _check_error(error: object, description: object) -> None:
     if not isinstance(error, ErrorCode):
         raise _invalid("error must be one of the protocol's error codes")
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
         raise _invalid(f"error_description must be a string of at most {MAX_DESCRIPTION_CHARS} characters")
-    if retry_after is not None:
-        _check_int(retry_after, "retry_after", 0, 2**31 - 1)
 
 
 def decode_public_key(text: object) -> bytes:
@@ -281,7 +279,9 @@ class ErrorReply:
 
     def __post_init__(self) -> None:
         _check_optional_id(self.request_id, "request_id")
-        _check_error(self.error, self.error_description, self.retry_after)
+        _check_error(self.error, self.error_description)
+        if self.retry_after is not None:
+            _check_int(self.retry_after, "retry_after", 0, 2**31 - 1)
 
 
 LinkReply = PendingReply | ApprovedReply | ErrorReply
@@ -375,7 +375,7 @@ class DeviceReply:
             if self.error is not None or self.error_description is not None:
                 raise _invalid("a reply that is ok carries no error")
         else:
-            _check_error(self.error, self.error_description or "", self.retry_after)
+            _check_error(self.error, self.error_description or "")
         if self.retry_after is not None:
             _check_int(self.retry_after, "retry_after", 0, 2**31 - 1)
 

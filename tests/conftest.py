@@ -19,7 +19,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from hub.broker.managed import ADMIN_USERNAME, ManagedBroker, ManagedBrokerConfig
-from hub.config.model import ExternalBroker, HubConfig
+from hub.config.model import ExternalBroker, HubConfig, parse_host_port
 from hub.core.rate_limits import LimitsPolicy
 from hub.daemon import Hub
 from web import SessionRecords, WebConfig, create_app
@@ -163,7 +163,7 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
             limits=limits or LimitsPolicy(),
             account_service_url=account_service_url,
             account_service_token=account_service_token,
-            device_broker=device_broker,
+            device_broker=parse_host_port(device_broker) if device_broker else None,
         )
         hub = Hub(config, clock=clock) if clock else Hub(config)
         hub.start()

@@ -66,3 +66,6 @@ class FakeDevicePublisher:
     ) -> list[LinkHubError | float]:
         self.sent.extend(messages)
         return [0.0 for _ in messages]
+
+    def replies(self, device_id: str) -> list[DeviceReply]:
+        return [m for d, _leaf, m in self.sent if d == device_id and isinstance(m, DeviceReply)]

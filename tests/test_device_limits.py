@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import FakeClock, HubFactory, RunningBroker
+from fakes import FakeDevicePublisher
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 from test_settings_bridge import DeviceClient, link_devices
@@ -36,20 +37,11 @@ DEVICE = "lamp-1"
 OTHER = "lamp-2"
 
 
-class Recorder:
-    """The broker side: what the hub sent to each device."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, SettingsDesired | DeviceReply]] = []
-
-    def send_to_devices(
-        self, messages: Sequence[tuple[str, str, SettingsDesired | DeviceReply]]
-    ) -> list[float]:
-        self.sent.extend(messages)
-        return [0.0 for _ in messages]
+class Recorder(FakeDevicePublisher):
+    """The broker side (tests/fakes.py), asked about this file's device by default."""
 
     def replies(self, device_id: str = DEVICE) -> list[DeviceReply]:
-        return [m for d, leaf, m in self.sent if d == device_id and isinstance(m, DeviceReply)]
+        return super().replies(device_id)
 
 
 @pytest.fixture

@@ -58,6 +58,8 @@ def test_an_unfinished_clearing_is_retried_until_done(
     hub.retry_clearing(device_id)
     wait_until(lambda: not retained_under(hub, broker, device_id), what="the job cleared them")
     wait_until(lambda: device_id not in hub.clearing_jobs(), what="the job finished")
+    assert retained_under(hub, broker, device_id) == {}
+    assert hub.links.unfinished_clearings() == []
 
 
 def test_an_unfinished_clearing_outlives_a_restart(

@@ -116,8 +116,7 @@ class HubConfig:
     public_host: str | None = None
     # Where devices are told to connect after linking, when it is not where the
     # hub connects (a broker in a container, behind a port mapping): HOST[:PORT].
-    # Text is read once, here (configs built in code pass it as "HOST:PORT").
-    device_broker: HostPort | str | None = None
+    device_broker: HostPort | None = None
     code_lifetime_s: int = DEFAULT_CODE_LIFETIME_S
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     unconfirmed_device_lifetime_s: int = DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S
@@ -168,8 +167,6 @@ class HubConfig:
     broker_restart_window_s: int = DEFAULT_BROKER_RESTART_WINDOW_S
 
     def __post_init__(self) -> None:
-        if isinstance(self.device_broker, str):
-            object.__setattr__(self, "device_broker", parse_host_port(self.device_broker))
         # hub.config.loader checks the same rules first, naming the source of a bad
         # value; these stay for configs built in code (tests, other tools).
         for name in ("http_port", "mqtt_port", "mqtt_tls_port", "https_port"):
@@ -200,12 +197,6 @@ class HubConfig:
             raise ConfigError(
                 f"--mdns-name must be one host-name label (a-z, 0-9, '-'), not {self.mdns_name!r}"
             )
-
-    @property
-    def device_broker_address(self) -> HostPort | None:
-        """`device_broker`, read (`__post_init__` turned text into a HostPort)."""
-        assert not isinstance(self.device_broker, str)
-        return self.device_broker
 
     @property
     def control_socket(self) -> Path:

@@ -51,10 +51,10 @@ class LimitsPolicy:
     device_status: Rate | str = "12 per minute"
 
     def __post_init__(self) -> None:
-        for name in _RATE_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, parse_rate(value))
+        for policy_field in fields(self):
+            value = getattr(self, policy_field.name)
+            if isinstance(value, str):  # every text field is a rate
+                object.__setattr__(self, policy_field.name, parse_rate(value))
 
     def device_rates(self) -> dict[str, Rate | str]:
         """Rate per kind of device message: the keys are the `type` a device
@@ -68,8 +68,6 @@ class LimitsPolicy:
         }
 
 
-# The policy's rate fields (all but the pending cap), read from text once in __post_init__.
-_RATE_FIELDS = tuple(field.name for field in fields(LimitsPolicy) if field.type == "Rate | str")
 _UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(
     r"\s*(\d{1,9})\s*(?:\s+per\s+|/)\s*(?:(\d{1,6})\s*)?(second|minute|hour|day)s?\s*", re.IGNORECASE
