@@ -64,6 +64,16 @@ class UnlinkRefused(LinkHubError):
         self.reason = reason
 
 
+class DeviceRefused(LinkHubError):
+    """A change to a linked device (its name, who has it) was refused; `reason` is
+    stable for pages and the CLI, the message is safe to show. `unknown_device`
+    also stands for a device the person may not manage."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class HouseholdRefused(AccountError):
     """A change to the household's accounts was refused; `reason` is stable for pages
     and the CLI (hub.services.household.Refusal), the message is safe to show."""

@@ -35,7 +35,9 @@ from flask import Flask
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from waitress.server import create_server
 
+from hub.core.origin import Origin
 from hub.daemon import Hub
+from hub.services.activity import ActivityKind
 from hub.services.links import DECISION_MESSAGES, CodeStatus
 from linkhub_protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply, PendingReply
 from web import WebConfig
@@ -52,6 +54,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PHONE = {"width": 360, "height": 740}
+DESKTOP = {"width": 1280, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 
 OWNER = "alice"
@@ -217,20 +220,53 @@ _UNLABELLED_JS = """
 """
 
 
+# Every visible element whose right edge is past the viewport: the page pans
+# sideways onto blank space even where scrollWidth is clipped by a scroller.
+_PAST_THE_EDGE_JS = """
+() => {
+  const width = document.documentElement.clientWidth;
+  const past = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;
+    if (box.right > width + 0.5) past.push(`${el.tagName}.${el.className} right=${Math.round(box.right)}`);
+  }
+  return past;
+}
+"""
+
+
+def check_layout(phone: Phone, name: str) -> None:
+    """No sideways scroll and nothing past the right edge at this viewport."""
+    page = phone.page
+    width = page.viewport_size["width"] if page.viewport_size else PHONE["width"]
+    past = page.evaluate(_PAST_THE_EDGE_JS)
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= width, f"{name} scrolls sideways at {width} ({scroll_width} px): {past}"
+    assert past == [], f"{name} has elements past the edge at {width} px"
+
+
 def check_phone_page(phone: Phone, name: str, *, primaries: int = 1) -> None:
-    """What every page owes a person on a 360 px phone; then a screenshot to look at.
+    """What every page owes a person on a 360 px phone, and on a desktop screen;
+    then a screenshot of each to look at.
 
     `primaries`: 0 for a page with nothing to do but read (/activity).
     """
     page = phone.page
     page.wait_for_load_state()
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], f"{name} scrolls sideways"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)  # first: to look at a failure
+    check_layout(phone, name)
     assert page.evaluate(_UNLABELLED_JS) == [], f"{name} has inputs without a label"
     found = page.locator(".primary:visible").count()
     assert found == primaries, f"{name} should have {primaries} primary action(s), has {found}"
     assert page.evaluate(_LOW_CONTRAST_JS) == [], f"{name} has text that is hard to read"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+    page.set_viewport_size(DESKTOP)
+    try:
+        check_layout(phone, f"{name} (desktop)")
+        page.screenshot(path=SCREENSHOTS / f"{name}-desktop.png", full_page=True)
+    finally:
+        page.set_viewport_size(PHONE)
 
 
 def above_the_fold(phone: Phone, selector: str) -> None:
@@ -372,27 +408,32 @@ def test_link_a_device_on_a_phone(
     assert hub.links.lookup_code(pending.user_code).status is CodeStatus.PENDING
 
     page.get_by_role("button", name="Approve").click()
-    assert message(page) == (
-        "linked",
-        "Kitchen Lamp is linked to the account alice. It will show as online in a moment.",
-    )
+    expect(page).to_have_url(re.compile(r"/link/linked/dev-"))
+    assert message(page) == ("linked", "Kitchen Lamp is linked to the account alice.")
     check_phone_page(phone, "05-linked")
     approved = device.wait_reply()
     assert isinstance(approved, ApprovedReply)
     assert device.credentials(approved).username == approved.device_id
 
-    page.get_by_role("link", name="See your devices").click()
-    expect(page.locator(f'[data-device-id="{approved.device_id}"]')).to_contain_text("Kitchen Lamp")
-    check_phone_page(phone, "06-devices")
-    page.get_by_role("link", name="Kitchen Lamp").click()
+    # Back and Reload after Approve: the Done page again, no form resubmission,
+    # no "already used", nothing counted as a wrong code.
+    page.reload()
+    expect(page.locator("h1")).to_have_text("Done")
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/link/linked/dev-"))
+    expect(page.locator("h1")).to_have_text("Done")
+    assert hub.activity.recent_of_kinds((ActivityKind.CODE_ENTRY_FAILED,), since_s=0) == []
+
+    page.get_by_role("link", name="Open Kitchen Lamp").click()
     expect(page.locator("h1")).to_have_text("Kitchen Lamp")
     check_phone_page(phone, "07-device")
+    page.get_by_role("link", name="Devices", exact=True).click()
+    expect(page.locator(f'[data-device-id="{approved.device_id}"]')).to_contain_text("Kitchen Lamp")
+    check_phone_page(phone, "06-devices")
 
-    # The same code again, by the same person: plainly "already used".
+    # The same code again, by the same person: led to the device it linked.
     enter_code(phone, pending.user_code)
-    assert message(page) == ("used", DECISION_MESSAGES[CodeStatus.USED])
-    expect(page.locator("#code")).to_have_value(pending.user_code)
-    check_phone_page(phone, "10-error-used")
+    expect(page).to_have_url(phone.url(f"/link/linked/{approved.device_id}"))
     assert len(hub.links.list_devices()) == 1
 
     # Everything those pages needed came from the hub itself (checked again for every test at the end).
@@ -426,7 +467,12 @@ def test_keyboard_alone_links_a_device(
     page.keyboard.press("Enter")  # Enter in the input submits the form
     expect(page.locator("h1")).to_have_text("Link this device?")
 
-    tab_to("document.activeElement.textContent.trim() === 'Approve for alice'")
+    # The first Tab reaches "Skip to the page", which jumps past the header's
+    # links: from there Approve is two Tabs away ("Sign in as someone else" first).
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Skip to the page"
+    page.keyboard.press("Enter")
+    tab_to("document.activeElement.textContent.trim() === 'Approve for alice'", most=2)
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("Done")
     assert isinstance(device.wait_reply(), ApprovedReply)
@@ -497,8 +543,12 @@ def test_a_wrong_code_says_no_device_waits_with_it(
     expect(page.locator("#code")).to_have_value(unknown_code(pending).lower())  # kept, to be corrected
     check_phone_page(phone, "11-error-unknown")
 
-    enter_code(phone, "hello")
-    assert message(page) == ("malformed", DECISION_MESSAGES[CodeStatus.MALFORMED])
+    enter_code(phone, "bcdf-ghj")
+    assert message(page) == (
+        "malformed",
+        "That is 7 letters; codes have 8. Check the code on your device's screen.",
+    )
+    expect(page.locator("#code")).to_be_focused()  # ready to correct, not lost to the page body
     check_phone_page(phone, "12-error-malformed")
 
 
@@ -540,9 +590,12 @@ def test_deny_tells_the_device_and_the_code_then_says_denied(
 
     enter_code(phone, pending.user_code)
     page.get_by_role("button", name="Deny").click()
+    expect(page).to_have_url(phone.url("/link/denied"))
     assert message(page) == ("denied_done", "Denied. The device was told.")
     expect(page.locator("main")).to_contain_text("Kitchen Lamp (LH-Lamp 2) was not linked.")
     check_phone_page(phone, "08-denied")
+    page.reload()  # safe: nothing is posted again
+    assert message(page) == ("denied_done", "Denied. The device was told.")
     reply = device.wait_reply()
     assert isinstance(reply, ErrorReply) and reply.error is ErrorCode.ACCESS_DENIED
 
@@ -574,22 +627,90 @@ def test_a_code_used_for_another_account_says_so(
 # --- the other pages --------------------------------------------------------------------------
 
 
+# A long value with nowhere to break, and one of many words.
+LONG_VALUE = "https://calendar.example.org/households/kitchen-and-living-room/feeds/quiet-hours.ics"
+LONG_TEXT = "Play the morning playlist quietly from seven, then the news at eight, then nothing until noon"
+
+
 def test_settings_page_on_a_phone(make_hub: HubFactory, phone_for: PhoneFactory) -> None:
-    phone = phone_for(owner_hub(make_hub))
+    hub = owner_hub(make_hub)
+    phone = phone_for(hub)
     page = phone.page
     sign_in(phone)
     page.get_by_role("link", name="Settings").click()
     expect(page.locator("h1")).to_have_text("Settings")
+    # The known preferences: proper controls, no JSON.
+    page.get_by_label("Time zone").select_option("Europe/Amsterdam")
+    page.get_by_label("Temperature unit").select_option("F")
+    page.get_by_label("Language and region").select_option("nl-NL")
+    page.get_by_label("Theme").select_option("dark")
+    page.get_by_role("button", name="Save preferences").click()
+    expect(page).to_have_url(phone.url("/settings"))
+    assert message(page)[0] == "ok"
+    expect(page.get_by_label("Temperature unit")).to_have_value("F")
+    page.reload()  # after a post/redirect/get: nothing is sent again
+    assert message_count(page) == 0
+
+    # Custom settings, long ones included; a broken JSON value is refused on the spot.
     for key, value in (
-        ("theme", '"dark"'),
-        ("quiet_hours", '{"from": "22:00", "to": "07:00", "days": "all"}'),
+        ("feed_url", LONG_VALUE),
+        ("morning", LONG_TEXT),
+        ("quiet_hours", '{"from": "22:00", "to": "07:00", "days": ["mon", "tue", "wed", "thu", "fri"]}'),
     ):
         page.locator("#key").fill(key)
         page.locator("#value").fill(value)
         page.get_by_role("button", name="Save for all devices").click()
         expect(page.locator(f'tr[data-key="{key}"]')).to_have_count(1)
-    assert message(page)[0] == "ok"
+    expect(page.locator('tr[data-key="morning"] .value')).to_have_text(LONG_TEXT)  # no quotes
+    page.locator("#key").fill("unit")
+    page.locator("#value").fill('{"unit": "C"')
+    page.get_by_role("button", name="Save for all devices").click()
+    status, text = message(page)
+    assert status == "error" and text.startswith("The value is not valid JSON"), text
+    expect(page.locator("#value")).to_have_value('{"unit": "C"')  # kept, to be corrected
+    check_phone_page(phone, "09-settings-json-error")
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None and "unit" not in hub.settings.preferences(owner.id).document
+
+    phone.go("/settings")
+    page.get_by_role("link", name="Edit quiet_hours").click()
+    expect(page.locator("#key")).to_have_value("quiet_hours")
+    expect(page.locator("#value")).to_have_value(
+        '{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "22:00", "to": "07:00"}'
+    )
     check_phone_page(phone, "09-settings")
+
+
+def message_count(page: Page) -> int:
+    return page.locator("p.message").count()
+
+
+def test_the_device_page_fits_a_phone_with_long_settings(
+    make_hub: HubFactory, phone_for: PhoneFactory, devices: Callable[..., BootstrapDevice]
+) -> None:
+    """Issue 14 item 1: the settings table stacks on a phone; nothing pans sideways."""
+    hub = owner_hub(make_hub)
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None
+    info = DeviceInfo(name=LONG_NAME, model="LH-Motion 1", address="192.168.1.43")
+    sensor = hub.links.approve(devices(info).request().user_code, owner.id)
+    hub.settings.set_preferences(owner.id, {"feed_url": LONG_VALUE, "theme": "dark"}, origin=Origin.WEB)
+    hub.settings.set_device_settings(
+        sensor.device_id,
+        {"morning": LONG_TEXT, "sensitivity_in_percent_of_the_full_range_of_the_sensor": 70},
+        origin=Origin.WEB,
+    )
+    phone = phone_for(hub)
+    page = phone.page
+    sign_in(phone)
+    phone.go(f"/devices/{sensor.device_id}")
+    expect(page.locator("tr[data-key]")).to_have_count(4)
+    # Each row's cells are labelled lines on a phone: the status is on screen.
+    status = page.locator('tr[data-key="morning"] .row-status')
+    expect(status).to_have_text("Waiting for the device")
+    box = status.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"], box
+    check_phone_page(phone, "07-device-long-settings")
 
 
 def test_qr_code_of_the_link_page(make_hub: HubFactory, phone_for: PhoneFactory) -> None:

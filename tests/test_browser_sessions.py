@@ -1,6 +1,6 @@
 """Sessions that end on the hub, in real Chromium (issue 19, item 3): the cookie
 of a phone, copied into another browser as someone on the Wi-Fi could, opens
-nothing once the phone signed out; "Sign out everywhere" on the settings page
+nothing once the phone signed out; "Sign out everywhere" on the account page
 ends every session of the account. The page checks of tests/test_browser.py
 apply, at 360 px and at desktop width."""
 
@@ -86,14 +86,14 @@ def test_a_copied_cookie_is_signed_out_with_its_owner_and_everywhere_ends_all(
     expect(thief.page).to_have_url(re.compile(r"/login\?next=/devices$"))
     assert thief.page.request.get(origin + "/api/v1/devices").status == 401
 
-    # Two sessions of the account, then "Sign out everywhere" on the phone's settings page.
+    # Two sessions of the account, then "Sign out everywhere" on the phone's account page.
     sign_in(phone)
     laptop = open_on(browser, contexts, origin, DESKTOP)
     sign_in(laptop)
     laptop.go("/settings")
     check_desktop_page(laptop, "60-settings-sign-out-everywhere-desktop")
-    phone.go("/settings")
-    check_phone_page(phone, "61-settings-sign-out-everywhere")
+    phone.go("/account")
+    check_phone_page(phone, "61-account-sign-out-everywhere")
     phone.page.get_by_role("button", name="Sign out everywhere").click()
     expect(phone.page).to_have_url(re.compile(r"/login$"))
     assert message(phone.page) == ("ok", "You are signed out everywhere: on this device and every other one.")

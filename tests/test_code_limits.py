@@ -6,6 +6,7 @@ the code so they cannot drift."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 import re
 import threading
@@ -27,7 +28,7 @@ from hub.core import codes
 from hub.core.rate_limits import LimitsPolicy, Rate, address_key, parse_rate
 from hub.daemon import Hub
 from hub.services.activity import ActivityKind
-from hub.services.links import CodeStatus
+from hub.services.links import DECISION_MESSAGES, CodeStatus
 from linkhub_protocol import DeviceInfo
 from web import WebConfig
 from web.code_limits import Checked, Refused, WrongCodeLimits, counts
@@ -154,7 +155,6 @@ def client_for(app: Flask, hub: Hub, name: str, address: str = HOME) -> FlaskCli
     return client
 
 
-
 def enter(client: FlaskClient, code: str, *, action: str | None = None) -> TestResponse:
     form = client.get("/link")
     data = {"csrf_token": token(form), "code": code}
@@ -181,9 +181,17 @@ def test_wrong_codes_are_limited_per_account_and_even_a_good_one_waits(
 ) -> None:
     pending = devices().request()
     alice = client_for(web_app(hub), hub, "alice")
+    warnings = []
     for n in range(3):
         wrong = enter(alice, unknown_code(hub, n))
         assert wrong.status_code == 404 and message(wrong)[0] == CodeStatus.UNKNOWN
+        warnings.append(html.unescape(message(wrong)[1]).removeprefix(DECISION_MESSAGES[CodeStatus.UNKNOWN]))
+    # Warned before the limit holds, not only after (the limit here is 3).
+    assert warnings == [
+        " After 2 more wrong codes, codes are refused for a while, even the right one.",
+        " After 1 more wrong code, codes are refused for a while, even the right one.",
+        " That was the last try: codes are refused for a while now, even the right one.",
+    ]
 
     refused = enter(alice, pending.user_code)
     assert refused.status_code == 429
@@ -191,7 +199,8 @@ def test_wrong_codes_are_limited_per_account_and_even_a_good_one_waits(
     assert status == "too_many_wrong_codes"
     assert text == "Too many wrong codes. Try again in about 15 minutes."
     assert 890 <= int(refused.headers["Retry-After"]) <= 900
-    assert "Kitchen Lamp" not in refused.get_data(as_text=True)  # the code was not looked up
+    # The code was not looked up: no confirm step, though the device is listed as waiting.
+    assert 'value="approve"' not in refused.get_data(as_text=True)
     # The decision route is held back too: no way round the form.
     assert enter(alice, pending.user_code, action="approve").status_code == 429
     assert hub.links.lookup_code(pending.user_code).status is CodeStatus.PENDING
@@ -215,7 +224,7 @@ def test_typos_do_not_count_but_every_wrong_code_does(
     for typo in ("BCDF-GHJ", "BCDA-GHJK", "hello", "B C D F G H J K L"):
         assert enter(alice, typo).status_code == 400
     denied = enter(alice, pending.user_code, action="deny")
-    assert denied.status_code == 200  # a live code: not a wrong guess
+    assert denied.status_code == 303  # a live code: not a wrong guess
     for status, http in ((CodeStatus.DENIED, 409), (CodeStatus.DENIED, 409), (CodeStatus.UNKNOWN, 404)):
         code = pending.user_code if status is CodeStatus.DENIED else unknown_code(hub, 1)
         answer = enter(alice, code, action="approve" if status is CodeStatus.DENIED else None)

@@ -223,6 +223,7 @@ ADDED_COLUMNS: dict[str, dict[str, Any]] = {
         "totp_last_step": None,  # 0003
         "removed_at_s": None,  # 0004
         "sessions_ended_at_s": None,  # 0005
+        "password_must_change": False,  # 0008
     },
     "link_request": {"device_public_key": None, "client_id": None},  # 0003
     "device": {"unlinked_at_s": None},  # 0003

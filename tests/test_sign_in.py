@@ -125,11 +125,15 @@ def enrol(client: FlaskClient, clock: FakeClock) -> tuple[str, list[str]]:
     assert started.status_code == 303
     shown = client.get("/account/two-factor")
     secret = key_on(shown)
-    confirmed = post_form(
+    posted = post_form(
         client, "/account/two-factor", "/account/two-factor/confirm", code=pyotp.TOTP(secret).at(clock())
     )
-    assert confirmed.status_code == 200, page(confirmed)
+    # Post/redirect/get: the codes are on a page that Reload shows again.
+    assert posted.status_code == 303, page(posted)
+    assert posted.headers["Location"] == "/account/two-factor/recovery-codes"
+    confirmed = client.get(posted.headers["Location"])
     assert message(confirmed) == ("two_factor_on", "Two-factor sign-in is on.")
+    assert recovery_codes_on(client.get(posted.headers["Location"])) == recovery_codes_on(confirmed)
     return secret, recovery_codes_on(confirmed)
 
 
@@ -320,14 +324,18 @@ def test_enrol_then_sign_in_with_a_code(hub: Hub, clock: FakeClock, who: str) ->
     assert account is not None and not account.two_factor
 
     code = pyotp.TOTP(secret).at(clock())
-    confirmed = post_form(client, "/account/two-factor", "/account/two-factor/confirm", code=code)
-    assert confirmed.status_code == 200
-    codes = recovery_codes_on(confirmed)
+    posted = post_form(client, "/account/two-factor", "/account/two-factor/confirm", code=code)
+    assert posted.status_code == 303
+    codes = recovery_codes_on(client.get(posted.headers["Location"]))
     assert len(codes) == len(set(codes)) == 10
     assert hub.accounts.two_factor_status(account.id).recovery_codes_left == 10
     status = client.get("/account/two-factor")
     assert 'data-two-factor="on"' in page(status) and "10 recovery codes" in page(status)
-    assert not any(each in page(status) for each in codes)  # shown once only
+    assert not any(each in page(status) for each in codes)  # only on their own page
+    clock.advance(601)  # ...and only for a while: then it says so, in words that are not a success
+    gone = client.get("/account/two-factor/recovery-codes")
+    assert message(gone)[0] == "codes_gone" and not any(each in page(gone) for each in codes)
+    assert client.get("/account/two-factor/recovery-codes.txt").status_code == 302
     sign_out(client)
 
     # A right password alone no longer signs in: the session holds a token, not the account.
@@ -505,13 +513,17 @@ def test_new_recovery_codes_replace_the_old_ones(hub: Hub, clock: FakeClock) -> 
     sign_in(client)
     secret, old = enrol(client, clock)
     clock.advance(30)
-    renewed = post_form(
+    posted = post_form(
         client,
         "/account/two-factor",
         "/account/two-factor/recovery-codes",
         code=pyotp.TOTP(secret).at(clock()),
     )
-    assert renewed.status_code == 200 and message(renewed)[0] == "new_codes"
+    assert posted.status_code == 303
+    renewed = client.get(posted.headers["Location"])
+    assert message(renewed)[0] == "new_codes"
+    text = client.get("/account/two-factor/recovery-codes.txt")
+    assert text.mimetype == "text/plain" and "attachment" in text.headers["Content-Disposition"]
     new = recovery_codes_on(renewed)
     assert len(new) == 10 and not set(new) & set(old)
     sign_out(client)

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from hub.daemon import Hub
+from hub.services.activity import ActivityKind
 from hub.services.links import DECISION_MESSAGES, CodeStatus
 from linkhub_protocol import (
     ApprovedReply,
@@ -35,7 +36,6 @@ from web.timefmt import ago, remaining
 OWNER = "alice"
 PASSWORD = "correct horse battery"
 LAMP = DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2", address="192.168.1.42", firmware="1.0.3")
-
 
 
 # --- fixtures and helpers ------------------------------------------------------
@@ -67,7 +67,6 @@ def control_app(hub: Hub) -> Flask:
     )
 
 
-
 def page(response: TestResponse) -> str:
     return response.get_data(as_text=True)
 
@@ -86,13 +85,20 @@ def signed_in_client(hub: Hub, clock: Callable[[], float] = time.time) -> FlaskC
 
 
 def post_code(client: FlaskClient, code: str) -> TestResponse:
+    """Enter a code on /link, as the form does, and land where the hub sends the
+    browser (a pending code: the confirm page, after a 303)."""
     form = client.get("/link")
-    return client.post("/link", data={"csrf_token": token(form), "code": code})
+    return client.post("/link", data={"csrf_token": token(form), "code": code}, follow_redirects=True)
 
 
 def decide(client: FlaskClient, code: str, action: str) -> TestResponse:
+    """Approve or deny, and land on the page the 303 leads to (Done or Denied)."""
     form = client.get("/link")
-    return client.post("/link/decide", data={"csrf_token": token(form), "code": code, "action": action})
+    return client.post(
+        "/link/decide",
+        data={"csrf_token": token(form), "code": code, "action": action},
+        follow_redirects=True,
+    )
 
 
 def message_of(response: TestResponse) -> tuple[str, str]:
@@ -233,7 +239,7 @@ def test_approve_by_form_posts_gives_the_device_its_credentials(
         "LH-Lamp 2",
         "192.168.1.42",
         pending.user_code,
-        "Check that this code matches the one on your device",
+        "Does your device show this code?",
         "Links to the account",
         '<p class="link-account-name account-name" data-account="alice">alice</p>',
         "2 minutes ago",
@@ -244,7 +250,9 @@ def test_approve_by_form_posts_gives_the_device_its_credentials(
 
     done = decide(client, pending.user_code, "approve")
     assert done.status_code == 200
-    assert "Kitchen Lamp is linked to the account alice. It will show as online in a moment." in page(done)
+    assert done.request.path.startswith("/link/linked/dev-")  # post/redirect/get
+    assert "Kitchen Lamp is linked to the account alice." in page(done)
+    assert "Waiting for Kitchen Lamp to connect with its own credentials" in page(done)
 
     approved = device.wait_reply()
     assert isinstance(approved, ApprovedReply)
@@ -288,8 +296,22 @@ def test_malformed_and_unknown_codes_have_their_own_messages(
 
     malformed = post_code(client, "hello")
     assert malformed.status_code == 400
-    assert message_of(malformed) == ("malformed", DECISION_MESSAGES[CodeStatus.MALFORMED])
+    assert message_of(malformed) == (
+        "malformed",
+        "Codes use only the consonants BCD…WXZ (no vowels, digits or Y), so E, O cannot be in one. "
+        "Check the code on your device's screen.",
+    )
     assert 'value="hello"' in page(malformed)  # what was typed stays, to be corrected
+    short = post_code(client, "bcdf-ghj")
+    assert message_of(short) == (
+        "malformed",
+        "That is 7 letters; codes have 8. Check the code on your device's screen.",
+    )
+    # A code inside a pasted message is found; two codes in one paste are not guessed between.
+    pasted = post_code(client, f"Your code: {pending.user_code.lower()}.")
+    assert pasted.status_code == 200 and pasted.request.path == "/link/confirm"
+    both = post_code(client, f"{pending.user_code} or BCDF-GHJK")
+    assert both.status_code == 400 and message_of(both)[0] == "malformed"
 
     unknown_code = "BCDF-GHJK" if pending.user_code != "BCDF-GHJK" else "KJHG-FDCB"
     unknown = post_code(client, unknown_code)
@@ -310,13 +332,17 @@ def test_a_used_code_says_so_and_does_not_link_twice(
     assert decide(client, pending.user_code, "approve").status_code == 200
     assert isinstance(device.wait_reply(), ApprovedReply)
 
+    # The same person again (Back, Reload, the code typed again): led to the device
+    # it linked, not refused, and not counted as a wrong code.
+    (linked,) = hub.links.list_devices()
     twice = decide(client, pending.user_code, "approve")
-    assert twice.status_code == 409
-    assert message_of(twice) == ("used", DECISION_MESSAGES[CodeStatus.USED])
+    assert twice.status_code == 200 and twice.request.path == f"/link/linked/{linked.device_id}"
     looked_up = post_code(client, pending.user_code)
-    assert looked_up.status_code == 409
-    assert message_of(looked_up)[0] == "used"
+    assert looked_up.status_code == 200 and looked_up.request.path == f"/link/linked/{linked.device_id}"
+    back = client.get(f"/link/confirm?code={pending.user_code}")
+    assert back.status_code == 303 and back.headers["Location"] == f"/link/linked/{linked.device_id}"
     assert len(hub.links.list_devices()) == 1
+    assert hub.activity.recent_of_kinds((ActivityKind.CODE_ENTRY_FAILED,), since_s=0) == []
 
 
 def test_an_expired_code_says_so(make_hub: HubFactory, devices: Callable[..., BootstrapDevice]) -> None:
@@ -352,7 +378,7 @@ def test_a_code_used_for_another_account_says_so(hub: Hub, devices: Callable[...
     alice = hub.accounts.find(OWNER)
     assert alice is not None
     assert hub.links.lookup_code(pending.user_code).status is CodeStatus.USED
-    assert hub.links.lookup_code(pending.user_code, bob.id).status is CodeStatus.USED
+    assert hub.links.lookup_code(pending.user_code, bob.id).status is CodeStatus.USED_BY_YOU
     other = hub.links.lookup_code(sloppy(pending.user_code), alice.id)
     assert other.status is CodeStatus.USED_BY_OTHER_ACCOUNT
     assert hub.links.lookup_code("hello", alice.id).status is CodeStatus.MALFORMED
@@ -373,10 +399,11 @@ def test_a_code_used_for_another_account_says_so(hub: Hub, devices: Callable[...
     assert message_of(approved)[0] == "used_by_other_account"
     assert [d.account_id for d in hub.links.list_devices()] == [bob.id]
 
-    # Bob himself hears the plain "already used".
+    # Bob himself is led to the device he linked.
     bobs = web_app(hub).test_client()
     assert sign_in(bobs, "bob").status_code == 302
-    assert message_of(post_code(bobs, pending.user_code))[0] == "used"
+    (bobs_lamp,) = hub.links.list_devices(bob.id)
+    assert post_code(bobs, pending.user_code).request.path == f"/link/linked/{bobs_lamp.device_id}"
 
 
 def test_every_refusal_reads_differently() -> None:
@@ -387,6 +414,7 @@ def test_every_refusal_reads_differently() -> None:
         CodeStatus.DENIED,
         CodeStatus.USED,
         CodeStatus.USED_BY_OTHER_ACCOUNT,
+        CodeStatus.USED_BY_YOU,
     ]
     assert len({DECISION_MESSAGES[s] for s in refusals}) == len(refusals)
 

@@ -89,13 +89,13 @@ def row_of(response: TestResponse, key: str) -> dict[str, str]:
     """The cells of one settings table row, by class, as text."""
     found = re.search(rf'<tr data-key="{re.escape(key)}">(.*?)</tr>', page(response), re.S)
     assert found, f"no row for {key!r} in {page(response)}"
-    cells = dict(re.findall(r'<td class="([a-z-]+)">(.*?)</td>', found.group(1), re.S))
+    cells = dict(re.findall(r'<td class="([a-z-]+)"[^>]*>(.*?)</td>', found.group(1), re.S))
     return {name: html.unescape(re.sub(r"<[^>]+>", "", text)).strip() for name, text in cells.items()}
 
 
 def preference_rows(response: TestResponse) -> dict[str, str]:
-    """The /settings table: key -> value as shown (JSON text)."""
-    rows = re.findall(r'<tr data-key="([^"]+)">.*?<code class="value">(.*?)</code>', page(response), re.S)
+    """The /settings custom settings table: key -> value as shown (readable text)."""
+    rows = re.findall(r'<tr data-key="([^"]+)">.*?<span class="value">(.*?)</span>', page(response), re.S)
     return {html.unescape(key): html.unescape(value) for key, value in rows}
 
 
@@ -122,23 +122,28 @@ def test_a_preference_set_on_the_settings_page_reaches_every_device(
 
     empty = client.get("/settings")
     assert empty.status_code == 200
-    assert "No preferences yet." in page(empty) and '<dd class="version">0</dd>' in page(empty)
+    assert "No custom settings." in page(empty)
 
     saved = post_setting(client, "/settings", "brightness", "70")
     assert saved.status_code == 303 and saved.headers["Location"] == "/settings"
-    for key, typed in (("theme", "dark"), ("night", '{"from": "22:00", "level": 10}'), ("label", '"7"')):
+    for key, typed in (("mode", "dark"), ("night", '{"from": "22:00", "level": 10}'), ("label", '"7"')):
         assert post_setting(client, "/settings", key, typed).status_code == 303
 
-    expected = {"brightness": 70, "theme": "dark", "night": {"from": "22:00", "level": 10}, "label": "7"}
+    expected = {"brightness": 70, "mode": "dark", "night": {"from": "22:00", "level": 10}, "label": "7"}
     assert hub.settings.preferences(alice) == VersionedDocument(expected, 4)
     for device in (lamp, fan):
         assert view(hub, device["device_id"]).desired == expected
 
     shown = client.get("/settings")
     body = page(shown)
-    assert '<dd class="version">4</dd>' in body
-    assert "Saved as version 4." in body  # the flash after the redirect
-    assert preference_rows(shown) == {key: json.dumps(value) for key, value in expected.items()}
+    assert "Saved. Your devices get the change now" in body  # the flash after the redirect
+    # Readable: text without quotes, objects with a space after each comma.
+    assert preference_rows(shown) == {
+        "brightness": "70",
+        "mode": "dark",
+        "night": '{"from": "22:00", "level": 10}',
+        "label": "7",
+    }
 
     removed = post_setting(client, "/settings", "brightness", action="remove")
     assert removed.status_code == 303
@@ -146,12 +151,59 @@ def test_a_preference_set_on_the_settings_page_reaches_every_device(
     assert all("brightness" not in view(hub, d["device_id"]).desired for d in (lamp, fan))
     assert "brightness" not in preference_rows(client.get("/settings"))
     # null typed as a value removes too; removing what is not there changes nothing.
-    assert post_setting(client, "/settings", "theme", "null").status_code == 303
-    assert post_setting(client, "/settings", "theme", action="remove").status_code == 303
+    assert post_setting(client, "/settings", "mode", "null").status_code == 303
+    assert post_setting(client, "/settings", "mode", action="remove").status_code == 303
     assert "Nothing changed." in page(client.get("/settings"))
     assert hub.settings.preferences(alice) == VersionedDocument(
         {"night": {"from": "22:00", "level": 10}, "label": "7"}, 6
     )
+
+    # Edit fills the form with the value as it would be typed back in.
+    editing = page(client.get("/settings?edit=night"))
+    assert 'value="night"' in editing
+    assert html.unescape("{&#34;from&#34;: &#34;22:00&#34;, &#34;level&#34;: 10}") in html.unescape(editing)
+
+
+def post_known(client: FlaskClient, **fields: str) -> TestResponse:
+    form = client.get("/settings")
+    return client.post("/settings/preferences", data={"csrf_token": token(form), **fields})
+
+
+def test_known_preferences_have_controls_and_are_checked(
+    hub: Hub, broker: RunningBroker, tmp_path: Path, alice: int
+) -> None:
+    lamp = link(hub, broker, tmp_path / "lamp.json", alice, "Kitchen Lamp")
+    client = client_for(hub)
+    body = page(client.get("/settings"))
+    for key in ("time_zone", "temperature_unit", "locale", "theme"):
+        assert f'<select id="pref-{key}" name="{key}"' in body
+    assert "<option>Europe/Berlin</option>" in body  # the system's zoneinfo list
+
+    chosen = post_known(client, time_zone="Europe/Berlin", temperature_unit="F", locale="de-DE", theme="dark")
+    assert chosen.status_code == 303 and chosen.headers["Location"] == "/settings"
+    wanted = {"time_zone": "Europe/Berlin", "temperature_unit": "F", "locale": "de-DE", "theme": "dark"}
+    assert hub.settings.preferences(alice).document == wanted
+    assert view(hub, lamp["device_id"]).desired == wanted
+    shown = page(client.get("/settings"))
+    assert '<option value="F" selected>Fahrenheit (°F)</option>' in shown
+    assert "<option selected>Europe/Berlin</option>" in shown
+
+    for field, wrong in (("time_zone", "Mars/Olympus"), ("temperature_unit", "K"), ("theme", "pink")):
+        refused = post_known(client, **{field: wrong})
+        assert refused.status_code == 400, field
+        assert "is not one of the choices offered" in error_of(refused)
+    # A known key cannot be slipped in as a custom one, past its checks.
+    sneaked = post_setting(client, "/settings", "theme", "pink")
+    assert sneaked.status_code == 400 and "its own control" in error_of(sneaked)
+    assert hub.settings.preferences(alice).document == wanted
+
+    # Blank: back to each device's own default.
+    assert post_known(client, theme="").status_code == 303
+    assert "theme" not in hub.settings.preferences(alice).document
+
+    # Times on the pages follow the account's time zone, with its name.
+    devices_page = page(client.get("/devices"))
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d CES?T", devices_page), devices_page
 
 
 def test_bad_values_are_refused_with_the_reason(
@@ -175,9 +227,15 @@ def test_bad_values_are_refused_with_the_reason(
         nameless = post_setting(client, path, "  ", "1")
         assert nameless.status_code == 400 and error_of(nameless) == "Name the setting to change."
         reserved = post_setting(client, path, "$version", "1")
-        assert reserved.status_code == 400 and "belong to the hub" in error_of(reserved)
+        assert reserved.status_code == 400 and "cannot be a setting name" in error_of(reserved)
         too_long = post_setting(client, path, "k" * 65, "1")
-        assert too_long.status_code == 400 and "1-64 characters" in error_of(too_long)
+        assert too_long.status_code == 400 and "1-64 lower-case letters" in error_of(too_long)
+        spaced = post_setting(client, path, "Night Mode", "1")
+        assert spaced.status_code == 400 and "cannot be a setting name" in error_of(spaced)
+        broken = post_setting(client, path, "unit", '{"unit": "C"')
+        assert broken.status_code == 400, path
+        assert error_of(broken).startswith("The value is not valid JSON: Expecting ',' delimiter")
+        assert '{"unit": "C"' in html.unescape(page(broken))  # kept, to be corrected
 
     assert hub.settings.preferences(alice) == VersionedDocument({"brightness": 70}, 1)
     assert view(hub, lamp["device_id"]).settings == {}
@@ -188,9 +246,9 @@ def test_bad_values_are_refused_with_the_reason(
 
 def test_values_are_shown_escaped(hub: Hub, alice: int) -> None:
     client = client_for(hub)
-    assert post_setting(client, "/settings", "<b>name</b>", "<script>alert(1)</script>").status_code == 303
+    assert post_setting(client, "/settings", "name", "<script>alert(1)</script>").status_code == 303
     body = page(client.get("/settings"))
-    assert "<script>alert" not in body and "<b>name" not in body
+    assert "<script>alert" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
 
 
@@ -216,6 +274,10 @@ def test_a_device_setting_wins_over_the_preference_and_can_be_removed(
 
     saved = post_setting(client, f"/devices/{lamp_id}/settings", "brightness", "30")
     assert saved.status_code == 303 and saved.headers["Location"] == f"/devices/{lamp_id}"
+    # The simulated device linked and went away: the flash says when it gets the change.
+    assert "Saved. Kitchen Lamp is offline and gets it when it connects." in page(
+        client.get(saved.headers["Location"])
+    )
     lamp_view = view(hub, lamp_id)
     assert lamp_view.settings == {"brightness": 30} and lamp_view.desired == {"brightness": 30}
     assert view(hub, fan["device_id"]).desired == {"brightness": 70}  # only this device
@@ -229,7 +291,6 @@ def test_a_device_setting_wins_over_the_preference_and_can_be_removed(
     shown = client.get(f"/devices/{lamp_id}")
     row = row_of(shown, "brightness")
     assert (row["desired"], row["source"]) == ("30", "this device's own setting")
-    assert "Saved as version" in page(shown)
     assert 'aria-label="Remove this device\'s brightness"' in page(shown)
 
     removed = post_setting(client, f"/devices/{lamp_id}/settings", "brightness", action="remove")
@@ -253,13 +314,14 @@ def test_the_device_page_shows_pending_until_the_device_reports(
     first = view(hub, lamp_id)
     assert not first.synced and first.applied_version is None
     pending = client.get(f"/devices/{lamp_id}")
+    # The simulated device linked and went away: offline, so that is why it waits.
     assert sync_status(pending) == (
-        f"pending: the device has not reported any version of {first.desired_version} yet"
+        "Waiting for the device: it is offline, and gets the changes when it connects"
     )
-    assert row_of(pending, "brightness")["row-status"] == "pending"
+    assert row_of(pending, "brightness")["row-status"] == "Waiting for the device"
     assert row_of(pending, "brightness")["reported"] == "not reported"
     assert '<dd class="last-synced">never</dd>' in page(pending)
-    assert "Settings pending" in page(client.get("/devices"))
+    assert "Settings waiting for the device" in page(client.get("/devices"))
     api = client.get(f"/api/v1/devices/{lamp_id}/settings").get_json()
     assert api["synced"] is False and api["desired"] == {"brightness": 70} and api["reported"] is None
 
@@ -268,30 +330,31 @@ def test_the_device_page_shows_pending_until_the_device_reports(
 
     clock.advance(125)
     synced = client.get(f"/devices/{lamp_id}")
-    assert sync_status(synced) == "synced"
+    assert sync_status(synced) == "Up to date"
     row = row_of(synced, "brightness")
-    assert (row["desired"], row["reported"], row["row-status"]) == ("70", "70", "synced")
+    assert (row["desired"], row["reported"], row["row-status"]) == ("70", "70", "Up to date")
     assert "2 minutes ago" in page(synced)
-    assert "Settings synced" in page(client.get("/devices"))
+    assert "Settings up to date" in page(client.get("/devices"))
     api = client.get(f"/api/v1/devices/{lamp_id}/settings").get_json()
     assert api["synced"] is True and api["applied_version"] == api["desired_version"]
     assert api["reported"] == {"brightness": 70} and api["reported_at_s"] == clock.now_s - 125
 
     # A new change: pending again, naming the version the device still runs.
-    assert post_setting(client, "/settings", "theme", "dark").status_code == 303
+    assert post_setting(client, "/settings", "mode", "dark").status_code == 303
     again = client.get(f"/devices/{lamp_id}")
     newer = view(hub, lamp_id)
     assert sync_status(again) == (
-        f"pending: device runs version {first.desired_version} of {newer.desired_version}"
+        "Waiting for the device: it is offline, and gets the changes when it connects"
     )
-    assert row_of(again, "brightness")["row-status"] == "synced"
-    assert row_of(again, "theme")["row-status"] == "pending"
+    assert row_of(again, "brightness")["row-status"] == "Up to date"
+    assert row_of(again, "mode")["row-status"] == "Waiting for the device"
 
     # A key the device still runs after it was removed shows as pending, not gone.
     report(broker, lamp, newer.desired_version, newer.desired | {"old": 1})
     wait_until(lambda: view(hub, lamp_id).applied_version == newer.desired_version, what="the second report")
     leftover = row_of(client.get(f"/devices/{lamp_id}"), "old")
-    assert leftover["source"] == "reported by the device only" and leftover["row-status"] == "pending"
+    assert leftover["source"] == "reported by the device only"
+    assert leftover["row-status"] == "Only on the device"
 
 
 def test_another_accounts_device_is_not_found(
@@ -339,8 +402,8 @@ def test_every_settings_input_has_a_label(
     client = client_for(hub)
     for path in ("/settings", f"/devices/{lamp['device_id']}"):
         body = page(client.get(path))
-        ids = re.findall(r'<(?:input|textarea) id="([^"]+)"', body)
-        assert sorted(ids) == ["key", "value"], path
+        ids = re.findall(r'<(?:input|textarea|select) id="([^"]+)"', body)
+        assert {"key", "value"} <= set(ids), path
         for input_id in ids:
             assert f'<label for="{input_id}"' in body
         assert "<script" not in body and "style=" not in body
@@ -437,7 +500,7 @@ def test_cli_settings_set_and_show(shell_hub: RunningHub, tmp_path: Path) -> Non
     assert own.returncode == 0, own.stderr
     lines = own.stdout.splitlines()
     assert lines[1] == "  brightness: 30 (new)"
-    assert lines[2].startswith("device: pending")
+    assert lines[2].startswith("device: Waiting for the device")
     device_view = json.loads(shell_hub.cli("settings", "show", "--device", lamp_id, "--json").stdout)
     assert device_view["settings"] == {"brightness": 30}
     assert device_view["desired"] == {"brightness": 30, "theme": "dark", "night": {"from": "22:00"}}

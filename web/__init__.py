@@ -17,11 +17,12 @@ from werkzeug.exceptions import HTTPException
 from hub.core.accounts import AccountDirectory
 from hub.errors import AccountServiceUnavailable, StorageFull
 from hub.services.activity import ActivityLog
+from hub.services.handover import Handover
 from hub.services.household import Household
 from hub.services.links import LinkService
 from hub.services.settings import SettingsService
+from web import account, auth, devices, household, link, preferences, timefmt, two_factor
 from web import activity as activity_page
-from web import auth, devices, household, link, preferences, timefmt, two_factor
 from web.ca_certificate import install_ca_certificate
 from web.config import WebConfig
 from web.health import HealthCheck, MetricsExposition, install_probes
@@ -33,7 +34,8 @@ from web.sessions import SessionRecords
 __all__ = ["SessionRecords", "WebConfig", "WebServices", "create_app", "services"]
 
 # The codes are in URLs (?code=...) and forms: keep them out of Referer headers,
-# caches and other origins; no script, nothing from a CDN (the LAN may have no internet).
+# caches and other origins; scripts only from the hub (static/link.js), nothing
+# from a CDN (the LAN may have no internet), no inline script.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -111,6 +113,7 @@ def create_app(
             settings=settings,
             activity=activity,
             household=Household(accounts, activity, links),
+            handover=Handover(accounts, activity, links, settings),
             limits=config.limits,
             clock=config.clock,
             sessions=sessions,
@@ -128,6 +131,7 @@ def create_app(
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(two_factor.bp)
+    app.register_blueprint(account.bp)
     app.register_blueprint(link.bp)
     app.register_blueprint(devices.bp)
     app.register_blueprint(preferences.bp)

@@ -111,6 +111,7 @@ def _account(account: AccountView) -> dict[str, Any]:
         "two_factor": account.two_factor,
         "two_factor_since_s": account.two_factor_since_s,
         "sessions_ended_at_s": account.sessions_ended_at_s,
+        "must_change_password": account.must_change_password,
     }
 
 
@@ -230,6 +231,11 @@ def check_second_factor(account_id: int) -> JsonReply:
     return (jsonify(method=str(method)), 200) if method else _wrong_second_factor()
 
 
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/used")
+def code_already_used(account_id: int) -> JsonReply:
+    return jsonify(used=directory().code_already_used(account_id, _string(json_body(), "code"))), 200
+
+
 @account_api.post("/v1/accounts/<int(signed=True):account_id>/two-factor/disable")
 def disable_two_factor(account_id: int) -> JsonReply:
     body = json_body()
@@ -248,6 +254,19 @@ def renew_recovery_codes(account_id: int) -> JsonReply:
 def reset_two_factor(account_id: int) -> JsonReply:
     # No password or code: the hub asks only for its owner or operator (hub.services.household).
     return jsonify(was_on=directory().reset_two_factor(account_id)), 200
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/password")
+def change_password(account_id: int) -> JsonReply:
+    body = json_body()
+    if not directory().change_password(account_id, _string(body, "current"), _string(body, "new")):
+        return json_error("bad_credentials", "Wrong password.", HTTPStatus.UNAUTHORIZED)
+    return jsonify(changed=True), 200
+
+
+@account_api.post("/v1/accounts/<int(signed=True):account_id>/password-reset")
+def reset_password(account_id: int) -> JsonReply:
+    return jsonify(_account(directory().reset_password(account_id, _string(json_body(), "new")))), 200
 
 
 @account_api.post("/v1/accounts/<int(signed=True):account_id>/end-sessions")

@@ -39,6 +39,9 @@ WHAT: dict[str, str] = {
     ActivityKind.ACCOUNT_CREATED: "Account created",
     ActivityKind.ACCOUNT_REMOVED: "Account removed",
     ActivityKind.PASSWORD_CHANGED: "Password changed",
+    ActivityKind.PASSWORD_RESET: "New password set by the owner",
+    ActivityKind.DEVICE_RENAMED: "Device renamed",
+    ActivityKind.DEVICE_GIVEN: "Device given to another member",
 }
 
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import (
@@ -61,6 +61,8 @@ WRONG_CREDENTIALS = "The name or password is wrong."
 SECOND_FACTOR_LIFETIME_S = 300.0
 # Enough to install an authenticator app and scan the code.
 ENROLMENT_LIFETIME_S = 900.0
+# New recovery codes stay on their page this long, for Reload and the download.
+RECOVERY_CODES_SHOWN_S = 600.0
 # Two phones opening /setup at once must not both create an "owner".
 _setup_lock = threading.Lock()
 
@@ -94,6 +96,7 @@ class SignInState:
     password_checks: PasswordChecks
     awaiting_second_factor: Pending[AwaitingSecondFactor]
     enrolments: Pending[Enrolment]
+    shown_codes: Pending[Any]  # web/two_factor.py's ShownCodes: new recovery codes on their page
 
 
 def install_sign_in(app: Flask, config: WebConfig) -> None:
@@ -102,6 +105,7 @@ def install_sign_in(app: Flask, config: WebConfig) -> None:
         password_checks=PasswordChecks(config.password_checks_at_once, config.password_check_wait_s),
         awaiting_second_factor=Pending(SECOND_FACTOR_LIFETIME_S, config.clock),
         enrolments=Pending(ENROLMENT_LIFETIME_S, config.clock),
+        shown_codes=Pending(RECOVERY_CODES_SHOWN_S, config.clock),
     )
 
 
@@ -254,8 +258,12 @@ def refuse_planted_cookies() -> tuple[str, int] | tuple[BaseResponse, int] | Non
     )
 
 
+# What a person whose password the owner set may open before choosing their own.
+_WHILE_RESET = frozenset({"account.choose_password_page", "account.choose_password", "auth.logout", "static"})
+
+
 @bp.before_app_request
-def load_account() -> BaseResponse | None:
+def load_account() -> BaseResponse | tuple[BaseResponse, int] | None:
     g.account = None
     if request.endpoint == "static":
         return None
@@ -268,6 +276,15 @@ def load_account() -> BaseResponse | None:
             session.clear()
         if g.account is None:
             session.pop(SESSION_KEY, None)
+    if g.account is not None and g.account.must_change_password and request.endpoint not in _WHILE_RESET:
+        # The owner set this password: the person chooses their own first (web/account.py).
+        if request.path.startswith("/api/"):
+            return jsonify(
+                error="password_must_change",
+                message="The owner set this account's password: "
+                "sign in on the pages and choose your own first.",
+            ), 403
+        return redirect(url_for("account.choose_password_page"))
     if g.account is None and request.endpoint != "auth.setup" and not accounts.has_accounts():
         if request.path.startswith("/api/"):
             return None  # JSON clients get their 401 from the API itself
@@ -366,7 +383,8 @@ def logout() -> BaseResponse:
     if g.account is not None:
         record(ActivityKind.SIGN_OUT, g.account.id)
     end_this_session()
-    return redirect(url_for("auth.login"))
+    # "Not you?" on the confirm page: sign in as the right person, back to the same code.
+    return redirect(url_for("auth.login", next=safe_next(request.form.get("next"))))
 
 
 @bp.post("/account/sign-out-everywhere")

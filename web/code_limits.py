@@ -34,6 +34,8 @@ COUNTED: frozenset[str] = frozenset(
         CodeStatus.USED_BY_OTHER_ACCOUNT,
     }
 )
+# Not counted: CodeStatus.USED_BY_YOU, the account's own approval seen again
+# (Back or Reload after approving), which tells a guesser nothing.
 
 
 
@@ -100,6 +102,14 @@ class WrongCodeLimits:
         return max(
             self.per_account.retry_after_s(str(account_id)),
             self.per_address.retry_after_s(address_key(remote_addr)),
+        )
+
+    def tries_left(self, account_id: int, remote_addr: str | None) -> int:
+        """Wrong entries this account at this address may still make before even
+        a right code waits: the page warns when few are left."""
+        return min(
+            self.per_account.remaining(str(account_id)),
+            self.per_address.remaining(address_key(remote_addr)),
         )
 
     def failed(self, account_id: int, remote_addr: str | None) -> bool:

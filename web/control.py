@@ -176,6 +176,16 @@ def turn_off_two_factor() -> JsonReply:
     return jsonify(id=account.id, name=account.name, two_factor=False), 200
 
 
+@control.post("/v1/accounts/password")
+def reset_password() -> JsonReply:
+    """`linkhub account password NAME`: the name in the body, like two-factor-off."""
+    body = json_body()
+    account = services().household.reset_password(
+        account_named(_text(body, "account")).id, _text(body, "password"), origin=Origin.CLI
+    )
+    return jsonify(id=account.id, name=account.name, must_change_password=True), 200
+
+
 @control.get("/v1/activity")
 def recent_activity() -> JsonReply:
     limit = _limit(request.args.get("limit"))

@@ -17,12 +17,12 @@ from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core.origin import Origin
-from hub.errors import LinkHubError, SettingsRefused, UnlinkRefused
+from hub.errors import DeviceRefused, LinkHubError, SettingsRefused, UnlinkRefused
 from hub.services.links import DeviceView
 from hub.services.settings import DeviceSettingsView
 from web.auth import login_required
 from web.services import services
-from web.values import setting_rows, typed_change, version_status, view_json
+from web.values import setting_rows, show_value, typed_change, version_status, view_json
 
 bp = Blueprint("devices", __name__)
 
@@ -97,18 +97,22 @@ def _device_page(
     key: str = "",
     value: str = "",
     error: str | None = None,
+    new_name: str | None = None,
     http: int = 200,
 ) -> tuple[str, int]:
+    others = [account for account in services().accounts.list_accounts() if account.id != device.account_id]
     return (
         render_template(
             "device.html",
             device=device,
             view=view,
             rows=setting_rows(view),
-            version_status=version_status(view),
+            version_status=version_status(view, online=device.online if device.confirmed else None),
             key=key,
             value=value,
             error=error,
+            new_name=new_name,
+            members=others,
         ),
         http,
     )
@@ -117,7 +121,12 @@ def _device_page(
 @bp.get("/devices/<device_id>")
 @login_required
 def device_page(device_id: str) -> tuple[str, int]:
-    return _device_page(*own_device_or_404(device_id))
+    device, view = own_device_or_404(device_id)
+    editing = request.args.get("edit", "")
+    if editing in view.settings:
+        # Edit: the form filled with the setting as it would be typed back in.
+        return _device_page(device, view, key=editing, value=show_value(view.settings[editing]))
+    return _device_page(device, view)
 
 
 @bp.post("/devices/<device_id>/settings")
@@ -139,18 +148,80 @@ def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:
         )
     if after.desired_version == before.desired_version:
         flash("Nothing changed.")
+    elif device.online:
+        flash(f"Saved. {device.name} is online and gets it now.")
     else:
-        flash(f"Saved as version {after.desired_version}. {device.name} gets it when it is online.")
+        flash(f"Saved. {device.name} is offline and gets it when it connects.")
     # Redirect after a post: reloading the page must not send the change again.
     return redirect(url_for("devices.device_page", device_id=device_id), HTTPStatus.SEE_OTHER)
+
+
+@bp.post("/devices/<device_id>/rename")
+@login_required
+def rename_device(device_id: str) -> BaseResponse | tuple[str, int]:
+    device, view = own_device_or_404(device_id)
+    name = request.form.get("name", "")
+    try:
+        renamed = services().links.rename(device_id, g.account.id, name, address=request.remote_addr)
+    except DeviceRefused as exc:
+        if exc.reason == "unknown_device":
+            abort(HTTPStatus.NOT_FOUND)
+        return _device_page(device, view, error=str(exc), new_name=name[:64], http=HTTPStatus.BAD_REQUEST)
+    flash(f"Renamed to {renamed.name}." if renamed.name != device.name else "Nothing changed.")
+    return redirect(url_for("devices.device_page", device_id=device_id), HTTPStatus.SEE_OTHER)
+
+
+def managed_device_or_404(device_id: str) -> DeviceView:
+    """A device this person may give away or unlink: their own, or, for the
+    household's owner, a member's (hub/services/handover.py)."""
+    found = services().handover.managed_device(device_id, g.account.id, is_owner=g.account.is_owner)
+    if found is None:
+        abort(HTTPStatus.NOT_FOUND)
+    return found
+
+
+def _back_to(device: DeviceView) -> str:
+    """Where a device's confirm pages lead back: its page for its own person,
+    the household page for the owner acting on a member's device."""
+    if device.account_id == g.account.id:
+        return url_for("devices.device_page", device_id=device.device_id)
+    return url_for("household.household_page")
+
+
+@bp.post("/devices/<device_id>/give")
+@login_required
+def give_device(device_id: str) -> BaseResponse | tuple[str, int]:
+    device = managed_device_or_404(device_id)
+    try:
+        to_account = int(request.form.get("account_id", ""))
+    except ValueError:
+        to_account = -1
+    try:
+        given = services().handover.give(
+            device_id,
+            to_account,
+            by_account_id=g.account.id,
+            by_owner=g.account.is_owner,
+            origin=Origin.WEB,
+            address=request.remote_addr,
+        )
+    except DeviceRefused as exc:
+        if exc.reason == "unknown_device":
+            abort(HTTPStatus.NOT_FOUND)
+        flash(str(exc), "error")
+        return redirect(_back_to(device), HTTPStatus.SEE_OTHER)
+    receiver = services().accounts.get(given.account_id)
+    flash(f"{device.name} is now {receiver.name if receiver else 'the other member'}'s. It stays connected.")
+    target = "household.household_page" if g.account.is_owner else "devices.device_list"
+    return redirect(url_for(target), HTTPStatus.SEE_OTHER)
 
 
 @bp.get("/devices/<device_id>/unlink")
 @login_required
 def unlink_confirm(device_id: str) -> tuple[str, int]:
     """The confirm step: unlinking cannot be undone (the device must be linked anew)."""
-    device, _ = own_device_or_404(device_id)
-    return render_template("unlink.html", device=device, error=None), 200
+    device = managed_device_or_404(device_id)
+    return render_template("unlink.html", device=device, back=_back_to(device), error=None), 200
 
 
 @bp.post("/devices/<device_id>/unlink")
@@ -161,11 +232,20 @@ def unlink_device(device_id: str) -> BaseResponse | tuple[str, int]:
     A post without it only shows the confirm step: no single click, and no
     script (the CSP forbids inline script), ever unlinks a device.
     """
-    device, _ = own_device_or_404(device_id)
+    device = managed_device_or_404(device_id)
+    back = _back_to(device)
     if request.form.get("confirm") != "yes":
-        return render_template("unlink.html", device=device, error=None), 200
+        return render_template("unlink.html", device=device, back=back, error=None), 200
     try:
-        services().links.unlink(device_id, g.account.id, origin=Origin.WEB, address=request.remote_addr)
+        services().handover.unlink(
+            device_id,
+            by_account_id=g.account.id,
+            by_owner=g.account.is_owner,
+            origin=Origin.WEB,
+            address=request.remote_addr,
+        )
+    except DeviceRefused:
+        abort(HTTPStatus.NOT_FOUND)
     except UnlinkRefused as exc:
         if exc.reason != "already_unlinked":
             abort(HTTPStatus.NOT_FOUND)
@@ -175,6 +255,7 @@ def unlink_device(device_id: str) -> BaseResponse | tuple[str, int]:
         return render_template(
             "unlink.html",
             device=device,
+            back=back,
             error=f"{device.name} was not unlinked: the hub could not reach its broker ({exc}). Try again.",
         ), HTTPStatus.SERVICE_UNAVAILABLE
     else:
@@ -182,7 +263,10 @@ def unlink_device(device_id: str) -> BaseResponse | tuple[str, int]:
             f"{device.name} is unlinked: it was disconnected and its broker credentials are deleted. "
             "Its settings are kept. To use it again, link it again."
         )
-    return redirect(url_for("devices.device_list"), HTTPStatus.SEE_OTHER)
+    own = device.account_id == g.account.id
+    return redirect(
+        url_for("devices.device_list" if own else "household.household_page"), HTTPStatus.SEE_OTHER
+    )
 
 
 @bp.delete("/api/v1/devices/<device_id>")

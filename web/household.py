@@ -2,11 +2,11 @@
 
 Only the owner gets these pages (a member gets 403 on each, GET or POST). The
 owner can also turn a member's two-factor sign-in off, for someone who lost both
-the phone and the recovery codes. For
-devices the owner is an account like any other: a member's devices appear on
-the member's own pages only; the owner sees how many each account has, which
-is what deciding on a removal needs. The rules (who may, what is kept, when a
-removal is refused) are hub.services.household's; this module only asks and shows.
+the phone and the recovery codes, set a new password for a member who forgot
+theirs, and give a member's device to someone else or unlink it
+(web/devices.py). A member's settings appear on the member's own pages only.
+The rules (who may, what is kept, when a removal is refused) are
+hub.services.household's; this module only asks and shows.
 """
 
 from __future__ import annotations
@@ -183,6 +183,42 @@ def two_factor_off(account_id: int) -> BaseResponse | tuple[str, int]:
             "They can turn it on again with their new phone under Settings."
         ),
     )
+
+
+@bp.get("/household/members/<int:account_id>/password")
+@owner_required
+def reset_password_confirm(account_id: int) -> BaseResponse | tuple[str, int]:
+    member = _member(account_id)
+    if member.account.id == g.account.id:
+        return redirect(url_for("account.account_page"))  # the owner's own: with the current one
+    return render_template("reset_password.html", member=member, error=None), HTTPStatus.OK
+
+
+@bp.post("/household/members/<int:account_id>/password")
+@owner_required
+def reset_password(account_id: int) -> BaseResponse | tuple[str, int]:
+    member = _member(account_id)
+    password = request.form.get("password", "")
+    if password != request.form.get("password2", ""):
+        return render_template(
+            "reset_password.html", member=member, error="The two passwords differ."
+        ), HTTPStatus.BAD_REQUEST
+    try:
+        account = services().household.reset_password(
+            account_id, password, origin=Origin.WEB, by=g.account, address=request.remote_addr
+        )
+    except HouseholdRefused as exc:
+        if status_for_refusal(exc.reason) == HTTPStatus.NOT_FOUND:
+            abort(HTTPStatus.NOT_FOUND)
+        return render_template("reset_password.html", member=member, error=str(exc)), HTTPStatus.BAD_REQUEST
+    except AccountError as exc:
+        return render_template("reset_password.html", member=member, error=str(exc)), HTTPStatus.BAD_REQUEST
+    services().sessions.end_all(account.id)
+    flash(
+        f"{account.name} has a new password and is signed out everywhere. Tell them the password; "
+        "they choose their own when they sign in."
+    )
+    return redirect(url_for("household.household_page"), HTTPStatus.SEE_OTHER)
 
 
 def _confirmed(

@@ -1,32 +1,60 @@
 """/settings: the signed-in account's preferences, which every device of the
 account receives (a device's own setting of the same name wins on that device).
 
-One key per form post: a person changes one thing at a time, and a refusal
-then names exactly what was wrong with it.
+The preferences the hub knows by name (time zone, temperature unit, locale,
+theme: hub/core/preferences.py) have proper controls and are checked against
+their choices; anything else is a custom setting, typed as a name and a value
+(JSON validated on the spot, web/values.py). The time zone also sets how these
+pages show times (web/timefmt.py).
 """
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from http import HTTPStatus
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.core import preferences as known
 from hub.core.origin import Origin
+from hub.core.settings_merge import JsonObject
 from hub.errors import SettingsRefused
 from web.auth import login_required
 from web.services import services
-from web.values import show_value, typed_change
+from web.values import readable, show_value, typed_change
 
 bp = Blueprint("preferences", __name__)
 
 
-def _page(*, key: str = "", value: str = "", error: str | None = None, http: int = 200) -> tuple[str, int]:
-    current = services().settings.preferences(g.account.id)
-    rows = [(name, show_value(current.document[name])) for name in sorted(current.document)]
+@functools.cache
+def time_zones() -> tuple[str, ...]:
+    """The system's zoneinfo names (the tzdata the hub's OS keeps up to date), sorted."""
+    return tuple(sorted(zoneinfo.available_timezones()))
+
+
+def _page(
+    *,
+    key: str = "",
+    value: str = "",
+    error: str | None = None,
+    chosen: dict[str, str] | None = None,
+    http: int = 200,
+) -> tuple[str, int]:
+    current = services().settings.preferences(g.account.id).document
+    custom = [(name, readable(current[name])) for name in sorted(current) if name not in known.KNOWN_KEYS]
+    values = {pref.key: str(current.get(pref.key, "")) for pref in known.KNOWN} | (chosen or {})
     return (
         render_template(
-            "settings.html", rows=rows, version=current.version, key=key, value=value, error=error
+            "settings.html",
+            known=known.KNOWN,
+            values=values,
+            zones=time_zones(),
+            rows=custom,
+            key=key,
+            value=value,
+            error=error,
         ),
         http,
     )
@@ -35,16 +63,43 @@ def _page(*, key: str = "", value: str = "", error: str | None = None, http: int
 @bp.get("/settings")
 @login_required
 def settings_page() -> tuple[str, int]:
+    editing = request.args.get("edit", "")
+    current = services().settings.preferences(g.account.id).document
+    if editing in current and editing not in known.KNOWN_KEYS:
+        return _page(key=editing, value=show_value(current[editing]))
     return _page()
+
+
+def _saved(change: JsonObject) -> BaseResponse | tuple[str, int]:
+    settings = services().settings
+    before = settings.preferences(g.account.id).version
+    after = settings.set_preferences(g.account.id, change, origin=Origin.WEB)
+    if after.version == before:
+        flash("Nothing changed.")
+    else:
+        flash("Saved. Your devices get the change now, or when they next connect.")
+    # Redirect after a post: reloading the page must not send the change again.
+    return redirect(url_for("preferences.settings_page"), HTTPStatus.SEE_OTHER)
+
+
+@bp.post("/settings/preferences")
+@login_required
+def change_known() -> BaseResponse | tuple[str, int]:
+    try:
+        return _saved(known.checked_known(request.form, time_zones()))
+    except SettingsRefused as exc:
+        chosen = {pref.key: request.form.get(pref.key, "")[:64] for pref in known.KNOWN}
+        return _page(error=str(exc), chosen=chosen, http=HTTPStatus.BAD_REQUEST)
 
 
 @bp.post("/settings")
 @login_required
 def change_preference() -> BaseResponse | tuple[str, int]:
-    settings = services().settings
-    before = settings.preferences(g.account.id).version
     try:
-        after = settings.set_preferences(g.account.id, typed_change(request.form), origin=Origin.WEB)
+        change = typed_change(request.form)
+        if request.form.get("action") != "remove" and next(iter(change)) in known.KNOWN_KEYS:
+            raise SettingsRefused("invalid_request", "Set that one with its own control above.")
+        return _saved(change)
     except SettingsRefused as exc:
         # What was typed stays in the form, to be corrected.
         return _page(
@@ -53,9 +108,3 @@ def change_preference() -> BaseResponse | tuple[str, int]:
             error=str(exc),
             http=HTTPStatus.BAD_REQUEST,
         )
-    if after.version == before:
-        flash("Nothing changed.")
-    else:
-        flash(f"Saved as version {after.version}. Your devices get the change when they are online.")
-    # Redirect after a post: reloading the page must not send the change again.
-    return redirect(url_for("preferences.settings_page"), HTTPStatus.SEE_OTHER)

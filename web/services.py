@@ -13,6 +13,7 @@ from flask import Flask, current_app
 from hub.core.accounts import AccountDirectory
 from hub.core.rate_limits import LimitsPolicy
 from hub.services.activity import ActivityLog
+from hub.services.handover import Handover
 from hub.services.household import Household
 from hub.services.links import LinkService
 from hub.services.settings import SettingsService
@@ -28,6 +29,7 @@ class WebServices:
     settings: SettingsService
     activity: ActivityLog
     household: Household
+    handover: Handover
     limits: LimitsPolicy
     clock: Callable[[], float]
     sessions: SessionRecords

@@ -4,10 +4,12 @@ injected clock, so pages agree with the hub about what has expired."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Flask
+from flask import Flask, g
 
+from hub.core.preferences import TIME_ZONE
 from web.services import services
 
 
@@ -38,13 +40,38 @@ def remaining(until_s: float, now_s: float) -> str:
     return f"expires in {seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def local_time(epoch_s: float) -> str:
-    """The hub's local time zone: the household lives in it."""
-    return datetime.fromtimestamp(epoch_s).astimezone().strftime("%Y-%m-%d %H:%M")
+def local_time(epoch_s: float, zone: tzinfo | None = None) -> str:
+    """In `zone` (the account's time zone preference), else the hub's own: with
+    the zone's name, so nobody mistakes UTC for the time on the wall."""
+    when = datetime.fromtimestamp(epoch_s, zone) if zone else datetime.fromtimestamp(epoch_s).astimezone()
+    return when.strftime("%Y-%m-%d %H:%M %Z")
+
+
+def clock_time(epoch_s: float, zone: tzinfo | None = None) -> str:
+    """The time of day alone, for "since 14:05" today."""
+    when = datetime.fromtimestamp(epoch_s, zone) if zone else datetime.fromtimestamp(epoch_s).astimezone()
+    return when.strftime("%H:%M %Z")
 
 
 def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+
+
+def account_zone() -> tzinfo | None:
+    """The signed-in account's time zone preference (hub/core/preferences.py), read
+    once per request; None (the hub's zone) when unset, unknown or signed out."""
+    if "time_zone" not in g:
+        g.time_zone = None
+        account = g.get("account")
+        if account is not None:
+            name = services().settings.preferences(account.id).document.get(TIME_ZONE)
+            if isinstance(name, str):
+                try:
+                    g.time_zone = ZoneInfo(name)
+                except (ZoneInfoNotFoundError, ValueError):
+                    g.time_zone = None
+    zone: tzinfo | None = g.time_zone
+    return zone
 
 
 def register(app: Flask) -> None:
@@ -58,5 +85,6 @@ def register(app: Flask) -> None:
 
     app.add_template_filter(ago_filter, "ago")
     app.add_template_filter(remaining_filter, "remaining")
-    app.add_template_filter(local_time, "local_time")
+    app.add_template_filter(lambda epoch_s: local_time(epoch_s, account_zone()), "local_time")
+    app.add_template_filter(lambda epoch_s: clock_time(epoch_s, account_zone()), "clock_time")
     app.add_template_filter(iso_utc, "iso_utc")

@@ -14,9 +14,10 @@ second factors count against the same limits as wrong passwords.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from http import HTTPStatus
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core.accounts import SecondFactor, TwoFactorStatus
@@ -45,6 +46,8 @@ bp = Blueprint("two_factor", __name__)
 
 ENROLMENT_KEY = "two_factor_enrolment_token"
 WRONG_SECOND_FACTOR = "That code is not right, or it was used already."
+ALREADY_USED = "That code was used already. Wait for the app to show the next one, and type that."
+SHOWN_CODES_KEY = "recovery_codes_token"
 WRONG_PASSWORD_OR_CODE = "The password or the code is wrong."
 
 Page = tuple[str, int] | tuple[str, int, dict[str, str]]
@@ -62,8 +65,9 @@ def second_factor() -> BaseResponse | Page:
         # Never had a right password here, took too long, or the hub restarted.
         session.pop(AWAITING_KEY, None)
         return redirect(url_for("auth.login", next=safe_next(request.args.get("next"))))
+    recovery = request.args.get("recovery") == "1"
     if request.method != "POST":
-        return render_template("login_two_factor.html"), HTTPStatus.OK
+        return render_template("login_two_factor.html", name=waiting.name, recovery=recovery), HTTPStatus.OK
     code = request.form.get("code", "")
     accounts = services().accounts
     tried = state.limits.attempt(
@@ -74,12 +78,24 @@ def second_factor() -> BaseResponse | Page:
     )
     if isinstance(tried, Refused):
         page = render_template(
-            "login_two_factor.html", error=throttled_message(tried.retry_after_s), status="throttled"
+            "login_two_factor.html",
+            name=waiting.name,
+            recovery=recovery,
+            error=throttled_message(tried.retry_after_s),
+            status="throttled",
         )
         return refuse(tried.retry_after_s, page)
     if tried.result is None:
-        record_failure(waiting.name, limit_reached=tried.limit_reached, detail="wrong second factor")
-        page = render_template("login_two_factor.html", error=WRONG_SECOND_FACTOR, status="wrong_code")
+        # Said as it is: a right code typed twice is not a wrong one (RFC 6238 §5.2).
+        reused = accounts.code_already_used(waiting.account_id, code)
+        detail = (
+            "authenticator code already used in its 30-second window" if reused else "wrong second factor"
+        )
+        record_failure(waiting.name, limit_reached=tried.limit_reached, detail=detail)
+        error, status = (ALREADY_USED, "code_used") if reused else (WRONG_SECOND_FACTOR, "wrong_code")
+        page = render_template(
+            "login_two_factor.html", name=waiting.name, recovery=recovery, error=error, status=status
+        )
         return page, HTTPStatus.BAD_REQUEST
     if state.awaiting_second_factor.take(token) is None:
         return redirect(url_for("auth.login"))  # the same sign-in finished in another tab just now
@@ -140,12 +156,12 @@ def confirm() -> BaseResponse | Page:
     if now_on is not None:
         stamp_session(now_on)
     record(ActivityKind.TWO_FACTOR_ENABLED, g.account.id)
-    return render_template("recovery_codes.html", codes=codes, first=True), HTTPStatus.OK
+    return _show_codes(codes, first=True)
 
 
 @bp.post("/account/two-factor/recovery-codes")
 @login_required
-def renew_recovery_codes() -> Page:
+def renew_recovery_codes() -> BaseResponse | Page:
     code = request.form.get("code", "")
     accounts = services().accounts
     tried = sign_in_state().limits.attempt(
@@ -162,7 +178,7 @@ def renew_recovery_codes() -> Page:
         )
         return _page(error=WRONG_SECOND_FACTOR, http=HTTPStatus.BAD_REQUEST)
     record(ActivityKind.RECOVERY_CODES_RENEWED, g.account.id)
-    return render_template("recovery_codes.html", codes=tried.result, first=False), HTTPStatus.OK
+    return _show_codes(tried.result, first=False)
 
 
 @bp.post("/account/two-factor/disable")
@@ -189,6 +205,54 @@ def disable() -> BaseResponse | Page:
     record(ActivityKind.TWO_FACTOR_DISABLED, g.account.id)
     flash("Two-factor sign-in is off. Signing in needs only your password now.")
     return redirect(url_for("two_factor.settings_page"), HTTPStatus.SEE_OTHER)
+
+
+# --- new recovery codes: shown after a redirect, for a while -------------------------
+@dataclass(frozen=True, slots=True)
+class ShownCodes:
+    account_id: int
+    codes: tuple[str, ...]
+    first: bool  # two-factor was just turned on
+
+
+def _show_codes(codes: list[str], *, first: bool) -> BaseResponse:
+    """Post/redirect/get: the codes wait server-side (web/pending.py) under a token
+    in the session, so Reload shows them again and the download has them,
+    for web.auth.RECOVERY_CODES_SHOWN_S; never in the cookie or a URL."""
+    shown = sign_in_state().shown_codes
+    shown.discard(session.get(SHOWN_CODES_KEY))
+    session[SHOWN_CODES_KEY] = shown.put(ShownCodes(g.account.id, tuple(codes), first))
+    return redirect(url_for("two_factor.recovery_codes_page"), HTTPStatus.SEE_OTHER)
+
+
+def _shown_codes() -> ShownCodes | None:
+    found = sign_in_state().shown_codes.get(session.get(SHOWN_CODES_KEY))
+    return found if found is not None and found.account_id == g.account.id else None
+
+
+@bp.get("/account/two-factor/recovery-codes")
+@login_required
+def recovery_codes_page() -> Page:
+    shown = _shown_codes()
+    if shown is None:
+        # Reloaded later, or opened afresh: said plainly, not as an error or a success.
+        return render_template("recovery_codes.html", codes=None, first=False), HTTPStatus.OK
+    return render_template("recovery_codes.html", codes=shown.codes, first=shown.first), HTTPStatus.OK
+
+
+@bp.get("/account/two-factor/recovery-codes.txt")
+@login_required
+def recovery_codes_file() -> BaseResponse | Page:
+    shown = _shown_codes()
+    if shown is None:
+        return redirect(url_for("two_factor.recovery_codes_page"))
+    header = [f"LinkHub recovery codes for {g.account.name}", "Each signs in once instead of the app.", ""]
+    text = "\n".join([*header, *shown.codes])
+    return Response(
+        text + "\n",
+        mimetype="text/plain",
+        headers={"Content-Disposition": 'attachment; filename="linkhub-recovery-codes.txt"'},
+    )
 
 
 # --- helpers ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hub.core.preferences import check_custom_key, words_for
 from hub.core.settings_merge import JsonObject
 from hub.errors import SettingsRefused
 from hub.services.settings import DeviceSettingsView
@@ -68,14 +69,47 @@ def typed_change(form: Mapping[str, str]) -> JsonObject:
     """The merge patch one settings form asks for: set `key` to `value`, or remove it.
 
     Both the preferences page and a device's page post the same three fields
-    (`key`, `value`, `action`), so they read them here alike.
+    (`key`, `value`, `action`), so they read them here alike. A new key must be
+    a plain name (hub/core/preferences.py); removing takes any key, so one made
+    before that rule can still go. A value that starts like JSON must be JSON:
+    `{"unit": "C"` is a typing mistake, not the text to store.
     """
     key = form.get("key", "").strip()
     if not key:
         raise SettingsRefused("invalid_request", "Name the setting to change.")
     if form.get("action") == "remove":
         return {key: None}
-    return {key: parse_value(form.get("value", ""))}
+    check_custom_key(key)
+    text = form.get("value", "")
+    if text.strip()[:1] in JSON_OPENERS:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsRefused(
+                "invalid_request",
+                f"The value is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
+                'Fix it, or type plain text without {, [ or " at the start.',
+            ) from None
+        except RecursionError:
+            pass  # parse_value says "too deep" in its own words
+    return {key: parse_value(text)}
+
+
+# What JSON objects, arrays and strings start with.
+JSON_OPENERS = ("{", "[", '"')
+
+
+def readable(value: Any) -> str:
+    """A value as a person reads it: text without quotes, yes/no, numbers as
+    written; objects and lists as JSON with spaces after the commas, so they
+    wrap between items rather than mid-word."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
 
 
 # Where a desired value comes from (hub/core/settings_merge.py: the device's own wins).
@@ -94,11 +128,21 @@ class SettingRow:
     source: str
     own: bool  # the device's own setting, which this page may remove
     synced: bool
+    desired_words: str | None = None  # as a person reads it (readable)
+    reported_words: str | None = None
+
+    @property
+    def status_words(self) -> str:
+        if self.synced:
+            return "Up to date"
+        if self.desired is None:
+            return "Only on the device"
+        return "Waiting for the device"
 
 
 def setting_rows(view: DeviceSettingsView) -> list[SettingRow]:
     """Every key of desired and reported, so a key the device still runs after it
-    was removed shows up (pending) instead of silently disappearing.
+    was removed shows up (waiting) instead of silently disappearing.
 
     A row is synced when both sides hold the same JSON: compared as JSON text,
     since Python finds `True == 1` and a device reporting `1` for `true` is not.
@@ -122,16 +166,29 @@ def setting_rows(view: DeviceSettingsView) -> list[SettingRow]:
                 source=source,
                 own=key in view.settings,
                 synced=desired is not None and desired == shown,
+                desired_words=shown_words(key, view.desired[key]) if key in view.desired else None,
+                reported_words=shown_words(key, reported[key]) if key in reported else None,
             )
         )
     return rows
 
 
-def version_status(view: DeviceSettingsView) -> str:
-    """Versions, not values, decide "synced": a device may run the right values by
-    chance, but only reporting the version says it has applied every change."""
+def shown_words(key: str, value: Any) -> str:
+    """A known preference by its choice's words ("Celsius (°C)"), anything else readable."""
+    return words_for(key, value) or readable(value)
+
+
+def version_status(view: DeviceSettingsView, *, online: bool | None = None) -> str:
+    """Where a device's settings are, in words. Versions, not values, decide
+    "up to date": a device may run the right values by chance, but only
+    reporting the version says it has applied every change. `online` (when
+    known) says why it is waiting."""
+    if not view.desired and not view.reported:
+        return "No settings yet"
     if view.synced:
-        return "synced"
+        return "Up to date"
+    if online is False:
+        return "Waiting for the device: it is offline, and gets the changes when it connects"
     if view.applied_version is None:
-        return f"pending: the device has not reported any version of {view.desired_version} yet"
-    return f"pending: device runs version {view.applied_version} of {view.desired_version}"
+        return "Waiting for the device to confirm its first settings"
+    return "Waiting for the device to confirm the latest change"

@@ -28,6 +28,9 @@ class AccountView:
     # When "sign out everywhere" was last asked for: sessions signed in before
     # that end then, on every hub that uses this account service (web/auth.py).
     sessions_ended_at_s: float | None = None
+    # The owner set this password: the person chooses their own at the next
+    # sign-in before anything else (web/auth.py).
+    must_change_password: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,18 @@ class Identities(Protocol):
         """
         ...
 
+    def change_password(self, account_id: int, current: str, new: str) -> bool:
+        """The person's own change: False (nothing changed) if `current` is wrong;
+        AccountError if `new` is refused. Clears must_change_password. Ending the
+        other sessions is the caller's (`end_sessions`), so every hub does it alike."""
+        ...
+
+    def reset_password(self, account_id: int, new: str) -> AccountView:
+        """The owner (or the hub's operator) sets a password the person must
+        replace at the next sign-in; AccountError for no such account or a
+        refused password. hub.services.household checks who may ask."""
+        ...
+
     def end_sessions(self, account_id: int) -> float:
         """ "Sign out everywhere": every web session of the account signed in until
         now ends, on every hub (each compares its sessions' sign-in time with the
@@ -211,6 +226,13 @@ class TwoFactor(Protocol):
 
     def check_second_factor(self, account_id: int, code: str) -> SecondFactor | None:
         """A live TOTP code (each accepted once) or an unused recovery code (then used up)."""
+        ...
+
+    def code_already_used(self, account_id: int, code: str) -> bool:
+        """Whether a refused code is the app's right code for a time step already
+        accepted (RFC 6238 §5.2: each is good once): a second tap, or a code
+        someone watched being typed. For the activity log's words only; it
+        accepts nothing."""
         ...
 
     def two_factor_status(self, account_id: int) -> TwoFactorStatus: ...

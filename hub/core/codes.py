@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 # Consonants only: no vowels means no words, and nothing that reads as 0/O or 1/I.
 ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
@@ -42,3 +43,40 @@ def normalise(typed: str) -> str | None:
     if len(cleaned) != CODE_LENGTH or any(ch not in ALPHABET for ch in cleaned):
         return None
     return cleaned
+
+
+# A code inside other text: 8 letters, maybe with one separator in the middle,
+# standing on their own (not part of a longer word).
+_EMBEDDED = re.compile(r"(?<![A-Za-z])([A-Za-z]{4})[ \-_.]?([A-Za-z]{4})(?![A-Za-z])")
+
+
+def find_in(text: str) -> str | None:
+    """The code in what was pasted ("Code: fznd-jkqv", "your code is BCDF GHJK."),
+    canonical; None unless exactly one code is in it (two would be a guess)."""
+    whole = normalise(text)
+    if whole is not None:
+        return whole
+    found = {
+        normalised
+        for first, second in _EMBEDDED.findall(text)
+        if (normalised := normalise(first + second)) is not None
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def why_not(typed: str) -> str:
+    """What is wrong with something that is not a code, in a person's words."""
+    cleaned = typed.translate(_SEPARATORS).upper()
+    if not cleaned:
+        return "Type the code your device shows: 8 letters like BCDF-GHJK."
+    strangers = sorted({ch for ch in cleaned if ch not in ALPHABET})
+    if strangers:
+        shown = ", ".join(strangers[:5])
+        return (
+            f"Codes use only the consonants {ALPHABET[:3]}…{ALPHABET[-3:]} (no vowels, digits or Y), "
+            f"so {shown} cannot be in one. Check the code on your device's screen."
+        )
+    letters = "letter" if len(cleaned) == 1 else "letters"
+    return (
+        f"That is {len(cleaned)} {letters}; codes have {CODE_LENGTH}. Check the code on your device's screen."
+    )

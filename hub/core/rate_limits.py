@@ -130,6 +130,11 @@ class Throttle:
                 return 0
             return max(1, math.ceil(events[-self._amount] + self._window_s - now))
 
+    def remaining(self, key: str) -> int:
+        """How many more events `key` may have in the window now."""
+        with self._lock:
+            return max(0, self._amount - len(self._live(key, self._clock())))
+
     def hit(self, key: str) -> bool:
         """Count one event; False if `key` was already at its limit (and is not counted)."""
         with self._lock:

@@ -40,6 +40,9 @@ class ActivityKind(StrEnum):
     ACCOUNT_CREATED = "account_created"
     ACCOUNT_REMOVED = "account_removed"
     PASSWORD_CHANGED = "password_changed"
+    PASSWORD_RESET = "password_reset"  # the owner set a member's password; they choose a new one
+    DEVICE_RENAMED = "device_renamed"
+    DEVICE_GIVEN = "device_given"  # moved to another member of the household
 
 
 @dataclass(frozen=True, slots=True)

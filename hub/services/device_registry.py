@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from hub.core.linking import LinkEvent
 from hub.core.origin import Origin, origin_words
-from hub.errors import LinkHubError, UnlinkRefused
+from hub.errors import DeviceRefused, LinkHubError, UnlinkRefused
 from hub.services import metrics
 from hub.services.activity import ActivityKind
 from hub.services.link_parts import (
@@ -27,6 +27,8 @@ from hub.services.link_parts import (
 )
 from hub.store.engine import session_scope
 from hub.store.models import BrokerIdentity, Device, LinkRequestRecord
+from linkhub_protocol import ProtocolError
+from linkhub_protocol.text import checked_text
 
 
 class DeviceRegistry(LinkParts):
@@ -258,6 +260,41 @@ class DeviceRegistry(LinkParts):
                 query = query.where(Device.account_id == account_id)
             unknown_since = metrics.of(self._engine).status_unknown_since()
             return [_device_view(d, unknown_since) for d in session.exec(query).all()]
+
+    def any_linked_device(self, device_id: str) -> DeviceView | None:
+        """A linked device whoever has it: for the household's owner, who may give
+        or unlink a member's device (hub/services/handover.py checks who asks)."""
+        with session_scope(self._engine) as session:
+            device = session.get(Device, device_id)
+            if device is None or device.unlinked_at_s is not None:
+                return None
+            return _device_view(device, metrics.of(self._engine).status_unknown_since())
+
+    def rename(self, device_id: str, account_id: int, name: str, *, address: str | None = None) -> DeviceView:
+        """The name people see on the pages; the device keeps the one it sent in its
+        own messages. The same rules as a name a device sends (linkhub_protocol.text)."""
+        try:
+            checked_text(name.strip(), "The name", 64)
+        except ProtocolError as exc:
+            raise DeviceRefused("invalid_name", f"{exc.description}.") from None
+        with session_scope(self._engine) as session:
+            device = session.get(Device, device_id)
+            if device is None or device.unlinked_at_s is not None or device.account_id != account_id:
+                raise DeviceRefused("unknown_device", "You have no device with that id.")
+            old = device.name
+            device.name = name.strip()
+            session.add(device)
+            if old != device.name:
+                self._activity.add(
+                    session,
+                    ActivityKind.DEVICE_RENAMED,
+                    account_id,
+                    address=address,
+                    device_id=device_id,
+                    detail=f"from {old!r} to {device.name!r}",
+                )
+            session.flush()
+            return _device_view(device, metrics.of(self._engine).status_unknown_since())
 
     def linked_device(self, device_id: str, account_id: int) -> DeviceView | None:
         """The account's linked device with this id, or None: one row, where

@@ -1,8 +1,10 @@
 """The household: its owner adds and removes the accounts of the people who live there.
 
-Managing accounts is the owner's one extra power. For devices the owner is an
-account like any other: every account sees and manages only the devices linked
-to it (web/devices.py), so a member's lamp is the member's, not the owner's.
+Managing accounts is the owner's extra power, and with it giving a member's
+device to someone else or unlinking it (hub/services/handover.py). Otherwise
+the owner is an account like any other: every account sees and changes the
+settings of only the devices linked to it (web/devices.py), so a member's
+lamp is the member's, not the owner's.
 
 Accounts live in the account service (an `AccountDirectory`, perhaps on another
 machine); devices and the activity log live in the hub's database. The rules
@@ -10,7 +12,7 @@ that need both are here, on the hub side:
 
 - A member who still has linked devices is not removed: those devices would
   belong to an account nobody can sign in to, out of reach of every page. The
-  refusal says how to unlink them.
+  refusal says how to give them away or unlink them.
 - A removed account keeps its id and its history (preferences, settings change
   log, activity); the account service never gives that id to anyone else.
 - A member who lost both the phone and the recovery codes gets two-factor
@@ -29,7 +31,6 @@ unlink`).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -62,15 +63,20 @@ class LinkedDevices(Protocol):
 class Member:
     """One account on the owner's list, with how many devices are linked to it.
 
-    A count, not the devices: the owner manages accounts, not a member's devices.
+    The owner manages accounts, and may give away or unlink a member's device,
+    but never sees its settings.
     """
 
     account: AccountSummary
     devices: int
     two_factor: bool = False  # so the owner can turn it off for a member who lost their phone
+    # The member's devices, which the owner may give to someone else or unlink
+    # (hub/services/handover.py); their settings stay the member's.
+    linked: tuple[DeviceView, ...] = ()
 
 
 NOT_OWNER_MESSAGE = "Only the household's owner manages its accounts."
+
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
@@ -131,13 +137,18 @@ class Household:
 
     def members(self) -> list[Member]:
         """Every account in use, the owner first, each with its number of linked devices."""
-        counts = Counter(device.account_id for device in self._devices.list_devices())
+        by_account: dict[int, list[DeviceView]] = {}
+        for device in self._devices.list_devices():
+            by_account.setdefault(device.account_id, []).append(device)
         members = []
         for account in self._accounts.list_accounts():
             # One look-up per account (a household is a handful): the list itself
             # does not say whether two-factor sign-in is on.
             view = self._accounts.get(account.id)
-            members.append(Member(account, counts[account.id], two_factor=bool(view and view.two_factor)))
+            linked = tuple(by_account.get(account.id, ()))
+            members.append(
+                Member(account, len(linked), two_factor=bool(view and view.two_factor), linked=linked)
+            )
         return members
 
     def create_account(
@@ -186,9 +197,8 @@ class Household:
             raise HouseholdRefused(
                 Refusal.HAS_DEVICES,
                 f"{account.name} still has {_plural(len(devices), 'linked device')}. "
-                f"They must be unlinked first: {account.name} can unlink them on the Devices page, "
-                "or the hub's operator with `linkhub devices unlink DEVICE_ID` "
-                "(`linkhub devices` lists them).",
+                "Give each to another member or unlink it first: on the household page, "
+                "or with the command: linkhub devices unlink DEVICE_ID.",
             )
         removed = self._accounts.remove(account_id)
         if removed is None:  # removed by someone else a moment ago
@@ -248,6 +258,43 @@ class Household:
             owner_detail=f"for {account.name!r}, turned off without a code {how}",
         )
         return account
+
+    def reset_password(
+        self,
+        account_id: int,
+        new_password: str,
+        *,
+        origin: Origin,
+        by: AccountView | None = None,
+        address: str | None = None,
+    ) -> AccountView:
+        """Give an account a new password that its person must replace at the next
+        sign-in, and end its sessions everywhere: for a member who forgot theirs.
+
+        On the household page the owner does it for a member (their own password
+        they change under Account, with the current one). The hub's operator
+        (`linkhub account password`) may do it for any account: the way back for
+        an owner who forgot theirs. HouseholdRefused or AccountError say why not.
+        """
+        _check(origin, by)
+        account = self._known(account_id)
+        if by is not None and by.id == account.id:
+            raise HouseholdRefused(
+                Refusal.OWN_ACCOUNT, "Change your own password on your account page, with the current one."
+            )
+        reset = self._accounts.reset_password(account_id, new_password)
+        self._accounts.end_sessions(account_id)
+        how = _how(origin, by, "password")
+        _record_on_both(
+            self._activity,
+            ActivityKind.PASSWORD_RESET,
+            member_id=account.id,
+            owner_id=self._owner_id(by),
+            address=address,
+            member_detail=f"a new password was set {how}; signed out everywhere until it is replaced",
+            owner_detail=f"for {account.name!r}, a new password set {how}",
+        )
+        return reset
 
     def _owner_id(self, by: AccountView | None) -> int | None:
         """The owner's id: the person asking on the household page is the owner;

@@ -57,9 +57,28 @@ class LinkDecisions(LinkParts):
             if is_expired(state, record.expires_at_s, now):
                 state = LinkState.EXPIRED
             status = _STATE_TO_CODE_STATUS[state]
-            if status is CodeStatus.USED and account_id is not None and record.account_id != account_id:
-                status = CodeStatus.USED_BY_OTHER_ACCOUNT
+            if status is CodeStatus.USED and account_id is not None:
+                mine = record.account_id == account_id
+                status = CodeStatus.USED_BY_YOU if mine else CodeStatus.USED_BY_OTHER_ACCOUNT
             return CodeLookup(status, _request_view(record, state))
+
+    def waiting(self, limit: int = 50) -> list[LinkRequestView]:
+        """The link requests waiting for a person now, newest first: what /link
+        lists for every signed-in member of the household (docs/security.md,
+        "Devices waiting to be linked"). At most `limit`; the pending cap keeps
+        the whole list small anyway."""
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            records = session.exec(
+                select(LinkRequestRecord)
+                .where(
+                    LinkRequestRecord.state == LinkState.PENDING.value,
+                    col(LinkRequestRecord.expires_at_s) > now,
+                )
+                .order_by(col(LinkRequestRecord.created_at_s).desc())
+                .limit(limit)
+            ).all()
+            return [_request_view(record, LinkState.PENDING) for record in records]
 
     def approve(
         self, typed: str, account_id: int, *, origin: Origin | None = None, address: str | None = None

@@ -128,6 +128,9 @@ class CodeStatus(StrEnum):
     # Used, and by an account other than the one asking: a code read off someone
     # else's screen, or a device that is not where the person thinks it is.
     USED_BY_OTHER_ACCOUNT = "used_by_other_account"
+    # Used, by the account asking: Back or Reload after its own approval. Not a
+    # guess (web/code_limits.py does not count it): the page leads to the device.
+    USED_BY_YOU = "used_by_you"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class LinkRequestView:
     requested_at_s: float
     expires_at_s: float
     state: LinkState
+    device_id: str | None = None  # once approved
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,7 @@ DECISION_MESSAGES = {
     CodeStatus.EXPIRED: "That code has expired. Ask the device for a new code.",
     CodeStatus.DENIED: "That code was denied. Ask the device for a new code if that was a mistake.",
     CodeStatus.USED: "That code was already used to link a device.",
+    CodeStatus.USED_BY_YOU: "You already linked a device with this code: it is on your Devices page.",
     CodeStatus.USED_BY_OTHER_ACCOUNT: (
         "This code was already used to link a device to another account. If that was not you, "
         "check the code on your device's screen and ask the hub's owner who linked it."
@@ -380,6 +385,7 @@ def _request_view(record: LinkRequestRecord, state: LinkState) -> LinkRequestVie
         requested_at_s=record.created_at_s,
         expires_at_s=record.expires_at_s,
         state=state,
+        device_id=record.device_id,
     )
 
 

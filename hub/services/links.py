@@ -90,6 +90,7 @@ class LinkService:
         self.handle_rejection = self.intake.handle_rejection
         self.expire_due = self.intake.expire_due
         self.lookup_code = self.decisions.lookup_code
+        self.waiting = self.decisions.waiting
         self.approve = self.decisions.approve
         self.deny = self.decisions.deny
         self.device_status = self.registry.device_status
@@ -101,6 +102,8 @@ class LinkService:
         self.unconfirmed_lifetime_s = self.registry.unconfirmed_lifetime_s
         self.list_devices = self.registry.list_devices
         self.linked_device = self.registry.linked_device
+        self.any_linked_device = self.registry.any_linked_device
+        self.rename = self.registry.rename
         self.unfinished_clearings = self.registry.unfinished_clearings
         self.clearing_unfinished = self.registry.clearing_unfinished
         self.clearing_finished = self.registry.clearing_finished

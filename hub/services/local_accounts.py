@@ -87,7 +87,14 @@ def _view(account: Account) -> AccountView:
         two_factor=two_factor,
         two_factor_since_s=account.totp_enabled_at_s if two_factor else None,
         sessions_ended_at_s=account.sessions_ended_at_s,
+        must_change_password=account.password_must_change,
     )
+
+
+def _checked_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.")
+    return password
 
 
 class AccountService:
@@ -111,8 +118,7 @@ class AccountService:
             raise AccountError(
                 "An account name is 1-64 letters, digits, spaces, dots, dashes or underscores."
             )
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise AccountError(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.")
+        _checked_password(password)
         try:
             with session_scope(self._engine) as session:
                 first = session.exec(select(Account.id).limit(1)).first() is None
@@ -288,6 +294,29 @@ class AccountService:
             self._replace_recovery_codes(session, account_id, [])
         return True
 
+    def change_password(self, account_id: int, current: str, new: str) -> bool:
+        _checked_password(new)
+        with session_scope(self._engine) as session:
+            account = _required(session, account_id)
+            try:
+                _hasher.verify(account.password_hash, current)
+            except (VerificationError, InvalidHashError):
+                return False
+            account.password_hash = _hasher.hash(new)
+            account.password_must_change = False
+            session.add(account)
+        return True
+
+    def reset_password(self, account_id: int, new: str) -> AccountView:
+        _checked_password(new)
+        with session_scope(self._engine) as session:
+            account = _required(session, account_id)
+            account.password_hash = _hasher.hash(new)
+            account.password_must_change = True
+            session.add(account)
+            session.flush()
+            return _view(account)
+
     def end_sessions(self, account_id: int) -> float:
         now = self._clock()
         with session_scope(self._engine) as session:
@@ -308,6 +337,16 @@ class AccountService:
                 return None  # switched off in between
             self._replace_recovery_codes(session, account_id, hashes)
         return codes
+
+    def code_already_used(self, account_id: int, code: str) -> bool:
+        if not two_factor.looks_like_totp(code):
+            return False
+        with session_scope(self._engine) as session:
+            account = _in_use(session, account_id)
+            if account is None or account.totp_secret is None or account.totp_last_step is None:
+                return False
+            step = two_factor.matching_step(account.totp_secret, code, self._clock(), after_step=None)
+            return step is not None and step <= account.totp_last_step
 
     def _use_totp(self, account_id: int, code: str) -> bool:
         with session_scope(self._engine) as session:

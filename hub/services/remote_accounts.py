@@ -202,6 +202,14 @@ class RemoteAccountService:
         except (KeyError, TypeError, ValueError):
             raise self._garbled(path) from None
 
+    def code_already_used(self, account_id: int, code: str) -> bool:
+        path = f"/v1/accounts/{int(account_id)}/two-factor/used"
+        body = self._expect(self._call("POST", path, {"code": code}), HTTPStatus.OK)
+        used = body.get("used") if isinstance(body, dict) else None
+        if not isinstance(used, bool):
+            raise self._garbled(path)
+        return used
+
     def two_factor_status(self, account_id: int) -> TwoFactorStatus:
         path = f"/v1/accounts/{int(account_id)}/two-factor"
         body = self._expect(self._refusable(self._call("GET", path)), HTTPStatus.OK)
@@ -237,6 +245,19 @@ class RemoteAccountService:
             return bool(_exact(body["was_on"], bool))
         except (KeyError, TypeError):
             raise self._garbled(path) from None
+
+    def change_password(self, account_id: int, current: str, new: str) -> bool:
+        path = f"/v1/accounts/{int(account_id)}/password"
+        reply = self._refusable(self._call("POST", path, {"current": current, "new": new}))
+        if reply.status == HTTPStatus.UNAUTHORIZED and reply.error == "bad_credentials":
+            return False
+        self._expect(reply, HTTPStatus.OK)
+        return True
+
+    def reset_password(self, account_id: int, new: str) -> AccountView:
+        path = f"/v1/accounts/{int(account_id)}/password-reset"
+        reply = self._refusable(self._call("POST", path, {"new": new}))
+        return self._view(self._expect(reply, HTTPStatus.OK), path)
 
     def end_sessions(self, account_id: int) -> float:
         path = f"/v1/accounts/{int(account_id)}/end-sessions"
@@ -299,6 +320,7 @@ class RemoteAccountService:
                 two_factor=_exact(body["two_factor"], bool),
                 two_factor_since_s=_optional_time(body.get("two_factor_since_s")),
                 sessions_ended_at_s=_optional_time(body.get("sessions_ended_at_s")),
+                must_change_password=_exact(body.get("must_change_password", False), bool),
             )
         except (KeyError, TypeError):
             raise self._garbled(path) from None

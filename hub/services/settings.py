@@ -39,7 +39,7 @@ from hub.core.settings_merge import (
     not_owned_by_device,
     validate_document,
 )
-from hub.errors import LinkHubError, SettingsRefused, StorageFull
+from hub.errors import DeviceRefused, LinkHubError, SettingsRefused, StorageFull
 from hub.services import metrics
 from hub.services.activity import ActivityKind, ActivityLog
 from hub.store.engine import lock_account_settings, session_scope
@@ -75,6 +75,7 @@ SLOW_DOWN_REPLY_INTERVAL_S = 1.0
 # Devices whose refusals are being counted; past this the table starts over
 # (a few lines logged early), so made-up device ids cannot grow it.
 _MAX_REFUSAL_COUNTERS = 4096
+
 
 class DevicePublisher(Protocol):
     def send_to_devices(
@@ -226,6 +227,37 @@ class SettingsService:
             self._send(outbound)
         if outbound:
             self._outbox_changed()
+        return view
+
+    def hand_over(self, device_id: str, to_account_id: int) -> DeviceSettingsView:
+        """Move a linked device to another account, with its own settings.
+
+        Who has the device and whose preferences its desired document is made of
+        change in one transaction, so they never disagree; the device is sent
+        what changed (the new account's preferences) as any other change. The
+        account service's copy of the device's own settings is keyed by device
+        and needs nothing. hub/services/handover.py checks who may ask.
+        """
+        with self._lock:
+            with session_scope(self._engine) as session:
+                device = session.get(Device, device_id)
+                if device is None or device.unlinked_at_s is not None:
+                    raise DeviceRefused("unknown_device", "That device is not linked.")
+                for account_id in sorted({device.account_id, to_account_id}):
+                    lock_account_settings(session, account_id)
+                shadow = self._shadow(session, device_id)
+                assert shadow is not None  # linked: made if missing
+                preferences = self._preferences_in(session, to_account_id)
+                settings = _load(shadow.settings_json)
+                self._checked_document(
+                    effective(preferences, settings), f"the desired document of {device.name}"
+                )
+                device.account_id = to_account_id
+                shadow.account_id = to_account_id
+                session.add(device)
+                outbound = self._redesire(session, shadow, preferences, settings)
+                view = self._view(shadow)
+            self._send(outbound)
         return view
 
     # --- what devices send ------------------------------------------------------

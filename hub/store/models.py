@@ -36,6 +36,9 @@ class Account(SQLModel, table=True):
     # "Sign out everywhere": the pages' sessions signed in before this end, on
     # every hub that uses this account service. (revision 0005)
     sessions_ended_at_s: float | None = None
+    # The owner set this password: the person must choose their own at the next
+    # sign-in. (revision 0008)
+    password_must_change: bool = False
 
 
 class RecoveryCode(SQLModel, table=True):

@@ -1,4 +1,4 @@
-"""`linkhub account add|list|remove|two-factor-off`."""
+"""`linkhub account add|list|remove|two-factor-off|password`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from hub.config.model import control_socket, default_database_url
 from linkhub import control_client
@@ -22,6 +23,8 @@ def account_command(args: argparse.Namespace) -> int:
             return _account_remove(args)
         case "two-factor-off":
             return _account_two_factor_off(args)
+        case "password":
+            return _account_password(args)
     return _account_add(args)
 
 
@@ -76,6 +79,46 @@ def _account_two_factor_off(args: argparse.Namespace) -> int:
         "they can turn it on again under Settings > Two-factor sign-in"
     )
     return 0
+
+
+def _account_password(args: argparse.Namespace) -> int:
+    """Through the running hub if there is one (its pages end the sessions at
+    once), else straight into the built-in account service, like `add`."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    data_dir = data_dir_of(args)
+    socket_path = control_socket(data_dir)
+    if socket_path.exists():
+        reset = control_client.call(
+            socket_path, "POST", "/v1/accounts/password", {"account": args.name, "password": password}
+        )
+        name = reset["name"]
+    else:
+        from hub.services.activity import ActivityLog
+        from hub.services.household import Household, Origin
+        from hub.services.local_accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+        from hub.store.engine import make_engine
+
+        engine = make_engine(args.database_url or default_database_url(data_dir))
+        try:
+            service = AccountService(engine, time.time)
+            account = service.find(args.name)
+            if account is None:
+                print(f"linkhub: no account named {args.name!r}", file=sys.stderr)
+                return 1
+            # No hub runs, so no device is linked to check: an empty device list.
+            household = Household(service, ActivityLog(engine, time.time), _NoDevices())
+            name = household.reset_password(account.id, password, origin=Origin.CLI).name
+        finally:
+            engine.dispose()
+    print(f"new password set for {name!r}: signed out everywhere; they choose their own at the next sign-in")
+    return 0
+
+
+class _NoDevices:
+    """The device list when no hub runs: this command touches no device."""
+
+    def list_devices(self, account_id: int | None = None) -> list[Any]:
+        return []
 
 
 def _account_add(args: argparse.Namespace) -> int:

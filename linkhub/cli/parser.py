@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         "under Settings. For the owner's account too. Recorded in the account's activity.",
     )
     two_factor_off.add_argument("name")
+    password = account_commands.add_parser(
+        "password",
+        parents=[common],
+        help="set a new password for an account (read from stdin); its person must replace it at sign-in",
+        description="Set a new password for an account whose person forgot theirs, the owner's too: "
+        "its sessions end everywhere, and at the next sign-in with this password the person must "
+        "choose their own before anything else. Recorded in the account's activity.",
+    )
+    password.add_argument("name")
+    password.add_argument(
+        "--password-stdin", action="store_true", required=True, help="read the new password from stdin"
+    )
 
     activity = commands.add_parser(
         "activity",
