@@ -75,7 +75,7 @@ class LinkDecisions(LinkParts):
                     LinkRequestRecord.state == LinkState.PENDING.value,
                     col(LinkRequestRecord.expires_at_s) > now,
                 )
-                .order_by(col(LinkRequestRecord.created_at_s).desc())
+                .order_by(col(LinkRequestRecord.created_at_s).desc(), col(LinkRequestRecord.user_code))
                 .limit(limit)
             ).all()
             return [_request_view(record, LinkState.PENDING) for record in records]
