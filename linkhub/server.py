@@ -14,8 +14,10 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import qrcode
 from waitress import wasyncore
@@ -47,6 +49,28 @@ def _page_urls(config: HubConfig) -> list[str]:
     if config.http_host not in ("0.0.0.0", ""):
         return [link_page_url(config.http_host, **ports)]
     return [link_page_url(host, **ports) for host in ["127.0.0.1", *lan_addresses()]]
+
+
+def phone_lines(phone_url: str) -> list[str]:
+    """What the banner tells about opening the hub on a phone: the address the
+    devices show too (the public host when one is set), with a QR code of it; a
+    hub on loopback only gets no QR code (no phone can open 127.0.0.1) but says
+    what to do instead."""
+    host = urlsplit(phone_url).hostname or ""
+    if host == "localhost" or _is_loopback_address(host):
+        return [
+            f"  Phones cannot open this hub: it listens on {host} (this computer) only.",
+            "  To link from a phone, start it with --http-host 0.0.0.0 (every address) or the",
+            "  machine's LAN address; behind a name or a proxy, add --public-host NAME.",
+        ]
+    return [f"  Scan to open {phone_url} on a phone (devices show this address too):", terminal_qr(phone_url)]
+
+
+def _is_loopback_address(host: str) -> bool:
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def terminal_qr(text: str) -> str:
@@ -278,9 +302,8 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             # changes already accepted reach it from the outbox when it is back.
             log.warning("the account service is away (%s); serving devices meanwhile", exc)
             print("  Account service: away; devices are served, sign-in waits for it.", flush=True)
-        phone_url = urls[-1]  # a LAN address when there is one: what a phone can open
-        print(f"  Scan to open {phone_url} on a phone:", flush=True)
-        print(terminal_qr(phone_url), end="", flush=True)
+        for line in phone_lines(endpoints.link_page_url):
+            print(line, end="" if line.endswith("\n") else "\n", flush=True)
         print("Stop with Ctrl-C.", flush=True)
         # Everything made so far lives as long as the hub: out of the garbage
         # collector's sight, a full collection no longer walks ~90,000 objects

@@ -49,11 +49,11 @@ def run_command(data_dir: Path, http_port: int, mqtt_port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def started_hub(data_dir: Path) -> Iterator[RunningHub]:
+def started_hub(data_dir: Path, *extra: str) -> Iterator[RunningHub]:
     """`linkhub run` with its own mosquitto on free loopback ports, stopped with SIGTERM."""
     http_port, mqtt_port = free_port(), free_port()
     process = subprocess.Popen(
-        [*run_command(data_dir, http_port, mqtt_port), "--poll-interval", "1"],
+        [*run_command(data_dir, http_port, mqtt_port), "--poll-interval", "1", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -108,12 +108,22 @@ def events(process: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
 def test_banner_points_at_the_link_page_and_it_answers(running_hub: RunningHub) -> None:
     url = f"http://127.0.0.1:{running_hub.http_port}/link"
     assert any(url in line for line in running_hub.banner), running_hub.banner
-    # ...and draws a QR code of it (loopback-only hub: the local address is the phone's too).
-    assert f"  Scan to open {url} on a phone:" in running_hub.banner
-    assert terminal_qr(url).rstrip("\n") in "\n".join(running_hub.banner)
+    # On loopback only, no QR code a phone could not open: what to do instead (issue 14 item 10).
+    assert not any("Scan to open" in line for line in running_hub.banner), running_hub.banner
+    assert "  Phones cannot open this hub: it listens on 127.0.0.1 (this computer) only." in running_hub.banner
+    assert any("--http-host 0.0.0.0" in line for line in running_hub.banner)
     with urllib.request.urlopen(url, timeout=10) as response:  # follows the redirect to /setup
         assert response.status == 200
         assert b"owner" in response.read().lower()
+
+
+def test_the_banner_shows_phones_the_address_devices_show(tmp_path: Path) -> None:
+    """The public host is what devices are told (the link URL in their code
+    reply); the terminal's QR code is the same address, not another one."""
+    with started_hub(tmp_path / "data", "--public-host", "hub.home.arpa") as hub:
+        url = f"http://hub.home.arpa:{hub.http_port}/link"
+        assert f"  Scan to open {url} on a phone (devices show this address too):" in hub.banner
+        assert terminal_qr(url).rstrip("\n") in "\n".join(hub.banner)
 
 
 def test_link_approve_and_run_from_the_shell(running_hub: RunningHub, tmp_path: Path) -> None:
