@@ -257,6 +257,9 @@ def check_phone_page(phone: Phone, name: str, *, primaries: int = 1) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)  # first: to look at a failure
     check_layout(phone, name)
+    # The menu is one row under the hub's name, so the page starts on the first screen.
+    rows = page.evaluate("new Set([...document.querySelectorAll('nav a')].map(a => a.offsetTop)).size")
+    assert rows <= 1, f"{name}: the menu takes {rows} rows"
     assert page.evaluate(_UNLABELLED_JS) == [], f"{name} has inputs without a label"
     found = page.locator(".primary:visible").count()
     assert found == primaries, f"{name} should have {primaries} primary action(s), has {found}"

@@ -426,3 +426,46 @@ def test_linkhub_account_password_from_the_shell(tmp_path: Path) -> None:
     assert short.returncode != 0 and "at least 8 characters" in short.stderr
     nobody = cli("account", "password", "nobody", "--password-stdin", stdin="fresh words here\n")
     assert nobody.returncode != 0 and "no account named 'nobody'" in nobody.stderr
+
+
+# --- long pages -------------------------------------------------------------------------------
+
+
+def test_activity_is_compact_paged_and_filtered(
+    make_hub: HubFactory, phone_for: PhoneFactory, devices: Callable[..., BootstrapDevice]
+) -> None:
+    clock = FakeClock()
+    hub = owner_hub(make_hub, clock=clock)
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None
+    for n in range(40):
+        clock.advance(60)
+        hub.activity.record(
+            ActivityKind.SIGN_IN_FAILED, owner.id, address=f"192.168.1.{n + 10}", detail="wrong password"
+        )
+    clock.advance(60)
+    lamp = hub.links.approve(
+        devices().request().user_code, owner.id, origin=Origin.WEB, address="192.168.1.9"
+    )
+    phone = phone_for(hub, clock)
+    page = phone.page
+    sign_in(phone)
+    page.get_by_role("link", name="Activity").click()
+    events = page.locator("li.event")
+    expect(events).to_have_count(25)
+    expect(events.first.locator(".event-what")).to_have_text("Signed in")
+    # One compact entry per event: 25 fit in a few phone screens, not dozens.
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 25 * 130, height
+    check_phone_page(phone, "51-activity-page", primaries=0)
+
+    page.get_by_role("link", name="Older").click()
+    expect(events).to_have_count(17)  # 42 events: 25, then the other 17
+    expect(page.get_by_role("link", name="Older")).to_have_count(0)
+    expect(events.last.locator(".event-address")).to_have_text("192.168.1.10")  # the oldest
+
+    page.get_by_label("Show").select_option("devices")
+    page.get_by_role("button", name="Show").click()
+    expect(events).to_have_count(1)
+    expect(events.first.locator(".event-device")).to_have_text(f"{LAMP.name} ({lamp.device_id})")
+    check_phone_page(phone, "52-activity-devices", primaries=0)

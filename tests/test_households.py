@@ -91,7 +91,7 @@ def members_on_page(response: TestResponse) -> dict[str, tuple[str, str]]:
 
 
 def kinds_on_page(response: TestResponse) -> list[str]:
-    return re.findall(r'<li class="entry event" data-kind="([^"]+)">', page(response))
+    return re.findall(r'<li class="event" data-kind="([^"]+)">', page(response))
 
 
 def nav_links(response: TestResponse) -> list[str]:
@@ -453,13 +453,13 @@ def events_on_page(response: TestResponse) -> list[dict[str, str]]:
     """/activity: each event's kind and its facts as text, in page order, only HOUSEHOLD_KINDS."""
     events = []
     for kind, body in re.findall(
-        r'<li class="entry event" data-kind="([^"]+)">(.*?)</li>', page(response), re.S
+        r'<li class="event" data-kind="([^"]+)">(.*?)</li>', page(response), re.S
     ):
         if kind not in HOUSEHOLD_KINDS:
             continue
-        facts = dict(re.findall(r'<dd class="event-([a-z]+)">(.*?)</dd>', body, re.S))
+        facts = dict(re.findall(r'<span class="event-(device|address|detail)">(.*?)</span>', body, re.S))
         shown = {name: html.unescape(re.sub(r"<[^>]+>", "", text)).strip() for name, text in facts.items()}
-        what = re.search(r'<h2 class="event-what">(.*?)</h2>', body, re.S)
+        what = re.search(r'<strong class="event-what">(.*?)</strong>', body, re.S)
         assert what, body
         events.append({"kind": kind, "what": html.unescape(what.group(1))} | shown)
     return events

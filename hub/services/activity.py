@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import and_, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -114,9 +115,25 @@ class ActivityLog:
             )
         )
 
-    def recent(self, account_id: int, limit: int = 100) -> list[ActivityEntry]:
-        """One account's events, newest first: what its /activity page shows."""
-        return self._newest(limit, account_id)
+    def recent(
+        self,
+        account_id: int,
+        limit: int = 100,
+        *,
+        kinds: Iterable[ActivityKind] | None = None,
+        before_id: int | None = None,
+    ) -> list[ActivityEntry]:
+        """One account's events, newest first: what its /activity page shows.
+        `kinds` filters; `before_id` pages on: only events older than that one
+        of the account's (an id that is not the account's gives nothing)."""
+        before: tuple[float, int] | None = None
+        if before_id is not None:
+            with session_scope(self._engine) as session:
+                event = session.get(ActivityEvent, before_id)
+            if event is None or event.account_id != account_id or event.id is None:
+                return []
+            before = (event.at_s, event.id)
+        return self._newest(limit, account_id, kinds=kinds, before=before)
 
     def recent_in_household(self, limit: int = 100) -> list[ActivityEntry]:
         """Every account's events and those no account can be named for (a sign-in
@@ -138,8 +155,10 @@ class ActivityLog:
         *,
         kinds: Iterable[ActivityKind] | None = None,
         since_s: float | None = None,
+        before: tuple[float, int] | None = None,
     ) -> list[ActivityEntry]:
-        """Newest first, with each device's name; `account_id` None: every event."""
+        """Newest first, with each device's name; `account_id` None: every event;
+        `before` (time, id): only events after it in that order (a page further)."""
         query = (
             select(ActivityEvent, Device.name)
             .join(Device, col(Device.device_id) == col(ActivityEvent.device_id), isouter=True)
@@ -152,5 +171,13 @@ class ActivityLog:
             query = query.where(col(ActivityEvent.kind).in_([str(kind) for kind in kinds]))
         if since_s is not None:
             query = query.where(col(ActivityEvent.at_s) >= since_s)
+        if before is not None:
+            at_s, event_id = before
+            query = query.where(
+                or_(
+                    col(ActivityEvent.at_s) < at_s,
+                    and_(col(ActivityEvent.at_s) == at_s, col(ActivityEvent.id) < event_id),
+                )
+            )
         with session_scope(self._engine) as session:
             return [_entry(row, name) for row, name in session.exec(query).all()]
