@@ -24,6 +24,7 @@ from firmware_sim import state as state_file
 from firmware_sim.events import Event, EventSink, error, from_mqtt_error
 from firmware_sim.mqtt_client import (
     ConnectionLost,
+    ConnectRefused,
     DeviceMqttClient,
     Message,
     MqttError,
@@ -89,6 +90,20 @@ def _request_for(pending: state_file.Pending, device: DeviceInfo) -> LinkRequest
         return None
 
 
+def _still_linked(st: state_file.DeviceState, *, mqtt5: bool) -> bool | None:
+    """Whether the saved credentials still open the broker: True, False (refused
+    as not authorised: the hub unlinked the device), or None (no answer)."""
+    assert st.device_id is not None and st.mqtt is not None
+    try:
+        client = connect_as_device(st.device_id, st.mqtt, mqtt5=mqtt5)
+    except ConnectRefused as exc:
+        return False if exc.not_authorised else None
+    except MqttError:
+        return None
+    client.close()
+    return True
+
+
 def link(
     hub_host: str,
     hub_port: int,
@@ -116,14 +131,22 @@ def link(
         on_event(error("bad_state", str(exc)))
         return 1
     if st.linked:
-        on_event(
-            error(
-                "already_linked_locally",
-                f"{state_path} already holds credentials for device {st.device_id}; "
-                "run the device, or delete the file to link it again",
+        still = _still_linked(st, mqtt5=mqtt5)
+        if still is not False:
+            why = "the broker takes them" if still else "the broker did not say whether they still work"
+            on_event(
+                error(
+                    "already_linked_locally",
+                    f"{state_path} already holds credentials for device {st.device_id} and {why}; "
+                    "run the device, or unlink it on the hub first",
+                )
             )
-        )
-        return 1
+            return 1
+        # Unlinked while this device was off: the broker refuses its identity
+        # (docs/protocol.md, "Unlinked"). Forget it, as a running device does, and link anew.
+        on_event({"event": "unlinked", "device_id": st.device_id})
+        st = st.unlinked()
+        state_file.save(state_path, st)
 
     pending = st.pending
     request = _request_for(pending, device) if pending is not None else None

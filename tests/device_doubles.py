@@ -64,6 +64,9 @@ class DeviceThread:
 
     def wait_code(self, timeout_s: float = 15) -> str:
         event = self.next_event(timeout_s)
+        if event["event"] == "unlinked":
+            # Its old identity refused by the broker: forgotten, and it links anew.
+            event = self.next_event(timeout_s)
         assert event["event"] == "code", event
         return str(event["user_code"])
 

@@ -27,6 +27,7 @@ from test_web import PASSWORD, page, sign_in, token, web_app
 import linkhub_protocol as protocol
 from firmware_sim import cli as device_cli
 from firmware_sim import state as state_file
+from firmware_sim.link import link
 from firmware_sim.mqtt_client import ConnectionLost, DeviceMqttClient
 from firmware_sim.run import EXIT_UNLINKED, run
 from hub.broker.connection import BrokerAddress
@@ -354,6 +355,27 @@ def test_the_same_device_links_again_with_a_new_id(hub: Hub, broker: RunningBrok
     assert [d.device_id for d in hub.links.list_devices(alice)] == [new_id]
 
 
+def test_a_device_unlinked_while_off_links_again_without_deleting_its_file(
+    hub: Hub, broker: RunningBroker, tmp_path: Path
+) -> None:
+    """Issue 14 item 4: `link` on a state file whose credentials the hub has since
+    deleted finds out from the broker, forgets them and links anew; credentials
+    that still work are kept, and `link` says to run the device instead."""
+    alice, _ = accounts(hub)
+    path = tmp_path / "lamp.json"
+    old_id = link_device(hub, broker, path, alice)
+    refused: list[dict[str, Any]] = []
+    lamp = DeviceInfo("Kitchen Lamp", "LMP-1", address="127.0.0.1")
+    assert link("127.0.0.1", broker.port, lamp, path, mqtt5=True, on_event=refused.append) == 1
+    assert [e.get("error") for e in refused] == ["already_linked_locally"]
+    assert "the broker takes them" in refused[0]["error_description"]
+
+    hub.links.unlink(old_id, alice, origin="web")  # the device is off: it hears nothing
+    new_id = link_device(hub, broker, path, alice)
+    assert new_id != old_id
+    assert [d.device_id for d in hub.links.list_devices(alice)] == [new_id]
+
+
 def test_a_button_press_on_an_unlinked_device_finds_out_too(
     hub: Hub, broker: RunningBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -404,16 +426,18 @@ def test_unlink_from_the_device_page(hub: Hub, broker: RunningBroker, tmp_path: 
 def test_another_members_device_is_not_found_on_the_page_or_the_api(
     hub: Hub, broker: RunningBroker, tmp_path: Path
 ) -> None:
-    _alice, bob = accounts(hub)
-    bobs_device = link_device(hub, broker, tmp_path / "fan.json", bob, name="Desk Fan")
+    # A member on the owner's device (the owner may unlink a member's on the pages:
+    # tests/test_households.py), as on any other account's.
+    alice, _bob = accounts(hub)
+    alices_device = link_device(hub, broker, tmp_path / "fan.json", alice, name="Desk Fan")
     client = web_app(hub).test_client()
-    assert sign_in(client, "alice").status_code == 302
+    assert sign_in(client, "bob").status_code == 302
     csrf = token(client.get("/devices"))
 
-    assert client.get(f"/devices/{bobs_device}/unlink").status_code == 404
-    posted = client.post(f"/devices/{bobs_device}/unlink", data={"csrf_token": csrf, "confirm": "yes"})
+    assert client.get(f"/devices/{alices_device}/unlink").status_code == 404
+    posted = client.post(f"/devices/{alices_device}/unlink", data={"csrf_token": csrf, "confirm": "yes"})
     assert posted.status_code == 404
-    deleted = client.delete(f"/api/v1/devices/{bobs_device}", headers={"X-CSRFToken": csrf})
+    deleted = client.delete(f"/api/v1/devices/{alices_device}", headers={"X-CSRFToken": csrf})
     unknown = client.delete("/api/v1/devices/dev-000000000000", headers={"X-CSRFToken": csrf})
     assert deleted.status_code == unknown.status_code == 404
     assert (
@@ -421,7 +445,7 @@ def test_another_members_device_is_not_found_on_the_page_or_the_api(
         == unknown.get_json()
         == {"error": "not_found", "message": "You have no device with that id."}
     )
-    assert [d.device_id for d in hub.links.list_devices(bob)] == [bobs_device]
+    assert [d.device_id for d in hub.links.list_devices(alice)] == [alices_device]
 
 
 def test_the_delete_api_needs_the_csrf_header(hub: Hub, broker: RunningBroker, tmp_path: Path) -> None:
