@@ -239,6 +239,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             host_names=config.web_host_names,
             probe_token=config.probe_token,
             https=bool(config.https_port),
+            waiting_list=config.waiting_list,
         )
         ca_pem = hub.ca_certificate
         if config.https_port:

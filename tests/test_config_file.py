@@ -110,6 +110,7 @@ def test_every_key_comes_from_each_source() -> None:
         "poll_interval_s": (2, "2", 2),
         "unconfirmed_device_lifetime_s": (3600, "3600", 3600),
         "mdns": (False, "off", False),
+        "waiting_list": (False, "no", False),
         "mdns_name": ("Kitchen.local", "Kitchen.local", "kitchen"),
         "mdns_interfaces": (["wlan0", "eth0"], "wlan0, eth0", ("wlan0", "eth0")),
         "account_service": ("http://127.0.0.1:8081", "http://127.0.0.1:8081", "http://127.0.0.1:8081"),
@@ -138,6 +139,7 @@ def test_every_key_comes_from_each_source() -> None:
     assert set(values) == {key.name for key in KEYS}
     flag_values = {name: text for name, (_, text, _) in values.items()}
     flag_values["mdns"], flag_values["mdns_interfaces"] = False, ["wlan0", "eth0"]
+    flag_values["waiting_list"] = False
     flag_values["web_hosts"] = ["hub.home.arpa"]
     sources = {
         "file": resolved(file={name: v[0] for name, v in values.items()}, read_secret=lambda _p: "t"),

@@ -110,7 +110,9 @@ def test_banner_points_at_the_link_page_and_it_answers(running_hub: RunningHub) 
     assert any(url in line for line in running_hub.banner), running_hub.banner
     # On loopback only, no QR code a phone could not open: what to do instead (issue 14 item 10).
     assert not any("Scan to open" in line for line in running_hub.banner), running_hub.banner
-    assert "  Phones cannot open this hub: it listens on 127.0.0.1 (this computer) only." in running_hub.banner
+    assert (
+        "  Phones cannot open this hub: it listens on 127.0.0.1 (this computer) only." in running_hub.banner
+    )
     assert any("--http-host 0.0.0.0" in line for line in running_hub.banner)
     with urllib.request.urlopen(url, timeout=10) as response:  # follows the redirect to /setup
         assert response.status == 200

@@ -614,3 +614,20 @@ def test_times_read_like_a_person_would_say_them() -> None:
     assert remaining(now + 899, now) == "expires in 14 min"
     assert remaining(now + 30, now) == "expires in less than a minute"
     assert remaining(now - 1, now) == "expired"
+
+
+def test_the_waiting_list_can_be_turned_off(hub: Hub, devices: Callable[..., BootstrapDevice]) -> None:
+    """`--no-waiting-list`: /link shows no device and its JSON is not there; typing
+    the code still links (docs/security.md, "Devices waiting to be linked")."""
+    pending = devices().request()
+    hub.accounts.create(OWNER, PASSWORD)
+    on = signed_in_client(hub)
+    assert "Kitchen Lamp" in page(on.get("/link"))
+    assert on.get("/link/waiting.json").get_json()["waiting"][0]["name"] == "Kitchen Lamp"
+
+    config = WebConfig(secret_key="test", testing=True, waiting_list=False)
+    off = hub_pages(hub, config).test_client()
+    assert sign_in(off).status_code == 302
+    assert "Kitchen Lamp" not in page(off.get("/link"))
+    assert off.get("/link/waiting.json").status_code == 404
+    assert post_code(off, pending.user_code).request.path == "/link/confirm"

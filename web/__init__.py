@@ -119,6 +119,7 @@ def create_app(
             sessions=sessions,
             session_lifetime_s=config.session_lifetime_s,
             limits_clock=config.limits_clock,
+            waiting_list=config.waiting_list,
         ),
     )
     # Before anything else runs (CSRF included): functions run in the order installed,

@@ -41,3 +41,5 @@ class WebConfig:
     # The pages are served over HTTPS (web/https.py): the session cookie is then
     # `__Host-linkhub_session`, Secure (RFC 6265bis §4.1.3.2).
     https: bool = False
+    # /link lists the devices waiting to be linked (HubConfig.waiting_list).
+    waiting_list: bool = True

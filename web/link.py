@@ -119,10 +119,18 @@ def _form(
             code=code,
             status=status,
             message=message,
-            waiting=[_waiting_json(req) for req in services().links.waiting()],
+            waiting=_waiting(),
+            waiting_list=services().waiting_list,
         ),
         http,
     )
+
+
+def _waiting() -> list[dict[str, Any]]:
+    """The waiting requests as the list shows them; none when the list is off."""
+    if not services().waiting_list:
+        return []
+    return [_waiting_json(req) for req in services().links.waiting()]
 
 
 def _waiting_json(req: LinkRequestView) -> dict[str, Any]:
@@ -154,7 +162,9 @@ def link_form() -> tuple[str, int]:
 def waiting_json() -> BaseResponse:
     """The live list's refresh (static/link.js polls it): small, so a poll every
     few seconds costs the hub's few web threads little (docs/performance.md)."""
-    return jsonify(waiting=[_waiting_json(req) for req in services().links.waiting()])
+    if not services().waiting_list:
+        abort(HTTPStatus.NOT_FOUND)
+    return jsonify(waiting=_waiting())
 
 
 def _entered(typed: str) -> CodeLookup | Page:

@@ -36,6 +36,8 @@ class WebServices:
     session_lifetime_s: float
     # Monotonic seconds for the limits' windows (WebConfig.limits_clock).
     limits_clock: Callable[[], float] = time.monotonic
+    # /link lists the devices waiting to be linked (WebConfig.waiting_list).
+    waiting_list: bool = True
 
 
 def install(app: Flask, services_: WebServices) -> None:

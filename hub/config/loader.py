@@ -316,6 +316,14 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("mdns", "--mdns", _switch, True, "advertise the hub over mDNS (--no-mdns: do not)"),
     Key(
+        "waiting_list",
+        "--waiting-list",
+        _switch,
+        True,
+        "list the devices waiting to be linked on /link for every signed-in member "
+        "(--no-waiting-list: only typing the code links; docs/security.md)",
+    ),
+    Key(
         "mdns_name",
         "--mdns-name",
         _mdns_name,
@@ -631,7 +639,11 @@ def resolve(
         raw: object
         if key.name in flags and flags[key.name] is not None:
             raw = flags[key.name]
-            flag = "--no-mdns" if key.name == "mdns" and raw is False else key.flag
+            flag = (
+                f"--no-{key.flag.removeprefix('--')}"
+                if isinstance(key.default, bool) and raw is False
+                else key.flag
+            )
             source = origin = f"flag {flag}"
         elif env.get(key.env, "").strip():
             raw, source, origin = env[key.env], f"env {key.env}", f"environment variable {key.env}"
@@ -708,6 +720,7 @@ def resolve(
                 poll_interval_s=values["poll_interval_s"],
                 unconfirmed_device_lifetime_s=values["unconfirmed_device_lifetime_s"],
                 mdns=values["mdns"],
+                waiting_list=values["waiting_list"],
                 mdns_name=values["mdns_name"],
                 mdns_interfaces=tuple(values["mdns_interfaces"]),
                 account_service_url=values["account_service"],
@@ -837,9 +850,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if key.name == "database_url":
             continue  # every command has it (linkhub.cli's common options)
         help_text = f"{key.help} (env {key.env}; file key {key.name})"
-        if key.name == "mdns":
+        if isinstance(key.default, bool):  # --mdns / --no-mdns and the like
             parser.add_argument(
-                "--mdns", dest="mdns", action=argparse.BooleanOptionalAction, default=None, help=help_text
+                key.flag, dest=key.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         elif isinstance(key.default, tuple):  # a list: the flag is repeated
             parser.add_argument(

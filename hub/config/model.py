@@ -121,6 +121,9 @@ class HubConfig:
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     unconfirmed_device_lifetime_s: int = DEFAULT_UNCONFIRMED_DEVICE_LIFETIME_S
     mdns: bool = True
+    # /link lists the devices waiting to be linked to every signed-in member
+    # (docs/security.md, "Devices waiting to be linked"); off, typing the code is the only way.
+    waiting_list: bool = True
     # The mDNS host label: the hub is `<mdns_name>.local.` (see mdns_host_label).
     mdns_name: str = DEFAULT_MDNS_NAME
     # Interface names or IPv4 addresses to advertise on; empty: the RFC 1918 ones.
