@@ -406,7 +406,7 @@ def test_the_owner_turns_off_a_members_two_factor(hub: Hub) -> None:
     second = owner.post("/login/two-factor", data={"csrf_token": token(form), "code": codes[0]})
     assert second.status_code == 303 and owner.get("/household").status_code == 200
     own = two_factor_off(owner, alice.id)
-    assert own.status_code == 400 and "under Settings > Two-factor sign-in" in text(own)
+    assert own.status_code == 400 and "on your account page > Two-factor sign-in" in text(own)
     assert hub.accounts.two_factor_status(alice.id).enabled
     assert two_factor_off(owner, 999).status_code == 404
 

@@ -180,7 +180,7 @@ def two_factor_off(account_id: int) -> BaseResponse | tuple[str, int]:
         ),
         lambda account: (
             f"Two-factor sign-in is off for {account.name}: their password alone signs them in now. "
-            "They can turn it on again with their new phone under Settings."
+            "They can turn it on again with their new phone on their account page."
         ),
     )
 

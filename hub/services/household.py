@@ -229,7 +229,7 @@ class Household:
 
         On the household page the owner may do this for a member, not for their own
         account: a signed-in session alone must not weaken the owner's sign-in (the
-        owner turns it off under Settings, with password and code). The hub's
+        owner turns it off on the account page, with password and code). The hub's
         operator (`linkhub account two-factor-off`) may do it for any account, the
         owner's included: that is the way back for an owner who lost both.
         Recorded on the account and on the owner's. HouseholdRefused says why not.
@@ -239,7 +239,7 @@ class Household:
         if by is not None and by.id == account.id:
             raise HouseholdRefused(
                 Refusal.OWN_ACCOUNT,
-                "Turn your own two-factor sign-in off under Settings > Two-factor sign-in, "
+                "Turn your own two-factor sign-in off on your account page > Two-factor sign-in, "
                 "with your password and a code.",
             )
         if not account.two_factor or not self._accounts.reset_two_factor(account_id):

@@ -76,7 +76,7 @@ def _account_two_factor_off(args: argparse.Namespace) -> int:
     account = control_client.call(hub_socket(args), "POST", "/v1/two-factor/off", {"account": args.name})
     print(
         f"two-factor sign-in is off for {account['name']!r}: the password alone signs in now; "
-        "they can turn it on again under Settings > Two-factor sign-in"
+        "they can turn it on again on their account page > Two-factor sign-in"
     )
     return 0
 

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn an account's two-factor sign-in off, for someone who lost phone and recovery codes",
         description="Turn two-factor sign-in off for an account whose person lost both the phone "
         "and the recovery codes: the password alone signs in again, and they can turn it on anew "
-        "under Settings. For the owner's account too. Recorded in the account's activity.",
+        "on their account page. For the owner's account too. Recorded in the account's activity.",
     )
     two_factor_off.add_argument("name")
     password = account_commands.add_parser(
