@@ -469,3 +469,35 @@ def test_activity_is_compact_paged_and_filtered(
     expect(events).to_have_count(1)
     expect(events.first.locator(".event-device")).to_have_text(f"{LAMP.name} ({lamp.device_id})")
     check_phone_page(phone, "52-activity-devices", primaries=0)
+
+
+def test_the_device_page_follows_its_state_without_a_reload(
+    make_hub: HubFactory,
+    broker: RunningBroker,
+    phone_for: PhoneFactory,
+    runs: Callable[[Path], RunThread],
+    tmp_path: Path,
+) -> None:
+    """Issue 14 item 3: the state line and the settings' sync change on the open
+    page as the device comes and goes; "Online" never sits next to an old time."""
+    hub = owner_hub(make_hub)
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None
+    state = tmp_path / "lamp.json"
+    linking = DeviceThread(broker.port, state, name="Kitchen Lamp").start()
+    lamp = hub.links.approve(linking.wait_code(), owner.id)
+    assert linking.join() == 0
+    hub.settings.set_preferences(owner.id, {"temperature_unit": "C"}, origin=Origin.WEB)
+    phone = phone_for(hub)
+    page = phone.page
+    sign_in(phone)
+    phone.go(f"/devices/{lamp.device_id}")
+    expect(page.locator(".device-status .state")).to_have_text(re.compile(r"^Offline since "))
+    expect(page.locator(".sync-status")).to_have_text(
+        "Waiting for the device: it is offline, and gets the changes when it connects"
+    )
+    device = runs(state)
+    device.wait_for(settings_event(), "the settings")
+    expect(page.locator(".device-status .state")).to_have_text("Online since just now", timeout=15_000)
+    expect(page.locator(".sync-status")).to_have_text("Up to date", timeout=15_000)
+    check_phone_page(phone, "53-device-online-live")

@@ -129,6 +129,19 @@ def device_page(device_id: str) -> tuple[str, int]:
     return _device_page(device, view)
 
 
+@bp.get("/devices/<device_id>/status.json")
+@login_required
+def device_status_json(device_id: str) -> BaseResponse:
+    """The device page's live refresh (static/link.js, every 5 s): the state line
+    and the settings' words, rendered as on the page so the two never differ."""
+    device, view = own_device_or_404(device_id)
+    return jsonify(
+        state_html=render_template("_device_state.html", device=device),
+        sync=version_status(view, online=device.online if device.confirmed else None),
+        synced=view.synced,
+    )
+
+
 @bp.post("/devices/<device_id>/settings")
 @login_required
 def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:

@@ -97,6 +97,24 @@
     every(PROGRESS_EVERY_MS, poll);
   }
 
+  // --- a device's page: its state and its settings' sync, as they change --------------------
+  var deviceStatus = document.querySelector("[data-status-url]");
+  if (deviceStatus) {
+    var sync = document.querySelector(".sync-status");
+    every(5000, function () {
+      getJson(deviceStatus.getAttribute("data-status-url"), function (body) {
+        // The hub renders the state line (its own template, escaped there): the
+        // same markup as the page, so the two never say different things.
+        var fresh = new DOMParser().parseFromString(body.state_html, "text/html").body;
+        deviceStatus.replaceChildren.apply(deviceStatus, Array.prototype.slice.call(fresh.childNodes));
+        if (sync) {
+          sync.textContent = body.sync;
+          sync.setAttribute("data-synced", body.synced ? "yes" : "no");
+        }
+      });
+    });
+  }
+
   // --- after an error: the person's attention on what went wrong ------------------------
   var error = document.getElementById("page-error");
   if (error && !document.querySelector("[autofocus]")) error.focus();
