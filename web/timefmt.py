@@ -8,6 +8,7 @@ from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, g
+from markupsafe import Markup
 
 from hub.core.preferences import TIME_ZONE
 from web.services import services
@@ -53,6 +54,13 @@ def clock_time(epoch_s: float, zone: tzinfo | None = None) -> str:
     return when.strftime("%H:%M %Z")
 
 
+def _unbroken_date(text: str) -> Markup:
+    """The date in a span that does not wrap: a phone then breaks "2026-12-04
+    05:47 UTC" at its spaces, never inside the date (browsers break after a hyphen)."""
+    date, _, rest = text.partition(" ")
+    return Markup('<span class="date">{}</span> {}').format(date, rest)
+
+
 def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
 
@@ -85,6 +93,6 @@ def register(app: Flask) -> None:
 
     app.add_template_filter(ago_filter, "ago")
     app.add_template_filter(remaining_filter, "remaining")
-    app.add_template_filter(lambda epoch_s: local_time(epoch_s, account_zone()), "local_time")
+    app.add_template_filter(lambda epoch_s: _unbroken_date(local_time(epoch_s, account_zone())), "local_time")
     app.add_template_filter(lambda epoch_s: clock_time(epoch_s, account_zone()), "clock_time")
     app.add_template_filter(iso_utc, "iso_utc")
