@@ -216,8 +216,20 @@ def scenario_follow() -> None:
     address at first, then 10.9.0.1 appears (with a 192.0.2.9 that must be
     ignored), then it becomes 10.9.0.7. The device browses with its own
     default rule too."""
+    from hub.net import mdns
     from hub.net.mdns import HubAnnouncement, advertise_hub
 
+    # The advertiser's looks at the interfaces, counted: "three polls, still
+    # nothing" is waited for as three calls, not slept for.
+    looks = threading.Semaphore(0)
+    real = mdns.interface_addresses
+
+    def counted() -> Any:
+        found = real()
+        looks.release()
+        return found
+
+    mdns.interface_addresses = counted  # type: ignore[assignment]
     log = Collect()
     logging.getLogger("hub.net.mdns").addHandler(log)
     logging.getLogger("hub.net.mdns").setLevel(logging.INFO)
@@ -231,7 +243,8 @@ def scenario_follow() -> None:
         return advertiser.addresses
 
     try:
-        time.sleep(0.6)  # three polls
+        for _ in range(4):  # the first look at start, then three polls
+            assert looks.acquire(timeout=10), "the advertiser stopped looking at the interfaces"
         emit(initial=advertiser.addresses)
         ip("addr", "add", "192.0.2.9/32", "dev", "lo")
         ip("addr", "add", "10.9.0.1/32", "dev", "lo")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from conftest import HubFactory
 from device_doubles import link_request, new_reply_topic
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from hub.core import codes
@@ -99,28 +100,31 @@ def test_limits_and_bad_keys_refuse_within_a_batch_and_store_nothing_for_them(ma
     assert set(stored_codes(hub)) == taken
 
 
-def test_a_request_another_hub_took_meanwhile_is_answered_with_its_code(
-    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_request_another_hub_took_meanwhile_is_answered_with_its_code(make_hub: HubFactory) -> None:
     """Two hub processes on one database: the batch's insert fails on the
     request the other stored first, and every request is answered one by one."""
     hub = make_hub()
+    assert hub.engine is not None
+    engine = hub.engine
     contested, other = new_request(), new_request(client_id="other")
-    new_row = hub.links.intake._new_row
     taken_by_the_other_hub: list[str] = []
 
-    def racing(*args: Any) -> dict[str, Any]:
-        row = new_row(*args)
-        if not taken_by_the_other_hub:  # between the batch's read and its insert
-            assert hub.engine is not None
-            with Session(hub.engine) as elsewhere:  # SQLite: waits for nothing, we have not written yet
-                elsewhere.add(LinkRequestRecord(**{**row, "user_code": "BCDFGHJK"}))
-                elsewhere.commit()
-            taken_by_the_other_hub.append(row["request_id"])
-        return row
+    # Between the batch's read and its insert (SQLAlchemy's public before_execute
+    # hook on the batch's INSERT): the other hub stores the contested request first.
+    def racing(_conn: Any, clause: Any, multiparams: Any, _params: Any, _options: Any) -> None:
+        if taken_by_the_other_hub or getattr(clause, "table", None) is not LinkRequestRecord.__table__:
+            return
+        (row,) = [row for row in multiparams if row["request_id"] == contested.request.request_id]
+        taken_by_the_other_hub.append(row["request_id"])  # first: the insert below fires this hook too
+        with Session(engine) as elsewhere:  # SQLite: waits for nothing, the batch has not written yet
+            elsewhere.add(LinkRequestRecord(**{**row, "user_code": "BCDFGHJK"}))
+            elsewhere.commit()
 
-    monkeypatch.setattr(hub.links.intake, "_new_row", racing)
-    replies = hub.links.handle_requests([contested, other])
+    event.listen(engine, "before_execute", racing)
+    try:
+        replies = hub.links.handle_requests([contested, other])
+    finally:
+        event.remove(engine, "before_execute", racing)
     assert taken_by_the_other_hub == [contested.request.request_id]
     assert pending_code(replies[0]) == "BCDF-GHJK"
     assert pending_code(replies[1]) != "BCDF-GHJK"

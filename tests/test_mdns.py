@@ -17,8 +17,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -228,6 +229,33 @@ def test_run_flags_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert run_config(parse(["run", "--data-dir", str(tmp_path), "--no-mdns"])).mdns is False
 
 
+class PollCounter:
+    """interface_addresses, counted: a test waits for the advertiser's nth look
+    at the interfaces instead of sleeping for it."""
+
+    def __init__(self, addresses: Callable[[], Any]) -> None:
+        self._addresses = addresses
+        self._calls = 0
+        self._lock = threading.Lock()
+        self._waits: list[tuple[int, threading.Event]] = []
+
+    def __call__(self) -> Any:
+        with self._lock:
+            self._calls += 1
+            for count, event in self._waits:
+                if self._calls >= count:
+                    event.set()
+        return self._addresses()
+
+    def reached(self, count: int) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._waits.append((count, event))
+            if self._calls >= count:
+                event.set()
+        return event
+
+
 # --- the hub's wiring (hub/daemon.py), with zeroconf replaced -----------------------------
 def _no_zeroconf(*args: object, **kwargs: object) -> None:
     raise AssertionError("zeroconf must not be started in this test")
@@ -236,12 +264,13 @@ def _no_zeroconf(*args: object, **kwargs: object) -> None:
 def test_no_home_network_logs_one_line_and_advertises_nowhere(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(mdns, "interface_addresses", lambda: SANDBOX)
+    polls = PollCounter(lambda: SANDBOX)
+    monkeypatch.setattr(mdns, "interface_addresses", polls)
     monkeypatch.setattr(mdns, "Zeroconf", _no_zeroconf)
     with caplog.at_level(logging.INFO, logger="hub.net.mdns"):
         advertiser = mdns.advertise_hub(ANNOUNCEMENT, (), poll_interval_s=0.02)
-        time.sleep(0.2)  # several polls: still nothing
-        assert advertiser.addresses == []
+        assert polls.reached(5).wait(10), "the advertiser stopped looking at the interfaces"
+        assert advertiser.addresses == []  # five looks at the interfaces: still nothing
         advertiser.stop()
     assert [record.getMessage() for record in caplog.records] == [mdns.NO_HOME_NETWORK]
     assert mdns.NO_HOME_NETWORK == (
