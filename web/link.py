@@ -219,9 +219,15 @@ def lookup() -> BaseResponse | Page:
     if found.status is CodeStatus.PENDING and found.request is not None:
         # Post/redirect/get: Back and Reload on the confirm page post nothing.
         return redirect(url_for("link.confirm_page", code=found.request.user_code), HTTPStatus.SEE_OTHER)
+    return _to_your_device(found) or _refusal(typed, found)
+
+
+def _to_your_device(found: CodeLookup) -> BaseResponse | None:
+    """A code this account already used (Back or Reload after Approve, or typed
+    again) leads to the device it linked: not an error, not a wrong code."""
     if found.status is CodeStatus.USED_BY_YOU and found.request and found.request.device_id:
         return redirect(url_for("link.linked_page", device_id=found.request.device_id), HTTPStatus.SEE_OTHER)
-    return _refusal(typed, found)
+    return None
 
 
 @bp.get("/link/confirm")
@@ -235,10 +241,7 @@ def confirm_page() -> BaseResponse | Page:
         return found
     if found.status is CodeStatus.PENDING and found.request is not None:
         return render_template("confirm.html", req=found.request, now_s=services().clock()), 200
-    if found.status is CodeStatus.USED_BY_YOU and found.request and found.request.device_id:
-        # Back after Approve: the device this code linked, not an error.
-        return redirect(url_for("link.linked_page", device_id=found.request.device_id), HTTPStatus.SEE_OTHER)
-    return _refusal(typed, found)
+    return _to_your_device(found) or _refusal(typed, found)
 
 
 @bp.post("/link/decide")
@@ -265,10 +268,9 @@ def decide() -> BaseResponse | Page:
         if exc.reason == CodeStatus.USED:
             # Two people racing for one code: the loser learns whose it was.
             found = links.lookup_code(code, g.account.id)
-            if found.status is CodeStatus.USED_BY_YOU and found.request and found.request.device_id:
-                return redirect(
-                    url_for("link.linked_page", device_id=found.request.device_id), HTTPStatus.SEE_OTHER
-                )
+            yours = _to_your_device(found)
+            if yours is not None:
+                return yours
             if found.status is CodeStatus.USED_BY_OTHER_ACCOUNT:
                 return _refusal(typed, found)
         return _form(typed, status=exc.reason, message=str(exc), http=status_for(exc.reason))
