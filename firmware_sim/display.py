@@ -74,10 +74,14 @@ class HumanPrinter:
             case "settings":
                 self.say(f"Settings, version {event['version']}: {_settings_text(event['desired'])}")
             case "unlinked":
+                then = (
+                    "Linking it again now."
+                    if event.get("relinking")
+                    else "To use it again, link it with `linkhub-device link`."
+                )
                 self.say(
                     f"The hub unlinked this device ({event['device_id']}): the broker refused its "
-                    "credentials, so they are forgotten. To use it again, link it with "
-                    "`linkhub-device link`."
+                    f"credentials, so they are forgotten. {then}"
                 )
             case "set_ok":
                 self.say(f"The hub accepted the change; settings are now at version {event['version']}.")

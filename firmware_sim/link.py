@@ -144,7 +144,7 @@ def link(
             return 1
         # Unlinked while this device was off: the broker refuses its identity
         # (docs/protocol.md, "Unlinked"). Forget it, as a running device does, and link anew.
-        on_event({"event": "unlinked", "device_id": st.device_id})
+        on_event({"event": "unlinked", "device_id": st.device_id, "relinking": True})
         st = st.unlinked()
         state_file.save(state_path, st)
 
