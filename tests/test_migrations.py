@@ -360,7 +360,7 @@ def test_an_upgrade_from_the_first_schema_finds_every_row(
         pending = links.lookup_code("lmnp-qrst")
         assert pending.status is CodeStatus.PENDING and pending.request is not None
         assert pending.request.device_name == "Desk Fan" and pending.request.state is LinkState.PENDING
-        assert links.lookup_code("BCDF-GHJK", account_id=1).status is CodeStatus.USED
+        assert links.lookup_code("BCDF-GHJK", account_id=1).status is CodeStatus.USED_BY_YOU
         assert settings.preferences(1).document == {"theme": "dark"}
         lamp = settings.device_view("dev-000000000001")
         assert lamp is not None and lamp.synced and lamp.settings == {"brightness": 40}

@@ -106,7 +106,7 @@ def test_sign_out_everywhere_ends_every_session_of_the_account(hub: Hub, clock: 
     app = pages(hub, clock)
     phone, laptop = signed_in(app), signed_in(app)
     thief = copy_of(app, phone)
-    settings = laptop.get("/settings")
+    settings = laptop.get("/account")
     assert b"Sign out everywhere" in settings.data
 
     ended = laptop.post("/account/sign-out-everywhere", data={"csrf_token": token(settings)})
@@ -186,7 +186,8 @@ def test_the_confirm_page_names_the_account_first_and_on_the_button(
     with closing(BootstrapDevice(broker.port, DeviceInfo(name="Kitchen Lamp", model="LH-Lamp 2"))) as device:
         code = device.request().user_code
         form = client.get("/link")
-        confirm = client.post("/link", data={"csrf_token": token(form), "code": code}).get_data(as_text=True)
+        posted = client.post("/link", data={"csrf_token": token(form), "code": code}, follow_redirects=True)
+        confirm = posted.get_data(as_text=True)
     banner = confirm.index('class="link-account-name')
     assert banner < confirm.index(code)  # above the code and the device's facts
     assert '<p class="link-account-name account-name" data-account="alice">alice</p>' in confirm

@@ -140,7 +140,7 @@ def test_on_a_nearly_full_tmpfs_the_hub_refuses_new_writes_and_keeps_what_it_has
             "when-full-00001",
         )
         form = web.get("/settings")
-        answer = web.post("/settings", data={"csrf_token": token(form), "key": "theme", "value": "dark"})
+        answer = web.post("/settings", data={"csrf_token": token(form), "key": "mode", "value": "dark"})
         assert answer.status_code == 503
         assert "The hub cannot store changes now" in answer.get_data(as_text=True)
         assert "MB free, less than the 4 MB" in answer.get_data(as_text=True)
@@ -176,6 +176,6 @@ def test_a_database_that_cannot_write_is_a_503_with_its_cause_not_a_500(
 
     monkeypatch.setattr(hub.settings, "set_preferences", full)
     form = web.get("/settings")
-    answer = web.post("/settings", data={"csrf_token": token(form), "key": "theme", "value": "dark"})
+    answer = web.post("/settings", data={"csrf_token": token(form), "key": "mode", "value": "dark"})
     assert answer.status_code == 503
     assert "database or disk is full" in answer.get_data(as_text=True)
