@@ -715,6 +715,16 @@ def test_the_device_page_fits_a_phone_with_long_settings(
     assert box is not None and box["x"] + box["width"] <= PHONE["width"], box
     check_phone_page(phone, "07-device-long-settings")
 
+    # The list with several devices, the long name among them.
+    lamp = hub.links.approve(devices().request().user_code, owner.id)
+    porch_info = DeviceInfo(name="Porch Light", model="LH-Lamp 2", address="192.168.1.44")
+    porch = hub.links.approve(devices(porch_info).request().user_code, owner.id)
+    phone.go("/devices")
+    expect(page.locator("li.device")).to_have_count(3)
+    for device in (sensor, lamp, porch):
+        expect(page.locator(f'li.device[data-device-id="{device.device_id}"]')).to_have_count(1)
+    check_phone_page(phone, "06-devices-several")
+
 
 def test_qr_code_of_the_link_page(make_hub: HubFactory, phone_for: PhoneFactory) -> None:
     phone = phone_for(owner_hub(make_hub))
