@@ -267,7 +267,7 @@ def check_phone_page(phone: Phone, name: str, *, primaries: int = 1) -> None:
     page.set_viewport_size(DESKTOP)
     try:
         check_layout(phone, f"{name} (desktop)")
-        page.screenshot(path=SCREENSHOTS / f"{name}-desktop.png", full_page=True)
+        page.screenshot(path=SCREENSHOTS / f"{name}-desktop.png", full_page=True, scale="css")
     finally:
         page.set_viewport_size(PHONE)
 

@@ -55,6 +55,8 @@ pytestmark = pytest.mark.usefixtures("chromium_present")
 # The live parts refresh every 2-5 s (web/static/link.js): an assertion on them
 # waits up to this long for the change, so a loaded machine does not fail them.
 LIVE_TIMEOUT_MS = 20_000
+# web/static/link.js's WAITING_EVERY_MS: one period of Playwright's clock makes one poll.
+WAITING_POLL_MS = 3_000
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +64,7 @@ def live_expect_timeout() -> Iterator[None]:
     expect.set_options(timeout=LIVE_TIMEOUT_MS)
     yield
     expect.set_options(timeout=5_000)  # Playwright's default, for the other modules
+
 
 BOB = "bob"
 BOB_PASSWORD = "bob's long password"
@@ -98,6 +101,13 @@ def test_waiting_devices_come_and_go_on_the_link_page(
     hub = owner_hub(make_hub, clock=clock)
     phone = phone_for(hub, clock)
     page = phone.page
+    # The page's timers on Playwright's clock: each poll is made to happen when
+    # the test has changed something, instead of waited for (its fetch is real).
+    page.clock.install()
+
+    def next_poll() -> None:
+        page.clock.run_for(WAITING_POLL_MS)
+
     sign_in(phone)
     expect(page).to_have_url(phone.url("/link"))
     waiting = page.locator(".waiting-device")
@@ -108,6 +118,7 @@ def test_waiting_devices_come_and_go_on_the_link_page(
     # A device asks: it appears by itself, with its name, model and address.
     lamp = devices()
     lamp_code = lamp.request().user_code
+    next_poll()
     expect(waiting).to_have_count(1)
     expect(waiting.first).to_contain_text(LAMP.name)
     expect(waiting.first).to_contain_text("LH-Lamp 2 · 192.168.1.42 · asked just now · expires in 15 min")
@@ -116,6 +127,7 @@ def test_waiting_devices_come_and_go_on_the_link_page(
     clock.advance(5)
     sensor = devices(DeviceInfo(name=LONG_NAME, model="LH-Motion 1", address="192.168.1.43"))
     sensor_code = sensor.request().user_code
+    next_poll()
     expect(page.locator(".waiting-name")).to_have_text([LONG_NAME, LAMP.name])
     check_phone_page(phone, "41-link-devices-waiting")
 
@@ -134,11 +146,14 @@ def test_waiting_devices_come_and_go_on_the_link_page(
     clock.advance(5)
     third = devices(DeviceInfo(name="Porch Light", model="LH-Lamp 2", address="192.168.1.44"))
     third_code = third.request().user_code
+    next_poll()
     expect(page.locator(".waiting-name")).to_have_text(["Porch Light", LONG_NAME])
     hub.links.deny(third_code, None, origin=Origin.CLI)
+    next_poll()
     expect(page.locator(".waiting-name")).to_have_text([LONG_NAME])
     # Expired: gone as well, without a reload.
     clock.advance(901)
+    next_poll()
     expect(waiting).to_have_count(0)
     expect(page.locator(".waiting-empty")).to_be_visible()
     assert hub.links.lookup_code(sensor_code).status is CodeStatus.EXPIRED
