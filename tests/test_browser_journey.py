@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FakeClock, HubFactory, RunningBroker
+from conftest import FakeClock, HubFactory, RunningBroker, hub_pages
 from device_doubles import BootstrapDevice, DeviceThread
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 from test_browser import (  # noqa: F401  (fixtures, used by name)
     LAMP,
     LONG_NAME,
     OWNER,
     PASSWORD,
+    PHONE,
+    Phone,
     PhoneFactory,
     browser,
     check_phone_page,
@@ -38,6 +41,7 @@ from test_browser import (  # noqa: F401  (fixtures, used by name)
     message,
     owner_hub,
     phone_for,
+    serving,
     sign_in,
     submit_sign_in,
 )
@@ -49,6 +53,7 @@ from hub.daemon import Hub
 from hub.services.activity import ActivityKind
 from hub.services.links import CodeStatus
 from linkhub_protocol import ApprovedReply, DeviceInfo, ErrorCode, ErrorReply
+from web import WebConfig
 
 pytestmark = pytest.mark.usefixtures("chromium_present")
 
@@ -527,3 +532,38 @@ def test_the_device_page_follows_its_state_without_a_reload(
     expect(page.locator(".device-status .state")).to_have_text("Online since just now")
     expect(page.locator(".sync-status")).to_have_text("Up to date")
     check_phone_page(phone, "53-device-online-live")
+
+
+def test_the_journey_works_without_javascript(
+    make_hub: HubFactory, browser: Browser, devices: Callable[..., BootstrapDevice]
+) -> None:
+    """Every page works with scripts off (issue 14: "every page still works
+    without JavaScript"): the waiting list is in the page itself, picking and
+    approving are links and forms, and the Done page says where the device is
+    when it is loaded (Reload to see it move on)."""
+    clock = FakeClock()
+    hub = owner_hub(make_hub, clock=clock)
+    device = devices()
+    code = device.request().user_code
+    clock.advance(60)
+    app = hub_pages(hub, WebConfig(secret_key=secrets.token_hex(16), clock=clock))
+    with serving(app) as origin:
+        context = browser.new_context(viewport=PHONE, java_script_enabled=False)
+        try:
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            phone = Phone(page, origin)
+            sign_in(phone)
+            expect(page.locator(".waiting-name")).to_have_text([LAMP.name])
+            page.get_by_role("link", name=LAMP.name).click()
+            expect(page.locator(".code-display")).to_have_text(code)
+            expect(page.locator(".countdown")).to_have_text("expires in 14 min")  # as the hub rendered it
+            page.get_by_role("button", name=f"Approve for {OWNER}").click()
+            expect(page.locator("h1")).to_have_text("Done")
+            expect(page.locator(".progress-message")).to_have_text(
+                "Waiting for Kitchen Lamp to connect with its own credentials…"
+            )
+            expect(page.locator("noscript")).to_have_count(1)
+            assert isinstance(device.wait_reply(), ApprovedReply)
+        finally:
+            context.close()
