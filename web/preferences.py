@@ -40,9 +40,11 @@ def _page(
     value: str = "",
     error: str | None = None,
     chosen: dict[str, str] | None = None,
+    current: JsonObject | None = None,
     http: int = 200,
 ) -> tuple[str, int]:
-    current = services().settings.preferences(g.account.id).document
+    if current is None:
+        current = services().settings.preferences(g.account.id).document
     custom = [(name, readable(current[name])) for name in sorted(current) if name not in known.KNOWN_KEYS]
     values = {pref.key: str(current.get(pref.key, "")) for pref in known.KNOWN} | (chosen or {})
     return (
@@ -66,8 +68,8 @@ def settings_page() -> tuple[str, int]:
     editing = request.args.get("edit", "")
     current = services().settings.preferences(g.account.id).document
     if editing in current and editing not in known.KNOWN_KEYS:
-        return _page(key=editing, value=show_value(current[editing]))
-    return _page()
+        return _page(key=editing, value=show_value(current[editing]), current=current)
+    return _page(current=current)
 
 
 def _saved(change: JsonObject) -> BaseResponse | tuple[str, int]:

@@ -41,24 +41,24 @@ def remaining(until_s: float, now_s: float) -> str:
     return f"expires in {seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def local_time(epoch_s: float, zone: tzinfo | None = None) -> str:
-    """In `zone` (the account's time zone preference), else the hub's own: with
-    the zone's name, so nobody mistakes UTC for the time on the wall."""
-    when = datetime.fromtimestamp(epoch_s, zone) if zone else datetime.fromtimestamp(epoch_s).astimezone()
-    return when.strftime("%Y-%m-%d %H:%M %Z")
+def _local(epoch_s: float, zone: tzinfo | None) -> datetime:
+    """In `zone` (the account's time zone preference), else the hub's own."""
+    return datetime.fromtimestamp(epoch_s, zone) if zone else datetime.fromtimestamp(epoch_s).astimezone()
+
+
+def local_time(epoch_s: float, zone: tzinfo | None = None) -> Markup:
+    """With the zone's name, so nobody mistakes UTC for the time on the wall; the
+    date in a span that does not wrap, so a phone breaks "2026-12-04 05:47 UTC"
+    at its spaces, never inside the date (browsers break after a hyphen)."""
+    when = _local(epoch_s, zone)
+    return Markup('<span class="date">{}</span> {}').format(
+        when.strftime("%Y-%m-%d"), when.strftime("%H:%M %Z")
+    )
 
 
 def clock_time(epoch_s: float, zone: tzinfo | None = None) -> str:
     """The time of day alone, for "since 14:05" today."""
-    when = datetime.fromtimestamp(epoch_s, zone) if zone else datetime.fromtimestamp(epoch_s).astimezone()
-    return when.strftime("%H:%M %Z")
-
-
-def _unbroken_date(text: str) -> Markup:
-    """The date in a span that does not wrap: a phone then breaks "2026-12-04
-    05:47 UTC" at its spaces, never inside the date (browsers break after a hyphen)."""
-    date, _, rest = text.partition(" ")
-    return Markup('<span class="date">{}</span> {}').format(date, rest)
+    return _local(epoch_s, zone).strftime("%H:%M %Z")
 
 
 def iso_utc(epoch_s: float) -> str:
@@ -93,6 +93,6 @@ def register(app: Flask) -> None:
 
     app.add_template_filter(ago_filter, "ago")
     app.add_template_filter(remaining_filter, "remaining")
-    app.add_template_filter(lambda epoch_s: _unbroken_date(local_time(epoch_s, account_zone())), "local_time")
+    app.add_template_filter(lambda epoch_s: local_time(epoch_s, account_zone()), "local_time")
     app.add_template_filter(lambda epoch_s: clock_time(epoch_s, account_zone()), "clock_time")
     app.add_template_filter(iso_utc, "iso_utc")

@@ -81,7 +81,10 @@ def typed_change(form: Mapping[str, str]) -> JsonObject:
         return {key: None}
     check_custom_key(key)
     text = form.get("value", "")
-    if text.strip()[:1] in JSON_OPENERS:
+    value = parse_value(text)
+    if value == text and text.strip()[:1] in JSON_OPENERS:
+        # Kept as text although it starts like JSON: it did not parse. Parsed
+        # again only here, for the parser's own words and position.
         try:
             json.loads(text)
         except json.JSONDecodeError as exc:
@@ -90,9 +93,7 @@ def typed_change(form: Mapping[str, str]) -> JsonObject:
                 f"The value is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
                 'Fix it, or type plain text without {, [ or " at the start.',
             ) from None
-        except RecursionError:
-            pass  # parse_value says "too deep" in its own words
-    return {key: parse_value(text)}
+    return {key: value}
 
 
 # What JSON objects, arrays and strings start with.

@@ -15,6 +15,8 @@ the owner's when the owner did it, get an activity event.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hub.core.accounts import Identities
 from hub.core.origin import Origin, origin_words
 from hub.errors import DeviceRefused
@@ -46,6 +48,12 @@ class Handover:
             return None
         return device
 
+    def _managed_or_refused(self, device_id: str, account_id: int, *, is_owner: bool) -> DeviceView:
+        device = self.managed_device(device_id, account_id, is_owner=is_owner)
+        if device is None:
+            raise DeviceRefused("unknown_device", NOT_YOURS)
+        return device
+
     def give(
         self,
         device_id: str,
@@ -57,9 +65,7 @@ class Handover:
         address: str | None = None,
     ) -> DeviceView:
         """Move the device to `to_account_id`; DeviceRefused with a reason to show."""
-        device = self.managed_device(device_id, by_account_id, is_owner=by_owner)
-        if device is None:
-            raise DeviceRefused("unknown_device", NOT_YOURS)
+        device = self._managed_or_refused(device_id, by_account_id, is_owner=by_owner)
         receiver = self._accounts.get(to_account_id)
         if receiver is None:
             raise DeviceRefused("unknown_account", "There is no such member in the household.")
@@ -75,10 +81,8 @@ class Handover:
             self._activity.record(
                 ActivityKind.DEVICE_GIVEN, account_id, address=address, device_id=device_id, detail=detail
             )
-        moved = self._links.any_linked_device(device_id)
-        if moved is None:  # unlinked in the same instant by someone else
-            raise DeviceRefused("unknown_device", NOT_YOURS)
-        return moved
+        # hand_over refused a device unlinked meanwhile; otherwise only its account moved.
+        return dataclasses.replace(device, account_id=receiver.id)
 
     def unlink(
         self,
@@ -90,9 +94,7 @@ class Handover:
         address: str | None = None,
     ) -> DeviceView:
         """Unlink a device the person may manage (the owner: a member's too)."""
-        device = self.managed_device(device_id, by_account_id, is_owner=by_owner)
-        if device is None:
-            raise DeviceRefused("unknown_device", NOT_YOURS)
+        device = self._managed_or_refused(device_id, by_account_id, is_owner=by_owner)
         unlinked = self._links.unlink(device_id, device.account_id, origin=origin, address=address)
         if by_account_id != device.account_id:
             self._activity.record(

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.config.model import control_socket, default_database_url
 from linkhub import control_client
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from hub.services.local_accounts import AccountService
+
 from linkhub.cli.common import data_dir_of, hub_socket, print_table, quote
 
 
@@ -28,6 +36,22 @@ def account_command(args: argparse.Namespace) -> int:
     return _account_add(args)
 
 
+@contextlib.contextmanager
+def _built_in_accounts(args: argparse.Namespace) -> Iterator[tuple[Engine, AccountService]]:
+    """The built-in account service on the data directory's database, for when
+    no hub runs (list, add, password); the engine is disposed of afterwards."""
+    from hub.services.local_accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
+    from hub.store.engine import make_engine
+
+    data_dir = data_dir_of(args)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(args.database_url or default_database_url(data_dir))
+    try:
+        yield engine, AccountService(engine, time.time)
+    finally:
+        engine.dispose()
+
+
 def _account_list(args: argparse.Namespace) -> int:
     """Like `account add`: through the running hub if there is one, else the built-in service."""
     data_dir = data_dir_of(args)
@@ -35,16 +59,9 @@ def _account_list(args: argparse.Namespace) -> int:
     if socket_path.exists():
         accounts = control_client.call(socket_path, "GET", "/v1/accounts")["accounts"]
     else:
-        from hub.services.local_accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
-        from hub.store.engine import make_engine
-
-        data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(args.database_url or default_database_url(data_dir))
-        try:
+        with _built_in_accounts(args) as (_engine, service):
             # No hub: no device counts to give (devices are the hub's to know).
-            accounts = [dataclasses.asdict(a) for a in AccountService(engine, time.time).list_accounts()]
-        finally:
-            engine.dispose()
+            accounts = [dataclasses.asdict(a) for a in service.list_accounts()]
     if args.json:
         print(json.dumps(accounts, indent=2, ensure_ascii=False))
         return 0
@@ -95,12 +112,8 @@ def _account_password(args: argparse.Namespace) -> int:
     else:
         from hub.services.activity import ActivityLog
         from hub.services.household import Household, Origin
-        from hub.services.local_accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
-        from hub.store.engine import make_engine
 
-        engine = make_engine(args.database_url or default_database_url(data_dir))
-        try:
-            service = AccountService(engine, time.time)
+        with _built_in_accounts(args) as (engine, service):
             account = service.find(args.name)
             if account is None:
                 print(f"linkhub: no account named {args.name!r}", file=sys.stderr)
@@ -108,8 +121,6 @@ def _account_password(args: argparse.Namespace) -> int:
             # No hub runs, so no device is linked to check: an empty device list.
             household = Household(service, ActivityLog(engine, time.time), _NoDevices())
             name = household.reset_password(account.id, password, origin=Origin.CLI).name
-        finally:
-            engine.dispose()
     print(f"new password set for {name!r}: signed out everywhere; they choose their own at the next sign-in")
     return 0
 
@@ -135,19 +146,12 @@ def _account_add(args: argparse.Namespace) -> int:
     else:
         from hub.services.activity import ActivityLog
         from hub.services.household import Origin, record_created
-        from hub.services.local_accounts import AccountService  # only here: it pulls in argon2 and SQLAlchemy
-        from hub.store.engine import make_engine
 
-        data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(args.database_url or default_database_url(data_dir))
-        try:
-            service = AccountService(engine, time.time)
+        with _built_in_accounts(args) as (engine, service):
             account = service.create(args.name, password)
             owner = next((a.id for a in service.list_accounts() if a.is_owner), None)
             # The same trail as through the running hub (hub.services.household).
             record_created(ActivityLog(engine, time.time), account, owner_id=owner, origin=Origin.CLI)
-        finally:
-            engine.dispose()
         name, is_owner = account.name, account.is_owner
     print(f"account {name!r} created ({'owner' if is_owner else 'member'})")
     return 0
