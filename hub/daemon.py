@@ -42,6 +42,7 @@ from hub.errors import LinkHubError
 from hub.net.addresses import lan_addresses
 from hub.services import metrics
 from hub.services.activity import ActivityLog
+from hub.services.device_control import DeviceControl
 from hub.services.links import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
 from hub.services.local_accounts import AccountService
 from hub.services.outbox import Outbox
@@ -50,7 +51,7 @@ from hub.services.settings import SettingsService
 from hub.store.engine import MB, SingleHubLock, SpaceGuard, guard_writes, make_engine
 from hub.store.models import Device
 from hub.store.secret_file import read_or_create_secret
-from linkhub_protocol import DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
+from linkhub_protocol import Command, DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
 
 # hub.net.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class Hub:
         self._links: LinkService | None = None
         self._accounts: AccountDirectory | None = None
         self._settings: SettingsService | None = None
+        self._control: DeviceControl | None = None
         self._activity: ActivityLog | None = None
         self._outbox: Outbox | None = None
         self._single_hub: SingleHubLock | None = None
@@ -147,13 +149,17 @@ class Hub:
         self._accounts = self._account_directory()
         self._activity = ActivityLog(self.engine, self._clock)
         self._outbox = Outbox(self.engine, self._accounts, clock=self._clock)
+        device_limits = DeviceLimits(config.limits.device_rates())
         self._settings = SettingsService(
             self.engine,
             self,
             clock=self._clock,
             activity=self._activity,
             outbox_changed=self._outbox.notify,
-            limits=DeviceLimits(config.limits.device_rates()),
+            limits=device_limits,
+        )
+        self._control = DeviceControl(
+            self.engine, self, clock=self._clock, activity=self._activity, limits=device_limits
         )
         broker, admin_user, admin_password = self._start_broker()
         try:
@@ -221,6 +227,7 @@ class Hub:
             self._clear_retained_requests()
             metrics.of(self.engine).watch_broker(self._mqtt, self._link_responder)
             self._mqtt.subscribe(protocol.device_status_subscription())
+            self._mqtt.subscribe(protocol.device_state_subscription())
             for topic_filter in protocol.device_inbound_subscriptions():
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
@@ -436,6 +443,12 @@ class Hub:
         return self._settings
 
     @property
+    def control(self) -> DeviceControl:
+        if self._control is None:
+            raise LinkHubError("the hub is not started")
+        return self._control
+
+    @property
     def activity(self) -> ActivityLog:
         if self._activity is None:
             raise LinkHubError("the hub is not started")
@@ -454,11 +467,12 @@ class Hub:
         self._mqtt.publish(reply_to, protocol.encode(reply), qos=1, correlation_data=correlation)
 
     def send_to_devices(
-        self, messages: Sequence[tuple[str, str, SettingsDesired | DeviceReply]]
+        self, messages: Sequence[tuple[str, str, SettingsDesired | DeviceReply | Command]]
     ) -> list[LinkHubError | float]:
         if self._mqtt is None:
             return [LinkHubError("the hub is not connected to its broker")] * len(messages)
-        # Never retained: a replayed old change would override a newer one (Tasmota issues 2929, 2053).
+        # Never retained: a replayed old change or command would override a newer
+        # one (Tasmota issues 2929, 2053).
         return list(
             self._mqtt.publish_many(
                 [
@@ -471,6 +485,8 @@ class Hub:
     def clear_device_topics(self, device_id: str) -> list[str]:
         """An unlinked device's retained messages, emptied on a connection of its own
         (hub/broker/retained.py), so the hub's long-lived subscriptions stay as they are."""
+        if self._control is not None:
+            self._control.forget(device_id)
         if self._retained_sweep is None:
             raise LinkHubError("the hub is not connected to its broker")
         # The unlink left the clearing recorded as unfinished (revision 0007), so a
@@ -607,12 +623,16 @@ class Hub:
     # linkhub/v1/devices/<device_id>/<leaf>, and goes by its leaf:
     #   status                     -> _on_status: LinkService (online, first connect)
     #   settings/get|reported|set  -> SettingsService.handle_device_message
-    # (subscribed in start(): the status filter per hub, the settings filters shared.)
+    #   description                -> DeviceControl.handle_description
+    #   state                      -> _on_state: DeviceControl.handle_state
+    # (subscribed in start(): status and state per hub, settings and description shared.)
     def _device_routes(self) -> dict[str, Callable[[str, str, InboundMessage], None]]:
         """Built once, in __init__: `_on_message` looks a handler up per message."""
         return {
-            "status": self._on_status,
+            protocol.STATUS: self._on_status,
             **{leaf: self._on_settings_message for leaf in protocol.DEVICE_INBOUND},
+            protocol.DESCRIPTION: self._on_description,
+            protocol.STATE: self._on_state,
         }
 
     def _on_message(self, message: InboundMessage) -> None:
@@ -628,10 +648,7 @@ class Hub:
     def _on_status(self, device_id: str, _leaf: str, message: InboundMessage) -> None:
         if not message.payload:
             return  # a retained status being cleared (an unlink): nothing to record
-        if message.retain and self.links.was_unlinked(device_id):
-            # A ghost of an unlinked device, e.g. left by a broker that was away
-            # while it was unlinked: clear it rather than hand it to every subscriber.
-            self._clear_ghost(message.topic)
+        if self._is_ghost(device_id, message):
             return
         status = self.settings.checked_status(device_id, message.payload)
         if status is not None:
@@ -639,6 +656,22 @@ class Hub:
 
     def _on_settings_message(self, device_id: str, leaf: str, message: InboundMessage) -> None:
         self.settings.handle_device_message(device_id, leaf, message.payload)
+
+    def _on_description(self, device_id: str, _leaf: str, message: InboundMessage) -> None:
+        self.control.handle_description(device_id, message.payload)
+
+    def _on_state(self, device_id: str, _leaf: str, message: InboundMessage) -> None:
+        if message.payload and not self._is_ghost(device_id, message):
+            self.control.handle_state(device_id, message.payload)
+
+    def _is_ghost(self, device_id: str, message: InboundMessage) -> bool:
+        """A retained message of a device this hub unlinked, e.g. left by a broker
+        that was away during the unlink: cleared rather than handed to every
+        subscriber (Home Assistant would show the device's last state)."""
+        if message.retain and self.links.was_unlinked(device_id):
+            self._clear_ghost(message.topic)
+            return True
+        return False
 
     def _clear_ghost(self, topic: str) -> None:
         if self._mqtt is None:
@@ -672,7 +705,7 @@ class Hub:
             device_ids = session.exec(linked).all()
         changed = self._admin.narrow_device_roles(list(device_ids))
         if changed:
-            log.info("narrowed %d device role(s) to their fixed topics", changed)
+            log.info("brought %d device role(s) to today's topics (hub/broker/dynsec.py)", changed)
 
     def _clear_retained_requests(self) -> None:
         """Empty every retained link request (hub/broker/retained.py): at start, and when

@@ -74,6 +74,12 @@ class DeviceRefused(LinkHubError):
         self.reason = reason
 
 
+class CommandRefused(DeviceRefused):
+    """A command was not sent to the device: `reason` is one of `device_offline`,
+    `not_described`, `unknown_component`, `invalid_value`, `unknown_device`,
+    `not_delivered`; the message says why and is safe to show."""
+
+
 class HouseholdRefused(AccountError):
     """A change to the household's accounts was refused; `reason` is stable for pages
     and the CLI (hub.services.household.Refusal), the message is safe to show."""

@@ -9,25 +9,33 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from linkhub_protocol.components import Component
 from linkhub_protocol.constants import (
+    MAX_COMMAND_BYTES,
     MAX_CORRELATION_BYTES,
     MAX_DESCRIPTION_CHARS,
+    MAX_DEVICE_DESCRIPTION_BYTES,
     MAX_ECHOED_ID_CHARS,
     MAX_LINK_REQUEST_BYTES,
     MAX_SEALED_CHARS,
     MAX_SETTINGS_MESSAGE_BYTES,
+    MAX_STATE_BYTES,
     MAX_STATUS_BYTES,
     PROTOCOL_VERSION,
 )
 from linkhub_protocol.errors import (
+    DESCRIPTION_TOO_LARGE,
     ERROR_DESCRIPTIONS,
     SETTINGS_TOO_LARGE,
+    STATE_TOO_LARGE,
     STATUS_TOO_LARGE,
     ErrorCode,
     ProtocolError,
 )
 from linkhub_protocol.messages import (
     ApprovedReply,
+    Command,
+    DeviceDescription,
     DeviceInfo,
     DeviceReply,
     DeviceStatus,
@@ -43,8 +51,11 @@ from linkhub_protocol.messages import (
     SettingsMessage,
     SettingsReported,
     SettingsSet,
+    StateReport,
 )
 from linkhub_protocol.topics import (
+    COMMAND,
+    DESCRIPTION,
     DEVICE_INBOUND,
     DEVICE_REPLY,
     LINK_REPLY_ROOT,
@@ -52,6 +63,8 @@ from linkhub_protocol.topics import (
     SETTINGS_GET,
     SETTINGS_REPORTED,
     SETTINGS_SET,
+    STATE,
+    STATUS,
     device_topic,
     is_valid_client_id,
     is_valid_reply_topic,
@@ -71,7 +84,10 @@ def encode(
     | DeviceStatus
     | SettingsMessage
     | SettingsDesired
-    | DeviceReply,
+    | DeviceReply
+    | DeviceDescription
+    | StateReport
+    | Command,
 ) -> bytes:
     """The one place messages become bytes."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION}
@@ -157,6 +173,28 @@ def encode(
                 body["error_description"] = message.error_description or ""
             if message.retry_after is not None:
                 body["retry_after"] = message.retry_after
+        case DeviceDescription():
+            body |= {
+                "type": "description",
+                "manufacturer": message.manufacturer,
+                "model": message.model,
+                "components": [component.to_json() for component in message.components],
+            }
+            if message.firmware is not None:
+                body["firmware"] = message.firmware
+            if message.request_id is not None:
+                body["request_id"] = message.request_id
+        case StateReport():
+            body |= {"type": "state", "state": message.state}
+            if message.command_id is not None:
+                body["command_id"] = message.command_id
+        case Command():
+            body |= {
+                "type": "command",
+                "command_id": message.command_id,
+                "component": message.component,
+                "value": message.value,
+            }
         case _:
             raise TypeError(f"not a protocol message: {message!r}")
     return _dump(body)
@@ -447,7 +485,76 @@ def parse_device_reply(payload: bytes) -> DeviceReply | Rejection:
         return Rejection(exc.code, exc.description)
 
 
-Message = LinkRequest | LinkReply | DeviceStatus | SettingsMessage | SettingsDesired | DeviceReply
+def parse_description(payload: bytes) -> DeviceDescription | Rejection:
+    """Decode a description (the hub side): every component checked, unknown
+    members of a component refused (a typo must not pass unnoticed)."""
+    obj = _load_object(payload, MAX_DEVICE_DESCRIPTION_BYTES, DESCRIPTION_TOO_LARGE)
+    if isinstance(obj, Rejection):
+        return obj
+    request_id = _str_or_none(obj.get("request_id"))
+    if not _is_v1(obj):
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 message", request_id)
+    if obj.get("type") != "description":
+        return Rejection(ErrorCode.INVALID_REQUEST, "type must be 'description' on description", request_id)
+    components = obj.get("components")
+    if not isinstance(components, list):
+        return Rejection(ErrorCode.INVALID_REQUEST, "components must be a list", request_id)
+    try:
+        return DeviceDescription(
+            components=tuple(Component.from_json(entry, index) for index, entry in enumerate(components)),
+            manufacturer=obj.get("manufacturer"),  # type: ignore[arg-type]  # checked when built
+            model=obj.get("model"),  # type: ignore[arg-type]
+            firmware=obj.get("firmware"),
+            request_id=obj.get("request_id"),
+        )
+    except ProtocolError as exc:
+        return Rejection(exc.code, exc.description, request_id)
+
+
+def parse_state_report(payload: bytes) -> StateReport | Rejection:
+    """Decode a state message; its values are checked against the device's
+    description by whoever has it (DeviceDescription.check_state)."""
+    obj = _load_object(payload, MAX_STATE_BYTES, STATE_TOO_LARGE)
+    if isinstance(obj, Rejection):
+        return obj
+    if not _is_v1(obj) or obj.get("type") != "state":
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 state message")
+    state = obj.get("state")
+    if not isinstance(state, dict):
+        return Rejection(ErrorCode.INVALID_REQUEST, "state must be an object of component values")
+    try:
+        return StateReport(state, obj.get("command_id"))
+    except ProtocolError as exc:
+        return Rejection(exc.code, exc.description)
+
+
+def parse_command(payload: bytes) -> Command | Rejection:
+    """Decode a command (the device side); its value is checked against the
+    device's own component (Component.check_command) by the device."""
+    obj = _load_object(payload, MAX_COMMAND_BYTES)
+    if isinstance(obj, Rejection):
+        return obj
+    if not _is_v1(obj) or obj.get("type") != "command":
+        return Rejection(ErrorCode.UNSUPPORTED_VERSION, "not a v1 command")
+    if "value" not in obj:
+        return Rejection(ErrorCode.INVALID_REQUEST, "a command needs a value (null for a button)")
+    try:
+        return Command(obj.get("command_id"), obj.get("component"), obj["value"])  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        return Rejection(exc.code, exc.description)
+
+
+Message = (
+    LinkRequest
+    | LinkReply
+    | DeviceStatus
+    | SettingsMessage
+    | SettingsDesired
+    | DeviceReply
+    | DeviceDescription
+    | StateReport
+    | Command
+)
 
 
 def parse(
@@ -474,11 +581,17 @@ def parse(
         return parse_settings_desired(payload)
     if leaf == DEVICE_REPLY:
         return parse_device_reply(payload)
+    if leaf == COMMAND:
+        return parse_command(payload)
     parsed: Message | Rejection
-    if leaf == "status":
+    if leaf == STATUS:
         parsed = parse_device_status(payload)
     elif leaf in DEVICE_INBOUND:
         parsed = parse_settings_message(leaf, payload)
+    elif leaf == DESCRIPTION:
+        parsed = parse_description(payload)
+    elif leaf == STATE:
+        parsed = parse_state_report(payload)
     else:
         parsed = Rejection(ErrorCode.INVALID_REQUEST, f"no LinkHub message is sent on {topic!r}")
     if isinstance(parsed, Rejection):

@@ -20,6 +20,13 @@ MAX_LINK_REQUEST_BYTES = 2048
 MAX_CORRELATION_BYTES = 128
 MAX_STATUS_BYTES = 1024
 MAX_SETTINGS_MESSAGE_BYTES = 16384
+# What a device has (docs/protocol.md, "Components, state and commands"): its
+# description, its state and a command to it, each in one small message.
+MAX_DEVICE_DESCRIPTION_BYTES = 8192
+MAX_STATE_BYTES = 4096
+MAX_COMMAND_BYTES = 1024
+MAX_COMPONENTS = 32
+MAX_OPTIONS = 32
 # The hub's CA certificate travels in the approved reply (mqtt.ca_cert); one
 # EC P-256 certificate is about 700 characters of PEM.
 MAX_CA_CERT_CHARS = 8192

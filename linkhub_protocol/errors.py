@@ -6,8 +6,10 @@ from __future__ import annotations
 from enum import StrEnum
 
 from linkhub_protocol.constants import (
+    MAX_DEVICE_DESCRIPTION_BYTES,
     MAX_LINK_REQUEST_BYTES,
     MAX_SETTINGS_MESSAGE_BYTES,
+    MAX_STATE_BYTES,
     MAX_STATUS_BYTES,
     PROTOCOL_VERSION,
 )
@@ -30,6 +32,8 @@ class ErrorCode(StrEnum):
     VERSION_CONFLICT = "version_conflict"
     # The hub's data directory is almost full: it takes no new writes (docs/protocol.md §11).
     INSUFFICIENT_STORAGE = "insufficient_storage"
+    # A state or command names what the device has not described (yet).
+    NOT_DESCRIBED = "not_described"
 
 
 ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -46,10 +50,13 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.VERSION_CONFLICT: "A newer change to the same setting was made first; the newer value stands.",
     ErrorCode.INSUFFICIENT_STORAGE: "The hub is almost out of disk space and takes no changes now; "
     "try again later.",
+    ErrorCode.NOT_DESCRIBED: "Send the device's description before its state.",
 }
 # PAYLOAD_TOO_LARGE's text for each kind of message: each has its own limit.
 SETTINGS_TOO_LARGE = f"The settings message is larger than {MAX_SETTINGS_MESSAGE_BYTES} bytes."
 STATUS_TOO_LARGE = f"The status message is larger than {MAX_STATUS_BYTES} bytes."
+DESCRIPTION_TOO_LARGE = f"The description is larger than {MAX_DEVICE_DESCRIPTION_BYTES} bytes."
+STATE_TOO_LARGE = f"The state message is larger than {MAX_STATE_BYTES} bytes."
 
 
 class ProtocolError(ValueError):

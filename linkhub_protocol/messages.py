@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from linkhub_protocol.components import Component, check_components, check_key
 from linkhub_protocol.constants import (
     MAX_CA_CERT_CHARS,
+    MAX_COMPONENTS,
     MAX_DESCRIPTION_CHARS,
     MAX_ECHOED_ID_CHARS,
     MAX_SEALED_CHARS,
@@ -43,9 +45,9 @@ def _check_int(value: object, name: str, low: int, high: int) -> None:
         raise _invalid(f"{name} must be an integer from {low} to {high}")
 
 
-def _check_request_id(value: object) -> None:
+def _check_request_id(value: object, name: str = "request_id") -> None:
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
-        raise _invalid("request_id must be 16-64 base64url chars")
+        raise _invalid(f"{name} must be 16-64 base64url chars")
 
 
 def _check_optional_id(value: object, name: str) -> None:
@@ -381,6 +383,78 @@ class DeviceReply:
 
 
 SettingsMessage = SettingsGet | SettingsReported | SettingsSet
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDescription:
+    """Device -> hub on <root>/description after every connect: what it has.
+    Answered on <root>/reply (`ok`, or why it was refused and nothing changed).
+    A new one replaces the old: components that are not in it are gone."""
+
+    components: tuple[Component, ...]
+    manufacturer: str
+    model: str
+    firmware: str | None = None
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_components(self.components)
+        checked_text(self.manufacturer, "manufacturer", 64)
+        checked_text(self.model, "model", 64)
+        checked_text(self.firmware, "firmware", 32, required=False)
+        _check_optional_id(self.request_id, "request_id")
+
+    def component(self, key: str) -> Component | None:
+        return next((c for c in self.components if c.key == key), None)
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """ProtocolError unless `state` holds a value for every component that has
+        one, each of its shape, and nothing else: the retained copy is then
+        always the device's whole state."""
+        wanted = {c.key for c in self.components if c.has_state}
+        unknown = sorted(set(state) - wanted)
+        if unknown:
+            raise _invalid(f"state names {unknown[0]!r}, which is not a component with a state")
+        missing = sorted(wanted - set(state))
+        if missing:
+            raise _invalid(f"state must hold every component's value; {missing[0]!r} is missing")
+        for component in self.components:
+            if component.has_state:
+                component.check_state(state[component.key])
+
+
+@dataclass(frozen=True, slots=True)
+class StateReport:
+    """Device -> hub (and Home Assistant) on <root>/state, retained: the value of
+    every component it has, after a change and at every connect. `command_id`
+    names the command this state answers, if it answers one."""
+
+    state: dict[str, Any]
+    command_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_object(self.state, "state")
+        if len(self.state) > MAX_COMPONENTS:
+            raise _invalid(f"state holds at most {MAX_COMPONENTS} values")
+        for key in self.state:
+            check_key(key, "each key of state")
+        _check_optional_id(self.command_id, "command_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Hub -> device on <root>/command, never retained: set `component` to
+    `value` (a button: press it, value null). The hub checked the value against
+    the device's description; the device answers with a StateReport naming
+    `command_id`."""
+
+    command_id: str
+    component: str
+    value: Any
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.command_id, "command_id")
+        check_key(self.component, "component")
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ def device_root(device_id: str) -> str:
 
 
 def device_status_topic(device_id: str) -> str:
-    return f"{device_root(device_id)}/status"
+    return f"{device_root(device_id)}/{STATUS}"
 
 
 def device_status_subscription() -> str:
@@ -91,7 +91,7 @@ def device_status_subscription() -> str:
     Handling a status twice is harmless: each hub writes the same `online` and
     confirms an already confirmed link again, which changes nothing
     (hub/core/linking.py)."""
-    return f"{DEVICES_ROOT}/+/status"
+    return f"{DEVICES_ROOT}/+/{STATUS}"
 
 
 def shared_subscription(topic_filter: str) -> str:
@@ -107,6 +107,13 @@ SETTINGS_REPORTED = "settings/reported"  # device -> hub: what I run with, and w
 SETTINGS_SET = "settings/set"  # device -> hub: a change made on the device itself
 DEVICE_REPLY = "reply"  # hub -> device: the answer to a get/set/report, or its refusal
 DEVICE_INBOUND = (SETTINGS_GET, SETTINGS_REPORTED, SETTINGS_SET)
+# What a device does (docs/protocol.md, "Components, state and commands").
+STATUS = "status"  # device -> hub, retained: online or not (also its last will)
+DESCRIPTION = "description"  # device -> hub: its components, after every connect
+STATE = "state"  # device -> hub and Home Assistant, retained: every component's value
+COMMAND = "command"  # hub -> device, never retained: set a component
+# Every topic a linked device may publish to (its broker role allows these only).
+DEVICE_SENDS = (STATUS, *DEVICE_INBOUND, DESCRIPTION, STATE)
 
 
 def device_topic(device_id: str, leaf: str) -> str:
@@ -119,7 +126,14 @@ def device_inbound_subscriptions() -> list[str]:
     Shared: a settings message must be handled once, by one hub, or two hubs on
     one database would each apply the same change (issue 18, section 5).
     """
-    return [shared_subscription(f"{DEVICES_ROOT}/+/{leaf}") for leaf in DEVICE_INBOUND]
+    return [shared_subscription(f"{DEVICES_ROOT}/+/{leaf}") for leaf in (*DEVICE_INBOUND, DESCRIPTION)]
+
+
+def device_state_subscription() -> str:
+    """Every hub reads every device's state itself, as it does statuses (see
+    device_status_subscription): each keeps the last value in memory, and the
+    retained copies reach a hub that starts (MQTT 5 §3.3.1.3)."""
+    return f"{DEVICES_ROOT}/+/{STATE}"
 
 
 def parse_device_topic(topic: str) -> tuple[str, str] | None:

@@ -148,7 +148,7 @@ def test_every_kind_of_device_message_has_its_own_limit(
     settings.handle_device_message(DEVICE, protocol.SETTINGS_REPORTED, report)
     assert recorder.replies()[-1].error == ErrorCode.SLOW_DOWN and recorder.replies()[-1].request_id is None
     with pytest.raises(KeyError):  # a new kind of message must be given a limit first
-        settings.limits.admit(DEVICE, "state")
+        settings.limits.admit(DEVICE, "firmware_update")
 
 
 def test_status_over_its_limit_is_not_recorded_and_the_device_is_told(

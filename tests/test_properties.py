@@ -56,6 +56,10 @@ from hub.services.local_accounts import AccountService
 from hub.store.engine import make_engine
 from linkhub_protocol import (
     ApprovedReply,
+    Command,
+    Component,
+    ComponentKind,
+    DeviceDescription,
     DeviceInfo,
     DeviceReply,
     DeviceStatus,
@@ -71,7 +75,9 @@ from linkhub_protocol import (
     SettingsGet,
     SettingsReported,
     SettingsSet,
+    StateReport,
 )
+from linkhub_protocol.components import READ_ONLY_KINDS
 from web import WebConfig
 from web.account_api import create_account_api
 from web.control import create_control_app
@@ -302,6 +308,92 @@ settings_messages = (
     | st.builds(SettingsSet, request_ids, versions, json_documents(allow_null=True).filter(bool))
 )
 LEAF = {SettingsGet: protocol.SETTINGS_GET, SettingsReported: protocol.SETTINGS_REPORTED}
+
+# --- components, descriptions, state and commands (docs/protocol.md section 13) ---
+component_keys = st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True)
+short_labels = labels.filter(lambda s: len(s) <= 64)
+
+
+@st.composite
+def components(draw: st.DrawFn, key: str | None = None) -> Component:
+    kind = draw(st.sampled_from(ComponentKind))
+    extra: dict[str, Any] = {}
+    if kind is ComponentKind.NUMBER:
+        low = draw(st.integers(-1000, 1000))
+        high = low + draw(st.integers(1, 1000))
+        extra = {"minimum": low, "maximum": high, "step": draw(st.sampled_from([1, 0.5, 0.1]))}
+        extra["unit"] = draw(st.none() | labels.filter(lambda s: len(s) <= 16))
+    if kind is ComponentKind.SENSOR:
+        extra["unit"] = draw(st.none() | labels.filter(lambda s: len(s) <= 16))
+    if kind is ComponentKind.SELECT:
+        extra["options"] = tuple(draw(st.lists(short_labels, min_size=1, max_size=5, unique=True)))
+    if kind in (ComponentKind.SENSOR, ComponentKind.BINARY_SENSOR):
+        extra["device_class"] = draw(st.none() | st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True))
+    commandable = kind not in READ_ONLY_KINDS and (kind is ComponentKind.BUTTON or draw(st.booleans()))
+    return Component(
+        key=key or draw(component_keys), kind=kind, name=draw(short_labels), commandable=commandable, **extra
+    )
+
+
+@st.composite
+def descriptions(draw: st.DrawFn) -> DeviceDescription:
+    keys = draw(st.lists(component_keys, min_size=1, max_size=6, unique=True))
+    return DeviceDescription(
+        components=tuple(draw(components(key)) for key in keys),
+        manufacturer=draw(short_labels),
+        model=draw(short_labels),
+        firmware=draw(st.none() | labels.filter(lambda s: len(s) <= 32)),
+        request_id=draw(st.none() | request_ids),
+    )
+
+
+def state_values(component: Component) -> st.SearchStrategy[Any]:
+    """A value `component` may be in (Component.check_state accepts every one)."""
+    match component.kind:
+        case ComponentKind.SWITCH | ComponentKind.BINARY_SENSOR:
+            return st.booleans()
+        case ComponentKind.LIGHT:
+            return st.fixed_dictionaries({"on": st.booleans(), "brightness": st.integers(0, 255)})
+        case ComponentKind.SENSOR:
+            return st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=64)
+        case ComponentKind.NUMBER:
+            assert component.minimum is not None and component.step is not None
+            assert component.maximum is not None
+            count = int((component.maximum - component.minimum) // component.step)
+            return st.integers(0, count).map(lambda n: component.minimum + n * component.step)
+        case ComponentKind.SELECT:
+            return st.sampled_from(component.options)
+    return st.nothing()
+
+
+@st.composite
+def described_states(draw: st.DrawFn) -> tuple[DeviceDescription, StateReport]:
+    description = draw(descriptions())
+    state = {c.key: draw(state_values(c)) for c in description.components if c.has_state}
+    return description, StateReport(state, draw(st.none() | request_ids))
+
+
+state_reports = described_states().map(lambda pair: pair[1])
+commands = st.builds(Command, request_ids, component_keys, st.none() | st.booleans() | st.integers())
+
+
+@given(message=descriptions())
+def test_descriptions_round_trip(message: DeviceDescription) -> None:
+    assert protocol.parse_description(protocol.encode(message)) == message
+
+
+@given(pair=described_states())
+def test_a_state_of_every_component_is_taken_by_its_description(
+    pair: tuple[DeviceDescription, StateReport],
+) -> None:
+    description, report = pair
+    assert protocol.parse_state_report(protocol.encode(report)) == report
+    description.check_state(report.state)
+
+
+@given(message=commands)
+def test_commands_round_trip(message: Command) -> None:
+    assert protocol.parse_command(protocol.encode(message)) == message
 
 
 @given(message=settings_messages)

@@ -16,6 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, validators
 from test_properties import (
+    commands,
+    descriptions,
     link_credentials,
     link_replies,
     link_requests,
@@ -23,6 +25,7 @@ from test_properties import (
     near_valid_link_requests,
     near_valid_settings_messages,
     settings_messages,
+    state_reports,
     versions,
 )
 from test_protocol_document import examples
@@ -65,6 +68,7 @@ def test_the_schema_names_every_error_code_and_each_message_type() -> None:
     assert types == {
         "link_request", "link_reply", "link_credentials", "status",
         "settings_get", "desired", "reported", "settings_set", "reply",
+        "description", "state", "command",
     }  # fmt: skip
 
 
@@ -89,7 +93,15 @@ hub_sends = (
 )
 
 
-@given(message=link_requests | link_credentials | settings_messages | hub_sends)
+@given(
+    message=link_requests
+    | link_credentials
+    | settings_messages
+    | hub_sends
+    | descriptions()
+    | state_reports
+    | commands
+)
 def test_every_message_the_codec_writes_is_valid(message: Any) -> None:
     assert problems(json.loads(protocol.encode(message))) == []
 

@@ -112,15 +112,14 @@ def expands_client_id(connection: MqttConnection) -> bool:
 
 def device_acls(device_id: str) -> list[Acl]:
     """A linked device's own subtree and nothing else (literal: no %c on 2.0); and
-    of it, it may publish only to the topics the protocol gives it (its status
-    and the three settings topics, docs/protocol.md), so it can retain at most
-    those: a device that retained thousands of topics under its subtree left the
-    unlink a sweep it could not finish (issue 19)."""
+    of it, it may publish only to the topics the protocol gives it (its status,
+    the three settings topics, its description and state: protocol.DEVICE_SENDS,
+    docs/protocol.md), so it can retain at most those: a device that retained
+    thousands of topics under its subtree left the unlink a sweep it could not
+    finish (issue 19). Roles made before a topic was added are brought to this
+    at the hub's start (`narrow_device_roles`)."""
     subtree = f"{protocol.device_root(device_id)}/#"
-    sends = [
-        protocol.device_status_topic(device_id),
-        *(protocol.device_topic(device_id, leaf) for leaf in protocol.DEVICE_INBOUND),
-    ]
+    sends = [protocol.device_topic(device_id, leaf) for leaf in protocol.DEVICE_SENDS]
     return [
         *(Acl("publishClientSend", topic, True) for topic in sends),
         Acl("publishClientReceive", subtree, True),

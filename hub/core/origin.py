@@ -15,6 +15,7 @@ class Origin(StrEnum):
     API = "api"  # the pages' JSON API (/api/v1), by the signed-in person
     CLI = "cli"  # the `linkhub` command: the hub's operator
     DEVICE = "device"  # the device itself (a change made on it)
+    HOME_ASSISTANT = "home_assistant"  # Home Assistant, on the command topics the hub gives it
 
 
 _WORDS = {
@@ -23,6 +24,7 @@ _WORDS = {
     Origin.API: "through the web API",
     Origin.CLI: "with the linkhub command",
     Origin.DEVICE: "on the device itself",
+    Origin.HOME_ASSISTANT: "from Home Assistant",
 }
 
 

@@ -49,6 +49,10 @@ class LimitsPolicy:
     device_reports: Rate | str = "60 per minute"
     device_settings_gets: Rate | str = "12 per minute"
     device_status: Rate | str = "12 per minute"
+    # A description comes after each connect; a state after each change, and a
+    # sensor's every few seconds (docs/protocol.md, "Components, state and commands").
+    device_descriptions: Rate | str = "12 per minute"
+    device_states: Rate | str = "120 per minute"
 
     def __post_init__(self) -> None:
         for policy_field in fields(self):
@@ -65,6 +69,8 @@ class LimitsPolicy:
             "reported": self.device_reports,
             "settings_get": self.device_settings_gets,
             "status": self.device_status,
+            "description": self.device_descriptions,
+            "state": self.device_states,
         }
 
 

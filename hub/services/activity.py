@@ -44,6 +44,7 @@ class ActivityKind(StrEnum):
     PASSWORD_RESET = "password_reset"  # the owner set a member's password; they choose a new one
     DEVICE_RENAMED = "device_renamed"
     DEVICE_GIVEN = "device_given"  # moved to another member of the household
+    COMMAND_SENT = "command_sent"  # a person or Home Assistant switched something on a device
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,3 +246,16 @@ class WebSession(SQLModel, table=True):
     account_id: int = Field(index=True)
     created_at_s: float
     expires_at_s: float = Field(index=True)
+
+
+class DeviceDescriptionRecord(SQLModel, table=True):
+    """What a linked device said it has (linkhub_protocol.DeviceDescription),
+    as it sent it: the components its state and commands are checked against,
+    and what Home Assistant is told about. Replaced whole by a new description;
+    kept after an unlink, like the device's row. (revision 0009)"""
+
+    __tablename__ = "device_description"
+
+    device_id: str = Field(primary_key=True, max_length=40)
+    description_json: str
+    described_at_s: float

@@ -1,0 +1,369 @@
+"""What linked devices have and do: their descriptions, their last state, and
+the commands people and Home Assistant send them (docs/protocol.md,
+"Components, state and commands"). Settings stay in hub/services/settings.py:
+they configure a device, state and commands are what it does.
+
+A description is stored (it is what state and commands are checked against,
+and what Home Assistant is told). State is not: each device retains its last
+state message on the broker, and every hub reads them all again when it
+starts, so the hub keeps the last value of each component in memory only.
+Commands are checked against the description, recorded in the account's
+activity, and sent never retained, and only to a device that is online: a
+command for an offline device is refused at once, not queued (a queued
+"turn the heater on" carried out hours later is worse than none).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+
+import linkhub_protocol as protocol
+from hub.core.link_limits import LogEvery
+from hub.core.origin import Origin, origin_words
+from hub.core.rate_limits import DeviceLimits, wait_words
+from hub.errors import CommandRefused, LinkHubError
+from hub.services.activity import ActivityKind, ActivityLog
+from hub.store.engine import session_scope
+from hub.store.models import Device, DeviceDescriptionRecord
+from linkhub_protocol import (
+    Command,
+    Component,
+    ComponentKind,
+    DeviceDescription,
+    DeviceReply,
+    ErrorCode,
+    ProtocolError,
+    Rejection,
+)
+
+log = logging.getLogger(__name__)
+
+REFUSAL_LOG_INTERVAL_S = 60.0
+
+
+class DeviceMessagePublisher(Protocol):
+    def send_to_devices(
+        self, messages: Sequence[tuple[str, str, DeviceReply | Command]]
+    ) -> list[LinkHubError | float]:
+        """(device_id, leaf, message) each, never retained; per message the
+        seconds until the broker acknowledged it, or why it was not delivered."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentView:
+    """One component as a page shows it: what it is, its last value and when it came."""
+
+    component: Component
+    value: Any = None
+    at_s: float | None = None  # None: no state has come since the hub started
+
+    @property
+    def known(self) -> bool:
+        return self.at_s is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SentCommand:
+    command_id: str
+    device_id: str
+    component: Component
+    value: Any
+
+
+def command_words(component: Component, value: Any) -> str:
+    """A command as the activity log says it: "Power: off", "Light: brightness 40%"."""
+    return f"{component.name}: {value_words(component, value)}"
+
+
+def value_words(component: Component, value: Any) -> str:
+    """A value (of a state or a command) in words a person reads."""
+    match component.kind:
+        case ComponentKind.SWITCH | ComponentKind.BINARY_SENSOR:
+            return "on" if value else "off"
+        case ComponentKind.LIGHT if isinstance(value, dict):
+            parts = []
+            if "on" in value:
+                parts.append("on" if value["on"] else "off")
+            if "brightness" in value:
+                parts.append(f"brightness {round(100 * value['brightness'] / protocol.BRIGHTNESS_MAX)}%")
+            return ", ".join(parts)
+        case ComponentKind.BUTTON:
+            return "pressed"
+        case ComponentKind.SENSOR | ComponentKind.NUMBER if isinstance(value, int | float):
+            unit = f" {component.unit}" if component.unit else ""
+            return f"{value:g}{unit}"
+    return str(value)
+
+
+class DeviceControl:
+    def __init__(
+        self,
+        engine: Engine,
+        publisher: DeviceMessagePublisher,
+        *,
+        clock: Callable[[], float],
+        activity: ActivityLog,
+        limits: DeviceLimits,
+        described: Callable[[str, DeviceDescription | None], None] = lambda _id, _old: None,
+    ) -> None:
+        """`described(device_id, previous)`: called after a new description is
+        stored (Home Assistant discovery publishes what changed)."""
+        self._engine = engine
+        self._publisher = publisher
+        self._clock = clock
+        self._activity = activity
+        self._limits = limits
+        self.described = described
+        self._lock = threading.Lock()
+        # device id -> component key -> (value, when it came)
+        self._states: dict[str, dict[str, tuple[Any, float]]] = {}
+        self._descriptions: dict[str, DeviceDescription] = {}
+        self._refusals_logged: dict[str, LogEvery] = {}
+
+    # --- reading ----------------------------------------------------------------
+    def description(self, device_id: str, *, fresh: bool = False) -> DeviceDescription | None:
+        """The device's stored description; from memory unless `fresh` (another
+        hub on the same database may have stored a newer one)."""
+        if not fresh:
+            with self._lock:
+                cached = self._descriptions.get(device_id)
+            if cached is not None:
+                return cached
+        with session_scope(self._engine) as session:
+            record = session.get(DeviceDescriptionRecord, device_id)
+            text = record.description_json if record is not None else None
+        if text is None:
+            return None
+        parsed = protocol.parse_description(text.encode())
+        if isinstance(parsed, Rejection):  # stored only once it parsed; a later rule may refuse it
+            log.warning("the stored description of %s no longer parses: %s", device_id, parsed.description)
+            return None
+        with self._lock:
+            self._descriptions[device_id] = parsed
+        return parsed
+
+    def components(self, device_id: str) -> list[ComponentView]:
+        """The device's components with their last values, in the description's order."""
+        description = self.description(device_id)
+        if description is None:
+            return []
+        with self._lock:
+            state = dict(self._states.get(device_id, {}))
+        views = []
+        for component in description.components:
+            value, at_s = state.get(component.key, (None, None))
+            views.append(ComponentView(component, value, at_s))
+        return views
+
+    def state_of(self, device_id: str) -> dict[str, Any]:
+        with self._lock:
+            return {key: value for key, (value, _at) in self._states.get(device_id, {}).items()}
+
+    # --- what devices send --------------------------------------------------------
+    def handle_description(self, device_id: str, payload: bytes) -> None:
+        """Store a description and answer it on the device's reply topic. Never raises."""
+        if self._over_limit(device_id, "description"):
+            return
+        parsed = protocol.parse_description(payload)
+        if isinstance(parsed, Rejection):
+            self._refuse(device_id, parsed.request_id, parsed.error, parsed.description)
+            return
+        try:
+            previous = self._store_description(device_id, parsed)
+        except _NotLinked:
+            self._refuse(device_id, parsed.request_id, ErrorCode.INVALID_REQUEST, "this device is not linked")
+            return
+        except Exception as exc:
+            self._refuse(
+                device_id,
+                parsed.request_id,
+                ErrorCode.SERVER_ERROR,
+                "The hub failed to store the description; nothing was changed. Send it again later.",
+                cause=exc,
+            )
+            return
+        self._publish([(device_id, protocol.DEVICE_REPLY, DeviceReply(parsed.request_id, ok=True))])
+        if previous != parsed:
+            try:
+                self.described(device_id, previous)
+            except Exception:  # the description is stored; Home Assistant catches up at the next start
+                log.exception("could not tell Home Assistant about %s's new description", device_id)
+
+    def handle_state(self, device_id: str, payload: bytes) -> None:
+        """Keep a state message's values, or refuse it with the reason. Never raises."""
+        if not payload:
+            return  # a retained state being cleared (an unlink)
+        if self._over_limit(device_id, "state"):
+            return
+        parsed = protocol.parse_state_report(payload)
+        if isinstance(parsed, Rejection):
+            self._refuse(device_id, None, parsed.error, parsed.description)
+            return
+        try:
+            self._check_state(device_id, parsed.state)
+        except ProtocolError as exc:
+            self._refuse(device_id, parsed.command_id, exc.code, exc.description)
+            return
+        now = self._clock()
+        with self._lock:
+            self._states[device_id] = {key: (value, now) for key, value in parsed.state.items()}
+
+    def _check_state(self, device_id: str, state: dict[str, Any]) -> None:
+        description = self.description(device_id)
+        if description is None:
+            raise ProtocolError(ErrorCode.NOT_DESCRIBED, protocol.ERROR_DESCRIPTIONS[ErrorCode.NOT_DESCRIBED])
+        try:
+            description.check_state(state)
+        except ProtocolError:
+            # Maybe another hub stored a newer description: check against that one.
+            fresh = self.description(device_id, fresh=True)
+            if fresh is None or fresh == description:
+                raise
+            fresh.check_state(state)
+
+    def forget(self, device_id: str) -> None:
+        """An unlinked device: its values go (the description row stays, as history)."""
+        with self._lock:
+            self._states.pop(device_id, None)
+            self._descriptions.pop(device_id, None)
+
+    # --- commands -----------------------------------------------------------------
+    def send_command(
+        self,
+        device_id: str,
+        key: str,
+        value: Any,
+        *,
+        origin: Origin,
+        account_id: int | None = None,
+        address: str | None = None,
+    ) -> SentCommand:
+        """Check a command against the device's description and send it.
+
+        `account_id`: the person's, who must have the device; None for Home
+        Assistant, which acts for whoever has it (recorded in their activity).
+        Raises CommandRefused with the reason; nothing is sent then.
+        """
+        with session_scope(self._engine) as session:
+            device = session.get(Device, device_id)
+            if device is None or device.unlinked_at_s is not None:
+                raise CommandRefused("unknown_device", "That device is not linked.")
+            if account_id is not None and device.account_id != account_id:
+                raise CommandRefused("unknown_device", "You have no device with that id.")
+            name, online, owner = device.name, device.online, device.account_id
+        description = self.description(device_id, fresh=True)
+        if description is None:
+            raise CommandRefused(
+                "not_described", f"{name} has not said what it has yet, so it cannot be commanded."
+            )
+        component = description.component(key)
+        if component is None:
+            raise CommandRefused("unknown_component", f"{name} has no component {key!r}.")
+        try:
+            component.check_command(value)
+        except ProtocolError as exc:
+            raise CommandRefused("invalid_value", f"{exc.description}.") from None
+        if not online:
+            raise CommandRefused(
+                "device_offline",
+                f"{name} is offline: the command was not sent. Commands are not kept for later; "
+                "send it again once the device is back.",
+            )
+        command = Command(secrets.token_urlsafe(16), key, value)
+        (result,) = self._publish([(device_id, protocol.COMMAND, command)])
+        if isinstance(result, LinkHubError):
+            raise CommandRefused("not_delivered", f"The command did not reach the broker ({result}).")
+        with session_scope(self._engine) as session:
+            self._activity.add(
+                session,
+                ActivityKind.COMMAND_SENT,
+                owner,
+                address=address,
+                device_id=device_id,
+                detail=f"{command_words(component, value)} ({origin_words(origin)})",
+            )
+        return SentCommand(command.command_id, device_id, component, value)
+
+    # --- storing ------------------------------------------------------------------
+    def _store_description(self, device_id: str, description: DeviceDescription) -> DeviceDescription | None:
+        """Store it (replacing the old one); the previous one, for what went away."""
+        previous = self.description(device_id, fresh=True)
+        with session_scope(self._engine) as session:
+            device = session.get(Device, device_id)
+            if device is None or device.unlinked_at_s is not None:
+                raise _NotLinked()
+            record = session.get(DeviceDescriptionRecord, device_id) or DeviceDescriptionRecord(
+                device_id=device_id, description_json="", described_at_s=0.0
+            )
+            # Stored as the hub would send it, so every hub reads back the same thing.
+            record.description_json = protocol.encode(description).decode()
+            record.described_at_s = self._clock()
+            session.add(record)
+        with self._lock:
+            self._descriptions[device_id] = description
+            kept = {c.key for c in description.components if c.has_state}
+            values = self._states.get(device_id)
+            if values is not None:
+                self._states[device_id] = {k: v for k, v in values.items() if k in kept}
+        return previous
+
+    # --- refusals -----------------------------------------------------------------
+    def _over_limit(self, device_id: str, kind: str) -> bool:
+        wait_s = self._limits.admit(device_id, kind)
+        if not wait_s:
+            return False
+        self._refuse(
+            device_id,
+            None,
+            ErrorCode.SLOW_DOWN,
+            f"Too many {kind} messages from this device (at most {self._limits.rate(kind)}); "
+            f"send it again in {wait_words(wait_s)}.",
+            retry_after_s=wait_s,
+        )
+        return True
+
+    def _refuse(
+        self,
+        device_id: str,
+        request_id: str | None,
+        error: ErrorCode,
+        description: str,
+        *,
+        retry_after_s: int | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        counter = self._refusals_logged.setdefault(device_id, LogEvery(REFUSAL_LOG_INTERVAL_S))
+        count = counter.due(self._limits.clock())
+        if count:
+            log.warning(
+                "refused %d description or state message(s) from %s (at most one such line a minute "
+                "per device); the latest: %s (%s)",
+                count,
+                device_id,
+                error,
+                description,
+                exc_info=cause,
+            )
+        reply = DeviceReply(
+            request_id,
+            ok=False,
+            error=error,
+            error_description=description[: protocol.MAX_DESCRIPTION_CHARS],
+            retry_after=retry_after_s,
+        )
+        self._publish([(device_id, protocol.DEVICE_REPLY, reply)])
+
+    def _publish(self, messages: list[tuple[str, str, DeviceReply | Command]]) -> list[LinkHubError | float]:
+        return self._publisher.send_to_devices(messages)
+
+
+class _NotLinked(Exception):
+    pass
