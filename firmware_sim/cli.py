@@ -67,6 +67,7 @@ from firmware_sim.display import HumanPrinter, JsonPrinter
 from firmware_sim.events import Event, EventSink, error, from_mqtt_error
 from firmware_sim.link import DEFAULT_RETRY_INTERVAL_S, link
 from firmware_sim.mqtt_client import TlsUnavailable
+from firmware_sim.profiles import DEFAULT_READING_INTERVAL_S, PROFILES
 from firmware_sim.run import press, run
 from firmware_sim.transport import TlsChoice, read_ca_file
 from linkhub_protocol import DeviceInfo, ProtocolError, values
@@ -177,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--cafile", metavar="FILE", help="check the broker with this CA, not the one saved at linking"
         )
 
+    def profile_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--profile",
+            choices=sorted(PROFILES),
+            help="what the device is: it describes itself, reports its state and obeys commands "
+            "(lamp: a dimmable light; sensor: temperature and humidity; plug: a switch and its power use; "
+            "thermostat: target, mode, boost); kept in the state file",
+        )
+
     p_link = sub.add_parser("link", help="link this device to a hub")
     p_link.add_argument("--name", required=True, help="name shown to whoever approves")
     p_link.add_argument("--model", required=True, help="model shown to whoever approves")
@@ -221,10 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"resend the request every S seconds until the hub sets an interval "
         f"(default {DEFAULT_RETRY_INTERVAL_S:g})",
     )
+    profile_option(p_link)
     tls_options(p_link, linking=True)
     common(p_link)
 
     p_run = sub.add_parser("run", help="run a linked device until SIGINT/SIGTERM")
+    profile_option(p_run)
+    p_run.add_argument(
+        "--reading-interval",
+        type=_positive_float,
+        default=DEFAULT_READING_INTERVAL_S,
+        metavar="S",
+        help="a sensor, plug or thermostat takes a reading every S seconds "
+        f"(default {DEFAULT_READING_INTERVAL_S:g})",
+    )
     tls_options(p_run, linking=False)
     common(p_run)
 
@@ -497,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     retry_interval_s=args.retry_interval,
                     on_event=printer,
                     ca_pem=ca_pem,
+                    profile=args.profile,
                 )
         except KeyboardInterrupt:
             if human is not None:
@@ -515,4 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     with _stop_on_signals(stop):
-        return run(args.state, on_event=printer, stop=stop, mqtt5=mqtt5, tls=tls)
+        return run(
+            args.state,
+            on_event=printer,
+            stop=stop,
+            mqtt5=mqtt5,
+            tls=tls,
+            profile=args.profile,
+            reading_interval_s=args.reading_interval,
+        )

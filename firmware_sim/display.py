@@ -44,6 +44,10 @@ def _settings_text(document: object) -> str:
     )
 
 
+def _json_text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 class HumanPrinter:
     """Friendly text; errors go to `err`."""
 
@@ -83,6 +87,11 @@ class HumanPrinter:
                     f"The hub unlinked this device ({event['device_id']}): the broker refused its "
                     f"credentials, so they are forgotten. {then}"
                 )
+            case "command":
+                value, now = _json_text(event["value"]), _json_text(event["state"])
+                self.say(f"Command: {event['component']} -> {value}; now {now}")
+            case "state":
+                self.say(f"Readings: {_settings_text(event['state'])}")
             case "set_ok":
                 self.say(f"The hub accepted the change; settings are now at version {event['version']}.")
             case "error":

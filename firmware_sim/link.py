@@ -115,9 +115,11 @@ def link(
     retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
     on_event: EventSink,
     ca_pem: str | None = None,
+    profile: str | None = None,
 ) -> int:
     """Link the device through the hub's broker at hub_host:hub_port; with
     `ca_pem` over TLS (hub_port is then the TLS port), trusting only that CA.
+    `profile` (firmware_sim/profiles.py) is kept in the state file for `run`.
 
     Returns 0 once linked (credentials saved and status online acknowledged),
     1 otherwise; either way the outcome was reported through `on_event`.
@@ -154,7 +156,7 @@ def link(
         pending = new_pending()
         request = _request_for(pending, device)
         assert request is not None
-    st = replace(st, name=device.name, model=device.model, pending=pending)
+    st = replace(st, name=device.name, model=device.model, pending=pending, profile=profile or st.profile)
     try:
         state_file.save(state_path, st)
     except OSError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import threading
 import time
@@ -36,15 +37,18 @@ from firmware_sim.mqtt_client import (
     ReconnectRefused,
     Will,
 )
+from firmware_sim.profiles import DEFAULT_READING_INTERVAL_S, PROFILES, Profile
 from firmware_sim.settings import DeviceSettings, JsonObject, Outcome
 from firmware_sim.transport import FOLLOW_CREDENTIALS, TlsChoice, linked_endpoint
 from linkhub_protocol import (
+    COMMAND,
     DEVICE_REPLY,
     ERROR_DESCRIPTIONS,
     SETTINGS_DESIRED,
     SETTINGS_GET,
     SETTINGS_REPORTED,
     SETTINGS_SET,
+    STATE,
     DeviceReply,
     DeviceStatus,
     ErrorCode,
@@ -53,12 +57,15 @@ from linkhub_protocol import (
     SettingsGet,
     SettingsReported,
     SettingsSet,
+    StateReport,
     device_status_topic,
     device_topic,
     encode,
+    parse_command,
     parse_device_reply,
     parse_settings_desired,
 )
+from linkhub_protocol import DESCRIPTION as DESCRIPTION_LEAF
 
 OP_TIMEOUT_S = 10.0
 # How long `run` keeps trying a broker it cannot reach at start before it gives up.
@@ -164,10 +171,14 @@ class DeviceSession:
         announce_status: bool,
         resend_window_s: float = RESEND_WINDOW_S,
         clock: Callable[[], float] = time.monotonic,
+        reading_interval_s: float = DEFAULT_READING_INTERVAL_S,
+        rng: random.Random | None = None,
     ) -> None:
         """`resend_window_s`: how long a change the hub refused for now is sent
         again (0: never; the one-shot `set` reports the refusal at once).
-        `clock` times the waits (monotonic seconds; tests move a fake one)."""
+        `clock` times the waits (monotonic seconds; tests move a fake one).
+        A device with a profile (st.profile) describes itself, reports its
+        state, obeys commands and takes readings every `reading_interval_s`."""
         self.client = client
         self._clock = clock
         self.resend_window_s = resend_window_s
@@ -195,6 +206,12 @@ class DeviceSession:
         self.finished: dict[str, buttons.Outcome] = {}
         self.last_reported: JsonObject | None = None
         self._next_spool_check = 0.0
+        self.profile: Profile | None = PROFILES.get(st.profile) if st.profile else None
+        self.components = dict(self.profile.initial) if self.profile is not None else {}
+        self.command_topic = device_topic(device_id, COMMAND)
+        self.reading_interval_s = reading_interval_s
+        self._next_reading = clock() + reading_interval_s
+        self._rng = rng or random.Random()
 
     # --- connection ---------------------------------------------------------------
     def start(self) -> None:
@@ -205,9 +222,72 @@ class DeviceSession:
 
     def _subscribe_and_get(self) -> None:
         self.synced = False
-        for topic in (self.desired_topic, self.reply_topic):
+        topics = [self.desired_topic, self.reply_topic]
+        if self.profile is not None:
+            topics.append(self.command_topic)
+        for topic in topics:
             self.client.subscribe(topic, qos=1, timeout=OP_TIMEOUT_S)
         self._send_get()
+        if self.profile is not None:
+            self._describe()
+
+    # --- what the device has and does (docs/protocol.md section 13) ----------------
+    def _describe(self) -> None:
+        """After every connect: the description, then the whole state (retained)."""
+        assert self.profile is not None
+        model = self.st.model or self.profile.name
+        description = self.profile.description(model[:64])
+        self.client.publish(
+            device_topic(self.device_id, DESCRIPTION_LEAF), encode(description), qos=1, timeout=OP_TIMEOUT_S
+        )
+        self._publish_state()
+
+    def _publish_state(self, command_id: str | None = None) -> None:
+        self.client.publish(
+            device_topic(self.device_id, STATE),
+            encode(StateReport(dict(self.components), command_id)),
+            qos=1,
+            retain=True,
+            timeout=OP_TIMEOUT_S,
+        )
+
+    def _on_command(self, payload: bytes) -> None:
+        command = parse_command(payload)
+        if isinstance(command, Rejection):
+            self.on_event(error(str(command.error), f"a command was not understood: {command.description}"))
+            return
+        assert self.profile is not None
+        component = self.profile.component(command.component)
+        try:
+            if component is None:
+                raise ValueError(f"this device has no {command.component!r}")
+            component.check_command(command.value)
+        except ValueError as exc:  # ProtocolError is a ValueError
+            self.on_event(error("bad_command", f"a command was refused: {exc}"))
+            return
+        self.components = self.profile.apply(self.components, command, self._rng)
+        self.on_event(
+            {
+                "event": "command",
+                "component": command.component,
+                "value": command.value,
+                "state": self.components.get(command.component),
+            }
+        )
+        try:
+            self._publish_state(command.command_id)
+        except MqttError as exc:
+            self.on_event(from_mqtt_error(exc))
+
+    def _take_reading(self) -> None:
+        assert self.profile is not None and self.profile.read is not None
+        self.components = self.profile.read(self.components, self._rng)
+        try:
+            self._publish_state()
+        except MqttError as exc:
+            self.on_event(from_mqtt_error(exc))
+            return
+        self.on_event({"event": "state", "state": dict(self.components)})
 
     def _send_get(self) -> None:
         self.settings.get_sent()
@@ -232,6 +312,8 @@ class DeviceSession:
                 self._on_desired(payload)
             case Message(topic=topic, payload=payload) if topic == self.reply_topic:
                 self._on_reply(payload)
+            case Message(topic=topic, payload=payload) if topic == self.command_topic and self.profile:
+                self._on_command(payload)
             case Message(topic=topic, payload=payload) if topic != self.status_topic:
                 text = payload.decode("utf-8", errors="replace")
                 self.on_event({"event": "message", "topic": topic, "payload": text})
@@ -253,6 +335,14 @@ class DeviceSession:
 
     def _tick(self) -> None:
         now = self._clock()
+        if (
+            self.profile is not None
+            and self.profile.read is not None
+            and now >= self._next_reading
+            and self.client.is_connected()
+        ):
+            self._next_reading = now + self.reading_interval_s
+            self._take_reading()
         if (
             not self.synced
             and self.awaiting_full_since is not None
@@ -481,14 +571,24 @@ def run(
     mqtt5: bool = True,
     tls: TlsChoice = FOLLOW_CREDENTIALS,
     connect_retry_s: float = FIRST_CONNECT_RETRY_S,
+    profile: str | None = None,
+    reading_interval_s: float = DEFAULT_READING_INTERVAL_S,
 ) -> int:
     """Stay online until `stop` is set; 0 after a clean stop, EXIT_UNLINKED once
     the broker refused the device's credentials, 1 on any other failure. A broker
-    that cannot be reached at start is tried again for `connect_retry_s`."""
+    that cannot be reached at start is tried again for `connect_retry_s`.
+    `profile` (firmware_sim/profiles.py) replaces the one saved at linking."""
     loaded = _load_linked(state_path, on_event)
     if loaded is None:
         return 1
     st, device_id, creds = loaded
+    if profile is not None and profile != st.profile:
+        st = replace(st, profile=profile)
+        try:
+            state_file.save(state_path, st)
+        except OSError as exc:
+            on_event(error("state_write_failed", f"cannot write {state_path}: {exc}"))
+            return 1
     lock = buttons.DeviceLock(state_path)
     try:
         if not _take_lock(lock, state_path, stop, on_event):
@@ -503,6 +603,7 @@ def run(
             mqtt5=mqtt5,
             tls=tls,
             connect_retry_s=connect_retry_s,
+            reading_interval_s=reading_interval_s,
         )
     finally:
         lock.release()
@@ -519,6 +620,7 @@ def _run_locked(
     mqtt5: bool,
     tls: TlsChoice = FOLLOW_CREDENTIALS,
     connect_retry_s: float = FIRST_CONNECT_RETRY_S,
+    reading_interval_s: float = DEFAULT_READING_INTERVAL_S,
 ) -> int:
     try:
         client = connect_as_device(
@@ -530,7 +632,15 @@ def _run_locked(
         on_event(from_mqtt_error(exc))
         return 1
     with client:
-        session = DeviceSession(client, device_id, state_path, st, on_event=on_event, announce_status=True)
+        session = DeviceSession(
+            client,
+            device_id,
+            state_path,
+            st,
+            on_event=on_event,
+            announce_status=True,
+            reading_interval_s=reading_interval_s,
+        )
         try:
             session.start()
         except MqttError as exc:

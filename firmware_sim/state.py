@@ -7,7 +7,8 @@ JSON, written atomically (temporary file in the same directory, fsync, then
     {"device_id": ..., "name": ..., "model": ...,
      "mqtt": {"host", "port", "client_id", "username", "password"[, "tls_port", "ca_cert"]},
      "pending": {"request_id": ..., "reply_token": ..., "private_key": ...},
-     "settings": {"desired": {...}, "version": N}}
+     "settings": {"desired": {...}, "version": N},
+     "profile": "lamp"}
 
 `device_id` and `mqtt` exist once linked; `pending` while a link is in
 progress, so that a device restarted mid-link resends the same request and can
@@ -16,7 +17,8 @@ firmware_sim/keys.py);
 `settings` once the hub sent a desired document, so that a restarted device
 knows what it runs with before the hub answers again. `tls_port` and `ca_cert`
 (the hub's CA, PEM) are kept when the hub sent them: the device then connects
-with TLS from its first connection on (firmware_sim/transport.py).
+with TLS from its first connection on (firmware_sim/transport.py). `profile`
+says what the device is (firmware_sim/profiles.py), if it is one of those.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class DeviceState:
     mqtt: MqttCredentials | None = None
     pending: Pending | None = None
     settings: SavedSettings | None = None
+    profile: str | None = None
 
     @property
     def linked(self) -> bool:
@@ -74,7 +77,7 @@ class DeviceState:
         The credentials are dead, and the settings belonged to the old device id
         (the hub keeps them as history); a new link starts from nothing.
         """
-        return DeviceState(name=self.name, model=self.model)
+        return DeviceState(name=self.name, model=self.model, profile=self.profile)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -95,6 +98,8 @@ class DeviceState:
                 out["pending"]["private_key"] = self.pending.private_key
         if self.settings is not None:
             out["settings"] = {"desired": self.settings.desired, "version": self.settings.version}
+        if self.profile is not None:
+            out["profile"] = self.profile
         return out
 
     @classmethod
@@ -118,6 +123,7 @@ class DeviceState:
                     private_key=_opt_str(pending.get("private_key")),
                 ),
                 settings=None if settings is None else _settings(settings),
+                profile=_opt_str(obj.get("profile")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"malformed state: {exc!r}") from exc

@@ -51,7 +51,15 @@ from hub.services.settings import SettingsService
 from hub.store.engine import MB, SingleHubLock, SpaceGuard, guard_writes, make_engine
 from hub.store.models import Device
 from hub.store.secret_file import read_or_create_secret
-from linkhub_protocol import Command, DeviceReply, LinkReply, LinkRequest, Rejection, SettingsDesired
+from linkhub_protocol import (
+    Command,
+    DeviceReply,
+    LinkReply,
+    LinkRequest,
+    Rejection,
+    SettingsDesired,
+    StateReport,
+)
 
 # hub.net.mdns (zeroconf, asyncio: ~4 MB resident) is imported only when mDNS is on.
 if TYPE_CHECKING:
@@ -481,6 +489,12 @@ class Hub:
                 ]
             )
         )
+
+    def retain_state(self, device_id: str, report: StateReport | None) -> None:
+        if self._mqtt is None:
+            raise LinkHubError("the hub is not connected to its broker")
+        payload = protocol.encode(report) if report is not None else b""
+        self._mqtt.publish(protocol.device_topic(device_id, protocol.STATE), payload, qos=1, retain=True)
 
     def clear_device_topics(self, device_id: str) -> list[str]:
         """An unlinked device's retained messages, emptied on a connection of its own

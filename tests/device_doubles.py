@@ -33,7 +33,9 @@ class DeviceThread:
         model: str = "LMP-1",
         mqtt5: bool = True,
         timeout_s: float = 60,
+        profile: str | None = None,
     ) -> None:
+        self.profile = profile
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.state_path = state_path
         self.exit_code: int | None = None
@@ -53,6 +55,7 @@ class DeviceThread:
             timeout_s=timeout_s,
             retry_interval_s=0.5,
             on_event=self.events.put,
+            profile=self.profile,
         )
 
     def start(self) -> DeviceThread:

@@ -139,10 +139,11 @@ def test_a_linked_device_is_confined_to_its_own_subtree(
             assert not client.subscribe(topic_filter), topic_filter
         if mqtt5:  # MQTT 3.1.1 clients are dropped silently instead (3.1.1 has no negative PUBACK)
             # Its fixed topics only (docs/protocol.md), so it can retain no more than those.
-            for leaf in ("status", *protocol.DEVICE_INBOUND):
+            for leaf in protocol.DEVICE_SENDS:
                 assert client.publish(protocol.device_topic(device_id, leaf), b"{}"), leaf
             for topic in (
-                f"{own}/state",
+                f"{own}/command",
+                f"{own}/states",
                 f"{own}/settings/desired",
                 f"{own}/reply",
                 f"{own}/x/" + "y" * 10,

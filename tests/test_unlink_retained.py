@@ -13,7 +13,7 @@ from test_unlink import accounts, hub_client, link_device, retained_under
 
 import linkhub_protocol as protocol
 from firmware_sim import state as state_file
-from hub.broker.dynsec import Acl, device_role
+from hub.broker.dynsec import Acl, device_acls, device_role
 
 TOPICS = 3000
 
@@ -104,7 +104,7 @@ def test_a_device_linked_by_an_older_hub_gets_the_narrow_role_at_start(
     def may_publish_anywhere_below() -> bool:
         device = RawClient(broker.port, device_id, creds.password, client_id=device_id)
         try:
-            return device.publish(f"{root}/state", b"{}")
+            return device.publish(f"{root}/anything/below", b"{}")
         finally:
             device.close()
 
@@ -112,3 +112,31 @@ def test_a_device_linked_by_an_older_hub_gets_the_narrow_role_at_start(
     hub.stop()
     make_hub(data_dir=tmp_path / "hub")  # the same hub, started again
     assert not may_publish_anywhere_below()
+
+
+def test_a_device_linked_before_descriptions_may_send_them_after_the_hub_starts(
+    make_hub: HubFactory, broker: RunningBroker, tmp_path: Path
+) -> None:
+    """A role made before issue 15 names only the status and settings topics:
+    the hub's start adds the description and state topics (device_acls)."""
+    hub = make_hub(data_dir=tmp_path / "hub")
+    alice, _ = accounts(hub)
+    device_id = link_device(hub, broker, tmp_path / "lamp.json", alice)
+    root = protocol.device_root(device_id)
+    assert hub.broker_admin is not None
+    older = [a for a in device_acls(device_id) if not a.topic.endswith(("/description", "/state"))]
+    hub.broker_admin.sync_role(device_role(device_id), older)
+    creds = state_file.load(tmp_path / "lamp.json").mqtt
+    assert creds is not None
+
+    def may_describe() -> bool:
+        device = RawClient(broker.port, device_id, creds.password, client_id=device_id)
+        try:
+            return device.publish(f"{root}/description", b"{}") and device.publish(f"{root}/state", b"{}")
+        finally:
+            device.close()
+
+    assert not may_describe()
+    hub.stop()
+    make_hub(data_dir=tmp_path / "hub")
+    assert may_describe()

@@ -41,6 +41,7 @@ from linkhub_protocol import (
     ErrorCode,
     ProtocolError,
     Rejection,
+    StateReport,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class DeviceMessagePublisher(Protocol):
     ) -> list[LinkHubError | float]:
         """(device_id, leaf, message) each, never retained; per message the
         seconds until the broker acknowledged it, or why it was not delivered."""
+        ...
+
+    def retain_state(self, device_id: str, report: StateReport | None) -> None:
+        """Put `report` back as the device's retained state (None: clear it)."""
         ...
 
 
@@ -206,15 +211,26 @@ class DeviceControl:
         parsed = protocol.parse_state_report(payload)
         if isinstance(parsed, Rejection):
             self._refuse(device_id, None, parsed.error, parsed.description)
+            self._restore_state(device_id)
             return
         try:
             self._check_state(device_id, parsed.state)
         except ProtocolError as exc:
             self._refuse(device_id, parsed.command_id, exc.code, exc.description)
+            self._restore_state(device_id)
             return
         now = self._clock()
         with self._lock:
             self._states[device_id] = {key: (value, now) for key, value in parsed.state.items()}
+
+    def _restore_state(self, device_id: str) -> None:
+        """A refused state is retained on the broker all the same, where Home
+        Assistant would read it: put the last good one back (or clear it)."""
+        last = self.state_of(device_id)
+        try:
+            self._publisher.retain_state(device_id, StateReport(last) if last else None)
+        except LinkHubError as exc:
+            log.warning("could not put back %s's last good state (%s)", device_id, exc)
 
     def _check_state(self, device_id: str, state: dict[str, Any]) -> None:
         description = self.description(device_id)
