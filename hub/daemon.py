@@ -5,13 +5,14 @@ service what to answer, and publishes that answer.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import random
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,13 @@ from sqlmodel import Session, col, select
 
 import linkhub_protocol as protocol
 from hub.broker.connection import BrokerAddress, InboundMessage, MqttConnection, MqttResponder, Outbound
-from hub.broker.dynsec import CheckedIssuer, DynSecAdmin, expands_client_id, service_client_id
+from hub.broker.dynsec import (
+    HOME_ASSISTANT_USERNAME,
+    CheckedIssuer,
+    DynSecAdmin,
+    expands_client_id,
+    service_client_id,
+)
 from hub.broker.managed import (
     ADMIN_USERNAME,
     ManagedBroker,
@@ -32,9 +39,11 @@ from hub.broker.retained import (
     ConnectionFactory,
     clear_device_retained,
     clear_retained_link_requests,
+    retained_under,
     sweep_connection_factory,
 )
 from hub.config.model import HubConfig, link_page_url
+from hub.core import home_assistant as ha
 from hub.core.accounts import AccountDirectory
 from hub.core.link_limits import LinkRequestLimits, LogEvery
 from hub.core.rate_limits import DeviceLimits
@@ -43,6 +52,7 @@ from hub.net.addresses import lan_addresses
 from hub.services import metrics
 from hub.services.activity import ActivityLog
 from hub.services.device_control import DeviceControl
+from hub.services.home_assistant import HomeAssistant
 from hub.services.links import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
 from hub.services.local_accounts import AccountService
 from hub.services.outbox import Outbox
@@ -81,6 +91,24 @@ class HubEndpoints:
     device_tls_port: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HomeAssistantLogin:
+    """What to type into Home Assistant's MQTT integration (`linkhub homeassistant`)."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    tls_port: int | None = None  # with the hub's CA (its /ca.pem) to check the broker
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("linkhub")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _read_or_create_secret(path: Path, n_bytes: int = 24) -> str:
     """Short ones (the hub's id) in hex, to read aloud; passwords URL-safe."""
     return read_or_create_secret(
@@ -114,6 +142,9 @@ class Hub:
         self._accounts: AccountDirectory | None = None
         self._settings: SettingsService | None = None
         self._control: DeviceControl | None = None
+        self._home_assistant: HomeAssistant | None = None
+        self._hub_id: str | None = None
+        self._linked_count: int | None = None
         self._activity: ActivityLog | None = None
         self._outbox: Outbox | None = None
         self._single_hub: SingleHubLock | None = None
@@ -175,7 +206,7 @@ class Hub:
             self._admin.start()
             # One broker identity per data directory: hubs that share a broker but
             # not a data directory never reset each other's password.
-            hub_id = _read_or_create_secret(config.data_dir / "hub-id", 6)
+            hub_id = self._hub_id = _read_or_create_secret(config.data_dir / "hub-id", 6)
             hub_username = HUB_USERNAME_PREFIX + hub_id
             hub_password = _read_or_create_secret(config.data_dir / "hub-password")
             self._admin.ensure_hub_identity(hub_username, hub_password)
@@ -210,6 +241,8 @@ class Hub:
                 on_message=self._on_message,
                 label="the hub's main connection",
                 on_lost=self._broker_lost,
+                # Home Assistant shows the hub, and every device through it, unavailable.
+                will=(ha.hub_status_topic(hub_id), ha.HUB_OFFLINE) if config.home_assistant else None,
             )
             self._mqtt.start()
             # The bootstrap role needs to know whether this broker expands %c, which
@@ -236,11 +269,27 @@ class Hub:
             metrics.of(self.engine).watch_broker(self._mqtt, self._link_responder)
             self._mqtt.subscribe(protocol.device_status_subscription())
             self._mqtt.subscribe(protocol.device_state_subscription())
+            if config.home_assistant:
+                self._home_assistant = HomeAssistant(
+                    self._control,
+                    self._links,
+                    self,
+                    ha.HubCard(hub_id, _version(), endpoints.link_page_url.removesuffix("/link")),
+                    device_page=lambda device_id: f"{endpoints.link_page_url.removesuffix('/link')}"
+                    f"/devices/{device_id}",
+                    healthy=self._healthy,
+                )
+                self._control.described = self._home_assistant.described
+                self._links.renamed = self._home_assistant.renamed
+                # Commands shared, so each is sent once; Home Assistant's birth to every hub.
+                self._mqtt.subscribe(protocol.shared_subscription(ha.command_subscription()))
+                self._mqtt.subscribe(ha.BIRTH_TOPIC)
             for topic_filter in protocol.device_inbound_subscriptions():
                 self._mqtt.subscribe(topic_filter)
             self._outbox.start()
             self._maintain()  # identities left by a hub that died mid-approval, expired ones
             self._resume_clearings()
+            self._reconcile_home_assistant()
             self._pruner = Pruner(self.engine, config.retention, clock=self._clock)
             self._pruner.start()
             if config.mdns:
@@ -270,6 +319,12 @@ class Hub:
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+        if self._mqtt is not None and self._home_assistant is not None and self._hub_id is not None:
+            # A goodbye, not a will: Home Assistant shows the hub's devices unavailable.
+            try:
+                self._mqtt.publish(ha.hub_status_topic(self._hub_id), ha.HUB_OFFLINE, qos=1, retain=True)
+            except LinkHubError as exc:
+                log.warning("could not tell Home Assistant the hub is stopping (%s)", exc)
         if self._mqtt is not None:
             # Answer what devices already sent (a change sent just before SIGTERM is
             # stored and must get its reply), with nothing new coming in meanwhile.
@@ -496,11 +551,74 @@ class Hub:
         payload = protocol.encode(report) if report is not None else b""
         self._mqtt.publish(protocol.device_topic(device_id, protocol.STATE), payload, qos=1, retain=True)
 
+    # --- Home Assistant's retained configs (hub/services/home_assistant.py) ----------
+    def publish_retained(self, messages: list[tuple[str, bytes]]) -> None:
+        if self._mqtt is None:
+            raise LinkHubError("the hub is not connected to its broker")
+        for result in self._mqtt.publish_many([(t, p, None) for t, p in messages], retain=True):
+            if isinstance(result, LinkHubError):
+                raise result
+
+    def retained_discovery_topics(self) -> set[str]:
+        if self._retained_sweep is None or self._hub_id is None:
+            raise LinkHubError("the hub is not connected to its broker")
+        return retained_under(
+            self._retained_sweep, ha.config_subscription(), ha.hub_status_topic(self._hub_id)
+        )
+
+    def home_assistant_login(self) -> HomeAssistantLogin:
+        """Make Home Assistant's broker identity with a new password (the one
+        before, if any, stops working): hub/broker/dynsec.py home_assistant_acls."""
+        if self._admin is None or self.endpoints is None:
+            raise LinkHubError("the hub is not started")
+        password = secrets.token_urlsafe(24)
+        self._admin.ensure_home_assistant(password)
+        self.check_broker_file()
+        broker = self.endpoints.device_broker
+        return HomeAssistantLogin(
+            broker.host, broker.port, HOME_ASSISTANT_USERNAME, password, self.endpoints.device_tls_port
+        )
+
+    @property
+    def home_assistant(self) -> HomeAssistant | None:
+        """Home Assistant discovery (None when it is off, or before start)."""
+        return self._home_assistant
+
+    def _reconcile_home_assistant(self) -> None:
+        if self._home_assistant is None:
+            return
+        try:
+            self._home_assistant.reconcile()
+            self._linked_count = len(self.links.list_devices())
+        except LinkHubError as exc:
+            log.warning("could not bring Home Assistant's configs up to date (%s); trying again", exc)
+
+    def _healthy(self) -> bool:
+        """Whether the hub takes changes: for Home Assistant's "problem" sensor."""
+        return self.space is None or self.space.shortage() is None
+
+    def _watch_linked_count(self) -> None:
+        """Home Assistant's count of linked devices, when it changed (sweeper)."""
+        if self._home_assistant is None:
+            return
+        count = len(self.links.list_devices())
+        if count != self._linked_count:
+            self._linked_count = count
+            try:
+                self._home_assistant.linked()
+            except LinkHubError as exc:
+                log.warning("could not update Home Assistant's count of linked devices (%s)", exc)
+
     def clear_device_topics(self, device_id: str) -> list[str]:
         """An unlinked device's retained messages, emptied on a connection of its own
         (hub/broker/retained.py), so the hub's long-lived subscriptions stay as they are."""
         if self._control is not None:
             self._control.forget(device_id)
+        if self._home_assistant is not None:
+            try:
+                self._home_assistant.unlinked(device_id)
+            except LinkHubError as exc:  # the next start's reconciliation removes them
+                log.warning("could not remove %s from Home Assistant (%s)", device_id, exc)
         if self._retained_sweep is None:
             raise LinkHubError("the hub is not connected to its broker")
         # The unlink left the clearing recorded as unfinished (revision 0007), so a
@@ -650,7 +768,15 @@ class Hub:
         }
 
     def _on_message(self, message: InboundMessage) -> None:
-        """Anything but a link request: by the device topic's leaf (_device_routes)."""
+        """Anything but a link request: by the device topic's leaf (_device_routes),
+        or from Home Assistant (its commands, its birth)."""
+        if self._home_assistant is not None:
+            if message.topic.startswith(ha.COMMAND_ROOT + "/"):
+                self._home_assistant.handle_command(message.topic, message.payload)
+                return
+            if message.topic == ha.BIRTH_TOPIC:
+                self._home_assistant.handle_birth(message.payload)
+                return
         device_topic = protocol.parse_device_topic(message.topic)
         handler = self._routes.get(device_topic[1]) if device_topic is not None else None
         if device_topic is None or handler is None:
@@ -753,3 +879,7 @@ class Hub:
             if responder is not None and responder.needs_retained_sweep.is_set():
                 self._clear_retained_requests()
             self._run_clearing_jobs()
+            try:
+                self._watch_linked_count()
+            except Exception:
+                log.exception("counting linked devices for Home Assistant failed; trying again")

@@ -111,6 +111,9 @@ def test_every_key_comes_from_each_source() -> None:
         "unconfirmed_device_lifetime_s": (3600, "3600", 3600),
         "mdns": (False, "off", False),
         "waiting_list": (False, "no", False),
+        "home_assistant": (True, "yes", True),
+        # The bridge goes with the hub's own mosquitto, not with `broker` above: it is
+        # tested from each source in tests/test_home_assistant.py.
         "mdns_name": ("Kitchen.local", "Kitchen.local", "kitchen"),
         "mdns_interfaces": (["wlan0", "eth0"], "wlan0, eth0", ("wlan0", "eth0")),
         "account_service": ("http://127.0.0.1:8081", "http://127.0.0.1:8081", "http://127.0.0.1:8081"),
@@ -124,6 +127,8 @@ def test_every_key_comes_from_each_source() -> None:
         "device_reports": ("6 per minute", "6 per minute", parse_rate("6 per minute")),
         "device_settings_gets": ("7 per hour", "7 per hour", parse_rate("7 per hour")),
         "device_status": ("8/minute", "8/minute", parse_rate("8/minute")),
+        "device_descriptions": ("9/minute", "9/minute", parse_rate("9/minute")),
+        "device_states": ("10/minute", "10/minute", parse_rate("10/minute")),
         "min_free_space_mb": (128, "128", 128),
         "history_days": (30, "30", 30),
         "history_per_account": (200, "200", 200),
@@ -136,14 +141,15 @@ def test_every_key_comes_from_each_source() -> None:
         "broker_restart_limit": (3, "3", 3),
         "broker_restart_window_s": (30, "30", 30),
     }
-    assert set(values) == {key.name for key in KEYS}
+    assert set(values) == {key.name for key in KEYS} - {"home_assistant_broker"}
     flag_values = {name: text for name, (_, text, _) in values.items()}
     flag_values["mdns"], flag_values["mdns_interfaces"] = False, ["wlan0", "eth0"]
     flag_values["waiting_list"] = False
+    flag_values["home_assistant"] = True
     flag_values["web_hosts"] = ["hub.home.arpa"]
     sources = {
         "file": resolved(file={name: v[0] for name, v in values.items()}, read_secret=lambda _p: "t"),
-        "env": resolved(env={key.env: values[key.name][1] for key in KEYS}, read_secret=lambda _p: "t"),
+        "env": resolved(env={key.env: values[key.name][1] for key in KEYS if key.name in values}, read_secret=lambda _p: "t"),
         "flag": resolved(flags=flag_values, read_secret=lambda _p: "t"),
     }
     for source, resolution in sources.items():

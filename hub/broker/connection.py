@@ -122,13 +122,17 @@ def _small_receive_buffer(client: paho.Client, userdata: Any, sock: Any) -> None
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RESPONDER_RCVBUF_BYTES)
 
 
-def _new_client(client_id: str, username: str, password: str, mqtt5: bool) -> paho.Client:
+def _new_client(
+    client_id: str, username: str, password: str, mqtt5: bool, will: tuple[str, bytes] | None = None
+) -> paho.Client:
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
     )
     client.username_pw_set(username, password)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
     client.on_socket_open = _set_nodelay
     return client
 
@@ -183,7 +187,10 @@ class MqttConnection:
         on_lost: Callable[[], None] | None = None,
         mqtt5: bool = True,
         label: str = "an MQTT connection",
+        will: tuple[str, bytes] | None = None,
     ) -> None:
+        """`will`: (topic, payload) the broker publishes, retained, if the
+        connection drops without a goodbye."""
         self.broker = broker
         self.client_id = client_id
         # What logs and errors call this connection: never the client id, which
@@ -192,7 +199,7 @@ class MqttConnection:
         self._on_message = on_message
         self._on_lost = on_lost
         self._mqtt5 = mqtt5
-        self._client = _new_client(client_id, username, password, mqtt5)
+        self._client = _new_client(client_id, username, password, mqtt5, will)
         # paho annotates the delays as int, and sleeps them as seconds: a float works.
         self._client.reconnect_delay_set(min_delay=0.2, max_delay=5)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(100)

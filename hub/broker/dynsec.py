@@ -30,6 +30,7 @@ from typing import Any
 
 import linkhub_protocol as protocol
 from hub.broker.connection import BrokerAddress, InboundMessage, MqttConnection
+from hub.core import home_assistant as ha
 from hub.errors import BrokerAdminError, BrokerAdminRefused, BrokerRefused, BrokerTimeout, BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 
 BOOTSTRAP_ROLE = "linkhub-bootstrap"
 HUB_ROLE = "linkhub-hub"
+HOME_ASSISTANT_ROLE = "linkhub-home-assistant"
+HOME_ASSISTANT_USERNAME = "linkhub-homeassistant"
 DEVICE_ROLE_PREFIX = "linkhub-device-"
 # The hub publishes once to PROBE_ROOT/<its client id> at start, where its role
 # denies PROBE_ROOT/%c: refused means the broker expands %c. Nobody subscribes.
@@ -81,9 +84,15 @@ def bootstrap_acls(*, per_client: bool) -> list[Acl]:
 
 
 def hub_acls() -> list[Acl]:
-    """The hub's service identity: the whole LinkHub tree, and the shared request queue."""
+    """The hub's service identity: the whole LinkHub tree, the shared request
+    queue, and Home Assistant's discovery prefix (its configs, and its birth
+    message: hub/core/home_assistant.py)."""
     tree = f"{protocol.TOPIC_ROOT}/#"
+    discovery = f"{ha.DISCOVERY_PREFIX}/#"
     return [
+        Acl("publishClientSend", discovery, True),
+        Acl("publishClientReceive", discovery, True),
+        Acl("subscribePattern", discovery, True),
         Acl("publishClientSend", tree, True),
         Acl("publishClientReceive", tree, True),
         Acl("subscribePattern", tree, True),
@@ -93,6 +102,27 @@ def hub_acls() -> list[Acl]:
         Acl("subscribePattern", protocol.link_request_subscription(), True),
         Acl("subscribeLiteral", protocol.link_request_subscription(), True),
         Acl("publishClientSend", f"{PROBE_ROOT}/%c", False, priority=10),
+    ]
+
+
+def home_assistant_acls() -> list[Acl]:
+    """Home Assistant's identity (`linkhub homeassistant`): it reads the discovery
+    configs, every device's state and status and the hub's own; it may publish
+    its birth message, and commands on the hub's command topics only, which the
+    hub checks before anything reaches a device. Nothing else: not a device's
+    command topic, not settings, not link requests."""
+    reads = [
+        f"{ha.DISCOVERY_PREFIX}/#",
+        f"{protocol.DEVICES_ROOT}/+/{protocol.STATE}",
+        f"{protocol.DEVICES_ROOT}/+/{protocol.STATUS}",
+        f"{ha.HUB_ROOT}/+/status",
+        f"{ha.HUB_ROOT}/+/state",
+    ]
+    return [
+        *(Acl("subscribePattern", topic, True) for topic in reads),
+        *(Acl("publishClientReceive", topic, True) for topic in reads),
+        Acl("publishClientSend", ha.BIRTH_TOPIC, True),
+        Acl("publishClientSend", ha.command_subscription(), True),
     ]
 
 
@@ -321,6 +351,12 @@ class DynSecAdmin:
     def ensure_hub_identity(self, username: str, password: str) -> None:
         self.ensure_role(HUB_ROLE, hub_acls())
         self.ensure_client(username, password, HUB_ROLE)
+
+    def ensure_home_assistant(self, password: str) -> None:
+        """Home Assistant's identity with this password (a new one each time it
+        is asked for: the old one stops working)."""
+        self.sync_role(HOME_ASSISTANT_ROLE, home_assistant_acls())
+        self.ensure_client(HOME_ASSISTANT_USERNAME, password, HOME_ASSISTANT_ROLE)
 
     def issue_device(self, device_id: str, password: str) -> None:
         """The device's own client, bound to client id == username == device_id."""

@@ -56,6 +56,7 @@ def _sweep(
     marker: str,
     to_clear: Callable[[set[str]], list[str]],
     timeout_s: float,
+    marker_filter: str | None = None,
 ) -> tuple[set[str], list[str]]:
     """Subscribe to `topic_filter`, collect what it retains, and empty `to_clear` of
     it; what was found retained, and what was emptied. The marker, published
@@ -79,6 +80,10 @@ def _sweep(
     connection = connect(collect)
     connection.start(timeout_s=timeout_s)
     try:
+        if marker_filter is not None:
+            # Subscribed first: the marker, published after the second SUBACK,
+            # still comes after what the second subscription retains.
+            connection.subscribe(marker_filter, timeout_s=timeout_s)
         connection.subscribe(topic_filter, timeout_s=timeout_s)
         connection.publish(marker, b"", qos=1, timeout_s=timeout_s)
         deadline = time.monotonic() + timeout_s
@@ -152,6 +157,18 @@ def clear_retained_link_requests(connect: ConnectionFactory, *, timeout_s: float
             break
         cleared += sorted(found)
     return cleared
+
+
+def retained_under(
+    connect: ConnectionFactory, topic_filter: str, marker_root: str, *, timeout_s: float = 5.0
+) -> set[str]:
+    """The topics under `topic_filter` that the broker retains now (one listing,
+    up to mosquitto's max_queued_messages). The marker goes to a topic under
+    `marker_root` (the hub's own), outside the filter, so that whoever reads
+    the filter's topics (Home Assistant, for the discovery prefix) never sees it."""
+    marker = f"{marker_root}/{MARKER_LEAF}/{secrets.token_hex(8)}"
+    found, _ = _sweep(connect, topic_filter, marker, lambda _found: [], timeout_s, marker_filter=marker)
+    return found
 
 
 def sweep_connection_factory(broker: BrokerAddress, username: str, password: str) -> ConnectionFactory:

@@ -170,6 +170,15 @@ def _broker(value: object) -> ExternalBroker:
         ) from None
 
 
+def _remote_broker(value: object) -> ExternalBroker:
+    """Another broker's login, mqtt://USER:PASSWORD@HOST:PORT (a plain login this time)."""
+    text = _text(value)
+    try:
+        return parse_broker_url(text)
+    except ConfigError:
+        raise Invalid(f"expected mqtt://USER:PASSWORD@HOST:PORT, got {redact_url(text)!r}") from None
+
+
 def _host_port(value: object) -> HostPort:
     """HOST or HOST:PORT, read here once (hub.config.model.parse_host_port)."""
     try:
@@ -324,6 +333,24 @@ KEYS: tuple[Key, ...] = (
         "(--no-waiting-list: only typing the code links; docs/security.md)",
     ),
     Key(
+        "home_assistant",
+        "--home-assistant",
+        _switch,
+        True,
+        "publish Home Assistant MQTT discovery for linked devices and take its commands "
+        "(--no-home-assistant: do not; docs/configuration.md)",
+    ),
+    Key(
+        "home_assistant_broker",
+        "--home-assistant-broker",
+        _remote_broker,
+        None,
+        "bridge the discovery, state, status and command topics to Home Assistant's own "
+        "mosquitto, mqtt://USER:PASSWORD@HOST:PORT (the hub's own mosquitto only)",
+        "URL",
+        secret_in_url=True,
+    ),
+    Key(
         "mdns_name",
         "--mdns-name",
         _mdns_name,
@@ -443,6 +470,8 @@ KEYS: tuple[Key, ...] = (
             ("reports", "reported messages"),
             ("settings_gets", "settings_get messages"),
             ("status", "status messages"),
+            ("descriptions", "description messages"),
+            ("states", "state messages"),
         )
     ),
     Key(
@@ -721,6 +750,8 @@ def resolve(
                 unconfirmed_device_lifetime_s=values["unconfirmed_device_lifetime_s"],
                 mdns=values["mdns"],
                 waiting_list=values["waiting_list"],
+                home_assistant=values["home_assistant"],
+                home_assistant_broker=values["home_assistant_broker"],
                 mdns_name=values["mdns_name"],
                 mdns_interfaces=tuple(values["mdns_interfaces"]),
                 account_service_url=values["account_service"],
@@ -738,6 +769,8 @@ def resolve(
                     device_reports=values["device_reports"],
                     device_settings_gets=values["device_settings_gets"],
                     device_status=values["device_status"],
+                    device_descriptions=values["device_descriptions"],
+                    device_states=values["device_states"],
                 ),
                 min_free_space_mb=values["min_free_space_mb"],
                 retention=RetentionPolicy(

@@ -124,6 +124,11 @@ class HubConfig:
     # /link lists the devices waiting to be linked to every signed-in member
     # (docs/security.md, "Devices waiting to be linked"); off, typing the code is the only way.
     waiting_list: bool = True
+    # Home Assistant MQTT discovery of linked devices, and its commands (hub/core/home_assistant.py).
+    home_assistant: bool = True
+    # Home Assistant's own mosquitto, which the hub's own mosquitto bridges the
+    # discovery, state, status and command topics to (hub/broker/managed.py).
+    home_assistant_broker: ExternalBroker | None = None
     # The mDNS host label: the hub is `<mdns_name>.local.` (see mdns_host_label).
     mdns_name: str = DEFAULT_MDNS_NAME
     # Interface names or IPv4 addresses to advertise on; empty: the RFC 1918 ones.
@@ -180,6 +185,16 @@ class HubConfig:
             raise ConfigError(
                 "mqtt_tls_port sets up TLS on the hub's own mosquitto, and broker names another "
                 "one: set TLS up on that broker, or leave mqtt_tls_port at 0"
+            )
+        if self.home_assistant_broker is not None and self.external_broker is not None:
+            raise ConfigError(
+                "home_assistant_broker makes the hub's own mosquitto bridge to Home Assistant's, and "
+                "broker names another one: set the bridge up on that broker, or leave out one of them"
+            )
+        if self.home_assistant_broker is not None and not self.home_assistant:
+            raise ConfigError(
+                "home_assistant_broker bridges Home Assistant's topics, and home_assistant is off: "
+                "turn it on, or leave home_assistant_broker out"
             )
         if self.mqtt_tls_port and self.mqtt_tls_port == self.mqtt_port:
             raise ConfigError(

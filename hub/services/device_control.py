@@ -381,5 +381,5 @@ class DeviceControl:
         return self._publisher.send_to_devices(messages)
 
 
-class _NotLinked(Exception):
+class _NotLinked(LinkHubError):
     pass

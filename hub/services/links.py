@@ -13,6 +13,7 @@ hub, the pages and the tests call it as one.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
@@ -66,6 +67,11 @@ __all__ = [
 class LinkService:
     """The three parts as one service; each method is its part's own."""
 
+    def rename(self, device_id: str, account_id: int, name: str, *, address: str | None = None) -> DeviceView:
+        view = self.registry.rename(device_id, account_id, name, address=address)
+        self.renamed(device_id)
+        return view
+
     def __init__(
         self,
         engine: Engine,
@@ -103,7 +109,8 @@ class LinkService:
         self.list_devices = self.registry.list_devices
         self.linked_device = self.registry.linked_device
         self.any_linked_device = self.registry.any_linked_device
-        self.rename = self.registry.rename
+        # Told the device id after each rename (Home Assistant shows the new name).
+        self.renamed: Callable[[str], None] = lambda _device_id: None
         self.unfinished_clearings = self.registry.unfinished_clearings
         self.clearing_unfinished = self.registry.clearing_unfinished
         self.clearing_finished = self.registry.clearing_finished
