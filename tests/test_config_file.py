@@ -149,7 +149,10 @@ def test_every_key_comes_from_each_source() -> None:
     flag_values["web_hosts"] = ["hub.home.arpa"]
     sources = {
         "file": resolved(file={name: v[0] for name, v in values.items()}, read_secret=lambda _p: "t"),
-        "env": resolved(env={key.env: values[key.name][1] for key in KEYS if key.name in values}, read_secret=lambda _p: "t"),
+        "env": resolved(
+            env={key.env: values[key.name][1] for key in KEYS if key.name in values},
+            read_secret=lambda _p: "t",
+        ),
         "flag": resolved(flags=flag_values, read_secret=lambda _p: "t"),
     }
     for source, resolution in sources.items():
