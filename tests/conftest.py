@@ -146,6 +146,7 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
         device_broker: str | None = None,
         tls: bool = False,
         limits: LimitsPolicy | None = None,
+        home_assistant: bool = True,
     ) -> Hub:
         """`tls=True`: the hub runs its own mosquitto (on free loopback ports), which
         also listens with TLS on the hub's CA; `on_broker` does not apply then."""
@@ -164,6 +165,7 @@ def make_hub(tmp_path: Path, broker: RunningBroker) -> Iterator[HubFactory]:
             account_service_url=account_service_url,
             account_service_token=account_service_token,
             device_broker=parse_host_port(device_broker) if device_broker else None,
+            home_assistant=home_assistant,
         )
         hub = Hub(config, clock=clock) if clock else Hub(config)
         hub.start()
