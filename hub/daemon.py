@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +52,7 @@ from hub.net.addresses import lan_addresses
 from hub.services import metrics
 from hub.services.activity import ActivityLog
 from hub.services.device_control import DeviceControl
-from hub.services.home_assistant import HomeAssistant
+from hub.services.home_assistant import HomeAssistant, HomeAssistantLogin
 from hub.services.links import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
 from hub.services.local_accounts import AccountService
 from hub.services.outbox import Outbox
@@ -89,17 +89,6 @@ class HubEndpoints:
     device_broker: BrokerAddress  # what devices are told
     # The TLS port devices are told (same host as device_broker); None without TLS.
     device_tls_port: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HomeAssistantLogin:
-    """What to type into Home Assistant's MQTT integration (`linkhub homeassistant`)."""
-
-    host: str
-    port: int
-    username: str
-    password: str = field(repr=False)
-    tls_port: int | None = None  # with the hub's CA (its /ca.pem) to check the broker
 
 
 def _version() -> str:

@@ -273,7 +273,11 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
         if control_path.exists():
             control_path.unlink()
         control_app = create_control_app(
-            links=hub.links, accounts=hub.accounts, settings=hub.settings, activity=hub.activity
+            links=hub.links,
+            accounts=hub.accounts,
+            settings=hub.settings,
+            activity=hub.activity,
+            home_assistant_login=hub.home_assistant_login if config.home_assistant else None,
         )
         control_server = create_server(control_app, unix_socket=str(control_path), unix_socket_perms="600")
         servers.append(

@@ -10,6 +10,7 @@ error code, e.g. `payload_too_large`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -26,6 +27,7 @@ from hub.errors import (
     UnlinkRefused,
 )
 from hub.services.activity import ActivityLog
+from hub.services.home_assistant import HomeAssistantLogin
 from hub.services.household import Household
 from hub.services.links import LinkService
 from hub.services.settings import SettingsService
@@ -86,6 +88,8 @@ class ControlServices:
     settings: SettingsService
     activity: ActivityLog
     household: Household
+    # Makes Home Assistant's broker login (a new password each call); None: discovery is off.
+    home_assistant_login: Callable[[], HomeAssistantLogin] | None = None
 
 
 control = Blueprint("control", __name__)
@@ -122,6 +126,24 @@ def deny() -> JsonReply:
         name=denied.device_name,
         model=denied.device_model,
         state=str(denied.state),
+    ), 200
+
+
+@control.post("/v1/home-assistant/login")
+def home_assistant_login() -> JsonReply:
+    make = services().home_assistant_login
+    if make is None:
+        raise _NotFound(
+            "home_assistant_off", "Home Assistant discovery is off on this hub (home_assistant = false)."
+        )
+    login = make()
+    return jsonify(
+        host=login.host,
+        port=login.port,
+        username=login.username,
+        password=login.password,
+        tls_port=login.tls_port,
+        fields=login.fields(),
     ), 200
 
 
@@ -271,12 +293,17 @@ def household_refused(exc: HouseholdRefused) -> JsonReply:
 
 
 def create_control_app(
-    *, links: LinkService, accounts: AccountDirectory, settings: SettingsService, activity: ActivityLog
+    *,
+    links: LinkService,
+    accounts: AccountDirectory,
+    settings: SettingsService,
+    activity: ActivityLog,
+    home_assistant_login: Callable[[], HomeAssistantLogin] | None = None,
 ) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["linkhub_control"] = ControlServices(
-        links, accounts, settings, activity, Household(accounts, activity, links)
+        links, accounts, settings, activity, Household(accounts, activity, links), home_assistant_login
     )
     app.register_blueprint(control)
     # Nothing was decided on a LinkHubError the routes do not name: e.g. the

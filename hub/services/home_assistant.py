@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hub.core import home_assistant as ha
@@ -28,6 +29,33 @@ from linkhub_protocol import DeviceDescription, ProtocolError
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAssistantLogin:
+    """What to type into Home Assistant's MQTT integration (`linkhub homeassistant`,
+    the Settings page): the broker devices use, and Home Assistant's own login."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    tls_port: int | None = None  # with the hub's CA (its /ca.pem) to check the broker
+
+    def fields(self) -> list[tuple[str, str]]:
+        """The MQTT integration's fields, by the names its form gives them."""
+        rows = [
+            ("Broker", self.host),
+            ("Port", str(self.tls_port or self.port)),
+            ("Username", self.username),
+            ("Password", self.password),
+        ]
+        if self.tls_port is not None:
+            rows += [
+                ("Broker certificate validation", "Custom: upload the hub's CA (its web page's /ca.pem)"),
+                ("MQTT transport", "TCP"),
+            ]
+        return rows
 
 
 class RetainedPublisher(Protocol):

@@ -39,6 +39,7 @@ from linkhub.cli.activity import activity_command
 from linkhub.cli.backup import backup_command, restore_command
 from linkhub.cli.common import data_dir_of, print_table
 from linkhub.cli.devices import devices_command, link_decision
+from linkhub.cli.home_assistant import home_assistant_command
 from linkhub.cli.parser import build_parser
 from linkhub.cli.run import config_check, password_on_command_line, run_config
 from linkhub.cli.settings import settings_command
@@ -74,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return activity_command(args)
             case "link":
                 return link_decision(args)
+            case "homeassistant":
+                return home_assistant_command(args)
             case "devices":
                 return devices_command(args)
             case "settings":

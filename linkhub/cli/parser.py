@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     activity.add_argument("--json", action="store_true", help="one JSON object per line, newest first")
 
+    home_assistant = commands.add_parser(
+        "homeassistant",
+        parents=[common],
+        help="make Home Assistant's broker login, and print what to type into its MQTT integration",
+        description="Make (or make again, with a new password: the one before stops working) the broker "
+        "login Home Assistant uses: it reads the discovery configs and the devices' state and status, and "
+        "sends commands only on the hub's command topics, which the hub checks. Prints the host, port, user "
+        "and password to type into Home Assistant's MQTT integration.",
+    )
+    home_assistant.add_argument("--json", action="store_true", help="the same as one JSON object")
+
     link = commands.add_parser("link", help="approve or deny a device's code")
     link_commands = link.add_subparsers(dest="link_command", required=True)
     approve = link_commands.add_parser("approve", parents=[common])
