@@ -254,6 +254,8 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             health=health,
             metrics=metrics.of(hub.engine).exposition,
             ca_certificate=ca_pem,
+            control=hub.control,
+            home_assistant_login=hub.home_assistant_login if config.home_assistant else None,
         )
         http_app: Any = web_app
         if https_server is not None:

@@ -193,6 +193,8 @@ def hub_pages(hub: Hub, config: WebConfig, **extra: Any) -> Flask:
         settings=hub.settings,
         activity=hub.activity,
         sessions=SessionRecords(hub.engine, config.clock),
+        control=hub.control,
+        home_assistant_login=hub.home_assistant_login if hub.config.home_assistant else None,
         **extra,
     )
 

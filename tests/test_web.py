@@ -670,6 +670,7 @@ def test_every_form_that_succeeds_redirects(hub: Hub, devices: Callable[..., Boo
             {"password": "bob's new words", "password2": "bob's new words"},
         ),
         (f"/household/members/{bob.id}/two-factor-off", {"confirm": "yes"}),  # off already: refused, below
+        ("/settings/home-assistant", {}),
         ("/account/two-factor/start", {}),
         ("/account/password", {"current": PASSWORD, "new": "alice's new words", "new2": "alice's new words"}),
         ("/account/sign-out-everywhere", {}),
@@ -685,6 +686,8 @@ def test_every_form_that_succeeds_redirects(hub: Hub, devices: Callable[..., Boo
         "/account/two-factor/recovery-codes": "tests/test_sign_in.py",
         "/account/two-factor/disable": "tests/test_sign_in.py",
         "/household/members/<int:account_id>/remove": "tests/test_households.py",
+        # A device must be online and described: a simulated one with a profile answers.
+        "/devices/<device_id>/command": "tests/test_browser_controls.py",
     }
     for path, fields in forms:
         form = client.get("/account" if path.startswith("/account") else "/link")

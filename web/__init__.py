@@ -7,6 +7,7 @@ The pages reach the hub only through the service objects handed to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -17,7 +18,9 @@ from werkzeug.exceptions import HTTPException
 from hub.core.accounts import AccountDirectory
 from hub.errors import AccountServiceUnavailable, StorageFull
 from hub.services.activity import ActivityLog
+from hub.services.device_control import DeviceControl
 from hub.services.handover import Handover
+from hub.services.home_assistant import HomeAssistantLogin
 from hub.services.household import Household
 from hub.services.links import LinkService
 from hub.services.settings import SettingsService
@@ -80,6 +83,8 @@ def create_app(
     health: HealthCheck | None = None,
     metrics: MetricsExposition | None = None,
     ca_certificate: str | None = None,
+    control: DeviceControl | None = None,
+    home_assistant_login: Callable[[], HomeAssistantLogin] | None = None,
 ) -> Flask:
     """The pages; with `health` and `metrics` also /healthz and /metrics (web/health.py),
     with `ca_certificate` (PEM) also /ca.pem (web/ca_certificate.py)."""
@@ -120,6 +125,8 @@ def create_app(
             session_lifetime_s=config.session_lifetime_s,
             limits_clock=config.limits_clock,
             waiting_list=config.waiting_list,
+            control=control,
+            home_assistant_login=home_assistant_login,
         ),
     )
     # Before anything else runs (CSRF included): functions run in the order installed,

@@ -17,14 +17,20 @@ from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core.origin import Origin
-from hub.errors import DeviceRefused, LinkHubError, SettingsRefused, UnlinkRefused
+from hub.errors import CommandRefused, DeviceRefused, LinkHubError, SettingsRefused, UnlinkRefused
+from hub.services.device_control import command_words
 from hub.services.links import DeviceView
 from hub.services.settings import DeviceSettingsView
 from web.auth import login_required
+from web.controls import BadControl, command_from_form, component_rows
 from web.services import services
 from web.values import setting_rows, show_value, typed_change, version_status, view_json
 
 bp = Blueprint("devices", __name__)
+
+# How long a control's POST waits for the device's answer before the page comes
+# back: a device on the LAN answers in milliseconds; a slow one is shown as sent.
+COMMAND_ANSWER_WAIT_S = 2.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -98,9 +104,11 @@ def _device_page(
     value: str = "",
     error: str | None = None,
     new_name: str | None = None,
+    command_error: str | None = None,
     http: int = 200,
 ) -> tuple[str, int]:
     others = [account for account in services().accounts.list_accounts() if account.id != device.account_id]
+    control = services().control
     return (
         render_template(
             "device.html",
@@ -113,6 +121,8 @@ def _device_page(
             error=error,
             new_name=new_name,
             members=others,
+            components=component_rows(control.components(device.device_id)) if control else [],
+            command_error=command_error,
         ),
         http,
     )
@@ -135,8 +145,13 @@ def device_status_json(device_id: str) -> BaseResponse:
     """The device page's live refresh (static/link.js, every 5 s): the state line
     and the settings' words, rendered as on the page so the two never differ."""
     device, view = own_device_or_404(device_id)
+    control = services().control
+    rows = component_rows(control.components(device_id)) if control else []
     return jsonify(
         state_html=render_template("_device_state.html", device=device),
+        components={
+            row.key: render_template("_component_live.html", row=row, device=device) for row in rows
+        },
         sync=version_status(view, online=device.online if device.confirmed else None),
         synced=view.synced,
     )
@@ -167,6 +182,36 @@ def change_device_setting(device_id: str) -> BaseResponse | tuple[str, int]:
         flash(f"Saved. {device.name} is offline and gets it when it connects.")
     # Redirect after a post: reloading the page must not send the change again.
     return redirect(url_for("devices.device_page", device_id=device_id), HTTPStatus.SEE_OTHER)
+
+
+@bp.post("/devices/<device_id>/command")
+@login_required
+def command_device(device_id: str) -> BaseResponse | tuple[str, int]:
+    """A control on the device page: checked and sent, then back to the page
+    showing the device's answer (it answers with its new state at once)."""
+    device, view = own_device_or_404(device_id)
+    control = services().control
+    if control is None:
+        abort(HTTPStatus.NOT_FOUND)
+    key = request.form.get("key", "")
+    description = control.description(device_id)
+    component = description.component(key) if description is not None else None
+    try:
+        if component is None:
+            raise BadControl(f"{device.name} has no control called {key[:32]!r}.")
+        value = command_from_form(component, request.form)
+        sent = control.send_command(
+            device_id, key, value, origin=Origin.WEB, account_id=g.account.id, address=request.remote_addr
+        )
+    except (BadControl, CommandRefused) as exc:
+        if isinstance(exc, CommandRefused) and exc.reason == "unknown_device":
+            abort(HTTPStatus.NOT_FOUND)
+        return _device_page(device, view, command_error=str(exc), http=HTTPStatus.BAD_REQUEST)
+    if control.wait_answer(sent.command_id, COMMAND_ANSWER_WAIT_S):
+        flash(f"{command_words(sent.component, sent.value)} — {device.name} answered.")
+    else:
+        flash(f"Sent to {device.name}; it has not answered yet. Its state here changes when it does.")
+    return redirect(url_for("devices.device_page", device_id=device_id) + "#controls", HTTPStatus.SEE_OTHER)
 
 
 @bp.post("/devices/<device_id>/rename")

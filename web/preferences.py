@@ -14,18 +14,37 @@ import functools
 import zoneinfo
 from http import HTTPStatus
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core import preferences as known
 from hub.core.origin import Origin
 from hub.core.settings_merge import JsonObject
-from hub.errors import SettingsRefused
+from hub.errors import LinkHubError, SettingsRefused
+from hub.services.home_assistant import HomeAssistantLogin
 from web.auth import login_required
+from web.pending import Pending
 from web.services import services
 from web.values import readable, show_value, typed_change
 
 bp = Blueprint("preferences", __name__)
+
+# Home Assistant's login, once made, is shown on /settings for this long (a Reload
+# shows it again), kept in this process behind a token in the session: never in
+# the cookie or a URL (web/pending.py).
+HOME_ASSISTANT_LOGIN_SHOWN_S = 600.0
+_LOGIN_KEY = "home_assistant_login_token"
 
 
 @functools.cache
@@ -57,9 +76,42 @@ def _page(
             key=key,
             value=value,
             error=error,
+            home_assistant=services().home_assistant_login is not None and g.account.is_owner,
+            home_assistant_login=_shown_login(),
         ),
         http,
     )
+
+
+def _logins() -> Pending[tuple[int, HomeAssistantLogin]]:
+    found: Pending[tuple[int, HomeAssistantLogin]] | None = current_app.extensions.get(_LOGIN_KEY)
+    if found is None:
+        found = current_app.extensions[_LOGIN_KEY] = Pending(HOME_ASSISTANT_LOGIN_SHOWN_S, services().clock)
+    return found
+
+
+def _shown_login() -> HomeAssistantLogin | None:
+    found = _logins().get(session.get(_LOGIN_KEY))
+    return found[1] if found is not None and found[0] == g.account.id else None
+
+
+@bp.post("/settings/home-assistant")
+@login_required
+def make_home_assistant_login() -> BaseResponse | tuple[str, int]:
+    """The owner makes Home Assistant's broker login (a new password each time:
+    the one before stops working), shown after the redirect."""
+    make = services().home_assistant_login
+    if make is None or not g.account.is_owner:
+        abort(HTTPStatus.NOT_FOUND)
+    try:
+        login = make()
+    except LinkHubError as exc:
+        return _page(error=f"The login was not made: {exc}", http=HTTPStatus.SERVICE_UNAVAILABLE)
+    logins = _logins()
+    logins.discard(session.get(_LOGIN_KEY))
+    session[_LOGIN_KEY] = logins.put((g.account.id, login))
+    flash("Home Assistant's login is made. Type it into Home Assistant's MQTT integration.")
+    return redirect(url_for("preferences.settings_page") + "#home-assistant", HTTPStatus.SEE_OTHER)
 
 
 @bp.get("/settings")

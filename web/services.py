@@ -13,7 +13,9 @@ from flask import Flask, current_app
 from hub.core.accounts import AccountDirectory
 from hub.core.rate_limits import LimitsPolicy
 from hub.services.activity import ActivityLog
+from hub.services.device_control import DeviceControl
 from hub.services.handover import Handover
+from hub.services.home_assistant import HomeAssistantLogin
 from hub.services.household import Household
 from hub.services.links import LinkService
 from hub.services.settings import SettingsService
@@ -38,6 +40,11 @@ class WebServices:
     limits_clock: Callable[[], float] = time.monotonic
     # /link lists the devices waiting to be linked (WebConfig.waiting_list).
     waiting_list: bool = True
+    # What devices have and do (their components, state and commands); None in
+    # apps built without a hub's device control (the account service's tests).
+    control: DeviceControl | None = None
+    # Makes Home Assistant's broker login (the Settings page); None: discovery is off.
+    home_assistant_login: Callable[[], HomeAssistantLogin] | None = None
 
 
 def install(app: Flask, services_: WebServices) -> None:

@@ -47,6 +47,7 @@ from linkhub_protocol import (
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_INTERVAL_S = 60.0
+MAX_ANSWERS_KEPT = 1024
 
 
 class DeviceMessagePublisher(Protocol):
@@ -128,6 +129,10 @@ class DeviceControl:
         self._limits = limits
         self.described = described
         self._lock = threading.Lock()
+        # Commands the device answered (a state naming them), for whoever waits
+        # to show the outcome: command id -> when. Bounded: the oldest go first.
+        self._answered: dict[str, float] = {}
+        self._answer = threading.Condition(self._lock)
         # device id -> component key -> (value, when it came)
         self._states: dict[str, dict[str, tuple[Any, float]]] = {}
         self._descriptions: dict[str, DeviceDescription] = {}
@@ -167,6 +172,12 @@ class DeviceControl:
             value, at_s = state.get(component.key, (None, None))
             views.append(ComponentView(component, value, at_s))
         return views
+
+    def wait_answer(self, command_id: str, timeout_s: float) -> bool:
+        """Whether the device answered the command (its new state) within
+        `timeout_s`: the page that sent it then shows the outcome at once."""
+        with self._answer:
+            return self._answer.wait_for(lambda: command_id in self._answered, timeout_s)
 
     def state_of(self, device_id: str) -> dict[str, Any]:
         with self._lock:
@@ -222,6 +233,11 @@ class DeviceControl:
         now = self._clock()
         with self._lock:
             self._states[device_id] = {key: (value, now) for key, value in parsed.state.items()}
+            if parsed.command_id is not None:
+                if len(self._answered) >= MAX_ANSWERS_KEPT:
+                    self._answered.pop(next(iter(self._answered)))
+                self._answered[parsed.command_id] = now
+                self._answer.notify_all()
 
     def _restore_state(self, device_id: str) -> None:
         """A refused state is retained on the broker all the same, where Home

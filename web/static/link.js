@@ -101,7 +101,9 @@
   var deviceStatus = document.querySelector("[data-status-url]");
   if (deviceStatus) {
     var sync = document.querySelector(".sync-status");
-    every(5000, function () {
+    // Every 2 s with controls on the page (a reading or a switch flipped in Home
+    // Assistant shows soon), every 5 s otherwise.
+    every(document.querySelector("[data-component-live]") ? 2000 : 5000, function () {
       getJson(deviceStatus.getAttribute("data-status-url"), function (body) {
         // The hub renders the state line (its own template, escaped there): the
         // same markup as the page, so the two never say different things.
@@ -111,6 +113,14 @@
           sync.textContent = body.sync;
           sync.setAttribute("data-synced", body.synced ? "yes" : "no");
         }
+        // Each component's state (and its on/off button), rendered by the hub too;
+        // the sliders and fields a person may be using are left alone.
+        Object.keys(body.components || {}).forEach(function (key) {
+          var live = document.querySelector('[data-component-live="' + CSS.escape(key) + '"]');
+          if (!live) return;
+          var part = new DOMParser().parseFromString(body.components[key], "text/html").body;
+          live.replaceChildren.apply(live, Array.prototype.slice.call(part.childNodes));
+        });
       });
     });
   }
