@@ -209,6 +209,8 @@ class DeviceSession:
         self.profile: Profile | None = PROFILES.get(st.profile) if st.profile else None
         self.components = dict(self.profile.initial) if self.profile is not None else {}
         self.command_topic = device_topic(device_id, COMMAND)
+        # The description sent and not answered yet: its request id, and when.
+        self.described: tuple[str, float] | None = None
         self.reading_interval_s = reading_interval_s
         self._next_reading = clock() + reading_interval_s
         self._rng = rng or random.Random()
@@ -233,14 +235,24 @@ class DeviceSession:
 
     # --- what the device has and does (docs/protocol.md section 13) ----------------
     def _describe(self) -> None:
-        """After every connect: the description, then the whole state (retained)."""
+        """After every connect: the description; the whole state (retained) once
+        the hub answered it (docs/protocol.md section 13.4: the hub checks a state
+        against the description it has), or after OP_TIMEOUT_S without an answer."""
         assert self.profile is not None
         model = self.st.model or self.profile.name
-        description = self.profile.description(model[:64])
+        request_id = secrets.token_urlsafe(12)
+        description = replace(self.profile.description(model[:64]), request_id=request_id)
+        self.described = (request_id, self._clock())
         self.client.publish(
             device_topic(self.device_id, DESCRIPTION_LEAF), encode(description), qos=1, timeout=OP_TIMEOUT_S
         )
-        self._publish_state()
+
+    def _described(self) -> None:
+        self.described = None
+        try:
+            self._publish_state()
+        except MqttError as exc:
+            self.on_event(from_mqtt_error(exc))
 
     def _publish_state(self, command_id: str | None = None) -> None:
         self.client.publish(
@@ -335,9 +347,13 @@ class DeviceSession:
 
     def _tick(self) -> None:
         now = self._clock()
+        unanswered = self.described is not None and now - self.described[1] > OP_TIMEOUT_S
+        if unanswered and self.client.is_connected():
+            self._described()  # no answer (the hub away): the state goes out all the same
         if (
             self.profile is not None
             and self.profile.read is not None
+            and self.described is None
             and now >= self._next_reading
             and self.client.is_connected()
         ):
@@ -457,6 +473,11 @@ class DeviceSession:
         reply = parse_device_reply(payload)
         if isinstance(reply, Rejection):
             self.on_event(error(str(reply.error), f"a reply was not understood: {reply.description}"))
+            return
+        if self.described is not None and reply.request_id == self.described[0]:
+            if not reply.ok:
+                self.on_event(outcome_event(_outcome_of(reply.request_id, reply)))
+            self._described()
             return
         if self.in_flight is not None and reply.request_id == self.in_flight[0].request_id:
             if self._resend_later(self.in_flight[0], reply):

@@ -30,6 +30,7 @@ from hub.broker.dynsec import (
 )
 from hub.broker.managed import (
     ADMIN_USERNAME,
+    Bridge,
     ManagedBroker,
     ManagedBrokerConfig,
     RestartBudget,
@@ -267,6 +268,7 @@ class Hub:
                     device_page=lambda device_id: f"{endpoints.link_page_url.removesuffix('/link')}"
                     f"/devices/{device_id}",
                     healthy=self._healthy,
+                    clock=self._clock,
                 )
                 self._control.described = self._home_assistant.described
                 self._links.renamed = self._home_assistant.renamed
@@ -308,7 +310,12 @@ class Hub:
         # The sweeper first: it may be publishing, and must not wait on a closing connection.
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
-        if self._mqtt is not None and self._home_assistant is not None and self._hub_id is not None:
+        if (
+            self._mqtt is not None
+            and self._mqtt.connected.is_set()  # not stopped already
+            and self._home_assistant is not None
+            and self._hub_id is not None
+        ):
             # A goodbye, not a will: Home Assistant shows the hub's devices unavailable.
             try:
                 self._mqtt.publish(ha.hub_status_topic(self._hub_id), ha.HUB_OFFLINE, qos=1, retain=True)
@@ -354,6 +361,7 @@ class Hub:
                 self.config.mqtt_port,
                 tls_port=self.config.mqtt_tls_port,
                 tls_names=self._tls_names() if self.config.mqtt_tls_port else (),
+                bridge=self._home_assistant_bridge(),
             )
         )
         self.managed_broker.start()
@@ -368,6 +376,23 @@ class Hub:
             wait=self._broker_wait,
         )
         return self.managed_broker.address, ADMIN_USERNAME, self.managed_broker.admin_password
+
+    def _home_assistant_bridge(self) -> Bridge | None:
+        """--home-assistant-broker: the hub's mosquitto bridges Home Assistant's
+        topics (hub/core/home_assistant.py bridge_topics) to that broker."""
+        remote = self.config.home_assistant_broker
+        if remote is None:
+            return None
+        hub_id = _read_or_create_secret(self.config.data_dir / "hub-id", 6)
+        return Bridge(
+            "linkhub-home-assistant",
+            remote.host,
+            remote.port,
+            remote.admin_username,
+            remote.admin_password,
+            client_id=f"linkhub-bridge-{hub_id}",
+            topics=tuple(ha.bridge_topics()),
+        )
 
     def tls_names(self) -> tuple[str, ...]:
         """The names a TLS certificate of this hub must carry (the pages' HTTPS too)."""

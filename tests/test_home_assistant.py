@@ -9,15 +9,22 @@ Mosquitto add-on"."""
 
 from __future__ import annotations
 
+import getpass
+import queue
+import secrets
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import HubFactory, RunningBroker, free_port
-from device_doubles import DeviceThread
+from conftest import HubFactory, RunningBroker, free_port, wait_until
+from device_doubles import DeviceThread, RawClient
 from home_assistant import HomeAssistant
 from test_unlink import RunThread
 
+import linkhub_protocol as protocol
+from hub.config.model import ExternalBroker, HubConfig
 from hub.core.origin import Origin
 from hub.daemon import Hub
 
@@ -48,9 +55,12 @@ def state_of(home: HomeAssistant, entity_id: str) -> str | None:
 
 
 def test_a_lamp_and_a_sensor_in_home_assistant_from_link_to_unlink(
-    make_hub: HubFactory, broker: RunningBroker, tmp_path: Path, home_assistant: HomeAssistant
+    make_hub: HubFactory, own_broker: RunningBroker, tmp_path: Path, home_assistant: HomeAssistant
 ) -> None:
-    hub = make_hub(data_dir=tmp_path / "hub")
+    # A broker of its own: the session's holds other tests' hubs and devices, which
+    # Home Assistant would show too (a second "Kitchen Lamp" is light.kitchen_lamp_light_2).
+    broker = own_broker
+    hub = make_hub(data_dir=tmp_path / "hub", on_broker=broker)
     owner = hub.accounts.create("ann", "correct horse battery staple").id
     login = hub.home_assistant_login()
     assert login.username == "linkhub-homeassistant" and login.port == broker.port
@@ -110,7 +120,7 @@ def test_a_lamp_and_a_sensor_in_home_assistant_from_link_to_unlink(
         home_assistant.wait_for(
             "the lamp unavailable", lambda: state_of(home_assistant, LAMP) == "unavailable"
         )
-        hub = make_hub(data_dir=tmp_path / "hub")
+        hub = make_hub(data_dir=tmp_path / "hub", on_broker=broker)
         home_assistant.wait_for("the lamp back", lambda: state_of(home_assistant, LAMP) == "on")
         assert home_assistant.mqtt_entities() == entities
         home_assistant.stop()
@@ -136,3 +146,132 @@ def test_a_lamp_and_a_sensor_in_home_assistant_from_link_to_unlink(
         lamp.close()
         sensor.close()
         home_assistant.stop()
+
+
+# --- the other direction: Home Assistant's own mosquitto, bridged to -----------------------------
+@dataclass
+class AddOnBroker:
+    """A plain mosquitto with its own users (a password file), as the Mosquitto
+    add-on of Home Assistant OS runs: the hub does not administer it."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    users: dict[str, str]
+
+
+@pytest.fixture
+def add_on_broker(tmp_path: Path) -> Iterator[AddOnBroker]:
+    directory = tmp_path / "add-on"
+    directory.mkdir()
+    users = {"linkhub-bridge": secrets.token_urlsafe(12), "homeassistant": secrets.token_urlsafe(12)}
+    passwords = directory / "passwd"
+    for user, password in users.items():
+        subprocess.run(
+            [
+                "mosquitto_passwd",
+                "-b",
+                *(["-c"] if not passwords.exists() else []),
+                str(passwords),
+                user,
+                password,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    port = free_port()
+    (directory / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+        f"persistence false\nlog_dest stderr\nuser {getpass.getuser()}\n"
+    )
+    process = subprocess.Popen(
+        ["mosquitto", "-c", str(directory / "mosquitto.conf")], stderr=(directory / "log").open("wb")
+    )
+    def accepts_a_login() -> bool:
+        try:
+            client = RawClient(port, "homeassistant", users["homeassistant"])
+        except OSError:
+            return False  # not listening yet
+        client.close()
+        return not client.connack_reason.is_failure
+
+    wait_until(accepts_a_login, what="the add-on broker up")
+    yield AddOnBroker(port, process, users)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def bridged_hub(tmp_path: Path, add_on: AddOnBroker, mqtt_port: int) -> Hub:
+    """A hub on its own mosquitto, which bridges Home Assistant's topics to the add-on's."""
+    data_dir = tmp_path / "hub"
+    config = HubConfig(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'linkhub.db'}",
+        http_host="127.0.0.1",
+        mqtt_host="127.0.0.1",
+        mqtt_port=mqtt_port,
+        mdns=False,
+        poll_interval_s=1,
+        home_assistant_broker=ExternalBroker(
+            "127.0.0.1", add_on.port, "linkhub-bridge", add_on.users["linkhub-bridge"]
+        ),
+    )
+    hub = Hub(config)
+    hub.start()
+    return hub
+
+
+def test_through_mosquittos_bridge_to_home_assistants_own_broker(
+    add_on_broker: AddOnBroker, tmp_path: Path, home_assistant: HomeAssistant
+) -> None:
+    port = free_port()
+    hub = bridged_hub(tmp_path, add_on_broker, port)
+    lamp: RunThread | None = None
+    try:
+        owner = hub.accounts.create("ann", "correct horse battery staple").id
+        home_assistant.configure(
+            broker_port=add_on_broker.port,
+            username="homeassistant",
+            password=add_on_broker.users["homeassistant"],
+        )
+        home_assistant.start()
+        lamp_id = link_profile(hub, port, tmp_path / "lamp.json", owner, "lamp", "Kitchen Lamp")
+        lamp = RunThread(tmp_path / "lamp.json")
+        lamp.wait_for("online")
+        home_assistant.wait_for("the lamp on", lambda: state_of(home_assistant, LAMP) == "on")
+        home_assistant.call("light", "turn_off", {"entity_id": LAMP})
+        assert lamp.wait_for("command")["state"] == {"on": False, "brightness": 200}
+        home_assistant.wait_for("the lamp off", lambda: state_of(home_assistant, LAMP) == "off")
+
+        # Only Home Assistant's topics cross: no settings, no link requests, no commands to devices.
+        watcher = RawClient(add_on_broker.port, "homeassistant", add_on_broker.users["homeassistant"])
+        try:
+            assert watcher.subscribe("#")
+            hub.settings.set_device_settings(lamp_id, {"night_mode": True}, origin=Origin.WEB)
+            lamp.wait_for("settings")
+            hub.control.send_command(lamp_id, "light", {"on": True}, origin=Origin.WEB, account_id=owner)
+            lamp.wait_for("command")
+            home_assistant.wait_for("the lamp on again", lambda: state_of(home_assistant, LAMP) == "on")
+            seen = set()
+            while True:
+                try:
+                    seen.add(watcher.next_message(0.5).topic)
+                except queue.Empty:
+                    break
+        finally:
+            watcher.close()
+        crossed = {topic.rsplit("/", 1)[-1] for topic in seen if topic.startswith("linkhub/")}
+        assert crossed <= {"state", "status"}, seen
+        assert protocol.device_topic(lamp_id, protocol.STATE) in seen
+
+        entities = home_assistant.mqtt_entities()
+        hub.stop()  # its mosquitto stops with it, and starts again empty
+        hub = bridged_hub(tmp_path, add_on_broker, port)
+        home_assistant.wait_for("the lamp back", lambda: state_of(home_assistant, LAMP) == "on")
+        assert home_assistant.mqtt_entities() == entities
+
+        hub.links.unlink(lamp_id, owner, origin=Origin.WEB)
+        home_assistant.wait_for("the lamp gone", lambda: home_assistant.state(LAMP) is None)
+    finally:
+        if lamp is not None:
+            lamp.close()
+        hub.stop()

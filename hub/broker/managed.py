@@ -158,6 +158,40 @@ def initial_dynsec_config(admin_password: str) -> dict[str, object]:
 
 
 @dataclass(frozen=True, slots=True)
+class Bridge:
+    """mosquitto's own bridge to another broker (mosquitto.conf(5), "Configuring
+    Bridges"): the hub never forwards a message itself."""
+
+    name: str
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    client_id: str = "linkhub-bridge"
+    # (pattern, direction): "out" to the other broker, "in" from it.
+    topics: tuple[tuple[str, str], ...] = ()
+
+    def lines(self) -> list[str]:
+        return [
+            f"connection {self.name}",
+            f"address {self.host}:{self.port}",
+            f"remote_username {self.username}",
+            f"remote_password {self.password}",
+            f"remote_clientid {self.client_id}",
+            # A session kept on both sides: what the hub publishes while the other
+            # broker is away (an unlink's empty configs) is delivered when it is back.
+            "cleansession false",
+            "bridge_protocol_version mqttv311",
+            # Its connection state as a retained local $SYS message only: the
+            # other broker's users need not be allowed to read it.
+            "notifications true",
+            "notifications_local_only true",
+            "restart_timeout 2 30",
+            *(f"topic {pattern} {direction} 1" for pattern, direction in self.topics),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class ManagedBrokerConfig:
     directory: Path
     listen_host: str
@@ -169,6 +203,8 @@ class ManagedBrokerConfig:
     # Load the bootstrap guard plugin (hub/broker/bootstrap_guard.py) where it
     # can be built; False only for tests that show what it prevents.
     bootstrap_guard: bool = True
+    # Bridge these topics to another broker (Home Assistant's own), or none.
+    bridge: Bridge | None = None
 
     def __post_init__(self) -> None:
         if self.tls_port and self.tls_port == self.port:
@@ -443,6 +479,8 @@ class ManagedBroker:
         ]
         if self.config.tls_port:
             lines += self._tls_listener()
+        if self.config.bridge is not None:
+            lines += self.config.bridge.lines()  # last: every line after `connection` is the bridge's
         conf.write_text("\n".join([*lines, ""]))
         return conf
 

@@ -120,6 +120,23 @@ def parse_command_topic(topic: str) -> tuple[str, str, str] | None:
     return (match.group(1), match.group(2), match.group(3)) if match else None
 
 
+def bridge_topics() -> list[tuple[str, str]]:
+    """What the hub's mosquitto bridges to Home Assistant's own broker, and which
+    way (mosquitto.conf(5), "topic pattern [[[out | in | both] qos-level]"):
+    the discovery configs, the devices' state and status and the hub's own, out;
+    Home Assistant's birth and its commands, in. Nothing else: not settings, not
+    link requests, not a device's command topic (the hub's check stays in the way)."""
+    return [
+        (f"{DISCOVERY_PREFIX}/+/+/+/config", "out"),
+        (f"{protocol.DEVICES_ROOT}/+/{protocol.STATE}", "out"),
+        (f"{protocol.DEVICES_ROOT}/+/{protocol.STATUS}", "out"),
+        (f"{HUB_ROOT}/+/status", "out"),
+        (f"{HUB_ROOT}/+/state", "out"),
+        (BIRTH_TOPIC, "in"),
+        (command_subscription(), "in"),
+    ]
+
+
 def hub_status_topic(hub_id: str) -> str:
     return f"{HUB_ROOT}/{hub_id}/status"
 

@@ -206,18 +206,24 @@ class DeviceControl:
                 cause=exc,
             )
             return
-        self._publish([(device_id, protocol.DEVICE_REPLY, DeviceReply(parsed.request_id, ok=True))])
         if previous != parsed:
+            # Before the answer: once the device hears `ok`, its components are
+            # everywhere they go (a dropped one gone from Home Assistant too).
             try:
                 self.described(device_id, previous)
             except Exception:  # the description is stored; Home Assistant catches up at the next start
                 log.exception("could not tell Home Assistant about %s's new description", device_id)
+        self._publish([(device_id, protocol.DEVICE_REPLY, DeviceReply(parsed.request_id, ok=True))])
 
     def handle_state(self, device_id: str, payload: bytes) -> None:
         """Keep a state message's values, or refuse it with the reason. Never raises."""
         if not payload:
             return  # a retained state being cleared (an unlink)
         if self._over_limit(device_id, "state"):
+            return
+        if self.description(device_id) is None and not self._is_linked(device_id):
+            # Another hub's device on a shared broker (a retained state read at
+            # start), or one unlinked: not this hub's to judge, nor to clear.
             return
         parsed = protocol.parse_state_report(payload)
         if isinstance(parsed, Rejection):
@@ -228,7 +234,8 @@ class DeviceControl:
             self._check_state(device_id, parsed.state)
         except ProtocolError as exc:
             self._refuse(device_id, parsed.command_id, exc.code, exc.description)
-            self._restore_state(device_id)
+            if exc.code is not ErrorCode.NOT_DESCRIBED:
+                self._restore_state(device_id)
             return
         now = self._clock()
         with self._lock:
@@ -238,6 +245,11 @@ class DeviceControl:
                     self._answered.pop(next(iter(self._answered)))
                 self._answered[parsed.command_id] = now
                 self._answer.notify_all()
+
+    def _is_linked(self, device_id: str) -> bool:
+        with session_scope(self._engine) as session:
+            device = session.get(Device, device_id)
+            return device is not None and device.unlinked_at_s is None
 
     def _restore_state(self, device_id: str) -> None:
         """A refused state is retained on the broker all the same, where Home

@@ -261,6 +261,21 @@ class DeviceRegistry(LinkParts):
             unknown_since = metrics.of(self._engine).status_unknown_since()
             return [_device_view(d, unknown_since) for d in session.exec(query).all()]
 
+    def knows_device(self, device_id: str) -> bool:
+        """Whether this hub's database has the device, linked or unlinked."""
+        with session_scope(self._engine) as session:
+            return session.get(Device, device_id) is not None
+
+    def unlinked_since(self, since_s: float) -> list[str]:
+        """Devices unlinked at or after `since_s`, oldest first."""
+        with session_scope(self._engine) as session:
+            query = (
+                select(Device.device_id)
+                .where(col(Device.unlinked_at_s) >= since_s)
+                .order_by(col(Device.unlinked_at_s))
+            )
+            return list(session.exec(query).all())
+
     def any_linked_device(self, device_id: str) -> DeviceView | None:
         """A linked device whoever has it: for the household's owner, who may give
         or unlink a member's device (hub/services/handover.py checks who asks)."""

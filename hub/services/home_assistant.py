@@ -29,6 +29,10 @@ from linkhub_protocol import DeviceDescription, ProtocolError
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_INTERVAL_S = 60.0
+# At start, the configs of devices unlinked this recently are emptied again: with
+# --home-assistant-broker, an unlink's empty configs may have been lost with the
+# hub's mosquitto before the bridge delivered them to Home Assistant's broker.
+UNLINKED_RECONCILE_S = 30 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class HomeAssistant:
         *,
         device_page: Callable[[str], str],
         healthy: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`device_page(device_id)`: the device's page on the hub (Home
         Assistant's "Visit" link)."""
@@ -89,6 +94,7 @@ class HomeAssistant:
         self.hub = hub
         self._device_page = device_page
         self._healthy = healthy
+        self._clock = clock
         # One publisher of configs at a time: a rename and a description must not
         # interleave their retained messages.
         self._lock = threading.Lock()
@@ -134,17 +140,33 @@ class HomeAssistant:
             wanted = self.wanted()
             retained = self._publisher.retained_discovery_topics()
             stale = {topic for topic in retained - set(wanted) if self._is_ours(topic)}
-            self._publish(wanted, stale)
+            gone = self._recently_unlinked_configs() - set(wanted)
+            self._publish(wanted, stale | gone)
             self._publisher.publish_retained(self._hub_state())
         if stale:
             log.info("removed %d stale Home Assistant entit(ies) left from before", len(stale))
         return len(stale)
 
+    def _recently_unlinked_configs(self) -> set[str]:
+        """Where the configs of devices unlinked lately were: emptied again, which
+        costs nothing where they are gone already (hub/broker/managed.py Bridge)."""
+        topics: set[str] = set()
+        for device_id in self._links.unlinked_since(self._clock() - UNLINKED_RECONCILE_S):
+            description = self._control.description(device_id, fresh=True)
+            if description is not None:
+                topics |= set(ha.device_configs(ha.DeviceCard(device_id, "", ""), description, self.hub))
+        return topics
+
     def _is_ours(self, topic: str) -> bool:
+        """A config this hub published: its own node, or a node of a device in its
+        database. Hubs with databases of their own may share a broker (and Home
+        Assistant): another hub's devices are not this one's to remove."""
         node = ha.config_node(topic)
         if node is None or not node.startswith(ha.NODE_PREFIX):
             return False
-        return not node.startswith(ha.HUB_NODE_PREFIX) or node == ha.hub_node_id(self.hub.hub_id)
+        if node.startswith(ha.HUB_NODE_PREFIX):
+            return node == ha.hub_node_id(self.hub.hub_id)
+        return self._links.knows_device(node.removeprefix(ha.NODE_PREFIX))
 
     def republish(self) -> None:
         """Home Assistant (re)started and said so: everything again."""

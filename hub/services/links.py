@@ -109,6 +109,8 @@ class LinkService:
         self.list_devices = self.registry.list_devices
         self.linked_device = self.registry.linked_device
         self.any_linked_device = self.registry.any_linked_device
+        self.unlinked_since = self.registry.unlinked_since
+        self.knows_device = self.registry.knows_device
         # Told the device id after each rename (Home Assistant shows the new name).
         self.renamed: Callable[[str], None] = lambda _device_id: None
         self.unfinished_clearings = self.registry.unfinished_clearings
