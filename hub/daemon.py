@@ -190,6 +190,7 @@ class Hub:
         self._control = DeviceControl(
             self.engine, self, clock=self._clock, activity=self._activity, limits=device_limits
         )
+        self._control.start()
         broker, admin_user, admin_password = self._start_broker()
         try:
             self._admin = DynSecAdmin(broker, admin_user, admin_password)
@@ -328,7 +329,8 @@ class Hub:
                 self._mqtt.drain()
             except Exception:
                 log.exception("while draining the device messages that had arrived")
-        for part in (self._pruner, self._outbox, self._link_responder, self._mqtt, self._admin):
+        parts = (self._pruner, self._outbox, self._control, self._link_responder, self._mqtt, self._admin)
+        for part in parts:
             if part is not None:
                 try:
                     part.stop()

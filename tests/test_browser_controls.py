@@ -35,7 +35,7 @@ from test_browser import (  # noqa: F401  (fixtures, used by name)
     serving,
     sign_in,
 )
-from test_device_control import device_client, link_profile
+from test_device_control import commands_recorded, device_client, link_profile
 from test_unlink import RunThread
 from test_web import sign_in as web_sign_in
 from test_web import signed_in_client, web_app
@@ -205,8 +205,9 @@ def test_the_controls_work_without_javascript(
             expect(page.locator("h1")).to_have_text("Desk Plug")
         finally:
             context.close()
-    commands = [e for e in hub.activity.recent(hub.accounts.find(OWNER).id) if e.kind.value == "command_sent"]  # type: ignore[union-attr]
-    assert len(commands) == 1
+    owner = hub.accounts.find(OWNER)
+    assert owner is not None
+    assert len(commands_recorded(hub, owner.id, 1)) == 1
 
 
 def test_a_refused_command_says_why_and_sends_nothing(

@@ -27,6 +27,17 @@ from hub.services.activity import ActivityKind
 pytestmark = pytest.mark.timeout(120)
 
 
+def commands_recorded(hub: Hub, account_id: int, count: int) -> list[str]:
+    """The account's recorded commands, newest first, once there are `count` of them:
+    the hub records commands off their path, a moment later (hub/services/device_control.py)."""
+
+    def recorded() -> list[str]:
+        return [e.detail for e in hub.activity.recent(account_id) if e.kind is ActivityKind.COMMAND_SENT]
+
+    wait_until(lambda: len(recorded()) >= count, what=f"{count} command(s) in the activity log")
+    return recorded()
+
+
 def account(hub: Hub) -> int:
     return hub.accounts.create("ann", "correct horse battery staple").id
 
@@ -80,8 +91,7 @@ def test_a_lamp_describes_itself_reports_state_and_obeys_a_command(
     wait_until(lambda: hub.control.state_of(device_id)["light"]["on"] is False, what="the new state")
     views = hub.control.components(device_id)
     assert views[0].value == {"on": False, "brightness": 200} and views[0].known
-    activity = [e for e in hub.activity.recent(owner) if e.kind is ActivityKind.COMMAND_SENT]
-    assert activity and activity[0].detail == "Light: off (on the web page)"
+    assert commands_recorded(hub, owner, 1) == ["Light: off (on the web page)"]
     assert sent.command_id and sent.value == {"on": False}
 
     hub.control.send_command(device_id, "light", {"brightness": 51}, origin=Origin.WEB, account_id=owner)

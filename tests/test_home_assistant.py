@@ -21,6 +21,7 @@ import pytest
 from conftest import HubFactory, RunningBroker, free_port, wait_until
 from device_doubles import DeviceThread, RawClient
 from home_assistant import HomeAssistant
+from test_device_control import commands_recorded
 from test_unlink import RunThread
 
 import linkhub_protocol as protocol
@@ -98,8 +99,7 @@ def test_a_lamp_and_a_sensor_in_home_assistant_from_link_to_unlink(
             "the lamp dimmed",
             lambda: (home_assistant.state(LAMP) or {}).get("attributes", {}).get("brightness") == 100,
         )
-        commands = [e.detail for e in hub.activity.recent(owner) if e.kind.value == "command_sent"]
-        assert "Light: off (from Home Assistant)" in commands
+        assert "Light: off (from Home Assistant)" in commands_recorded(hub, owner, 2)
 
         # A rename on the hub is the device's name in Home Assistant (same entity).
         device_ha_id = home_assistant.template(f"{{{{ device_id('{LAMP}') }}}}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import RawClient
-from test_device_control import device_client, link_profile
+from test_device_control import commands_recorded, device_client, link_profile
 from test_unlink import RunThread, hub_client
 
 import linkhub_protocol as protocol
@@ -163,7 +163,7 @@ def test_home_assistant_s_identity_reads_and_commands_through_the_hub_only(
         assert hub.control.state_of(device_id)["light"] == {"on": False, "brightness": 64}
     finally:
         client.close()
-    commands = [e.detail for e in hub.activity.recent(owner) if e.kind.value == "command_sent"]
+    commands = commands_recorded(hub, owner, 2)
     assert commands[:2] == ["Light: brightness 25% (from Home Assistant)", "Light: off (from Home Assistant)"]
 
 

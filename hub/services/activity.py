@@ -100,6 +100,7 @@ class ActivityLog:
         address: str | None = None,
         device_id: str | None = None,
         detail: str = "",
+        at_s: float | None = None,
     ) -> None:
         """Record inside the caller's transaction (on the hub's database): the event
         is stored if and only if what it tells of is. It also keeps SQLite from
@@ -108,7 +109,7 @@ class ActivityLog:
         session.add(
             ActivityEvent(
                 account_id=account_id,
-                at_s=self._clock(),
+                at_s=self._clock() if at_s is None else at_s,
                 kind=str(kind),
                 address=address[:64] if address else None,
                 device_id=device_id,
