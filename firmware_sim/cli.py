@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_fleet.add_argument("--name-prefix", default="Fleet Device", help="names are PREFIX 0001, ...")
     p_fleet.add_argument("--model", default="SIM-FLEET", help="model shown to whoever approves")
     p_fleet.add_argument("--summary-interval", type=_positive_float, default=5.0, metavar="S")
+    profile_option(p_fleet)
     p_fleet.add_argument("--mqtt", choices=("5", "3.1.1"), default="5", help="MQTT protocol version")
     p_fleet.add_argument("--json", action="store_true", help="one JSON object per line per event")
     return parser
@@ -436,6 +437,7 @@ def _fleet(args: argparse.Namespace, printer: EventSink, human: HumanPrinter | N
         link_workers=args.link_workers,
         workers=args.workers,
         link_timeout_s=args.link_timeout,
+        profile=args.profile,
     )
     stop = threading.Event()
     with _stop_on_signals(stop):

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -387,6 +387,9 @@ class FleetOptions:
     workers: int = DEFAULT_WORKERS
     link_timeout_s: float | None = None
     retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S
+    # What every device is (firmware_sim/profiles.py): it describes itself,
+    # reports its state, obeys commands; None: settings only.
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +556,7 @@ class Fleet:
                     timeout_s=self.options.link_timeout_s,
                     retry_interval_s=self.options.retry_interval_s,
                     on_event=sink,
+                    profile=self.options.profile,
                 )
             except _Abort as aborted:
                 if aborted.event is not None:
@@ -678,6 +682,8 @@ class _Worker(threading.Thread):
         if not st.linked:
             fleet._fail(device, error("not_linked", f"{device.state_path} holds no credentials"))
             return
+        if fleet.options.profile is not None:
+            st = replace(st, profile=fleet.options.profile)
         lock = buttons.DeviceLock(device.state_path)
         if not lock.acquire("run"):
             holder = lock.holder()

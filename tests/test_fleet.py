@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port, wait_until
+from device_doubles import RawClient
 from hub_process import DEVICE, LINKHUB, READY, linkhub_run_command, read_lines_until
 
 from firmware_sim import keys
@@ -189,3 +190,37 @@ def test_fleet_client_works_above_descriptor_1023(hub: Hub) -> None:
         net.stop()
         for fd in fillers:
             os.close(fd)
+
+
+def test_a_fleet_of_plugs_describes_itself_and_reports_state(hub: Hub, tmp_path: Path) -> None:
+    """Fleet mode takes a profile (issue 15): every device describes itself and
+    retains its state, so Home Assistant's login reads them all."""
+    command = [*fleet_command(hub, tmp_path / "fleet", 30), "--profile", "plug"]
+    fleet = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert fleet.stdout is not None
+    try:
+        seen = 0
+        while seen < COUNT:
+            line = fleet.stdout.readline()
+            assert line, "fleet ended early"
+            seen += json.loads(line)["event"] == "online"
+        login = json.loads(hub.cli("homeassistant", "--json").stdout)
+        reader = RawClient(hub.mqtt_port, login["username"], login["password"])
+        try:
+            assert reader.subscribe("linkhub/v1/devices/+/state")
+            assert reader.subscribe("homeassistant/+/+/+/config")
+            states: dict[str, dict[str, Any]] = {}
+            configs: set[str] = set()
+            while len(states) < COUNT or len(configs) < 2 * COUNT:
+                message = reader.next_message(timeout_s=15)
+                if message.topic.endswith("/state") and message.payload:
+                    states[message.topic] = json.loads(message.payload)["state"]
+                elif message.topic.endswith("/config") and "linkhub-dev-" in message.topic:
+                    configs.add(message.topic)
+        finally:
+            reader.close()
+        assert all(set(state) == {"power", "power_w"} for state in states.values()), states
+        assert {topic.split("/")[1] for topic in configs} == {"switch", "sensor"}
+    finally:
+        fleet.send_signal(signal.SIGINT)
+        fleet.wait(timeout=30)
