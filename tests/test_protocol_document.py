@@ -58,6 +58,12 @@ def parse(obj: dict[str, Any]) -> object:
             return protocol.parse_settings_desired(payload)
         case "reply":
             return protocol.parse_device_reply(payload)
+        case "description":
+            return protocol.parse_description(payload)
+        case "state":
+            return protocol.parse_state_report(payload)
+        case "command":
+            return protocol.parse_command(payload)
     raise AssertionError(f"docs/protocol.md shows a message of unknown type {obj.get('type')!r}")
 
 
@@ -73,6 +79,9 @@ def test_the_document_has_an_example_of_every_message_type() -> None:
         "reported",
         "settings_set",
         "reply",
+        "description",
+        "state",
+        "command",
     }
 
 
