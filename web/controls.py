@@ -14,6 +14,7 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from hub.errors import CommandRefused
 from hub.services.device_control import ComponentView, value_words
 from linkhub_protocol import BRIGHTNESS_MAX, Component, ComponentKind
 
@@ -81,8 +82,11 @@ def _percent(brightness: int) -> int:
     return round(100 * brightness / BRIGHTNESS_MAX)
 
 
-class BadControl(ValueError):
+class BadControl(CommandRefused):
     """A control's form that says nothing a component takes; the message says what."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_value", message)
 
 
 def command_from_form(component: Component, form: MultiDict[str, str]) -> Any:
