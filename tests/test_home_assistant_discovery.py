@@ -23,6 +23,7 @@ import linkhub_protocol as protocol
 from hub.core import home_assistant as ha
 from hub.core.origin import Origin
 from hub.daemon import Hub
+from hub.services.home_assistant import HomeAssistantLogin
 from linkhub_protocol import Component, ComponentKind, DeviceDescription
 
 pytestmark = pytest.mark.timeout(120)
@@ -251,3 +252,44 @@ def test_a_restart_empties_the_configs_of_devices_unlinked_lately_again(
         assert emptied
     finally:
         watcher.close()
+
+
+def test_home_assistant_saying_it_is_online_gets_every_config_again(
+    hub: Hub, broker: RunningBroker, lamp: tuple[str, RunThread]
+) -> None:
+    """Home Assistant's birth message (`homeassistant/status` = online, sent when it
+    starts): the hub publishes every config again, as live messages too."""
+    device_id, _ = lamp
+    login = hub.home_assistant_login()
+    client = RawClient(broker.port, login.username, login.password)
+    try:
+        assert client.subscribe(ha.config_subscription())
+        topic = ha.config_topic("light", ha.node_id(device_id), "light")
+        while True:  # the retained ones first, then nothing
+            try:
+                client.next_message(0.5)
+            except queue.Empty:
+                break
+        assert client.publish(ha.BIRTH_TOPIC, b"online")
+        again = client.next_message()
+        while again.topic != topic:
+            again = client.next_message()
+        assert not again.retain and json.loads(again.payload)["unique_id"] == f"linkhub_{device_id}_light"
+    finally:
+        client.close()
+
+
+def test_the_login_to_type_into_home_assistant_names_tls_when_it_is_on() -> None:
+    plain = HomeAssistantLogin("192.168.1.10", 1884, "linkhub-homeassistant", "secret")
+    assert plain.fields() == [
+        ("Broker", "192.168.1.10"),
+        ("Port", "1884"),
+        ("Username", "linkhub-homeassistant"),
+        ("Password", "secret"),
+    ]
+    with_tls = HomeAssistantLogin("hub.home.arpa", 1884, "linkhub-homeassistant", "secret", tls_port=8883)
+    assert ("Port", "8883") in with_tls.fields()
+    assert any(
+        label == "Broker certificate validation" and "/ca.pem" in value for label, value in with_tls.fields()
+    )
+    assert "secret" not in repr(with_tls)

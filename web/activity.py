@@ -46,6 +46,7 @@ WHAT: dict[str, str] = {
     ActivityKind.PASSWORD_RESET: "New password set by the owner",
     ActivityKind.DEVICE_RENAMED: "Device renamed",
     ActivityKind.DEVICE_GIVEN: "Device given to another member",
+    ActivityKind.COMMAND_SENT: "Command sent to a device",
 }
 
 # The filter's choices: a few groups a person thinks in, not every kind.
@@ -78,6 +79,7 @@ SHOW: dict[str, tuple[str, tuple[ActivityKind, ...] | None]] = {
             ActivityKind.DEVICE_GIVEN,
         ),
     ),
+    "commands": ("Commands to devices", (ActivityKind.COMMAND_SENT,)),
     "settings": ("Settings", (ActivityKind.SETTINGS_CHANGED,)),
     "household": ("Household accounts", (ActivityKind.ACCOUNT_CREATED, ActivityKind.ACCOUNT_REMOVED)),
 }
