@@ -30,11 +30,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 import linkhub_protocol as protocol
-from hub.core.link_limits import LogEvery
 from hub.core.origin import Origin, origin_words
-from hub.core.rate_limits import DeviceLimits, wait_words
+from hub.core.rate_limits import DeviceLimits
 from hub.errors import CommandRefused, LinkHubError
 from hub.services.activity import ActivityKind, ActivityLog
+from hub.services.device_refusals import DeviceRefusals
 from hub.store.engine import session_scope
 from hub.store.models import Device, DeviceDescriptionRecord
 from linkhub_protocol import (
@@ -51,7 +51,6 @@ from linkhub_protocol import (
 
 log = logging.getLogger(__name__)
 
-REFUSAL_LOG_INTERVAL_S = 60.0
 _DEVICE_FACTS = sql_select(
     col(Device.name), col(Device.online), col(Device.account_id), col(Device.unlinked_at_s)
 ).where(col(Device.device_id) == bindparam("device_id"))
@@ -145,7 +144,7 @@ class DeviceControl:
         # device id -> component key -> (value, when it came)
         self._states: dict[str, dict[str, tuple[Any, float]]] = {}
         self._descriptions: dict[str, DeviceDescription] = {}
-        self._refusals_logged: dict[str, LogEvery] = {}
+        self._refusals = DeviceRefusals(limits)
         # Commands are recorded in the activity log by a thread of their own, in
         # batches: a write (and its fsync) on the command's path made a command
         # from Home Assistant take 2.8x the direct round trip (docs/performance.md).
@@ -430,18 +429,10 @@ class DeviceControl:
 
     # --- refusals -----------------------------------------------------------------
     def _over_limit(self, device_id: str, kind: str) -> bool:
-        wait_s = self._limits.admit(device_id, kind)
-        if not wait_s:
-            return False
-        self._refuse(
-            device_id,
-            None,
-            ErrorCode.SLOW_DOWN,
-            f"Too many {kind} messages from this device (at most {self._limits.rate(kind)}); "
-            f"send it again in {wait_words(wait_s)}.",
-            retry_after_s=wait_s,
-        )
-        return True
+        over, reply = self._refusals.over_limit(device_id, kind, lambda: None)
+        if reply is not None:
+            self._publish([(device_id, protocol.DEVICE_REPLY, reply)])
+        return over
 
     def _refuse(
         self,
@@ -450,28 +441,9 @@ class DeviceControl:
         error: ErrorCode,
         description: str,
         *,
-        retry_after_s: int | None = None,
         cause: BaseException | None = None,
     ) -> None:
-        counter = self._refusals_logged.setdefault(device_id, LogEvery(REFUSAL_LOG_INTERVAL_S))
-        count = counter.due(self._limits.clock())
-        if count:
-            log.warning(
-                "refused %d description or state message(s) from %s (at most one such line a minute "
-                "per device); the latest: %s (%s)",
-                count,
-                device_id,
-                error,
-                description,
-                exc_info=cause,
-            )
-        reply = DeviceReply(
-            request_id,
-            ok=False,
-            error=error,
-            error_description=description[: protocol.MAX_DESCRIPTION_CHARS],
-            retry_after=retry_after_s,
-        )
+        reply = self._refusals.refusal(device_id, request_id, error, description, cause=cause)
         self._publish([(device_id, protocol.DEVICE_REPLY, reply)])
 
     def _publish(self, messages: list[tuple[str, str, DeviceReply | Command]]) -> list[LinkHubError | float]:

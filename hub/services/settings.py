@@ -25,9 +25,8 @@ from sqlmodel import Session, col, select
 
 import linkhub_protocol as protocol
 from hub.core.accounts import ChangeKind, VersionedDocument
-from hub.core.link_limits import LogEvery
 from hub.core.origin import Origin, origin_words
-from hub.core.rate_limits import DeviceLimits, LimitsPolicy, wait_words
+from hub.core.rate_limits import DeviceLimits, LimitsPolicy
 from hub.core.settings_merge import (
     JsonObject,
     SettingsError,
@@ -42,6 +41,7 @@ from hub.core.settings_merge import (
 from hub.errors import DeviceRefused, LinkHubError, SettingsRefused, StorageFull
 from hub.services import metrics
 from hub.services.activity import ActivityKind, ActivityLog
+from hub.services.device_refusals import DeviceRefusals
 from hub.store.engine import lock_account_settings, session_scope
 from hub.store.models import Device, DeviceShadow, OutboxEntry, PreferencesCache
 from linkhub_protocol import (
@@ -66,15 +66,6 @@ _KIND_OF_LEAF = {
     protocol.SETTINGS_GET: "settings_get",
     "status": "status",
 }
-# Refusals are logged per device at most once per interval, with a count: one
-# device sending garbage in a loop must not fill the SD card the log is on.
-REFUSAL_LOG_INTERVAL_S = 60.0
-# Over its limit, a device hears slow_down at most this often per kind of message;
-# the rest of a flood is dropped unanswered (docs/protocol.md section 12.6).
-SLOW_DOWN_REPLY_INTERVAL_S = 1.0
-# Devices whose refusals are being counted; past this the table starts over
-# (a few lines logged early), so made-up device ids cannot grow it.
-_MAX_REFUSAL_COUNTERS = 4096
 
 
 class DevicePublisher(Protocol):
@@ -150,8 +141,7 @@ class SettingsService:
     ) -> None:
         self._engine = engine
         self.limits = limits or DeviceLimits(LimitsPolicy().device_rates(), clock=clock)
-        self._refusals_logged: dict[str, LogEvery] = {}
-        self._slow_down_sent_at: dict[tuple[str, str], float] = {}
+        self.refusals = DeviceRefusals(self.limits)
         self._activity = activity
         self._publisher = publisher
         self._clock = clock
@@ -312,35 +302,18 @@ class SettingsService:
             return None
         status = protocol.parse_device_status(payload)
         if isinstance(status, Rejection):
-            self._note_refusal(device_id, status.error, status.description)
+            self.refusals.note(device_id, status.error, status.description)
             return None
         return status
 
     def _over_limit(self, device_id: str, kind: str, request_id: Callable[[], str | None]) -> bool:
         """True if `device_id` sent more `kind` messages than its limit: the message
-        is dropped, and answered with slow_down unless one was sent for this device
-        and kind in the last SLOW_DOWN_REPLY_INTERVAL_S. Replying to every message
-        of a flood would make the hub's work grow with the flood (each reply waits
-        for its PUBACK) and queue other devices' messages behind it."""
-        wait_s = self.limits.admit(device_id, kind)
-        if not wait_s:
-            return False
-        description = (
-            f"Too many {kind} messages from this device (at most {self.limits.rate(kind)}); "
-            f"nothing was changed: send it again in {wait_words(wait_s)}."
-        )
-        now, key = self.limits.clock(), (device_id, kind)
-        last = self._slow_down_sent_at.get(key)
-        if last is not None and 0 <= now - last < SLOW_DOWN_REPLY_INTERVAL_S:
-            self._note_refusal(device_id, ErrorCode.SLOW_DOWN, description)
-            return True
-        if len(self._slow_down_sent_at) >= _MAX_REFUSAL_COUNTERS:
-            self._slow_down_sent_at.clear()
-        self._slow_down_sent_at[key] = now
-        self._send(
-            [self._refusal(device_id, request_id(), ErrorCode.SLOW_DOWN, description, retry_after_s=wait_s)]
-        )
-        return True
+        is dropped, and answered with slow_down at most once a second
+        (hub/services/device_refusals.py)."""
+        over, reply = self.refusals.over_limit(device_id, kind, request_id)
+        if reply is not None:
+            self._send([Outbound(device_id, protocol.DEVICE_REPLY, reply)])
+        return over
 
     def _decide(self, device_id: str, parsed: SettingsMessage) -> list[Outbound]:
         with session_scope(self._engine) as session:
@@ -665,44 +638,10 @@ class SettingsService:
         error: ErrorCode,
         description: str,
         *,
-        retry_after_s: int | None = None,
         cause: BaseException | None = None,
     ) -> Outbound:
-        self._note_refusal(device_id, error, description, cause)
-        return Outbound(
-            device_id,
-            protocol.DEVICE_REPLY,
-            DeviceReply(
-                request_id,
-                ok=False,
-                error=error,
-                # A rule's words may quote what the device sent: kept within what a reply may carry.
-                error_description=description[: protocol.MAX_DESCRIPTION_CHARS],
-                retry_after=retry_after_s,
-            ),
-        )
-
-    def _note_refusal(
-        self, device_id: str, error: ErrorCode, description: str, cause: BaseException | None = None
-    ) -> None:
-        """One log line per device a minute at most, counting what it stands for
-        (issue 19, item 8: 10,000 malformed messages had made 10,003 lines)."""
-        counter = self._refusals_logged.get(device_id)
-        if counter is None:
-            if len(self._refusals_logged) >= _MAX_REFUSAL_COUNTERS:
-                self._refusals_logged.clear()
-            counter = self._refusals_logged.setdefault(device_id, LogEvery(REFUSAL_LOG_INTERVAL_S))
-        count = counter.due(self.limits.clock())
-        if count:
-            log.warning(
-                "refused %d message(s) from device %s since the last such line (at most one a minute "
-                "per device); the latest: %s (%s)",
-                count,
-                device_id,
-                error,
-                description,
-                exc_info=cause,
-            )
+        reply = self.refusals.refusal(device_id, request_id, error, description, cause=cause)
+        return Outbound(device_id, protocol.DEVICE_REPLY, reply)
 
     def _send(self, outbound: list[Outbound]) -> None:
         if not outbound:
