@@ -131,6 +131,8 @@ def deny() -> JsonReply:
 
 @control.post("/v1/home-assistant/login")
 def home_assistant_login() -> JsonReply:
+    if json_body():  # nothing is asked: a body that says something is a mistake
+        raise BadRequest("this takes no members: send {}")
     make = services().home_assistant_login
     if make is None:
         raise _NotFound(

@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.create_table(
         "device_description",
         sa.Column("device_id", sa.String(length=40), primary_key=True),
-        sa.Column("description_json", sa.Text(), nullable=False),
+        sa.Column("description_json", sa.String(), nullable=False),
         sa.Column("described_at_s", sa.Float(), nullable=False),
     )
 

@@ -4,9 +4,10 @@ discovery integration (zeroconf, dhcp, ssdp, bluetooth) is among them: the
 tests' Home Assistant loads none, so it never multicasts on the machine's LAN.
 
 Run with Home Assistant's own interpreter (.venv-ha/bin/python) by
-scripts/bootstrap, which installs them before the tests start Home Assistant:
-otherwise its first start installs them itself from the network, inside a test's
-time, and a start without them ends in recovery mode with no MQTT at all.
+scripts/bootstrap, which installs them before the tests start Home Assistant
+(it lives with the tests: they are what needs Home Assistant); otherwise its
+first start installs them itself from the network, inside a test's time, and a
+start without them ends in recovery mode with no MQTT at all.
 """
 
 from __future__ import annotations
