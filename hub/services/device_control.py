@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam
@@ -250,8 +250,11 @@ class DeviceControl:
         if isinstance(parsed, Rejection):
             self._refuse(device_id, parsed.request_id, parsed.error, parsed.description)
             return
+        # Kept without the request's id: the same description sent again with a new
+        # id (every connect) is no change, and Home Assistant is not told again.
+        description = replace(parsed, request_id=None)
         try:
-            previous = self._store_description(device_id, parsed)
+            previous = self._store_description(device_id, description)
         except _NotLinked:
             self._refuse(device_id, parsed.request_id, ErrorCode.INVALID_REQUEST, "this device is not linked")
             return
@@ -264,7 +267,7 @@ class DeviceControl:
                 cause=exc,
             )
             return
-        if previous != parsed:
+        if previous != description:
             # Before the answer: once the device hears `ok`, its components are
             # everywhere they go (a dropped one gone from Home Assistant too).
             try:
@@ -277,11 +280,11 @@ class DeviceControl:
         """Keep a state message's values, or refuse it with the reason. Never raises."""
         if not payload:
             return  # a retained state being cleared (an unlink)
-        if self._over_limit(device_id, "state"):
-            return
         if self.description(device_id) is None and not self._is_linked(device_id):
             # Another hub's device on a shared broker (a retained state read at
-            # start), or one unlinked: not this hub's to judge, nor to clear.
+            # start), or one unlinked: not this hub's to judge, count, or clear.
+            return
+        if self._over_limit(device_id, "state"):
             return
         parsed = protocol.parse_state_report(payload)
         if isinstance(parsed, Rejection):
