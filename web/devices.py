@@ -207,10 +207,14 @@ def command_device(device_id: str) -> BaseResponse | tuple[str, int]:
         if isinstance(exc, CommandRefused) and exc.reason == "unknown_device":
             abort(HTTPStatus.NOT_FOUND)
         return _device_page(device, view, command_error=str(exc), http=HTTPStatus.BAD_REQUEST)
+    words = command_words(sent.component, sent.value)
     if control.wait_answer(sent.command_id, COMMAND_ANSWER_WAIT_S):
-        flash(f"{command_words(sent.component, sent.value)} — {device.name} answered.")
+        flash(f"{words} — {device.name} answered.")
     else:
-        flash(f"Sent to {device.name}; it has not answered yet. Its state here changes when it does.")
+        flash(
+            f"{words} — sent to {device.name}, which has not answered yet. "
+            "Its state here changes when it does."
+        )
     return redirect(url_for("devices.device_page", device_id=device_id) + "#controls", HTTPStatus.SEE_OTHER)
 
 
