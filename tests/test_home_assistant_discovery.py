@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,18 +30,16 @@ from linkhub_protocol import Component, ComponentKind, DeviceDescription
 pytestmark = pytest.mark.timeout(120)
 
 
-def retained_configs(hub: Hub, broker: RunningBroker, settle_s: float = 1.0) -> dict[str, dict]:
-    """Every discovery config the broker retains, as a new subscriber (Home Assistant) sees it."""
+def retained_configs(hub: Hub, broker: RunningBroker) -> dict[str, dict]:
+    """Every discovery config the broker retains, as a new subscriber (Home Assistant)
+    sees it: the retained ones come before a marker published after the SUBACK."""
     client = hub_client(hub, broker)
     try:
         assert client.subscribe(ha.config_subscription())
+        marker = ha.config_topic("sensor", "test-marker", secrets.token_hex(8))
+        assert client.publish(marker, b"")
         found: dict[str, dict] = {}
-        deadline = time.monotonic() + settle_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                message = client.next_message(left)
-            except queue.Empty:
-                break
+        while (message := client.next_message(15)).topic != marker:
             if message.retain and message.payload:
                 found[message.topic] = json.loads(message.payload)
         return found
@@ -188,7 +187,7 @@ def test_a_component_dropped_by_a_new_description_leaves_home_assistant(
         assert device.publish(protocol.device_topic(device_id, protocol.DESCRIPTION), protocol.encode(two))
         assert json.loads(device.next_message().payload)["status"] == "ok"
         night = ha.config_topic("switch", ha.node_id(device_id), "night")
-        wait_until(lambda: night in retained_configs(hub, broker, 0.3), what="the new component's config")
+        wait_until(lambda: night in retained_configs(hub, broker), what="the new component's config")
         one = DeviceDescription(two.components[:1], manufacturer="LinkHub Simulator", model="LMP-2")
         assert device.publish(protocol.device_topic(device_id, protocol.DESCRIPTION), protocol.encode(one))
         assert json.loads(device.next_message().payload)["status"] == "ok"
