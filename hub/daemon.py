@@ -605,7 +605,7 @@ class Hub:
             return
         try:
             self._home_assistant.reconcile()
-            self._linked_count = len(self.links.list_devices())
+            self._linked_count = self.links.linked_count()
         except LinkHubError as exc:
             log.warning("could not bring Home Assistant's configs up to date (%s); trying again", exc)
 
@@ -617,7 +617,7 @@ class Hub:
         """Home Assistant's count of linked devices, when it changed (sweeper)."""
         if self._home_assistant is None:
             return
-        count = len(self.links.list_devices())
+        count = self.links.linked_count()
         if count != self._linked_count:
             self._linked_count = count
             try:

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures imported from test_device_control are parameters here)
 """Home Assistant discovery on the real broker, without Home Assistant (which
 tests/test_home_assistant.py drives): the retained configs the hub publishes,
 the stale ones it removes at start (a crash between an unlink and its clean-up),
@@ -11,13 +12,18 @@ import json
 import queue
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import HubFactory, RunningBroker, wait_until
 from device_doubles import RawClient
-from test_device_control import commands_recorded, device_client, link_profile
+from test_device_control import (  # noqa: F401  (owner and lamp are fixtures, used by name)
+    commands_recorded,
+    device_client,
+    lamp,
+    link_profile,
+    owner,
+)
 from test_unlink import RunThread, hub_client
 
 import linkhub_protocol as protocol
@@ -45,21 +51,6 @@ def retained_configs(hub: Hub, broker: RunningBroker) -> dict[str, dict]:
         return found
     finally:
         client.close()
-
-
-@pytest.fixture
-def owner(hub: Hub) -> int:
-    return hub.accounts.create("ann", "correct horse battery staple").id
-
-
-@pytest.fixture
-def lamp(hub: Hub, broker: RunningBroker, tmp_path: Path, owner: int) -> Iterator[tuple[str, RunThread]]:
-    device_id = link_profile(hub, broker, tmp_path / "lamp.json", owner, "lamp", "Kitchen Lamp")
-    running = RunThread(tmp_path / "lamp.json")
-    running.wait_for("online")
-    wait_until(lambda: hub.control.state_of(device_id), what="the lamp's first state")
-    yield device_id, running
-    running.close()
 
 
 def test_a_described_device_and_the_hub_have_retained_configs(

@@ -15,7 +15,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from hub.errors import CommandRefused
-from hub.services.device_control import ComponentView, value_words
+from hub.services.device_control import ComponentView, brightness_percent, value_words
 from linkhub_protocol import BRIGHTNESS_MAX, Component, ComponentKind
 
 
@@ -58,7 +58,7 @@ def _row(view: ComponentView) -> ComponentRow:
     if view.known and component.kind is ComponentKind.SWITCH:
         on = bool(value)
     if view.known and component.kind is ComponentKind.LIGHT:
-        on, brightness = bool(value["on"]), _percent(value["brightness"])
+        on, brightness = bool(value["on"]), brightness_percent(value["brightness"])
     return ComponentRow(
         key=component.key,
         name=component.name,
@@ -76,10 +76,6 @@ def _row(view: ComponentView) -> ComponentRow:
         step=component.step,
         options=component.options,
     )
-
-
-def _percent(brightness: int) -> int:
-    return round(100 * brightness / BRIGHTNESS_MAX)
 
 
 class BadControl(CommandRefused):

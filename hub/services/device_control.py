@@ -92,6 +92,11 @@ class SentCommand:
     value: Any
 
 
+def brightness_percent(brightness: int) -> int:
+    """A light's brightness (0-255) as people read it."""
+    return round(100 * brightness / protocol.BRIGHTNESS_MAX)
+
+
 def command_words(component: Component, value: Any) -> str:
     """A command as the activity log says it: "Power: off", "Light: brightness 40%"."""
     return f"{component.name}: {value_words(component, value)}"
@@ -107,7 +112,7 @@ def value_words(component: Component, value: Any) -> str:
             if "on" in value:
                 parts.append("on" if value["on"] else "off")
             if "brightness" in value:
-                parts.append(f"brightness {round(100 * value['brightness'] / protocol.BRIGHTNESS_MAX)}%")
+                parts.append(f"brightness {brightness_percent(value['brightness'])}%")
             return ", ".join(parts)
         case ComponentKind.BUTTON:
             return "pressed"
@@ -126,10 +131,12 @@ class DeviceControl:
         clock: Callable[[], float],
         activity: ActivityLog,
         limits: DeviceLimits,
-        described: Callable[[str, DeviceDescription | None], None] = lambda _id, _old: None,
+        described: Callable[[str, DeviceDescription, DeviceDescription | None], None] = (
+            lambda _id, _new, _old: None
+        ),
     ) -> None:
-        """`described(device_id, previous)`: called after a new description is
-        stored (Home Assistant discovery publishes what changed)."""
+        """`described(device_id, description, previous)`: called after a new
+        description is stored (Home Assistant discovery publishes what changed)."""
         self._engine = engine
         self._publisher = publisher
         self._clock = clock
@@ -207,12 +214,8 @@ class DeviceControl:
                 return cached
         with session_scope(self._engine) as session:
             record = session.get(DeviceDescriptionRecord, device_id)
-            text = record.description_json if record is not None else None
-        if text is None:
-            return None
-        parsed = protocol.parse_description(text.encode())
-        if isinstance(parsed, Rejection):  # stored only once it parsed; a later rule may refuse it
-            log.warning("the stored description of %s no longer parses: %s", device_id, parsed.description)
+            parsed = _parsed_description(device_id, record.description_json if record else "")
+        if parsed is None:
             return None
         with self._lock:
             self._descriptions[device_id] = parsed
@@ -271,7 +274,7 @@ class DeviceControl:
             # Before the answer: once the device hears `ok`, its components are
             # everywhere they go (a dropped one gone from Home Assistant too).
             try:
-                self.described(device_id, previous)
+                self.described(device_id, description, previous)
             except Exception:  # the description is stored; Home Assistant catches up at the next start
                 log.exception("could not tell Home Assistant about %s's new description", device_id)
         self._publish([(device_id, protocol.DEVICE_REPLY, DeviceReply(parsed.request_id, ok=True))])
@@ -280,7 +283,8 @@ class DeviceControl:
         """Keep a state message's values, or refuse it with the reason. Never raises."""
         if not payload:
             return  # a retained state being cleared (an unlink)
-        if self.description(device_id) is None and not self._is_linked(device_id):
+        description = self.description(device_id)
+        if description is None and not self._is_linked(device_id):
             # Another hub's device on a shared broker (a retained state read at
             # start), or one unlinked: not this hub's to judge, count, or clear.
             return
@@ -292,7 +296,7 @@ class DeviceControl:
             self._restore_state(device_id)
             return
         try:
-            self._check_state(device_id, parsed.state)
+            self._check_state(device_id, description, parsed.state)
         except ProtocolError as exc:
             self._refuse(device_id, parsed.command_id, exc.code, exc.description)
             if exc.code is not ErrorCode.NOT_DESCRIBED:
@@ -321,8 +325,9 @@ class DeviceControl:
         except LinkHubError as exc:
             log.warning("could not put back %s's last good state (%s)", device_id, exc)
 
-    def _check_state(self, device_id: str, state: dict[str, Any]) -> None:
-        description = self.description(device_id)
+    def _check_state(
+        self, device_id: str, description: DeviceDescription | None, state: dict[str, Any]
+    ) -> None:
         if description is None:
             raise ProtocolError(ErrorCode.NOT_DESCRIBED, protocol.ERROR_DESCRIPTIONS[ErrorCode.NOT_DESCRIBED])
         try:
@@ -410,7 +415,6 @@ class DeviceControl:
     # --- storing ------------------------------------------------------------------
     def _store_description(self, device_id: str, description: DeviceDescription) -> DeviceDescription | None:
         """Store it (replacing the old one); the previous one, for what went away."""
-        previous = self.description(device_id, fresh=True)
         with session_scope(self._engine) as session:
             device = session.get(Device, device_id)
             if device is None or device.unlinked_at_s is not None:
@@ -418,6 +422,7 @@ class DeviceControl:
             record = session.get(DeviceDescriptionRecord, device_id) or DeviceDescriptionRecord(
                 device_id=device_id, description_json="", described_at_s=0.0
             )
+            previous = _parsed_description(device_id, record.description_json)
             # Stored as the hub would send it, so every hub reads back the same thing.
             record.description_json = protocol.encode(description).decode()
             record.described_at_s = self._clock()
@@ -460,6 +465,17 @@ class _CommandRecord:
     address: str | None
     detail: str
     at_s: float
+
+
+def _parsed_description(device_id: str, text: str) -> DeviceDescription | None:
+    """A stored description (None when there is none, or it no longer parses)."""
+    if not text:
+        return None
+    parsed = protocol.parse_description(text.encode())
+    if isinstance(parsed, Rejection):  # stored only once it parsed; a later rule may refuse it
+        log.warning("the stored description of %s no longer parses: %s", device_id, parsed.description)
+        return None
+    return parsed
 
 
 class _NotLinked(LinkHubError):

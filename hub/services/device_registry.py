@@ -4,8 +4,8 @@ clean-up of what an unlinked device left retained."""
 
 from __future__ import annotations
 
+from sqlalchemy import func, update
 from sqlalchemy import select as sql_select
-from sqlalchemy import update
 from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, col, select
 
@@ -260,6 +260,12 @@ class DeviceRegistry(LinkParts):
                 query = query.where(Device.account_id == account_id)
             unknown_since = metrics.of(self._engine).status_unknown_since()
             return [_device_view(d, unknown_since) for d in session.exec(query).all()]
+
+    def linked_count(self) -> int:
+        """How many devices are linked (the sweeper asks every second for Home Assistant)."""
+        with session_scope(self._engine) as session:
+            query = select(func.count()).select_from(Device).where(col(Device.unlinked_at_s).is_(None))
+            return int(session.exec(query).one())
 
     def knows_device(self, device_id: str) -> bool:
         """Whether this hub's database has the device, linked or unlinked."""

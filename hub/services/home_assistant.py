@@ -124,7 +124,7 @@ class HomeAssistant:
             self._publisher.publish_retained(messages)
 
     def _hub_state(self) -> list[tuple[str, bytes]]:
-        count = len(self._links.list_devices())
+        count = self._links.linked_count()
         return [
             (ha.hub_status_topic(self.hub.hub_id), ha.HUB_ONLINE),
             (ha.hub_state_topic(self.hub.hub_id), ha.hub_state(self._healthy(), count)),
@@ -174,17 +174,17 @@ class HomeAssistant:
             self._publish(self.wanted())
             self._publisher.publish_retained(self._hub_state())
 
-    def described(self, device_id: str, previous: DeviceDescription | None) -> None:
+    def described(
+        self, device_id: str, description: DeviceDescription, previous: DeviceDescription | None
+    ) -> None:
         """A device described itself: its configs, and empty ones for the components it lost."""
         device = self._links.any_linked_device(device_id)
         if device is None:
             return
+        card = ha.DeviceCard(device_id, device.name, self._device_page(device_id))
         with self._lock:
-            configs = self._device_configs(device_id, device.name)
-            gone: list[str] = []
-            if previous is not None:
-                card = ha.DeviceCard(device_id, device.name, self._device_page(device_id))
-                gone = list(ha.device_configs(card, previous, self.hub))
+            configs = ha.device_configs(card, description, self.hub)
+            gone = ha.device_configs(card, previous, self.hub) if previous is not None else {}
             self._publish(configs, gone)
 
     def renamed(self, device_id: str) -> None:

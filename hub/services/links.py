@@ -111,6 +111,7 @@ class LinkService:
         self.any_linked_device = self.registry.any_linked_device
         self.unlinked_since = self.registry.unlinked_since
         self.knows_device = self.registry.knows_device
+        self.linked_count = self.registry.linked_count
         # Told the device id after each rename (Home Assistant shows the new name).
         self.renamed: Callable[[str], None] = lambda _device_id: None
         self.unfinished_clearings = self.registry.unfinished_clearings
