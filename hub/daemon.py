@@ -52,6 +52,7 @@ from hub.errors import LinkHubError
 from hub.net.addresses import lan_addresses
 from hub.services import metrics
 from hub.services.activity import ActivityLog
+from hub.services.apps import AppService
 from hub.services.device_control import DeviceControl
 from hub.services.home_assistant import HomeAssistant, HomeAssistantLogin
 from hub.services.links import Clock, InboundRequest, LinkPolicy, LinkService, OutboundReply
@@ -90,6 +91,19 @@ class HubEndpoints:
     device_broker: BrokerAddress  # what devices are told
     # The TLS port devices are told (same host as device_broker); None without TLS.
     device_tls_port: int | None = None
+    # The OAuth issuer apps are told (web/oauth/); None while oauth_port is 0.
+    oauth_issuer: str | None = None
+
+
+def oauth_issuer_url(config: HubConfig, public_host: str) -> str | None:
+    """The issuer: oauth_issuer as given, else https://<public host>:<oauth_port>/oauth."""
+    if not config.oauth_port:
+        return None
+    if config.oauth_issuer:
+        return config.oauth_issuer
+    host = f"[{public_host}]" if ":" in public_host else public_host
+    port = "" if config.oauth_port == 443 else f":{config.oauth_port}"
+    return f"https://{host}{port}/oauth"
 
 
 def _version() -> str:
@@ -136,6 +150,7 @@ class Hub:
         self._hub_id: str | None = None
         self._linked_count: int | None = None
         self._activity: ActivityLog | None = None
+        self._apps: AppService | None = None
         self._outbox: Outbox | None = None
         self._single_hub: SingleHubLock | None = None
         self._pruner: Pruner | None = None
@@ -177,6 +192,14 @@ class Hub:
         guard_writes(self.engine, self.space)
         self._accounts = self._account_directory()
         self._activity = ActivityLog(self.engine, self._clock)
+        self._apps = AppService(
+            self.engine,
+            self._activity,
+            self._clock,
+            code_lifetime_s=config.code_lifetime_s,
+            allow_unregistered=config.oauth_unregistered_apps,
+            rng=self._rng,
+        )
         self._outbox = Outbox(self.engine, self._accounts, clock=self._clock)
         device_limits = DeviceLimits(config.limits.device_rates())
         self._settings = SettingsService(
@@ -470,6 +493,7 @@ class Hub:
             broker=broker,
             device_broker=device_broker,
             device_tls_port=config.mqtt_tls_port or None,
+            oauth_issuer=oauth_issuer_url(config, public_host),
         )
 
     # --- what the hub is made of, for its shells and its tests (read-only) ---------
@@ -502,6 +526,13 @@ class Hub:
         """Unlinked devices whose retained topics the sweeper is still clearing."""
         with self._clearing_lock:
             return set(self._clearing)
+
+    @property
+    def apps(self) -> AppService:
+        """Apps linked over HTTP (OAuth's device authorization grant)."""
+        if self._apps is None:
+            raise LinkHubError("the hub is not started")
+        return self._apps
 
     @property
     def links(self) -> LinkService:

@@ -108,3 +108,15 @@ class SettingsRefused(LinkHubError):
 class StorageFull(LinkHubError):
     """The data directory is below its free-space threshold: nothing new is
     written until space is freed (hub.store.engine.SpaceGuard); the message says so."""
+
+
+class AppRefused(LinkHubError):
+    """Something asked of the app side (hub/services/apps.py) was refused. `reason`
+    is an OAuth error code where the protocol has one (RFC 6749 §5.2, RFC 8628
+    §3.5: `invalid_client`, `invalid_scope`, `invalid_grant`, `expired_token`,
+    `access_denied`, ...), or the hub's own for the pages and the CLI
+    (`unknown_app`, `invalid_app`); the message is safe to show."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -167,8 +167,9 @@ def close_gracefully(server: Any, thread: threading.Thread, timeout_s: float = 1
 class _Https:
     """The HTTPS listener, made before the app (its CA goes to /ca.pem) and started after."""
 
-    def __init__(self, host: str, port: int, cert: Path, key: Path) -> None:
+    def __init__(self, host: str, port: int, cert: Path, key: Path, flag: str = "--https-port") -> None:
         self._where = (host, port, cert, key)
+        self._flag = flag
         self._server: Any = None  # a web.https.HttpsServer once serving
 
     def serve(self, app: Any) -> None:
@@ -180,8 +181,8 @@ class _Https:
             self._server.start()
         except OSError as exc:
             raise PortInUse(
-                f"cannot serve the web page over HTTPS on {host}:{port} ({exc.strerror or exc}); "
-                "choose another with --https-port N"
+                f"cannot serve over HTTPS on {host}:{port} ({exc.strerror or exc}); "
+                f"choose another with {self._flag} N"
             ) from None
 
     def stop(self) -> None:
@@ -189,16 +190,40 @@ class _Https:
             self._server.stop()
 
 
-def _https_server(hub: Hub, config: HubConfig, web_config: WebConfig) -> tuple[_Https, str]:
-    """The hub's CA and a server certificate for the names the pages answer to
-    (the broker's TLS directory: one CA for MQTT and the pages, hub/broker/tls.py)."""
+def _tls_files(hub: Hub, config: HubConfig, web_config: WebConfig, issuer: str | None) -> Any:
+    """The hub's CA and a server certificate for the names the pages and the
+    OAuth issuer answer to (the broker's TLS directory: one CA for MQTT, the
+    pages and the issuer, hub/broker/tls.py)."""
     from hub.broker.tls import ensure_tls_files, server_names  # `cryptography` only with TLS on
 
-    names = server_names([*hub.tls_names(), *web_config.host_names], mdns_name=config.mdns_name)
+    hosts = [*hub.tls_names(), *web_config.host_names, urlsplit(issuer).hostname if issuer else None]
+    names = server_names(hosts, mdns_name=config.mdns_name)
     files = ensure_tls_files(config.broker_dir / "tls", names, now=datetime.now(UTC))
     for change in files.changes:
         log.info("HTTPS: %s", change)
-    return _Https(config.http_host, config.https_port, files.cert, files.key), files.ca_pem
+    return files
+
+
+def _oauth_app(hub: Hub, config: HubConfig, issuer: str, verification_uri: str) -> Any:
+    """The OAuth issuer's app (web/oauth/), with the hub's id_token key."""
+    from web.oauth import create_oauth_app
+    from web.oauth.id_tokens import IdTokens, load_signing_key
+
+    def account_name(account_id: int) -> str | None:
+        account = hub.accounts.get(account_id)
+        return account.name if account else None
+
+    id_tokens = IdTokens(load_signing_key(config.data_dir), issuer, time.time, account_name)
+    return create_oauth_app(
+        issuer=issuer,
+        verification_uri=verification_uri,
+        apps=hub.apps,
+        id_tokens=id_tokens,
+        links=hub.links,
+        accounts=hub.accounts,
+        settings=hub.settings,
+        control=hub.control,
+    )
 
 
 def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
@@ -231,6 +256,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
     health = metrics.HealthProbe(hub.engine, space=hub.space.shortage if hub.space else None)
     servers: list[tuple[Any, threading.Thread]] = []
     https_server = None
+    oauth_server = None
     try:
         web_config = WebConfig(
             secret_key=_secret(config.data_dir / "web-secret"),
@@ -242,8 +268,16 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             waiting_list=config.waiting_list,
         )
         ca_pem = hub.ca_certificate
-        if config.https_port:
-            https_server, ca_pem = _https_server(hub, config, web_config)
+        issuer = endpoints.oauth_issuer
+        if config.https_port or issuer:
+            files = _tls_files(hub, config, web_config, issuer)
+            ca_pem = files.ca_pem
+            if config.https_port:
+                https_server = _Https(config.http_host, config.https_port, files.cert, files.key)
+            if issuer:
+                port = config.oauth_port
+                oauth_server = _Https(config.http_host, port, files.cert, files.key, "--oauth-port")
+                oauth_server.serve(_oauth_app(hub, config, issuer, endpoints.link_page_url))
         web_app = create_app(
             web_config,
             links=hub.links,
@@ -256,6 +290,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             ca_certificate=ca_pem,
             control=hub.control,
             home_assistant_login=hub.home_assistant_login if config.home_assistant else None,
+            apps=hub.apps,
         )
         http_app: Any = web_app
         if https_server is not None:
@@ -280,6 +315,7 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             settings=hub.settings,
             activity=hub.activity,
             home_assistant_login=hub.home_assistant_login if config.home_assistant else None,
+            apps=hub.apps,
         )
         control_server = create_server(control_app, unix_socket=str(control_path), unix_socket_perms="600")
         servers.append(
@@ -299,6 +335,13 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             print(
                 f"  MQTT over TLS: mqtts://{broker.host}:{endpoints.device_tls_port} "
                 f"(the CA to trust: {urls[-1].removesuffix('/link')}/ca.pem)",
+                flush=True,
+            )
+        if issuer:
+            plain = link_page_url(urlsplit(urls[-1]).hostname or "127.0.0.1", http_port=config.http_port)
+            print(
+                f"  Apps (OAuth device flow): {issuer} "
+                f"(the CA to trust: {plain.removesuffix('/link')}/ca.pem; docs/oauth.md)",
                 flush=True,
             )
         try:
@@ -325,6 +368,8 @@ def run_hub(config: HubConfig, *, verbose: bool = False) -> int:
             name = signal.Signals(received[0]).name if received else "a signal"
             log.info("stopping on %s: finishing requests in flight, then the hub", name)
     finally:
+        if oauth_server is not None:
+            oauth_server.stop()
         if https_server is not None:
             https_server.stop()
         for server, thread in servers:

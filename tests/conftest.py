@@ -195,6 +195,7 @@ def hub_pages(hub: Hub, config: WebConfig, **extra: Any) -> Flask:
         sessions=SessionRecords(hub.engine, config.clock),
         control=hub.control,
         home_assistant_login=hub.home_assistant_login if hub.config.home_assistant else None,
+        apps=hub.apps,
         **extra,
     )
 

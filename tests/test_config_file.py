@@ -228,7 +228,7 @@ def test_no_mdns_is_named_as_typed() -> None:
             {"code_lifetime_s": "ten"},
             {},
             {},
-            "flag --code-lifetime: expected a whole number from 60 to 86400 seconds, got 'ten'",
+            "flag --code-lifetime: expected a whole number from 10 to 86400 seconds, got 'ten'",
         ),
         ({}, {}, {"http_host": 8080}, f"{FILE}, key http_host: expected some text, got 8080"),
         (

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from hub.core.accounts import AccountDirectory
 from hub.errors import AccountServiceUnavailable, StorageFull
 from hub.services.activity import ActivityLog
+from hub.services.apps import AppService
 from hub.services.device_control import DeviceControl
 from hub.services.handover import Handover
 from hub.services.home_assistant import HomeAssistantLogin
@@ -85,6 +86,7 @@ def create_app(
     ca_certificate: str | None = None,
     control: DeviceControl | None = None,
     home_assistant_login: Callable[[], HomeAssistantLogin] | None = None,
+    apps: AppService | None = None,
 ) -> Flask:
     """The pages; with `health` and `metrics` also /healthz and /metrics (web/health.py),
     with `ca_certificate` (PEM) also /ca.pem (web/ca_certificate.py)."""
@@ -127,6 +129,7 @@ def create_app(
             waiting_list=config.waiting_list,
             control=control,
             home_assistant_login=home_assistant_login,
+            apps=apps,
         ),
     )
     # Before anything else runs (CSRF included): functions run in the order installed,

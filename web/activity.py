@@ -47,6 +47,9 @@ WHAT: dict[str, str] = {
     ActivityKind.DEVICE_RENAMED: "Device renamed",
     ActivityKind.DEVICE_GIVEN: "Device given to another member",
     ActivityKind.COMMAND_SENT: "Command sent to a device",
+    ActivityKind.APP_LINKED: "App linked",
+    ActivityKind.APP_DENIED: "App denied",
+    ActivityKind.APP_UNLINKED: "App unlinked",
 }
 
 # The filter's choices: a few groups a person thinks in, not every kind.
@@ -79,6 +82,7 @@ SHOW: dict[str, tuple[str, tuple[ActivityKind, ...] | None]] = {
             ActivityKind.DEVICE_GIVEN,
         ),
     ),
+    "apps": ("Apps", (ActivityKind.APP_LINKED, ActivityKind.APP_DENIED, ActivityKind.APP_UNLINKED)),
     "commands": ("Commands to devices", (ActivityKind.COMMAND_SENT,)),
     "settings": ("Settings", (ActivityKind.SETTINGS_CHANGED,)),
     "household": ("Household accounts", (ActivityKind.ACCOUNT_CREATED, ActivityKind.ACCOUNT_REMOVED)),

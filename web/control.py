@@ -20,6 +20,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from hub.core.accounts import AccountDirectory, AccountView
 from hub.core.origin import Origin
 from hub.errors import (
+    AppRefused,
     HouseholdRefused,
     LinkDecisionError,
     LinkHubError,
@@ -27,6 +28,7 @@ from hub.errors import (
     UnlinkRefused,
 )
 from hub.services.activity import ActivityLog
+from hub.services.apps import AppService, AppView
 from hub.services.home_assistant import HomeAssistantLogin
 from hub.services.household import Household
 from hub.services.links import LinkService
@@ -90,6 +92,7 @@ class ControlServices:
     household: Household
     # Makes Home Assistant's broker login (a new password each call); None: discovery is off.
     home_assistant_login: Callable[[], HomeAssistantLogin] | None = None
+    apps: AppService | None = None
 
 
 control = Blueprint("control", __name__)
@@ -266,6 +269,44 @@ def change_device_settings() -> JsonReply:
     return jsonify(view_json(view)), 200
 
 
+def _apps() -> AppService:
+    apps = services().apps
+    if apps is None:
+        raise _NotFound("no_apps", "This hub links no apps.")
+    return apps
+
+
+def _app_json(app: AppView) -> dict[str, Any]:
+    return {"client_id": app.client_id, "name": app.name, "scopes": list(app.scopes)}
+
+
+@control.get("/v1/apps")
+def registered_apps() -> JsonReply:
+    return jsonify(apps=[_app_json(app) for app in _apps().apps()]), 200
+
+
+@control.post("/v1/apps")
+def register_app() -> JsonReply:
+    body = json_body()
+    scopes = body.get("scopes")
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        raise BadRequest("'scopes' must be a list of strings")
+    app = _apps().register(_text(body, "client_id"), _text(body, "name"), tuple(scopes))
+    return jsonify(_app_json(app)), 200
+
+
+@control.delete("/v1/apps/<path:client_id>")  # a client_id may hold a slash
+def remove_app(client_id: str) -> JsonReply:
+    _apps().remove(client_id)
+    return jsonify(client_id=client_id), 200
+
+
+@control.errorhandler(AppRefused)
+def app_refused(exc: AppRefused) -> JsonReply:
+    status = HTTPStatus.NOT_FOUND if exc.reason == "unknown_app" else HTTPStatus.BAD_REQUEST
+    return json_error(exc.reason, str(exc), status)
+
+
 @control.errorhandler(_NotFound)
 def not_found(exc: _NotFound) -> JsonReply:
     return json_error(exc.reason, str(exc), HTTPStatus.NOT_FOUND)
@@ -301,11 +342,12 @@ def create_control_app(
     settings: SettingsService,
     activity: ActivityLog,
     home_assistant_login: Callable[[], HomeAssistantLogin] | None = None,
+    apps: AppService | None = None,
 ) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["linkhub_control"] = ControlServices(
-        links, accounts, settings, activity, Household(accounts, activity, links), home_assistant_login
+        links, accounts, settings, activity, Household(accounts, activity, links), home_assistant_login, apps
     )
     app.register_blueprint(control)
     # Nothing was decided on a LinkHubError the routes do not name: e.g. the

@@ -16,8 +16,9 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hub.core.oauth import SCOPE_WORDS
 from hub.core.origin import Origin
-from hub.errors import CommandRefused, DeviceRefused, LinkHubError, SettingsRefused, UnlinkRefused
+from hub.errors import AppRefused, CommandRefused, DeviceRefused, LinkHubError, SettingsRefused, UnlinkRefused
 from hub.services.device_control import command_words
 from hub.services.links import DeviceView
 from hub.services.settings import DeviceSettingsView
@@ -79,14 +80,33 @@ def device_list() -> str:
     account_id = g.account.id
     views = {view.device_id: view for view in services().settings.list_views(account_id)}
     links = services().links
+    apps = services().apps
     return render_template(
         "devices.html",
         devices=links.list_devices(account_id),
+        apps=apps.linked_apps(account_id) if apps else [],
+        scope_words=SCOPE_WORDS,
         views=views,
         # Approved devices that never came lose their credentials (issue 19 item 17).
         credentials_lifetime_s=links.unconfirmed_lifetime_s,
         expired=links.expired_unconfirmed(account_id),
     )
+
+
+@bp.post("/apps/<family_id>/unlink")
+@login_required
+def unlink_app(family_id: str) -> BaseResponse:
+    """Unlink an app: its tokens stop working at its next call (each call is checked)."""
+    apps = services().apps
+    if apps is None:
+        abort(HTTPStatus.NOT_FOUND)
+    try:
+        app = apps.unlink(family_id, g.account.id, address=request.remote_addr)
+    except AppRefused:
+        flash("That app is not linked (any more).")
+    else:
+        flash(f"{app.app_name or app.client_id} is unlinked: it can no longer act for you.")
+    return redirect(url_for("devices.device_list") + "#apps", HTTPStatus.SEE_OTHER)
 
 
 @bp.get("/api/v1/devices")

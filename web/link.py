@@ -44,10 +44,12 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core import codes
+from hub.core.oauth import SCOPE_WORDS
 from hub.core.origin import Origin
 from hub.core.rate_limits import wait_words
-from hub.errors import LinkDecisionError, LinkHubError
+from hub.errors import AppRefused, LinkDecisionError, LinkHubError
 from hub.services.activity import ActivityKind
+from hub.services.apps import AppCodeLookup, AppRequestView
 from hub.services.links import DECISION_MESSAGES, CodeLookup, CodeStatus, DeviceView, LinkRequestView
 from web.auth import login_required
 from web.code_limits import Refused, WrongCodeLimits
@@ -127,10 +129,53 @@ def _form(
 
 
 def _waiting() -> list[dict[str, Any]]:
-    """The waiting requests as the list shows them; none when the list is off."""
+    """The waiting requests (devices' and apps') as the list shows them; none when the list is off."""
     if not services().waiting_list:
         return []
-    return [_waiting_json(req) for req in services().links.waiting()]
+    apps = services().apps
+    waiting = [_waiting_json(req) for req in services().links.waiting()]
+    return waiting + [_waiting_app_json(req) for req in (apps.waiting() if apps else [])]
+
+
+def _waiting_app_json(req: AppRequestView) -> dict[str, Any]:
+    now = services().clock()
+    return {
+        "name": app_label(req),
+        "model": "App",
+        "address": req.address,
+        "asked": ago(req.requested_at_s, now),
+        "time_left": remaining(req.expires_at_s, now),
+        "confirm_url": url_for("link.confirm_page", code=codes.display(req.user_code)),
+    }
+
+
+def app_label(req: AppRequestView) -> str:
+    """An app's registered name, or its client_id marked as not checked by anyone."""
+    return req.app_name if req.app_name is not None else f"{req.client_id} (unverified)"
+
+
+# What a person reads about an app's code, where it differs from a device's.
+APP_MESSAGES = {
+    CodeStatus.EXPIRED: "That code has expired. Start linking in the app again for a new code.",
+    CodeStatus.DENIED: "That code was denied. Start linking in the app again if that was a mistake.",
+    CodeStatus.USED_BY_OTHER_ACCOUNT: (
+        "This code was already used to link an app to another account. If that was not you, "
+        "check the code the app shows and ask the hub's owner who linked it."
+    ),
+    CodeStatus.USED_BY_YOU: "You already linked an app with this code: it is on your Devices page.",
+}
+
+
+def _look_up(code: str, account_id: int) -> CodeLookup | AppCodeLookup:
+    """A code names a device's request or an app's (never both: apps' codes are
+    made unlike any waiting device's)."""
+    found = services().links.lookup_code(code, account_id)
+    apps = services().apps
+    if found.status is CodeStatus.UNKNOWN and apps is not None:
+        app = apps.lookup_code(code, account_id)
+        if app.status is not CodeStatus.UNKNOWN:
+            return app
+    return found
 
 
 def _waiting_json(req: LinkRequestView) -> dict[str, Any]:
@@ -167,12 +212,12 @@ def waiting_json() -> BaseResponse:
     return jsonify(waiting=_waiting())
 
 
-def _entered(typed: str) -> CodeLookup | Page:
+def _entered(typed: str) -> CodeLookup | AppCodeLookup | Page:
     """Look a typed code up, unless this account or address is over its
     wrong-code limit: then the answer is 429 and the code is not looked up."""
     account_id, address = g.account.id, request.remote_addr
     code = codes.find_in(typed) or typed
-    checked = code_limits().enter(account_id, address, lambda: services().links.lookup_code(code, account_id))
+    checked = code_limits().enter(account_id, address, lambda: _look_up(code, account_id))
     if isinstance(checked, Refused):
         body, status = _form(
             typed,
@@ -192,12 +237,13 @@ def _entered(typed: str) -> CodeLookup | Page:
     return checked.found
 
 
-def _refusal(typed: str, found: CodeLookup) -> Page:
+def _refusal(typed: str, found: CodeLookup | AppCodeLookup) -> Page:
     """The form again, saying why this code cannot be decided (and how many tries are left)."""
     if found.status is CodeStatus.MALFORMED:
         message = codes.why_not(typed)
     else:
-        message = DECISION_MESSAGES[found.status]
+        app_message = APP_MESSAGES.get(found.status) if isinstance(found, AppCodeLookup) else None
+        message = app_message or DECISION_MESSAGES[found.status]
         left = code_limits().tries_left(g.account.id, request.remote_addr)
         if found.status is CodeStatus.USED_BY_YOU or left > WARN_AT_TRIES_LEFT:
             pass
@@ -214,18 +260,23 @@ def _refusal(typed: str, found: CodeLookup) -> Page:
 def lookup() -> BaseResponse | Page:
     typed = _typed_code()
     found = _entered(typed)
-    if not isinstance(found, CodeLookup):
+    if not isinstance(found, CodeLookup | AppCodeLookup):
         return found
     if found.status is CodeStatus.PENDING and found.request is not None:
         # Post/redirect/get: Back and Reload on the confirm page post nothing.
-        return redirect(url_for("link.confirm_page", code=found.request.user_code), HTTPStatus.SEE_OTHER)
+        code = codes.display(codes.normalise(found.request.user_code) or found.request.user_code)
+        return redirect(url_for("link.confirm_page", code=code), HTTPStatus.SEE_OTHER)
     return _to_your_device(found) or _refusal(typed, found)
 
 
-def _to_your_device(found: CodeLookup) -> BaseResponse | None:
+def _to_your_device(found: CodeLookup | AppCodeLookup) -> BaseResponse | None:
     """A code this account already used (Back or Reload after Approve, or typed
-    again) leads to the device it linked: not an error, not a wrong code."""
-    if found.status is CodeStatus.USED_BY_YOU and found.request and found.request.device_id:
+    again) leads to the device or app it linked: not an error, not a wrong code."""
+    if found.status is not CodeStatus.USED_BY_YOU or found.request is None:
+        return None
+    if isinstance(found, AppCodeLookup):
+        return redirect(url_for("link.app_linked_page", code=codes.display(found.request.user_code)), 303)
+    if found.request.device_id:
         return redirect(url_for("link.linked_page", device_id=found.request.device_id), HTTPStatus.SEE_OTHER)
     return None
 
@@ -237,8 +288,18 @@ def confirm_page() -> BaseResponse | Page:
     list. Looked up and counted like a typed code: a URL is no way around the limit."""
     typed = _typed_code(request.args)
     found = _entered(typed)
-    if not isinstance(found, CodeLookup):
+    if not isinstance(found, CodeLookup | AppCodeLookup):
         return found
+    if found.status is CodeStatus.PENDING and isinstance(found, AppCodeLookup) and found.request is not None:
+        req = found.request
+        return render_template(
+            "confirm_app.html",
+            req=req,
+            app_name=app_label(req),
+            code=codes.display(req.user_code),
+            scopes=[SCOPE_WORDS[scope] for scope in req.scopes if scope in SCOPE_WORDS],
+            now_s=services().clock(),
+        ), 200
     if found.status is CodeStatus.PENDING and found.request is not None:
         return render_template("confirm.html", req=found.request, now_s=services().clock()), 200
     return _to_your_device(found) or _refusal(typed, found)
@@ -251,6 +312,8 @@ def decide() -> BaseResponse | Page:
     # A decision names a code too: guessing by posting here straight away is
     # counted (and refused over a limit) like guessing on the form.
     entered = _entered(typed)
+    if isinstance(entered, AppCodeLookup):
+        return _decide_app(typed, entered)
     if not isinstance(entered, CodeLookup):
         return entered
     code = codes.find_in(typed) or typed
@@ -281,10 +344,41 @@ def decide() -> BaseResponse | Page:
     return _form(typed, status="no_action", message="Choose Approve or Deny.", http=HTTPStatus.BAD_REQUEST)
 
 
+def _decide_app(typed: str, entered: AppCodeLookup) -> BaseResponse | Page:
+    """Approve or deny an app's code: its tokens wait for the app's next poll."""
+    apps = services().apps
+    assert apps is not None  # an AppCodeLookup came from it
+    code = codes.find_in(typed) or typed
+    action = request.form.get("action")
+    try:
+        if action == "approve":
+            req = apps.approve(code, g.account.id, address=request.remote_addr)
+            return redirect(url_for("link.app_linked_page", code=codes.display(req.user_code)), 303)
+        if action == "deny":
+            req = apps.deny(code, g.account.id, address=request.remote_addr)
+            flash(f"{app_label(req)} was not linked.")
+            return redirect(url_for("link.denied_page", what="app"), HTTPStatus.SEE_OTHER)
+    except AppRefused:
+        found = apps.lookup_code(code, g.account.id)
+        return _to_your_device(found) or _refusal(typed, found)
+    return _form(typed, status="no_action", message="Choose Approve or Deny.", http=HTTPStatus.BAD_REQUEST)
+
+
+@bp.get("/link/app")
+@login_required
+def app_linked_page() -> tuple[str, int]:
+    """After Approve: the app gets its tokens at its next poll."""
+    apps = services().apps
+    found = apps.lookup_code(_typed_code(request.args), g.account.id) if apps else None
+    if found is None or found.status is not CodeStatus.USED_BY_YOU or found.request is None:
+        abort(HTTPStatus.NOT_FOUND)
+    return render_template("app_linked.html", app_name=app_label(found.request)), 200
+
+
 @bp.get("/link/denied")
 @login_required
 def denied_page() -> tuple[str, int]:
-    return render_template("denied.html"), 200
+    return render_template("denied.html", app=request.args.get("what") == "app"), 200
 
 
 # --- after Approve: following the device ----------------------------------------------

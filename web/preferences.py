@@ -29,9 +29,11 @@ from flask import (
 from werkzeug.wrappers import Response as BaseResponse
 
 from hub.core import preferences as known
+from hub.core.oauth import SCOPE_WORDS
 from hub.core.origin import Origin
 from hub.core.settings_merge import JsonObject
-from hub.errors import LinkHubError, SettingsRefused
+from hub.errors import AppRefused, LinkHubError, SettingsRefused
+from hub.services.apps import AppView
 from hub.services.home_assistant import HomeAssistantLogin
 from web.auth import login_required
 from web.pending import Pending
@@ -60,6 +62,7 @@ def _page(
     error: str | None = None,
     chosen: dict[str, str] | None = None,
     current: JsonObject | None = None,
+    app_form: dict[str, str] | None = None,
     http: int = 200,
 ) -> tuple[str, int]:
     if current is None:
@@ -78,9 +81,51 @@ def _page(
             error=error,
             home_assistant=services().home_assistant_login is not None and g.account.is_owner,
             home_assistant_login=_shown_login(),
+            apps=_registered_apps(),
+            scope_words=SCOPE_WORDS,
+            app_form=app_form or {},
         ),
         http,
     )
+
+
+def _registered_apps() -> list[AppView] | None:
+    """The registered apps, for the owner; None hides the section."""
+    apps = services().apps
+    return apps.apps() if apps is not None and g.account.is_owner else None
+
+
+@bp.post("/settings/apps")
+@login_required
+def register_app() -> BaseResponse | tuple[str, int]:
+    """The owner registers an app: the confirm page then shows its name, not "unverified"."""
+    apps = services().apps
+    if apps is None or not g.account.is_owner:
+        abort(HTTPStatus.NOT_FOUND)
+    client_id, name = request.form.get("client_id", "").strip(), request.form.get("name", "").strip()
+    scopes = tuple(request.form.getlist("scope"))
+    try:
+        app = apps.register(client_id, name, scopes)
+    except AppRefused as exc:
+        form = {"client_id": client_id[:128], "name": name[:64], "scopes": " ".join(scopes)}
+        return _page(error=f"The app was not registered: {exc}", app_form=form, http=HTTPStatus.BAD_REQUEST)
+    flash(f"{app.name} is registered: its requests show its name.")
+    return redirect(url_for("preferences.settings_page") + "#apps", HTTPStatus.SEE_OTHER)
+
+
+@bp.post("/settings/apps/remove")
+@login_required
+def remove_app() -> BaseResponse:
+    apps = services().apps
+    if apps is None or not g.account.is_owner:
+        abort(HTTPStatus.NOT_FOUND)
+    try:
+        apps.remove(request.form.get("client_id", ""))
+    except AppRefused:
+        flash("That app was not registered (any more).")
+    else:
+        flash("The app is no longer registered. Apps already linked with it stay linked until unlinked.")
+    return redirect(url_for("preferences.settings_page") + "#apps", HTTPStatus.SEE_OTHER)
 
 
 def _logins() -> Pending[tuple[int, HomeAssistantLogin]]:

@@ -13,6 +13,7 @@ from flask import Flask, current_app
 from hub.core.accounts import AccountDirectory
 from hub.core.rate_limits import LimitsPolicy
 from hub.services.activity import ActivityLog
+from hub.services.apps import AppService
 from hub.services.device_control import DeviceControl
 from hub.services.handover import Handover
 from hub.services.home_assistant import HomeAssistantLogin
@@ -45,6 +46,8 @@ class WebServices:
     control: DeviceControl | None = None
     # Makes Home Assistant's broker login (the Settings page); None: discovery is off.
     home_assistant_login: Callable[[], HomeAssistantLogin] | None = None
+    # Apps linked over HTTP (OAuth); None in apps built without them.
+    apps: AppService | None = None
 
 
 def install(app: Flask, services_: WebServices) -> None:

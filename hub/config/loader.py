@@ -194,6 +194,14 @@ def _http_url(value: object) -> str:
     return text
 
 
+def _issuer_url(value: object) -> str:
+    """An OAuth issuer: https, no query or fragment (RFC 8414 §2), no trailing slash."""
+    text = _text(value)
+    if not re.fullmatch(r"https://[^/\s@?#]+(/[^\s?#]*)?", text) or text.endswith("/"):
+        raise Invalid(f"expected https://HOST[:PORT]/PATH without a trailing slash, got {text!r}")
+    return text
+
+
 def _path(value: object) -> Path:
     return Path(_text(value))
 
@@ -401,6 +409,32 @@ KEYS: tuple[Key, ...] = (
         "also serve the web pages over HTTPS on this port, on a certificate from the hub's own CA; "
         "the HTTP port then redirects to it (0, the default: HTTP only; 8443 is a usual choice)",
         "N",
+    ),
+    Key(
+        "oauth_port",
+        "--oauth-port",
+        _PORT,
+        0,
+        "serve the OAuth 2.0 device authorization server for apps over HTTPS on this port, issuer "
+        "https://<public host>:N/oauth (0, the default: off; docs/oauth.md)",
+        "N",
+    ),
+    Key(
+        "oauth_issuer",
+        "--oauth-issuer",
+        _issuer_url,
+        None,
+        "the issuer URL apps are told, when a reverse proxy serves the OAuth port under another "
+        "name (default https://<public host>:<oauth port>/oauth)",
+        "URL",
+    ),
+    Key(
+        "oauth_unregistered_apps",
+        "--oauth-unregistered-apps",
+        _switch,
+        True,
+        "let apps the owner did not register ask to be linked, shown as unverified "
+        "(--no-oauth-unregistered-apps: registered apps only; docs/security.md)",
     ),
     Key(
         "web_hosts",
@@ -760,6 +794,9 @@ def resolve(
                 web_session_lifetime_s=values["web_session_lifetime_s"],
                 web_hosts=tuple(values["web_hosts"]),
                 https_port=values["https_port"],
+                oauth_port=values["oauth_port"],
+                oauth_issuer=values["oauth_issuer"],
+                oauth_unregistered_apps=values["oauth_unregistered_apps"],
                 probe_token=probe_token,
                 limits=LimitsPolicy(
                     link_requests_per_client=values["link_requests_per_client"],

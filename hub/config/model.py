@@ -39,7 +39,8 @@ DEFAULT_HTTPS_SESSION_LIFETIME_S = 30 * 86400
 WEB_SESSION_LIFETIME_RANGE_S = (300, 30 * 86400)
 # Limits, shared with hub.config.loader so that its messages name the same ranges.
 PORT_RANGE = (0, 65535)
-CODE_LIFETIME_RANGE_S = (60, 86400)
+# Down to 10 s: short enough for a test to see a code expire (docs/configuration.md).
+CODE_LIFETIME_RANGE_S = (10, 86400)
 POLL_INTERVAL_RANGE_S = (1, 60)
 LOG_FORMATS = ("text", "json")
 # Room for what is still written while new writes are refused (broker files, WAL
@@ -155,6 +156,13 @@ class HubConfig:
     # Read from probe_token_file: lets a request from beyond loopback read
     # /metrics and /healthz's detail (web/health.py). None: loopback only.
     probe_token: str | None = field(default=None, repr=False)
+    # The OAuth 2.0 device authorization server for apps (web/oauth/) over HTTPS
+    # on this port (0: off), its issuer https://<public host>:<port>/oauth unless
+    # oauth_issuer names another (a reverse proxy in front of it).
+    oauth_port: int = 0
+    oauth_issuer: str | None = None
+    # Whether an app the owner did not register may ask at all (docs/security.md, "Apps").
+    oauth_unregistered_apps: bool = True
 
     @property
     def session_lifetime_s(self) -> int:
@@ -177,7 +185,7 @@ class HubConfig:
     def __post_init__(self) -> None:
         # hub.config.loader checks the same rules first, naming the source of a bad
         # value; these stay for configs built in code (tests, other tools).
-        for name in ("http_port", "mqtt_port", "mqtt_tls_port", "https_port"):
+        for name in ("http_port", "mqtt_port", "mqtt_tls_port", "https_port", "oauth_port"):
             port = getattr(self, name)
             if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
                 raise ConfigError(f"{name.replace('_', '-')} must be 0-65535, not {port}")
@@ -202,8 +210,11 @@ class HubConfig:
             )
         if self.https_port and self.https_port in (self.http_port, self.mqtt_port, self.mqtt_tls_port):
             raise ConfigError(f"https_port {self.https_port} is taken by another of the hub's listeners")
+        others = (self.http_port, self.mqtt_port, self.mqtt_tls_port, self.https_port)
+        if self.oauth_port and self.oauth_port in others:
+            raise ConfigError(f"oauth_port {self.oauth_port} is taken by another of the hub's listeners")
         if not CODE_LIFETIME_RANGE_S[0] <= self.code_lifetime_s <= CODE_LIFETIME_RANGE_S[1]:
-            raise ConfigError("the code lifetime must be between 60 s and 24 h")
+            raise ConfigError("the code lifetime must be between 10 s and 24 h")
         if not POLL_INTERVAL_RANGE_S[0] <= self.poll_interval_s <= POLL_INTERVAL_RANGE_S[1]:
             raise ConfigError("the poll interval must be between 1 and 60 s")
         low, high = UNCONFIRMED_DEVICE_LIFETIME_RANGE_S

@@ -16,6 +16,7 @@ class Origin(StrEnum):
     CLI = "cli"  # the `linkhub` command: the hub's operator
     DEVICE = "device"  # the device itself (a change made on it)
     HOME_ASSISTANT = "home_assistant"  # Home Assistant, on the command topics the hub gives it
+    APP = "app"  # an app linked over HTTP (OAuth), with its token, for the account that approved it
 
 
 _WORDS = {
@@ -25,6 +26,7 @@ _WORDS = {
     Origin.CLI: "with the linkhub command",
     Origin.DEVICE: "on the device itself",
     Origin.HOME_ASSISTANT: "from Home Assistant",
+    Origin.APP: "by a linked app",
 }
 
 

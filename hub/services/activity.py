@@ -45,6 +45,9 @@ class ActivityKind(StrEnum):
     DEVICE_RENAMED = "device_renamed"
     DEVICE_GIVEN = "device_given"  # moved to another member of the household
     COMMAND_SENT = "command_sent"  # a person or Home Assistant switched something on a device
+    APP_LINKED = "app_linked"  # an app that speaks HTTP (OAuth) approved on /link
+    APP_DENIED = "app_denied"
+    APP_UNLINKED = "app_unlinked"  # its tokens revoked: by a person, by the app, or a reused refresh token
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,3 +259,74 @@ class DeviceDescriptionRecord(SQLModel, table=True):
     device_id: str = Field(primary_key=True, max_length=40)
     description_json: str
     described_at_s: float
+
+
+# --- apps linked over HTTP (OAuth 2.0 device authorization grant) -------------------
+class OAuthApp(SQLModel, table=True):
+    """An app the owner registered: its client_id, the name the confirm page shows,
+    and the scopes it may ask for (space-separated). (revision 0010)"""
+
+    __tablename__ = "oauth_app"
+
+    client_id: str = Field(primary_key=True, max_length=128)
+    name: str = Field(max_length=64)
+    scopes: str = Field(max_length=255)
+    registered_at_s: float
+
+
+class OAuthGrant(SQLModel, table=True):
+    """One device authorization request (RFC 8628 §3.1), from the app's first
+    POST to the single exchange of its device_code. Only the device_code's hash
+    is stored. Kept after its outcome, like a link request, so late polls and the
+    /link page get a clear answer. (revision 0010)"""
+
+    __tablename__ = "oauth_grant"
+
+    device_code_hash: str = Field(primary_key=True, max_length=64)
+    user_code: str = Field(index=True, max_length=8)
+    client_id: str = Field(max_length=128)
+    # The registered name then, or None: an unregistered client, shown as unverified.
+    app_name: str | None = Field(default=None, max_length=64)
+    scopes: str = Field(max_length=255)
+    address: str | None = Field(default=None, max_length=64)
+    state: str = Field(index=True, max_length=16)  # pending, approved, denied, exchanged
+    created_at_s: float
+    expires_at_s: float
+    interval_s: int
+    last_poll_s: float | None = None
+    account_id: int | None = None
+    decided_at_s: float | None = None
+    family_id: str | None = Field(default=None, max_length=40)
+
+
+class OAuthFamily(SQLModel, table=True):
+    """A linked app: one approval, and every token issued from it (each refresh
+    token's successor belongs to the same family). Unlinking revokes the family,
+    which ends every token in it at once. (revision 0010)"""
+
+    __tablename__ = "oauth_family"
+
+    family_id: str = Field(primary_key=True, max_length=40)
+    account_id: int = Field(index=True)
+    client_id: str = Field(max_length=128)
+    app_name: str | None = Field(default=None, max_length=64)
+    scopes: str = Field(max_length=255)
+    linked_at_s: float
+    last_used_s: float | None = None
+    revoked_at_s: float | None = None
+    revoked_why: str | None = Field(default=None, max_length=32)
+
+
+class OAuthToken(SQLModel, table=True):
+    """An access or refresh token, by the SHA-256 of its value (a copied database
+    opens nothing). A refresh token is good once: `used_at_s` is set when it is
+    exchanged, and a second use revokes its family (RFC 9700 §4.14.2). (revision 0010)"""
+
+    __tablename__ = "oauth_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=8)  # access, refresh
+    family_id: str = Field(index=True, max_length=40)
+    issued_at_s: float
+    expires_at_s: float = Field(index=True)
+    used_at_s: float | None = None

@@ -36,6 +36,7 @@ from hub.errors import LinkHubError
 from linkhub import control_client
 from linkhub.cli.accounts import account_command
 from linkhub.cli.activity import activity_command
+from linkhub.cli.apps import apps_command
 from linkhub.cli.backup import backup_command, restore_command
 from linkhub.cli.common import data_dir_of, print_table
 from linkhub.cli.devices import devices_command, link_decision
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return activity_command(args)
             case "link":
                 return link_decision(args)
+            case "apps":
+                return apps_command(args)
             case "homeassistant":
                 return home_assistant_command(args)
             case "devices":

@@ -114,6 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     home_assistant.add_argument("--json", action="store_true", help="the same as one JSON object")
 
+    apps = commands.add_parser(
+        "apps",
+        help="register the apps that link over HTTP (OAuth device flow), by client_id",
+        description="Apps the owner registered are shown by name on the confirm page; others by their "
+        "client_id, marked unverified (or refused, with --no-oauth-unregistered-apps). docs/oauth.md.",
+    )
+    apps_commands = apps.add_subparsers(dest="apps_command", required=True)
+    apps_add = apps_commands.add_parser("add", parents=[common], help="register an app (or change one)")
+    apps_add.add_argument("client_id", help="the client_id the app sends")
+    apps_add.add_argument("--name", required=True, help="the name the confirm page shows")
+    apps_add.add_argument(
+        "--scopes",
+        default="openid profile offline_access devices:read",
+        help="the scopes it may ask for, space-separated (default: %(default)s); docs/oauth.md lists them",
+    )
+    apps_commands.add_parser("list", parents=[common], help="the registered apps")
+    apps_remove = apps_commands.add_parser("remove", parents=[common], help="forget a registered app")
+    apps_remove.add_argument("client_id")
+
     link = commands.add_parser("link", help="approve or deny a device's code")
     link_commands = link.add_subparsers(dest="link_command", required=True)
     approve = link_commands.add_parser("approve", parents=[common])
