@@ -138,6 +138,9 @@ def test_every_key_comes_from_each_source() -> None:
         "web_hosts": (["hub.home.arpa"], "hub.home.arpa", ("hub.home.arpa",)),
         "probe_token_file": ("/run/probe", "/run/probe", Path("/run/probe")),
         "https_port": (8443, "8443", 8443),
+        "oauth_port": (9443, "9443", 9443),
+        "oauth_issuer": ("https://hub.lan/oauth",) * 3,
+        "oauth_unregistered_apps": (False, "no", False),
         "broker_restart_limit": (3, "3", 3),
         "broker_restart_window_s": (30, "30", 30),
     }
@@ -146,6 +149,7 @@ def test_every_key_comes_from_each_source() -> None:
     flag_values["mdns"], flag_values["mdns_interfaces"] = False, ["wlan0", "eth0"]
     flag_values["waiting_list"] = False
     flag_values["home_assistant"] = True
+    flag_values["oauth_unregistered_apps"] = False
     flag_values["web_hosts"] = ["hub.home.arpa"]
     sources = {
         "file": resolved(file={name: v[0] for name, v in values.items()}, read_secret=lambda _p: "t"),
@@ -168,6 +172,11 @@ def test_every_key_comes_from_each_source() -> None:
     assert config.web_session_lifetime_s == 3600
     assert config.probe_token == "t"
     assert config.https_port == 8443
+    assert (config.oauth_port, config.oauth_issuer, config.oauth_unregistered_apps) == (
+        9443,
+        "https://hub.lan/oauth",
+        False,
+    )
     assert "hub.home.arpa" in config.web_host_names and "kitchen.local" in config.web_host_names
     assert (config.broker_restart_limit, config.broker_restart_window_s) == (3, 30)
     assert (

@@ -31,12 +31,12 @@ from hub.services.activity import ActivityLog
 from hub.services.apps import AppService, AppView
 from hub.services.home_assistant import HomeAssistantLogin
 from hub.services.household import Household
-from hub.services.links import LinkService
+from hub.services.links import CodeStatus, LinkService
 from hub.services.settings import SettingsService
 from web.activity import what
 from web.household import status_for_refusal
 from web.json_api import BadRequest, JsonReply, json_body, json_error, register_json_errors
-from web.link import status_for
+from web.link import app_label, status_for
 from web.values import non_finite_path, view_json
 
 DEFAULT_ACTIVITY_LIMIT = 100
@@ -110,11 +110,22 @@ def account_named(name: str) -> AccountView:
     return account
 
 
+def _app_code(code: str) -> bool:
+    """Whether `code` is an app's (OAuth) rather than a device's."""
+    apps = services().apps
+    if apps is None or services().links.lookup_code(code).status is not CodeStatus.UNKNOWN:
+        return False
+    return apps.lookup_code(code).status is not CodeStatus.UNKNOWN
+
+
 @control.post("/v1/link/approve")
 def approve() -> JsonReply:
     body = json_body()
     code, account_name = _text(body, "code"), _text(body, "account")
     account = account_named(account_name)
+    if _app_code(code):
+        app = _apps().approve(code, account.id)
+        return jsonify(client_id=app.client_id, name=app_label(app), account=account.name), 200
     device = services().links.approve(code, account.id, origin=Origin.CLI)
     return jsonify(
         device_id=device.device_id, name=device.name, model=device.model, account=account.name
@@ -123,7 +134,11 @@ def approve() -> JsonReply:
 
 @control.post("/v1/link/deny")
 def deny() -> JsonReply:
-    denied = services().links.deny(_text(json_body(), "code"), None, origin=Origin.CLI)
+    code = _text(json_body(), "code")
+    if _app_code(code):
+        app = _apps().deny(code, None)
+        return jsonify(code=app.user_code, client_id=app.client_id, name=app_label(app), state="denied"), 200
+    denied = services().links.deny(code, None, origin=Origin.CLI)
     return jsonify(
         code=denied.user_code,
         name=denied.device_name,

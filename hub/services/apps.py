@@ -496,10 +496,13 @@ class AppService:
     def approve(self, typed: str, account_id: int, *, address: str | None = None) -> AppRequestView:
         return self._decide(typed, account_id, GrantState.APPROVED, address)
 
-    def deny(self, typed: str, account_id: int, *, address: str | None = None) -> AppRequestView:
+    def deny(self, typed: str, account_id: int | None, *, address: str | None = None) -> AppRequestView:
+        """Deny an app's code; `account_id` None: the hub's operator (`linkhub link deny`)."""
         return self._decide(typed, account_id, GrantState.DENIED, address)
 
-    def _decide(self, typed: str, account_id: int, to: GrantState, address: str | None) -> AppRequestView:
+    def _decide(
+        self, typed: str, account_id: int | None, to: GrantState, address: str | None
+    ) -> AppRequestView:
         code = codes.normalise(typed)
         now = self._clock()
         with session_scope(self._engine) as session:

@@ -25,15 +25,19 @@ def link_decision(args: argparse.Namespace) -> int:
             result = control_client.call(
                 socket_path, "POST", "/v1/link/approve", {"code": args.code, "account": args.account}
             )
-            print(
-                escape_hidden(
-                    f"approved: {result['name']} ({result['model']}) is linked to {result['account']} "
-                    f"as {result['device_id']}"
+            if "client_id" in result:
+                print(escape_hidden(f"approved: the app {result['name']} is linked to {result['account']}"))
+            else:
+                print(
+                    escape_hidden(
+                        f"approved: {result['name']} ({result['model']}) is linked to {result['account']} "
+                        f"as {result['device_id']}"
+                    )
                 )
-            )
         else:
-            control_client.call(socket_path, "POST", "/v1/link/deny", {"code": args.code})
-            print("denied: the device was told")
+            result = control_client.call(socket_path, "POST", "/v1/link/deny", {"code": args.code})
+            told = "the app is told at its next poll" if "client_id" in result else "the device was told"
+            print(f"denied: {told}")
     except _HUB_WENT_AWAY:
         if args.link_command == "approve":
             # A broker login left by an approval cut short is removed by the hub

@@ -222,7 +222,9 @@ def create_oauth_app(
     app.register_blueprint(bp)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> JsonReply:
+    def http_error(exc: HTTPException) -> BaseResponse | JsonReply:
+        if getattr(exc, "body", None) is not None:  # Authlib's own answer (RFC 6750 §3.1), as it is
+            return exc.get_response()
         # JSON everywhere on this port, also for a wrong path or method or a body too large.
         code = exc.code or HTTPStatus.BAD_REQUEST
         return _error("invalid_request" if code < 500 else "server_error", exc.description or exc.name, code)
