@@ -119,7 +119,7 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
         try:
             scopes = parse_scopes(oauth_request.payload.scope, allowed=client.app.allowed_scopes)
         except AppRefused as exc:
-            raise InvalidScopeError(description=str(exc)) from None
+            raise InvalidScopeError(description=error_description(str(exc))) from None
         server: OAuthServer = self.server
         started = server.apps.start(client.app, scopes or DEFAULT_SCOPES, request.remote_addr)
         shown = codes.display(started.user_code)
@@ -230,6 +230,12 @@ class AccessTokens(BearerTokenValidator):  # type: ignore[misc]
     def authenticate_token(self, token_string: str) -> Token | None:
         owner = self._apps.authenticate(token_string)
         return Token(owner) if owner is not None else None
+
+
+def error_description(text: str) -> str:
+    """RFC 6749 §5.2: an error_description is %x20-21 / %x23-5B / %x5D-7E only; what a
+    client sent (a scope it made up) is quoted with anything else as "?"."""
+    return "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in text)[:200]
 
 
 def _issued(token: dict[str, Any]) -> IssuedTokens:
