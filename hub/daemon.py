@@ -197,6 +197,7 @@ class Hub:
             self._activity,
             self._clock,
             code_lifetime_s=config.code_lifetime_s,
+            poll_interval_s=config.poll_interval_s,
             allow_unregistered=config.oauth_unregistered_apps,
             rng=self._rng,
         )

@@ -27,7 +27,7 @@ from joserfc.jwk import KeySet
 from test_device_control import RunThread, link_profile
 from werkzeug.test import TestResponse
 
-from hub.core.oauth import POLL_INTERVAL_S, SLOW_DOWN_STEP_S
+from hub.core.oauth import SLOW_DOWN_STEP_S
 from hub.daemon import Hub
 from hub.services.activity import ActivityKind
 from web.oauth import create_oauth_app
@@ -39,6 +39,8 @@ ISSUER = "https://hub.example.test:8444/oauth"
 LINK_PAGE = "http://hub.example.test:8080/link"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 FORM = "application/x-www-form-urlencoded"
+# The hub's poll interval here: RFC 8628 §3.2's default, as a hub has it unless told otherwise.
+POLL_INTERVAL_S = 5
 ALL_ASKED = "openid profile offline_access devices:read devices:command settings:read settings:write"
 
 
@@ -78,7 +80,7 @@ class Issuer:
 
 def make_issuer(make_hub: HubFactory, data_dir: Path, **hub_options: Any) -> Issuer:
     clock = FakeClock()
-    hub = make_hub(clock=clock, **hub_options)
+    hub = make_hub(clock=clock, poll_interval_s=POLL_INTERVAL_S, **hub_options)
     owner = hub.accounts.create("alice", "correct horse battery staple").id
 
     def account_name(account_id: int) -> str | None:

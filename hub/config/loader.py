@@ -319,7 +319,7 @@ KEYS: tuple[Key, ...] = (
         "--poll-interval",
         _whole_number(*POLL_INTERVAL_RANGE_S, " seconds"),
         DEFAULT_POLL_INTERVAL_S,
-        f"seconds a device waits between polls (default {DEFAULT_POLL_INTERVAL_S})",
+        f"seconds a device or an app waits between polls (default {DEFAULT_POLL_INTERVAL_S})",
         "S",
     ),
     Key(

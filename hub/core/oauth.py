@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from hub.errors import AppRefused
 
-# RFC 8628 §3.2: the minimum wait between polls; §3.5: slow_down adds 5 s to it
-# "for this and all subsequent requests".
-POLL_INTERVAL_S = 5
+# RFC 8628 §3.5: slow_down adds 5 s to the interval (the hub's poll_interval_s,
+# 5 s by default as §3.2 says) "for this and all subsequent requests".
 SLOW_DOWN_STEP_S = 5
 # A client that waits the interval is not "too soon" because its request arrived
-# a little early after a slow one: the gap is measured on arrival.
-POLL_TOLERANCE_S = 1.0
+# a little early after a slow one: the gap is measured on arrival, so a poll is
+# too soon only below this share of the interval.
+POLL_TOLERANCE = 0.8
 
 # An access token is short-lived: unlinking the app stops it at once anyway
 # (every use is checked against the hub's records), so the lifetime only
@@ -99,6 +99,6 @@ def poll_pace(last_poll_s: float | None, interval_s: int, now_s: float) -> PollP
     """slow_down when this poll of a device_code came less than the interval after
     the last one of the same code; never on the first. The interval grows by
     5 s with each slow_down and stays grown."""
-    if last_poll_s is not None and now_s - last_poll_s < interval_s - POLL_TOLERANCE_S:
+    if last_poll_s is not None and now_s - last_poll_s < interval_s * POLL_TOLERANCE:
         return PollPace(True, interval_s + SLOW_DOWN_STEP_S)
     return PollPace(False, interval_s)

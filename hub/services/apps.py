@@ -31,7 +31,6 @@ from hub.core import codes
 from hub.core.oauth import (
     ACCESS_TOKEN_LIFETIME_S,
     ALL_SCOPES,
-    POLL_INTERVAL_S,
     REFRESH_TOKEN_LIFETIME_S,
     app_name_problem,
     client_id_problem,
@@ -187,6 +186,7 @@ class AppService:
         clock: Clock,
         *,
         code_lifetime_s: float,
+        poll_interval_s: int,
         allow_unregistered: bool,
         rng: random.Random | None = None,
     ) -> None:
@@ -194,6 +194,7 @@ class AppService:
         self._activity = activity
         self._clock = clock
         self.code_lifetime_s = code_lifetime_s
+        self.poll_interval_s = poll_interval_s
         self.allow_unregistered = allow_unregistered
         self._rng = rng or random.SystemRandom()
 
@@ -266,10 +267,10 @@ class AppService:
                     state=GrantState.PENDING.value,
                     created_at_s=now,
                     expires_at_s=now + self.code_lifetime_s,
-                    interval_s=POLL_INTERVAL_S,
+                    interval_s=self.poll_interval_s,
                 )
             )
-        return StartedGrant(device_code, user_code, int(self.code_lifetime_s), POLL_INTERVAL_S)
+        return StartedGrant(device_code, user_code, int(self.code_lifetime_s), self.poll_interval_s)
 
     def _new_user_code(self, session: Session, now: float) -> str:
         """A code no app or device is waiting with (one code, one thing to approve)."""
