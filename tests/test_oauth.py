@@ -12,6 +12,7 @@ real /link page and real client libraries are tests/test_oauth_clients.py's.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ from test_device_control import RunThread, link_profile
 from werkzeug.test import TestResponse
 
 from hub.core.oauth import SLOW_DOWN_STEP_S
+from hub.core.origin import Origin
 from hub.daemon import Hub
 from hub.services.activity import ActivityKind
+from hub.services.household import Household
 from web.oauth import create_oauth_app
 from web.oauth.id_tokens import IdTokens, load_signing_key
 
@@ -285,8 +288,6 @@ def test_the_id_token_verifies_against_jwks_uri(issuer: Issuer) -> None:
 
 
 def _b64(part: str) -> bytes:
-    import base64
-
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
@@ -431,3 +432,14 @@ def test_linking_and_unlinking_an_app_is_in_the_activity(issuer: Issuer) -> None
     assert ActivityKind.APP_LINKED in kinds and ActivityKind.APP_UNLINKED in kinds
     unlinked = next(e for e in entries if e.kind == ActivityKind.APP_UNLINKED)
     assert "media-centre (unverified)" in unlinked.detail and unlinked.address == "192.0.2.7"
+
+
+def test_removing_a_member_ends_their_apps(issuer: Issuer) -> None:
+    bob = issuer.hub.accounts.create("bob", "bob's long password").id
+    started = issuer.start("bobs-app")
+    issuer.hub.apps.approve(started["user_code"], bob)
+    tokens = issuer.poll(started["device_code"], "bobs-app").get_json()
+    assert issuer.api("/api/devices", tokens["access_token"]).status_code == 200
+    household = Household(issuer.hub.accounts, issuer.hub.activity, issuer.hub.links, issuer.hub.apps)
+    household.remove_member(bob, origin=Origin.CLI)
+    assert issuer.api("/api/devices", tokens["access_token"]).status_code == 401

@@ -119,7 +119,7 @@ def create_app(
             accounts=accounts,
             settings=settings,
             activity=activity,
-            household=Household(accounts, activity, links),
+            household=Household(accounts, activity, links, apps),
             handover=Handover(accounts, activity, links, settings),
             limits=config.limits,
             clock=config.clock,

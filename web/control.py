@@ -361,8 +361,9 @@ def create_control_app(
 ) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    household = Household(accounts, activity, links, apps)
     app.extensions["linkhub_control"] = ControlServices(
-        links, accounts, settings, activity, Household(accounts, activity, links), home_assistant_login, apps
+        links, accounts, settings, activity, household, home_assistant_login, apps
     )
     app.register_blueprint(control)
     # Nothing was decided on a LinkHubError the routes do not name: e.g. the

@@ -166,6 +166,17 @@ class LinkedAppView:
     last_used_s: float | None
 
 
+# Why an app's code cannot be approved or denied, for the CLI (the page has its own words).
+_UNDECIDABLE = {
+    CodeStatus.UNKNOWN: "No app or device is waiting with that code.",
+    CodeStatus.EXPIRED: "That code has expired: start linking in the app again for a new code.",
+    CodeStatus.DENIED: "That code was denied.",
+    CodeStatus.USED_BY_YOU: "That code was already used: the app is linked.",
+    CodeStatus.USED_BY_OTHER_ACCOUNT: "That code was already used, by another account.",
+    CodeStatus.USED: "That code was already used.",
+}
+
+
 def token_hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -512,7 +523,7 @@ class AppService:
                 session.refresh(grant, with_for_update=True)
             if grant is None or grant.state != GrantState.PENDING or now >= grant.expires_at_s:
                 found = self._status(self._view(grant), account_id) if grant else CodeStatus.UNKNOWN
-                raise AppRefused(found.value, "this code cannot be decided now")
+                raise AppRefused(found.value, _UNDECIDABLE.get(found, "This code cannot be decided now."))
             grant.state, grant.account_id, grant.decided_at_s = to.value, account_id, now
             session.add(grant)
             view = self._view(grant)
@@ -536,6 +547,11 @@ class AppService:
                 )
                 for r in rows
             ]
+
+    def unlink_all(self, account_id: int) -> None:
+        """Every app of a removed account: its tokens end with the account."""
+        for app in self.linked_apps(account_id):
+            self.revoke_family(app.family_id, RevokedWhy.ACCOUNT_REMOVED)
 
     def unlink(self, family_id: str, account_id: int, *, address: str | None = None) -> LinkedAppView:
         """A person unlinks an app of theirs: its tokens stop working at once."""

@@ -78,6 +78,12 @@ class Member:
 NOT_OWNER_MESSAGE = "Only the household's owner manages its accounts."
 
 
+class LinkedApps(Protocol):
+    """What the household needs of the apps service (hub/services/apps.py)."""
+
+    def unlink_all(self, account_id: int) -> None: ...
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -130,10 +136,17 @@ def record_created(
 
 
 class Household:
-    def __init__(self, accounts: AccountDirectory, activity: ActivityLog, devices: LinkedDevices) -> None:
+    def __init__(
+        self,
+        accounts: AccountDirectory,
+        activity: ActivityLog,
+        devices: LinkedDevices,
+        apps: LinkedApps | None = None,
+    ) -> None:
         self._accounts = accounts
         self._activity = activity
         self._devices = devices
+        self._apps = apps
 
     def members(self) -> list[Member]:
         """Every account in use, the owner first, each with its number of linked devices."""
@@ -203,6 +216,8 @@ class Household:
         removed = self._accounts.remove(account_id)
         if removed is None:  # removed by someone else a moment ago
             raise HouseholdRefused(Refusal.UNKNOWN_ACCOUNT, "There is no such account.")
+        if self._apps is not None:  # its apps' tokens end with it
+            self._apps.unlink_all(account_id)
         how = _how(origin, by, "remove")
         _record_on_both(
             self._activity,
