@@ -32,6 +32,7 @@ from hub.core.oauth import SLOW_DOWN_STEP_S
 from hub.core.origin import Origin
 from hub.daemon import Hub
 from hub.services.activity import ActivityKind
+from hub.services.apps import MAX_PENDING_GRANTS
 from hub.services.household import Household
 from web.oauth import create_oauth_app
 from web.oauth.id_tokens import IdTokens, load_signing_key
@@ -186,6 +187,16 @@ def test_device_authorization_refuses_what_it_cannot_serve(issuer: Issuer) -> No
     # A public client only: a secret it does not have is not accepted either.
     secret = issuer.post("device_authorization", {"client_id": "x", "client_secret": "s"})
     assert secret.status_code in (400, 401) and secret.get_json()["error"] == "invalid_client"
+
+
+def test_a_crowd_of_waiting_apps_is_capped(issuer: Issuer) -> None:
+    for index in range(MAX_PENDING_GRANTS):
+        issuer.start(f"app-{index}", "openid")
+    answer = issuer.post("device_authorization", {"client_id": "one-more", "scope": "openid"})
+    assert answer.status_code == 503 and answer.get_json()["error"] == "temporarily_unavailable"
+    assert int(answer.headers["Retry-After"]) > 0
+    issuer.clock.advance(issuer.hub.config.code_lifetime_s)  # they expire: room again
+    assert issuer.start("one-more", "openid")["user_code"]
 
 
 def test_a_registered_app_asks_by_name_and_within_its_scopes(issuer: Issuer) -> None:

@@ -1,14 +1,15 @@
-"""`GET /ca.pem`: the CA certificate of the broker's TLS listener, for anyone.
+"""`GET /ca.pem`: the hub's CA certificate, for anyone: the one that signed the
+broker's TLS listener, the pages' HTTPS and the OAuth issuer's (docs/oauth.md).
 
 A person who sets a device up by hand (a firmware that cannot link, a tool such
 as mosquitto_sub) needs the CA to check that the broker it reaches is this
-hub's. The certificate is public, so it is served without sign-in; and like
+hub's; an app that links over OAuth, that the issuer is. The certificate is public, so it is served without sign-in; and like
 /healthz it is answered in front of the Flask app (see web/health.py): it must
 not wait on the account service or redirect to /setup on a fresh hub.
 
 The PEM is handed in by whoever builds the app (the running hub's
-`ca_certificate`); without TLS there is nothing to serve and the path is the
-app's (404).
+`ca_certificate`); with none of the three on there is nothing to serve and the
+path is the app's (404).
 """
 
 from __future__ import annotations

@@ -68,6 +68,9 @@ STATE_FILES = (
     # keep it. The server certificate is not kept: the hub makes it again at start.
     "broker/tls/ca.key",
     "broker/tls/ca.pem",
+    # The key apps' id_tokens are signed with (web/oauth/id_tokens.py): its public half
+    # is what apps verify them with, so a restored hub keeps it.
+    "oauth-signing-key.json",
 )
 # Never backed up, never restored (an older backup may hold it): see the module's docstring.
 SESSION_KEY_FILE = "web-secret"

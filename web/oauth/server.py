@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, InvalidGrantError, InvalidScopeError, TokenMixin
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidGrantError, InvalidScopeError, OAuth2Error, TokenMixin
 from authlib.oauth2.rfc6749.errors import AccessDeniedError
 from authlib.oauth2.rfc6749.grants import RefreshTokenGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
@@ -121,7 +121,10 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
         except AppRefused as exc:
             raise InvalidScopeError(description=error_description(str(exc))) from None
         server: OAuthServer = self.server
-        started = server.apps.start(client.app, scopes or DEFAULT_SCOPES, request.remote_addr)
+        try:
+            started = server.apps.start(client.app, scopes or DEFAULT_SCOPES, request.remote_addr)
+        except AppRefused as exc:
+            raise TemporarilyUnavailable(description=error_description(str(exc))) from None
         shown = codes.display(started.user_code)
         data = {
             "device_code": started.device_code,
@@ -134,6 +137,16 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
             f"signed in to your hub and enter the code {shown}.",
         }
         return 200, data, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+
+class TemporarilyUnavailable(OAuth2Error):  # type: ignore[misc]
+    """Too many apps wait for a person: 503, to ask again later (RFC 6749 §4.1.2.1's code)."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", "30")]
 
 
 class DeviceCode(DeviceCodeGrant):  # type: ignore[misc]
