@@ -209,11 +209,7 @@ def _oauth_app(hub: Hub, config: HubConfig, issuer: str, verification_uri: str) 
     from web.oauth import create_oauth_app
     from web.oauth.id_tokens import IdTokens, load_signing_key
 
-    def account_name(account_id: int) -> str | None:
-        account = hub.accounts.get(account_id)
-        return account.name if account else None
-
-    id_tokens = IdTokens(load_signing_key(config.data_dir), issuer, time.time, account_name)
+    id_tokens = IdTokens(load_signing_key(config.data_dir), issuer, time.time, hub.accounts)
     return create_oauth_app(
         issuer=issuer,
         verification_uri=verification_uri,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import FakeClock, HubFactory, RunningBroker, wait_until
+from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -76,32 +77,38 @@ class Issuer:
         assert tokens.status_code == 200, tokens.get_data(as_text=True)
         return tokens.get_json()  # type: ignore[no-any-return]
 
+    def refresh(self, refresh_token: str, client_id: str = "media-centre") -> TestResponse:
+        return self.post(
+            "token", {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
+        )
+
     def api(self, path: str, token: str, method: str = "GET", body: Any = None) -> TestResponse:
         return self.http.open(
             f"/oauth{path}", method=method, json=body, headers={"Authorization": f"Bearer {token}"}
         )
 
 
-def make_issuer(make_hub: HubFactory, data_dir: Path, **hub_options: Any) -> Issuer:
-    clock = FakeClock()
-    hub = make_hub(clock=clock, poll_interval_s=POLL_INTERVAL_S, **hub_options)
-    owner = hub.accounts.create("alice", "correct horse battery staple").id
-
-    def account_name(account_id: int) -> str | None:
-        found = hub.accounts.get(account_id)
-        return found.name if found else None
-
-    app = create_oauth_app(
-        issuer=ISSUER,
-        verification_uri=LINK_PAGE,
+def oauth_app(
+    hub: Hub, issuer: str, verification_uri: str, data_dir: Path, clock: Callable[[], float]
+) -> Flask:
+    """The issuer's app on `hub`'s services, wired as `linkhub run --oauth-port` wires it."""
+    return create_oauth_app(
+        issuer=issuer,
+        verification_uri=verification_uri,
         apps=hub.apps,
-        id_tokens=IdTokens(load_signing_key(data_dir), ISSUER, clock, account_name),
+        id_tokens=IdTokens(load_signing_key(data_dir), issuer, clock, hub.accounts),
         links=hub.links,
         accounts=hub.accounts,
         settings=hub.settings,
         control=hub.control,
     )
-    http = app.test_client()
+
+
+def make_issuer(make_hub: HubFactory, data_dir: Path, **hub_options: Any) -> Issuer:
+    clock = FakeClock()
+    hub = make_hub(clock=clock, poll_interval_s=POLL_INTERVAL_S, **hub_options)
+    owner = hub.accounts.create("alice", "correct horse battery staple").id
+    http = oauth_app(hub, ISSUER, LINK_PAGE, data_dir, clock).test_client()
     http.environ_base["wsgi.url_scheme"] = "https"  # as cheroot serves it
     return Issuer(hub, clock, http, owner)
 
@@ -305,10 +312,7 @@ def _b64(part: str) -> bytes:
 # --- tokens after linking -------------------------------------------------------------------
 def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_family(issuer: Issuer) -> None:
     first = issuer.linked()
-    refreshed = issuer.post(
-        "token",
-        {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": "media-centre"},
-    )
+    refreshed = issuer.refresh(first["refresh_token"])
     assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
     second = refreshed.get_json()
     assert (
@@ -317,20 +321,10 @@ def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_family(issuer: Issue
     assert issuer.api("/api/devices", second["access_token"]).status_code == 200
 
     # The old refresh token again: someone else holds a copy. Every token of the link ends.
-    reused = issuer.post(
-        "token",
-        {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": "media-centre"},
-    )
+    reused = issuer.refresh(first["refresh_token"])
     assert error_of(reused) == "invalid_grant"
     assert issuer.api("/api/devices", second["access_token"]).status_code == 401
-    again = issuer.post(
-        "token",
-        {
-            "grant_type": "refresh_token",
-            "refresh_token": second["refresh_token"],
-            "client_id": "media-centre",
-        },
-    )
+    again = issuer.refresh(second["refresh_token"])
     assert error_of(again) == "invalid_grant"
     assert issuer.hub.apps.linked_apps(issuer.owner) == []
     details = [
@@ -347,14 +341,7 @@ def test_a_token_of_an_unlinked_app_gets_401_at_once(issuer: Issuer) -> None:
     issuer.hub.apps.unlink(app.family_id, issuer.owner)
     answer = issuer.api("/api/devices", tokens["access_token"])
     assert answer.status_code == 401 and "Bearer" in answer.headers["WWW-Authenticate"]
-    refresh = issuer.post(
-        "token",
-        {
-            "grant_type": "refresh_token",
-            "refresh_token": tokens["refresh_token"],
-            "client_id": "media-centre",
-        },
-    )
+    refresh = issuer.refresh(tokens["refresh_token"])
     assert error_of(refresh) == "invalid_grant"
 
 

@@ -51,13 +51,12 @@ from test_browser import (  # noqa: F401  (fixtures, used by name)
     phone_for,
     sign_in,
 )
+from test_oauth import oauth_app
 
 from hub.broker.tls import ensure_tls_files, server_names
 from hub.daemon import Hub
 from hub.services.apps import IssuedTokens
 from web.https import HttpsServer
-from web.oauth import create_oauth_app
-from web.oauth.id_tokens import IdTokens, load_signing_key
 
 pytestmark = [pytest.mark.usefixtures("chromium_present"), pytest.mark.timeout(180)]
 
@@ -115,20 +114,7 @@ def issuer(make_hub: HubFactory, phone_for: PhoneFactory, tmp_path: Path) -> Ite
     port = free_port()
     url = f"https://127.0.0.1:{port}/oauth"
 
-    def account_name(account_id: int) -> str | None:
-        found = hub.accounts.get(account_id)
-        return found.name if found else None
-
-    app = create_oauth_app(
-        issuer=url,
-        verification_uri=phone.url("/link"),
-        apps=hub.apps,
-        id_tokens=IdTokens(load_signing_key(tmp_path), url, clock, account_name),
-        links=hub.links,
-        accounts=hub.accounts,
-        settings=hub.settings,
-        control=hub.control,
-    )
+    app = oauth_app(hub, url, phone.url("/link"), tmp_path, clock)
     server = HttpsServer(app, "127.0.0.1", port, files.cert, files.key)
     server.start()
     try:

@@ -3,9 +3,10 @@ broker's TLS listener, the pages' HTTPS and the OAuth issuer's (docs/oauth.md).
 
 A person who sets a device up by hand (a firmware that cannot link, a tool such
 as mosquitto_sub) needs the CA to check that the broker it reaches is this
-hub's; an app that links over OAuth, that the issuer is. The certificate is public, so it is served without sign-in; and like
-/healthz it is answered in front of the Flask app (see web/health.py): it must
-not wait on the account service or redirect to /setup on a fresh hub.
+hub's; an app that links over OAuth, that the issuer is. The certificate is
+public, so it is served without sign-in; and like /healthz it is answered in
+front of the Flask app (see web/health.py): it must not wait on the account
+service or redirect to /setup on a fresh hub.
 
 The PEM is handed in by whoever builds the app (the running hub's
 `ca_certificate`); with none of the three on there is nothing to serve and the

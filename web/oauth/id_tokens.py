@@ -17,6 +17,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from hub.core.accounts import AccountDirectory
 from hub.core.oauth import ID_TOKEN_LIFETIME_S
 from hub.services.apps import TokenOwner
 from hub.store.secret_file import read_or_create_secret
@@ -37,16 +38,12 @@ def load_signing_key(data_dir: Path) -> RSAKey:
 
 class IdTokens:
     def __init__(
-        self,
-        key: RSAKey,
-        issuer: str,
-        clock: Callable[[], float],
-        account_name: Callable[[int], str | None],
+        self, key: RSAKey, issuer: str, clock: Callable[[], float], accounts: AccountDirectory
     ) -> None:
         self._key = key
         self._issuer = issuer
         self._clock = clock
-        self._account_name = account_name
+        self._accounts = accounts
 
     def issue(self, owner: TokenOwner) -> str:
         now = int(self._clock())
@@ -58,7 +55,8 @@ class IdTokens:
             "exp": now + ID_TOKEN_LIFETIME_S,
         }
         if "profile" in owner.scopes:
-            claims.update(profile_claims(self._account_name(owner.account_id)))
+            account = self._accounts.get(owner.account_id)
+            claims.update(profile_claims(account.name if account else None))
         return jwt.encode({"alg": SIGNING_ALGORITHM, "kid": self._key.kid, "typ": "JWT"}, claims, self._key)
 
     def key_set(self) -> dict[str, Any]:
