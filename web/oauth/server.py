@@ -32,7 +32,7 @@ from flask import Flask, request
 
 from hub.core import codes
 from hub.core.oauth import ACCESS_TOKEN_LIFETIME_S, DEVICES_READ, parse_scopes
-from hub.errors import AppRefused
+from hub.errors import AppRefused, LinkHubError
 from hub.services.apps import AppClient, AppService, IssuedTokens, PollOutcome, RevokedWhy, TokenOwner
 from web.oauth.id_tokens import IdTokens
 
@@ -124,7 +124,7 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
         try:
             started = server.apps.start(client.app, scopes or DEFAULT_SCOPES, request.remote_addr)
         except AppRefused as exc:
-            raise TemporarilyUnavailable(description=error_description(str(exc))) from None
+            raise TemporarilyUnavailable(error_description(str(exc))) from None
         shown = codes.display(started.user_code)
         data = {
             "device_code": started.device_code,
@@ -139,8 +139,9 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
         return 200, data, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
 
-class TemporarilyUnavailable(OAuth2Error):  # type: ignore[misc]
-    """Too many apps wait for a person: 503, to ask again later (RFC 6749 §4.1.2.1's code)."""
+class TemporarilyUnavailable(OAuth2Error, LinkHubError):  # type: ignore[misc]
+    """Too many apps wait for a person: 503, to ask again later (RFC 6749 §4.1.2.1's code).
+    An OAuth2Error for Authlib to answer with, and one of the hub's errors like every other."""
 
     error = "temporarily_unavailable"
     status_code = 503
