@@ -273,8 +273,12 @@ def test_a_client_is_refused_when_the_person_denies(
     issuer: Issuer, clients: list[RunningClient], client_name: str
 ) -> None:
     client = start(clients, CLIENTS[client_name], issuer, f"{client_name}-app")
+    code = client.user_code()
     sign_in(issuer.phone)
-    enter_code(issuer.phone, client.user_code())
+    # Picked from the list of what is asking now, as a device can be.
+    issuer.phone.go("/link")
+    issuer.phone.page.locator(".waiting-name", has_text=f"{client.client_id} (unverified)").click()
+    expect(issuer.phone.page.locator(".code-display")).to_have_text(code)
     issuer.phone.page.get_by_role("button", name="Deny").click()
     assert message(issuer.phone.page) == ("denied_done", "Denied. The app is told at its next poll.")
     assert error_of(client.outcome()) == "access_denied"
