@@ -214,8 +214,11 @@ MODELS: dict[str, type[SQLModel]] = {
     "account_change_log": ChangeLogEntry,
 }
 GENERATED_KEYS = {"account": "id", "settings_outbox": "seq", "account_change_log": "seq"}
-# Tables of later revisions: 0003, 0005, 0006, 0009.
-LATER_TABLES = {"recovery_code", "activity", "web_session", "broker_identity", "device_description"}
+# Tables of later revisions: 0003, 0005, 0006, 0009, 0010.
+LATER_TABLES = {
+    "recovery_code", "activity", "web_session", "broker_identity", "device_description",
+    "oauth_app", "oauth_grant", "oauth_family", "oauth_token",
+}  # fmt: skip
 # Columns later revisions added to first-schema tables, and what an upgraded row holds in them.
 ADDED_COLUMNS: dict[str, dict[str, Any]] = {
     "account": {

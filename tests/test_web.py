@@ -21,6 +21,7 @@ from werkzeug.test import TestResponse
 
 from hub.daemon import Hub
 from hub.services.activity import ActivityKind
+from hub.services.apps import IssuedTokens
 from hub.services.links import DECISION_MESSAGES, CodeStatus
 from linkhub_protocol import (
     ApprovedReply,
@@ -650,6 +651,11 @@ def test_every_form_that_succeeds_redirects(hub: Hub, devices: Callable[..., Boo
         devices(DeviceInfo(name="Old Plug", model="LH-Plug")).request().user_code, owner.id
     )
     kept = hub.links.approve(devices().request().user_code, owner.id)
+    app_client = hub.apps.client("media-centre")
+    assert app_client is not None
+    asked = hub.apps.start(app_client, ("devices:read",), None)
+    hub.apps.approve(asked.user_code, owner.id)
+    linked_app = hub.apps.exchange(asked.device_code, "media-centre", IssuedTokens("access", "refresh"))
 
     forms: list[tuple[str, dict[str, str]]] = [
         ("/link", {"code": pending[0].user_code}),
@@ -671,6 +677,9 @@ def test_every_form_that_succeeds_redirects(hub: Hub, devices: Callable[..., Boo
         ),
         (f"/household/members/{bob.id}/two-factor-off", {"confirm": "yes"}),  # off already: refused, below
         ("/settings/home-assistant", {}),
+        ("/settings/apps", {"name": "Wall tablet", "client_id": "wall-tablet", "scope": "devices:read"}),
+        ("/settings/apps/remove", {"client_id": "wall-tablet"}),
+        (f"/apps/{linked_app.family_id}/unlink", {}),
         ("/account/two-factor/start", {}),
         ("/account/password", {"current": PASSWORD, "new": "alice's new words", "new2": "alice's new words"}),
         ("/account/sign-out-everywhere", {}),
@@ -708,7 +717,9 @@ def test_every_form_that_succeeds_redirects(hub: Hub, devices: Callable[..., Boo
         if "POST" in (rule.methods or set()) and not rule.rule.startswith("/api/")
     }
     patterns = {
-        re.sub(r"dev-[0-9a-f]+", "<device_id>", p).replace(f"/{bob.id}/", "/<int:account_id>/")
+        re.sub(r"dev-[0-9a-f]+", "<device_id>", p)
+        .replace(f"/{bob.id}/", "/<int:account_id>/")
+        .replace(linked_app.family_id, "<family_id>")
         for p in posted
     }
     assert routes - patterns - set(elsewhere) == set()
