@@ -208,7 +208,7 @@ class _LinkSession:
         self.private_key = st.pending.private_key
         # The bootstrap client id: random, and the last level of the request topic
         # (the hub counts new requests per client id).
-        self.client_id = f"lh-boot-{secrets.token_hex(8)}"
+        self.client_id = f"lh-boot-{secrets.token_hex(6)}"  # 20 characters: within MQTT 3.1.1's 23
         self.mqtt5 = mqtt5
         self.fixed_deadline = deadline
         self.deadline = deadline if deadline is not None else started + NO_REPLY_TIMEOUT_S

@@ -33,6 +33,11 @@ static const char *CREDENTIALS =
     "\"client_id\":\"dev-3fa2b81c09d4\",\"username\":\"dev-3fa2b81c09d4\","
     "\"password\":\"Wc1y0kq2m4JbXo7UeR9tFh3sL6vN8aPd\"}}";
 
+/* docs/protocol.md section 14.1: the intermediate values of opening it. */
+static const char *NONCE_HEX = "1d0111327e0cea7942ba99df038ffefc506fa19e3142a546";
+static const char *SHARED_HEX = "7f18a78dd4603e15d0a4f3b910deb84e4254dbabf6a2dae6b85b9d44a316e505";
+static const char *KEY_HEX = "c941fb2c134c0331face212496fcb8019fbe3e39b924806f4286e300970d3443";
+
 static void sealed_box(void)
 {
     static char plain[4096];
@@ -49,6 +54,15 @@ static void sealed_box(void)
     memcpy(both, box, 32);        /* the ephemeral public key: the box's first 32 bytes */
     memcpy(both + 32, pk, 32);    /* then the device's public key */
     crypto_generichash(nonce, sizeof nonce, both, sizeof both, NULL, 0);  /* BLAKE2b, 24 bytes out */
+    unsigned char shared[32], key[crypto_box_BEFORENMBYTES], expected[32];
+    sodium_hex2bin(expected, sizeof expected, NONCE_HEX, strlen(NONCE_HEX), NULL, NULL, NULL);
+    check(memcmp(nonce, expected, sizeof nonce) == 0, "the nonce: BLAKE2b-24 of ephemeral key, device key");
+    sodium_hex2bin(expected, sizeof expected, SHARED_HEX, strlen(SHARED_HEX), NULL, NULL, NULL);
+    check(crypto_scalarmult(shared, sk, box) == 0 && memcmp(shared, expected, 32) == 0,
+          "the shared secret: X25519 of the device's private key and the ephemeral key");
+    sodium_hex2bin(expected, sizeof expected, KEY_HEX, strlen(KEY_HEX), NULL, NULL, NULL);
+    check(crypto_box_beforenm(key, box, sk) == 0 && memcmp(key, expected, 32) == 0,
+          "the key: HSalsa20 of the shared secret (crypto_box_beforenm)");
     int opened = crypto_box_open_easy(message, box + 32, box_len - 32, nonce, box, sk);
     check(opened == 0 && box_len - 48 == strlen(CREDENTIALS)
               && memcmp(message, CREDENTIALS, strlen(CREDENTIALS)) == 0,
