@@ -46,20 +46,6 @@ static bool build_request(const struct lh_options *opt, const struct lh_state *s
     return codec_write(message, request_payload, sizeof request_payload);  /* at most 2048 bytes */
 }
 
-/* Connect, waiting 0.5 s before the second try, doubling up to 30 s, each wait
- * drawn between half and all of it (section 2), until `deadline`. */
-static int connect_with_backoff(struct lh_conn *c, const struct lh_options *opt, double deadline)
-{
-    double wait_s = 0.5;
-    for (;;) {
-        int connack = mqtt_connect(c, opt->host, opt->port, 10);
-        if (connack >= 0 || now_s() + wait_s > deadline)
-            return connack;
-        sleep_s(wait_s * (0.5 + 0.5 * (double)randombytes_uniform(1000) / 1000.0));
-        wait_s = wait_s * 2 > 30 ? 30 : wait_s * 2;
-    }
-}
-
 static bool send_request(struct lh_conn *c, const char *request_topic, const char *reply_topic,
                          const struct lh_state *st)
 {
@@ -236,7 +222,7 @@ int link_device(const struct lh_options *opt, const char *state_path, struct lh_
     int outcome = -1;
     while (outcome < 0) {
         if (!c->connected) {
-            int connack = connect_with_backoff(c, opt, a.deadline);
+            int connack = mqtt_connect_backoff(c, opt->host, opt->port, a.deadline);
             if (connack != 0) {
                 event_error("hub_unreachable", connack < 0 ? "the broker could not be reached"
                                                            : "the broker refused the bootstrap login");

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 double now_s(void)
 {
     struct timespec ts;
@@ -123,6 +125,20 @@ int mqtt_reconnect(struct lh_conn *c, double timeout_s)
     if (mosquitto_reconnect(c->mosq) != MOSQ_ERR_SUCCESS)
         return -1;
     return wait_connack(c, timeout_s);
+}
+
+int mqtt_connect_backoff(struct lh_conn *c, const char *host, int port, double deadline)
+{
+    double wait_s = 0.5;
+    for (;;) {
+        int connack = host != NULL ? mqtt_connect(c, host, port, 10) : mqtt_reconnect(c, 10);
+        if (connack >= 0)
+            return connack;  /* an answer: accepted, or refused (not an outage) */
+        if (deadline > 0 && now_s() + wait_s > deadline)
+            return -1;
+        sleep_s(wait_s * (0.5 + 0.5 * (double)randombytes_uniform(1000) / 1000.0));
+        wait_s = wait_s * 2 > 30 ? 30 : wait_s * 2;
+    }
 }
 
 bool mqtt_refused_login(int connack)

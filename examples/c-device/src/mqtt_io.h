@@ -48,6 +48,11 @@ bool mqtt_setup(struct lh_conn *c, const char *client_id, const char *username, 
 int mqtt_connect(struct lh_conn *c, const char *host, int port, double timeout_s);
 /* Reconnect with the same settings after a loss; the same answer as mqtt_connect. */
 int mqtt_reconnect(struct lh_conn *c, double timeout_s);
+/* Connect (`host` NULL: reconnect with the same settings), trying again while
+ * the broker cannot be reached: 0.5 s before the second try, doubling up to
+ * 30 s, each wait drawn between half and all of it (docs/protocol.md section
+ * 2), until `deadline` (0: for ever). The CONNACK's code, or -1. */
+int mqtt_connect_backoff(struct lh_conn *c, const char *host, int port, double deadline);
 /* A CONNACK that says the credentials are refused: MQTT 3.1.1 return codes 4
  * and 5, MQTT 5 reason codes 0x86 and 0x87 (docs/protocol.md section 8.1). */
 bool mqtt_refused_login(int connack);

@@ -300,23 +300,6 @@ static int unlinked(struct session *s)
     return LH_EXIT_OK;
 }
 
-/* Connect with the device's own credentials, trying again with backoff
- * (section 2) until `deadline` (0: for ever): its CONNACK code, or -1. */
-static int connect_own(struct session *s, double deadline, bool first)
-{
-    double wait_s = 0.5;
-    for (;;) {
-        int connack = first ? mqtt_connect(s->c, s->st->mqtt.host, (int)s->st->mqtt.port, 10)
-                            : mqtt_reconnect(s->c, 10);
-        if (connack >= 0)
-            return connack;
-        if (deadline > 0 && now_s() + wait_s > deadline)
-            return -1;
-        sleep_s(wait_s * (0.5 + 0.5 * (double)randombytes_uniform(1000) / 1000.0));
-        wait_s = wait_s * 2 > 30 ? 30 : wait_s * 2;
-    }
-}
-
 int run_device(const struct lh_options *opt, const char *state_path, struct lh_state *st, struct lh_conn *c)
 {
     struct session s = {.opt = opt, .state_path = state_path, .st = st, .c = c, .stdin_open = true};
@@ -336,7 +319,7 @@ int run_device(const struct lh_options *opt, const char *state_path, struct lh_s
         return LH_EXIT_FAILED;
     }
     int outcome = -1;
-    int connack = connect_own(&s, now_s() + START_TIMEOUT_S, true);
+    int connack = mqtt_connect_backoff(c, st->mqtt.host, (int)st->mqtt.port, now_s() + START_TIMEOUT_S);
     while (outcome < 0) {
         if (mqtt_refused_login(connack)) {
             outcome = unlinked(&s);  /* the refused login is the proof (section 8.1) */
@@ -348,7 +331,7 @@ int run_device(const struct lh_options *opt, const char *state_path, struct lh_s
             break;
         }
         if (!start_session(&s)) {
-            connack = c->connected ? -1 : connect_own(&s, 0, false);
+            connack = c->connected ? -1 : mqtt_connect_backoff(c, NULL, 0, 0);
             continue;
         }
         while (c->connected) {
@@ -373,7 +356,7 @@ int run_device(const struct lh_options *opt, const char *state_path, struct lh_s
             }
         }
         if (outcome < 0)  /* lost (an unlink, a broker restart): the answer to reconnecting tells which */
-            connack = connect_own(&s, 0, false);
+            connack = mqtt_connect_backoff(c, NULL, 0, 0);
     }
     mqtt_close(c);
     return outcome;
