@@ -49,7 +49,7 @@ from hub.core.origin import Origin
 from hub.core.rate_limits import wait_words
 from hub.errors import AppRefused, LinkDecisionError, LinkHubError
 from hub.services.activity import ActivityKind
-from hub.services.apps import AppCodeLookup, AppRequestView
+from hub.services.apps import APP_DECISION_MESSAGES, AppCodeLookup, AppRequestView
 from hub.services.links import DECISION_MESSAGES, CodeLookup, CodeStatus, DeviceView, LinkRequestView
 from web.auth import login_required
 from web.code_limits import Refused, WrongCodeLimits
@@ -145,25 +145,13 @@ def _waiting_app_json(req: AppRequestView) -> dict[str, Any]:
         "address": req.address,
         "asked": ago(req.requested_at_s, now),
         "time_left": remaining(req.expires_at_s, now),
-        "confirm_url": url_for("link.confirm_page", code=codes.display(req.user_code)),
+        "confirm_url": url_for("link.confirm_page", code=req.user_code),
     }
 
 
 def app_label(req: AppRequestView) -> str:
     """An app's registered name, or its client_id marked as not checked by anyone."""
     return req.app_name if req.app_name is not None else f"{req.client_id} (unverified)"
-
-
-# What a person reads about an app's code, where it differs from a device's.
-APP_MESSAGES = {
-    CodeStatus.EXPIRED: "That code has expired. Start linking in the app again for a new code.",
-    CodeStatus.DENIED: "That code was denied. Start linking in the app again if that was a mistake.",
-    CodeStatus.USED_BY_OTHER_ACCOUNT: (
-        "This code was already used to link an app to another account. If that was not you, "
-        "check the code the app shows and ask the hub's owner who linked it."
-    ),
-    CodeStatus.USED_BY_YOU: "You already linked an app with this code: it is on your Devices page.",
-}
 
 
 def _look_up(code: str, account_id: int) -> CodeLookup | AppCodeLookup:
@@ -242,8 +230,8 @@ def _refusal(typed: str, found: CodeLookup | AppCodeLookup) -> Page:
     if found.status is CodeStatus.MALFORMED:
         message = codes.why_not(typed)
     else:
-        app_message = APP_MESSAGES.get(found.status) if isinstance(found, AppCodeLookup) else None
-        message = app_message or DECISION_MESSAGES[found.status]
+        messages = APP_DECISION_MESSAGES if isinstance(found, AppCodeLookup) else DECISION_MESSAGES
+        message = messages[found.status]
         left = code_limits().tries_left(g.account.id, request.remote_addr)
         if found.status is CodeStatus.USED_BY_YOU or left > WARN_AT_TRIES_LEFT:
             pass
@@ -264,8 +252,7 @@ def lookup() -> BaseResponse | Page:
         return found
     if found.status is CodeStatus.PENDING and found.request is not None:
         # Post/redirect/get: Back and Reload on the confirm page post nothing.
-        code = codes.display(codes.normalise(found.request.user_code) or found.request.user_code)
-        return redirect(url_for("link.confirm_page", code=code), HTTPStatus.SEE_OTHER)
+        return redirect(url_for("link.confirm_page", code=found.request.user_code), HTTPStatus.SEE_OTHER)
     return _to_your_device(found) or _refusal(typed, found)
 
 
@@ -275,7 +262,7 @@ def _to_your_device(found: CodeLookup | AppCodeLookup) -> BaseResponse | None:
     if found.status is not CodeStatus.USED_BY_YOU or found.request is None:
         return None
     if isinstance(found, AppCodeLookup):
-        return redirect(url_for("link.app_linked_page", code=codes.display(found.request.user_code)), 303)
+        return redirect(url_for("link.app_linked_page", code=found.request.user_code), HTTPStatus.SEE_OTHER)
     if found.request.device_id:
         return redirect(url_for("link.linked_page", device_id=found.request.device_id), HTTPStatus.SEE_OTHER)
     return None
@@ -296,7 +283,6 @@ def confirm_page() -> BaseResponse | Page:
             "confirm_app.html",
             req=req,
             app_name=app_label(req),
-            code=codes.display(req.user_code),
             scopes=[SCOPE_WORDS[scope] for scope in req.scopes if scope in SCOPE_WORDS],
             now_s=services().clock(),
         ), 200
@@ -353,7 +339,7 @@ def _decide_app(typed: str, entered: AppCodeLookup) -> BaseResponse | Page:
     try:
         if action == "approve":
             req = apps.approve(code, g.account.id, address=request.remote_addr)
-            return redirect(url_for("link.app_linked_page", code=codes.display(req.user_code)), 303)
+            return redirect(url_for("link.app_linked_page", code=req.user_code), HTTPStatus.SEE_OTHER)
         if action == "deny":
             req = apps.deny(code, g.account.id, address=request.remote_addr)
             flash(f"{app_label(req)} was not linked.")

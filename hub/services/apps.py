@@ -39,7 +39,7 @@ from hub.core.oauth import (
 )
 from hub.errors import AppRefused
 from hub.services.activity import ActivityKind, ActivityLog
-from hub.services.link_parts import CodeStatus
+from hub.services.link_parts import DECISION_MESSAGES, CodeStatus
 from hub.store.engine import session_scope
 from hub.store.models import LinkRequestRecord, OAuthApp, OAuthFamily, OAuthGrant, OAuthToken
 
@@ -105,7 +105,7 @@ class AppClient:
 class AppRequestView:
     """An app's request as the /link page shows it."""
 
-    user_code: str  # canonical, without the dash
+    user_code: str  # XXXX-XXXX, as the app shows it
     client_id: str
     app_name: str | None  # None: unregistered, shown as unverified
     scopes: tuple[str, ...]
@@ -166,14 +166,18 @@ class LinkedAppView:
     last_used_s: float | None
 
 
-# Why an app's code cannot be approved or denied, for the CLI (the page has its own words).
-_UNDECIDABLE = {
-    CodeStatus.UNKNOWN: "No app or device is waiting with that code.",
-    CodeStatus.EXPIRED: "That code has expired: start linking in the app again for a new code.",
-    CodeStatus.DENIED: "That code was denied.",
-    CodeStatus.USED_BY_YOU: "That code was already used: the app is linked.",
-    CodeStatus.USED_BY_OTHER_ACCOUNT: "That code was already used, by another account.",
-    CodeStatus.USED: "That code was already used.",
+# What a person is told about an app's code that cannot be decided, where it
+# differs from a device's (the /link page and `linkhub link approve` alike).
+APP_DECISION_MESSAGES = DECISION_MESSAGES | {
+    CodeStatus.UNKNOWN: "No device or app is waiting with that code. Check the code it shows.",
+    CodeStatus.EXPIRED: "That code has expired. Start linking in the app again for a new code.",
+    CodeStatus.DENIED: "That code was denied. Start linking in the app again if that was a mistake.",
+    CodeStatus.USED: "That code was already used to link an app.",
+    CodeStatus.USED_BY_OTHER_ACCOUNT: (
+        "This code was already used to link an app to another account. If that was not you, "
+        "check the code the app shows and ask the hub's owner who linked it."
+    ),
+    CodeStatus.USED_BY_YOU: "You already linked an app with this code: it is on your Devices page.",
 }
 
 
@@ -183,6 +187,21 @@ def token_hash(value: str) -> str:
 
 def _scopes(text: str) -> tuple[str, ...]:
     return tuple(text.split())
+
+
+def _owner(family: OAuthFamily) -> TokenOwner:
+    return TokenOwner(family.family_id, family.account_id, family.client_id, _scopes(family.scopes))
+
+
+def _linked_view(family: OAuthFamily) -> LinkedAppView:
+    return LinkedAppView(
+        family.family_id,
+        family.client_id,
+        family.app_name,
+        _scopes(family.scopes),
+        family.linked_at_s,
+        family.last_used_s,
+    )
 
 
 def _app_label(client_id: str, name: str | None) -> str:
@@ -387,7 +406,7 @@ class AppService:
             row.used_at_s = now
             family.last_used_s = now
             session.add_all([row, family])
-            return TokenOwner(family.family_id, family.account_id, family.client_id, _scopes(family.scopes))
+            return _owner(family)
 
     def add_tokens(self, owner: TokenOwner, tokens: IssuedTokens) -> None:
         """The rotated tokens of a refresh, in the same family."""
@@ -408,7 +427,7 @@ class AppService:
             if family.last_used_s is None or now - family.last_used_s >= LAST_USED_EVERY_S:
                 family.last_used_s = now
                 session.add(family)
-            return TokenOwner(family.family_id, family.account_id, family.client_id, _scopes(family.scopes))
+            return _owner(family)
 
     def find_token(self, value: str) -> TokenOwner | None:
         """Any token's owner, whatever its state (for revocation, RFC 7009 §2.1)."""
@@ -417,7 +436,7 @@ class AppService:
             family = session.get(OAuthFamily, row.family_id) if row is not None else None
             if family is None:
                 return None
-            return TokenOwner(family.family_id, family.account_id, family.client_id, _scopes(family.scopes))
+            return _owner(family)
 
     def revoke_family(self, family_id: str, why: RevokedWhy, *, address: str | None = None) -> None:
         with session_scope(self._engine) as session:
@@ -482,7 +501,7 @@ class AppService:
     @staticmethod
     def _view(grant: OAuthGrant) -> AppRequestView:
         return AppRequestView(
-            user_code=grant.user_code,
+            user_code=codes.display(grant.user_code),
             client_id=grant.client_id,
             app_name=grant.app_name,
             scopes=_scopes(grant.scopes),
@@ -523,7 +542,7 @@ class AppService:
                 session.refresh(grant, with_for_update=True)
             if grant is None or grant.state != GrantState.PENDING or now >= grant.expires_at_s:
                 found = self._status(self._view(grant), account_id) if grant else CodeStatus.UNKNOWN
-                raise AppRefused(found.value, _UNDECIDABLE.get(found, "This code cannot be decided now."))
+                raise AppRefused(found.value, APP_DECISION_MESSAGES[found])
             grant.state, grant.account_id, grant.decided_at_s = to.value, account_id, now
             session.add(grant)
             view = self._view(grant)
@@ -536,27 +555,31 @@ class AppService:
     # --- linked apps -----------------------------------------------------------------
     def linked_apps(self, account_id: int) -> list[LinkedAppView]:
         with session_scope(self._engine) as session:
-            rows = session.exec(
+            return [_linked_view(family) for family in self._linked(session, account_id)]
+
+    @staticmethod
+    def _linked(session: Session, account_id: int) -> list[OAuthFamily]:
+        return list(
+            session.exec(
                 select(OAuthFamily)
                 .where(OAuthFamily.account_id == account_id, col(OAuthFamily.revoked_at_s).is_(None))
                 .order_by(col(OAuthFamily.linked_at_s).desc())
             ).all()
-            return [
-                LinkedAppView(
-                    r.family_id, r.client_id, r.app_name, _scopes(r.scopes), r.linked_at_s, r.last_used_s
-                )
-                for r in rows
-            ]
+        )
 
     def unlink_all(self, account_id: int) -> None:
         """Every app of a removed account: its tokens end with the account."""
-        for app in self.linked_apps(account_id):
-            self.revoke_family(app.family_id, RevokedWhy.ACCOUNT_REMOVED)
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            for family in self._linked(session, account_id):
+                self._revoke(session, family, RevokedWhy.ACCOUNT_REMOVED, now)
 
     def unlink(self, family_id: str, account_id: int, *, address: str | None = None) -> LinkedAppView:
         """A person unlinks an app of theirs: its tokens stop working at once."""
-        mine = {app.family_id: app for app in self.linked_apps(account_id)}
-        if family_id not in mine:
-            raise AppRefused("unknown_app", "no such linked app on your account")
-        self.revoke_family(family_id, RevokedWhy.UNLINKED, address=address)
-        return mine[family_id]
+        with session_scope(self._engine) as session:
+            family = session.get(OAuthFamily, family_id)
+            if family is None or family.account_id != account_id or family.revoked_at_s is not None:
+                raise AppRefused("unknown_app", "no such linked app on your account")
+            view = _linked_view(family)
+            self._revoke(session, family, RevokedWhy.UNLINKED, self._clock(), address=address)
+        return view

@@ -173,7 +173,7 @@ def create_oauth_app(
     def device(device_id: str) -> JsonReply:
         found = own_device(device_id)
         if found is None:
-            return _error("unknown_device", "No device of yours has that id.", HTTPStatus.NOT_FOUND)
+            return _no_such_device()
         return jsonify(device_json(found)), HTTPStatus.OK
 
     @bp.post("/api/devices/<device_id>/command")
@@ -201,14 +201,14 @@ def create_oauth_app(
     def device_settings(device_id: str) -> JsonReply:
         view = settings.device_view(device_id) if own_device(device_id) else None
         if view is None:
-            return _error("unknown_device", "No device of yours has that id.", HTTPStatus.NOT_FOUND)
+            return _no_such_device()
         return jsonify(view_json(view)), HTTPStatus.OK
 
     @bp.patch("/api/devices/<device_id>/settings")
     @needs(SETTINGS_WRITE)
     def change_device_settings(device_id: str) -> JsonReply:
         if own_device(device_id) is None:
-            return _error("unknown_device", "No device of yours has that id.", HTTPStatus.NOT_FOUND)
+            return _no_such_device()
         patch = request.get_json(silent=True)
         if not isinstance(patch, dict):
             return _error("invalid_request", "Send a JSON merge patch (RFC 7396) of the settings.")
@@ -230,6 +230,11 @@ def create_oauth_app(
         return _error("invalid_request" if code < 500 else "server_error", exc.description or exc.name, code)
 
     return app
+
+
+def _no_such_device() -> JsonReply:
+    """Another account's device is answered as one that does not exist."""
+    return _error("unknown_device", "No device of yours has that id.", HTTPStatus.NOT_FOUND)
 
 
 def _error(error: str, description: str, status: int = HTTPStatus.BAD_REQUEST) -> JsonReply:
